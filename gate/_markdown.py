@@ -1,0 +1,74 @@
+"""Escaping for untrusted text (token strings, prompt ids, config names) in
+GitHub-flavoured Markdown. Prompts and completions come from users and models:
+rendered into a comment they must not inject HTML, ping people, link issues, or
+break out of a table, a code span or a <details> block.
+
+Two contexts, two filters:
+- `md_inline`: Markdown text (paragraphs, table cells). HTML-significant
+  characters become entities, Markdown punctuation is backslash-escaped.
+- `md_html`: text inside a raw HTML block such as <summary>, where Markdown is
+  not parsed (a backslash would show) but entities are.
+Both make whitespace and invisible characters visible and cap the length, so a
+100 kB token cannot blow the comment limit.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = ["visible", "md_inline", "md_html", "md_code_block", "shorten"]
+
+# U+200B zero-width space, as an entity so it shows in the raw Markdown:
+# "@&#8203;user" renders "@user" but GitHub's mention and issue-reference
+# matchers no longer see a name right after the sign.
+_ZWSP = "&#8203;"
+_WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "→"}
+# One pass, one table: each character is replaced at most once, so no escape
+# can be re-interpreted by a later one.
+_MD_INLINE = {c: "\\" + c for c in "\\`*_{}[]()+-.!|~=:"}
+_MD_INLINE.update({"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@" + _ZWSP, "#": "\\#" + _ZWSP})
+_MD_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;",
+            "@": "@" + _ZWSP, "#": "#" + _ZWSP}
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut `text` to about `limit` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(+{len(text) - limit:,} chars)"
+
+
+def visible(text: object, limit: int = 60, spaces: bool = False) -> str:
+    """Plain text with control, format and (optionally) space characters made
+    visible, capped at `limit` characters. Not yet escaped for any markup."""
+    s = shorten(str(text), limit)
+    out = []
+    for ch in s:
+        if ch in _WHITESPACE:
+            out.append(_WHITESPACE[ch])
+        elif ch == " " and spaces:
+            out.append("␣")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs"):
+            # bidi overrides, zero-width characters, NUL...: show the code point
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def md_inline(text: object, limit: int = 60, spaces: bool = False) -> str:
+    """Escape `text` for Markdown inline context (paragraph or table cell)."""
+    return "".join(_MD_INLINE.get(ch, ch) for ch in visible(text, limit, spaces))
+
+
+def md_html(text: object, limit: int = 60, spaces: bool = False) -> str:
+    """Escape `text` for a raw HTML block in Markdown (e.g. <summary>)."""
+    return "".join(_MD_HTML.get(ch, ch) for ch in visible(text, limit, spaces))
+
+
+def md_code_block(text: str) -> str:
+    """A fenced code block that `text` cannot close: the fence is longer than
+    any backtick run inside."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"

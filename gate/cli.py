@@ -1,0 +1,65 @@
+"""The `parity-gate` command. The only place that turns typed errors into one
+line on stderr plus an exit code (docs/errors.md); everything below raises."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable, Sequence
+
+from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, GateError
+
+# subcommand -> module. Each module exposes `add_arguments(parser)` and
+# `run(args) -> int`; importing lazily keeps `--help` and the pure commands
+# free of vLLM and torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "record": ("gate.commands", "run the suite on vLLM and write golden traces"),
+    "check": ("gate.commands", "run the vLLM under test and compare against a golden"),
+    "compare": ("gate.commands", "compare two trace sets offline (no engine)"),
+    "report": ("gate.report", "re-render comment.md, report.html and summary.md from a result dir"),
+    "publish": ("gate.publish", "post a result to GitHub: sticky comment, commit status, outputs"),
+    "action": ("gate.action", "container entrypoint: check, then publish, from the action's inputs"),
+    "calibrate": ("gate.calibrate", "measure the noise floor and write suggested thresholds"),
+    "tiny-model": ("gate.tinymodel", "build the small random-weight test/demo model"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        sys.stderr.write(f"parity-gate: error: {message} (hint: run '{self.prog} --help')\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Only the chosen command's module is imported and asked for its options."""
+    parser = _Parser(prog="parity-gate", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _module(module).add_arguments(p, name)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="parity-gate: %(message)s", stream=sys.stderr)
+    run: Callable[[argparse.Namespace], int] = _module(COMMANDS[args.command][0]).run
+    try:
+        return run(args)
+    except GateError as exc:
+        sys.stderr.write(f"parity-gate: {exc.kind}: {exc.line()}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("parity-gate: interrupted\n")
+        return EXIT_INFRA

@@ -1,0 +1,454 @@
+"""Token-by-token comparison of two trace sets. Pure Python + numpy: no
+engine, no I/O beyond reading the two trace files as they stream.
+
+Notation (design.md section 3): a = reference (golden) logprob, b = candidate,
+d = b - a, rho = exp(d). Two channels are compared, never across each other:
+
+- forced: teacher-forced scores of the reference's tokens in the reference's
+  contexts (completion positions are measured; prompt positions reported);
+- sampler: the engine's own logprobs of the sampled tokens, over the prefix
+  where both free runs produced the same tokens.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from gate.trace import Record, TraceReader
+
+__all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records", "CHANNELS"]
+
+CHANNELS = ("forced", "sampler")
+CLIP_EPS = 0.2               # PPO clip range (design.md section 3)
+NEAR_TIE_GAP = 1e-2          # top-2 logprob gap below which a greedy divergence is a "near tie"
+POSITION_BUCKET = 8          # drift-by-position bucket width (tokens)
+HIST_BINS_PER_DECADE = 20    # p99 comes from this fixed-bin histogram: within ~12% of the exact value
+HIST_MIN_EXP, HIST_MAX_EXP = -12, 3
+WORST_TOKENS = 50
+PER_PROMPT_ROWS = 2000       # per-prompt rows kept (the largest drifts); memory stays bounded
+DIVERGENCES_KEPT = 50
+CONTEXT_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A token is close when |b - a| <= atol + rtol * |a| (torch.testing's rule).
+    -inf on both sides is close; -inf on one side never is."""
+
+    atol: float = 1e-4
+    rtol: float = 0.0
+
+
+@dataclass
+class _Channel:
+    """Streaming accumulator of every measure of one channel."""
+
+    tol: Tolerance
+    n: int = 0
+    mismatched: int = 0
+    bitwise: int = 0
+    sum_abs: float = 0.0
+    max_abs: float = -1.0
+    max_loc: dict[str, Any] | None = None
+    sum_exp_abs: float = 0.0
+    sum_k1: float = 0.0
+    sum_k2: float = 0.0
+    sum_k3: float = 0.0
+    sum_rho2: float = 0.0
+    clipped: int = 0
+    prob_diff_max: float = 0.0
+    seq_n: int = 0
+    seq_ppl_sum: float = 0.0
+    seq_ppl_max: float = 0.0
+    top_n: int = 0
+    top1_agree: int = 0
+    topk_overlap_sum: float = 0.0
+    prompt_n: int = 0
+    prompt_max_abs: float = 0.0
+    paths: set[tuple[str, str]] = field(default_factory=set)
+    zero: int = 0
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(
+        (HIST_MAX_EXP - HIST_MIN_EXP) * HIST_BINS_PER_DECADE + 2, dtype=np.int64))
+    pos_count: dict[int, int] = field(default_factory=dict)
+    pos_sum: dict[int, float] = field(default_factory=dict)
+    pos_max: dict[int, float] = field(default_factory=dict)
+
+    def add(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
+            token_ids: np.ndarray, tops: tuple[list | None, list | None] | None) -> np.ndarray:
+        """Fold in one sequence; returns abs diffs (for worst-token tracking)."""
+        if a.size == 0:
+            return a
+        both_ninf = np.isneginf(a) & np.isneginf(b)
+        with np.errstate(invalid="ignore"):
+            d = np.where(both_ninf, 0.0, b - a)
+        absd = np.abs(d)
+        absd = np.where(np.isnan(absd), np.inf, absd)
+        finite = np.isfinite(absd)
+        bound = self.tol.atol + self.tol.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
+        self.n += a.size
+        self.mismatched += int(np.count_nonzero(~(absd <= bound)))
+        self.bitwise += int(np.count_nonzero((a == b) | both_ninf))
+        self.sum_abs += float(absd.sum())
+        i = int(np.argmax(absd))
+        if absd[i] > self.max_abs:
+            self.max_abs = float(absd[i])
+            self.max_loc = dict(loc, position=int(positions[i]), token_id=int(token_ids[i]),
+                                reference=float(a[i]), candidate=float(b[i]))
+        df = np.where(finite, d, 0.0)
+        with np.errstate(over="ignore"):
+            rho = np.exp(df)
+            self.sum_exp_abs += float(np.exp(np.abs(df)).sum()) + float(np.count_nonzero(~finite)) * math.inf
+            self.sum_rho2 += float((rho * rho).sum())
+        self.sum_k1 += float((-df).sum())
+        self.sum_k2 += float((df * df).sum() / 2)
+        self.sum_k3 += float((rho - 1 - df).sum())
+        self.clipped += int(np.count_nonzero((np.abs(rho - 1) > CLIP_EPS) | ~finite))
+        with np.errstate(over="ignore"):
+            pd = np.abs(np.exp(b) - np.exp(a))
+        self.prob_diff_max = max(self.prob_diff_max, float(pd.max()))
+        fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+        if fa.size and fb.size:
+            ppl = abs(float(fa.mean()) - float(fb.mean()))
+            self.seq_n += 1
+            self.seq_ppl_sum += ppl
+            self.seq_ppl_max = max(self.seq_ppl_max, ppl)
+        nz = absd[absd > 0]
+        self.zero += int(absd.size - nz.size)
+        if nz.size:
+            idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
+                           * HIST_BINS_PER_DECADE).astype(np.int64) + 1
+            np.add.at(self.hist, np.clip(idx, 0, self.hist.size - 1), 1)
+        buckets = positions // POSITION_BUCKET
+        for bkt in np.unique(buckets):
+            sel = absd[buckets == bkt]
+            key = int(bkt)
+            self.pos_count[key] = self.pos_count.get(key, 0) + int(sel.size)
+            self.pos_sum[key] = self.pos_sum.get(key, 0.0) + float(sel.sum())
+            self.pos_max[key] = max(self.pos_max.get(key, 0.0), float(sel.max()))
+        if tops is not None:
+            ta, tb = tops
+            for ra, rb in zip(ta, tb):
+                if ra is None or rb is None or not ra or not rb:
+                    continue
+                self.top_n += 1
+                self.top1_agree += ra[0] == rb[0]
+                k = min(len(ra), len(rb))
+                self.topk_overlap_sum += len(set(ra[:k]) & set(rb[:k])) / k
+        return absd
+
+    def percentile(self, q: float) -> float | None:
+        if self.n == 0:
+            return None
+        rank = math.ceil(q * self.n)
+        if rank <= self.zero:
+            return 0.0
+        cum = self.zero + np.cumsum(self.hist)
+        i = int(np.searchsorted(cum, rank))
+        # upper edge of the bin: a conservative estimate
+        return float(10.0 ** (HIST_MIN_EXP + i / HIST_BINS_PER_DECADE))
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.n == 0 and self.prompt_n == 0:
+            return None
+        n = max(self.n, 1)
+        ref_paths = sorted({p[0] for p in self.paths})
+        cand_paths = sorted({p[1] for p in self.paths})
+        return {
+            "tokens": self.n, "mismatched": self.mismatched,
+            "bitwise_equal_fraction": self.bitwise / n if self.n else None,
+            "max_abs_diff": max(self.max_abs, 0.0) if self.n else None, "max_location": self.max_loc,
+            "mean_abs_diff": self.sum_abs / n if self.n else None,
+            "p99_abs_diff": self.percentile(0.99),
+            "mult_prob_error": self.sum_exp_abs / n if self.n else None,
+            "k1_kl": self.sum_k1 / n if self.n else None,
+            "k2": self.sum_k2 / n if self.n else None,
+            "k3_kl": self.sum_k3 / n if self.n else None,
+            "chi2": self.sum_rho2 / n - 1 if self.n else None,
+            "clip_fraction": self.clipped / n if self.n else None,
+            "prob_diff_max": self.prob_diff_max if self.n else None,
+            "log_ppl_diff_max": self.seq_ppl_max if self.seq_n else None,
+            "log_ppl_diff_mean": self.seq_ppl_sum / self.seq_n if self.seq_n else None,
+            "top1_agreement": self.top1_agree / self.top_n if self.top_n else None,
+            "topk_overlap": self.topk_overlap_sum / self.top_n if self.top_n else None,
+            "prompt_tokens": self.prompt_n,
+            "prompt_max_abs_diff": self.prompt_max_abs if self.prompt_n else None,
+            "path_reference": ",".join(ref_paths) or None,
+            "path_candidate": ",".join(cand_paths) or None,
+            "tolerance": {"atol": self.tol.atol, "rtol": self.tol.rtol},
+        }
+
+    def by_position(self) -> list[dict[str, Any]]:
+        return [{"start": k * POSITION_BUCKET, "end": (k + 1) * POSITION_BUCKET, "count": self.pos_count[k],
+                 "mean_abs_diff": self.pos_sum[k] / self.pos_count[k], "max_abs_diff": self.pos_max[k]}
+                for k in sorted(self.pos_count)]
+
+    def histogram(self) -> dict[str, Any]:
+        """Decade bins for display (the fine bins are for p99)."""
+        decades: dict[int, int] = {}
+        for i, c in enumerate(self.hist.tolist()):
+            if c:
+                exp = HIST_MIN_EXP - 1 if i == 0 else HIST_MIN_EXP + (i - 1) // HIST_BINS_PER_DECADE
+                decades[exp] = decades.get(exp, 0) + c
+        return {"zero": self.zero, "decades": [{"exp": e, "count": c} for e, c in sorted(decades.items())]}
+
+
+@dataclass
+class _FreeRun:
+    sequences: int = 0
+    exact: int = 0
+    near_ties: int = 0
+    first_min: int | None = None
+    diverged: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any] | None:
+        if not self.sequences:
+            return None
+        return {"sequences": self.sequences, "exact_matches": self.exact,
+                "exact_match_rate": self.exact / self.sequences,
+                "first_divergence_min": self.first_min, "near_tie_divergences": self.near_ties,
+                "diverged": self.diverged[:DIVERGENCES_KEPT]}
+
+
+@dataclass
+class _Group:
+    """Everything measured for one sampling config (or overall)."""
+
+    tol: Tolerance
+    forced: _Channel = None  # type: ignore[assignment]
+    sampler: _Channel = None  # type: ignore[assignment]
+    free_run: _FreeRun = field(default_factory=_FreeRun)
+
+    def __post_init__(self) -> None:
+        self.forced = _Channel(self.tol)
+        self.sampler = _Channel(self.tol)
+
+    def summary(self) -> dict[str, Any]:
+        return {"forced": self.forced.summary(), "sampler": self.sampler.summary(),
+                "free_run": self.free_run.summary()}
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    overall: dict[str, Any]
+    per_config: dict[str, dict[str, Any]]
+    worst_tokens: list[dict[str, Any]]
+    by_position: dict[str, list[dict[str, Any]]]
+    histogram: dict[str, dict[str, Any]]
+    per_prompt: list[dict[str, Any]]
+    per_prompt_omitted: int
+    only_reference: list[tuple[str, str, int]]
+    only_candidate: list[tuple[str, str, int]]
+    warnings: list[str]
+    records: int
+
+
+def _arr(values: Iterable[float | None]) -> np.ndarray:
+    return np.array([-math.inf if v is None else v for v in values], dtype=np.float64)
+
+
+def _tokens(rec: Record, full: bool) -> list[str] | None:
+    if rec.completion_tokens is None:
+        return None
+    if full:
+        return list(rec.prompt_tokens or [""] * len(rec.prompt_token_ids)) + list(rec.completion_tokens)
+    return list(rec.completion_tokens)
+
+
+class _Comparator:
+    def __init__(self, tolerances: dict[str | None, Tolerance]) -> None:
+        self.tolerances = tolerances
+        self.overall = _Group(tolerances.get(None, Tolerance()))
+        self.groups: dict[str, _Group] = {}
+        self.worst: list[tuple[float, int, dict[str, Any]]] = []
+        self.per_prompt: list[tuple[float, int, dict[str, Any]]] = []
+        self.per_prompt_seen = 0
+        self.counter = itertools.count()
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(message)
+
+    def group(self, config: str) -> _Group:
+        if config not in self.groups:
+            self.groups[config] = _Group(self.tolerances.get(config, self.tolerances.get(None, Tolerance())))
+        return self.groups[config]
+
+    def _track_worst(self, channel: str, absd: np.ndarray, a: np.ndarray, b: np.ndarray,
+                     positions: np.ndarray, ids: np.ndarray, rec: Record, offset: int) -> None:
+        if absd.size == 0:
+            return
+        k = min(WORST_TOKENS, absd.size)
+        cand = np.argpartition(-absd, k - 1)[:k] if absd.size > k else np.arange(absd.size)
+        toks = _tokens(rec, full=False)
+        for i in cand:
+            v = float(absd[i])
+            if v <= 0 or (len(self.worst) == WORST_TOKENS and v <= self.worst[0][0]):
+                continue
+            pos = int(positions[i])
+            entry = {"channel": channel, "config": rec.config, "prompt_id": rec.prompt_id, "sample": rec.sample,
+                     "position": pos, "token_id": int(ids[i]),
+                     "token": toks[pos] if toks and pos < len(toks) else None,
+                     "context_before": toks[max(0, pos - CONTEXT_TOKENS):pos] if toks else [],
+                     "context_after": toks[pos + 1:pos + 1 + CONTEXT_TOKENS] if toks else [],
+                     "reference": float(a[i]), "candidate": float(b[i]), "abs_diff": v}
+            item = (v, next(self.counter), entry)
+            if len(self.worst) < WORST_TOKENS:
+                heapq.heappush(self.worst, item)
+            else:
+                heapq.heapreplace(self.worst, item)
+
+    def add(self, ref: Record, cand: Record) -> None:
+        groups = (self.overall, self.group(ref.config))
+        loc = {"config": ref.config, "prompt_id": ref.prompt_id, "sample": ref.sample}
+        row: dict[str, Any] = dict(loc, forced_max_abs_diff=None, sampler_max_abs_diff=None,
+                                   free_run_match=None, first_divergence=None)
+        # forced channel: the same (reference) tokens in the same contexts
+        if ref.forced is not None and cand.forced is not None:
+            ref_ids = list(ref.forced.completion_token_ids or ref.completion_token_ids)
+            cand_ids = list(cand.forced.completion_token_ids or cand.completion_token_ids)
+            if list(ref.prompt_token_ids) != list(cand.prompt_token_ids) or ref_ids != cand_ids:
+                self._warn_once(f"forced-ids:{ref.key}",
+                                f"teacher-forced scores of config '{ref.config}' prompt '{ref.prompt_id}' sample "
+                                f"{ref.sample} are of different tokens on the two sides; not compared")
+            else:
+                if ref.forced.path != cand.forced.path:
+                    self._warn_once(f"path:{ref.forced.path}:{cand.forced.path}",
+                                    f"teacher-forced scores come from different paths ({ref.forced.path} vs "
+                                    f"{cand.forced.path}); differences include the path's own numerics")
+                p = len(ref.prompt_token_ids)
+                a_all, b_all = _arr(ref.forced.logprobs), _arr(cand.forced.logprobs)
+                a, b = a_all[p:], b_all[p:]
+                positions = np.arange(a.size)
+                ids = np.array(ref_ids, dtype=np.int64)
+                tops = None
+                if ref.forced.top_ids is not None and cand.forced.top_ids is not None:
+                    tops = (ref.forced.top_ids[p:], cand.forced.top_ids[p:])
+                if p > 1:
+                    pa, pb = a_all[1:p], b_all[1:p]
+                    both = np.isneginf(pa) & np.isneginf(pb)
+                    with np.errstate(invalid="ignore"):
+                        pm = float(np.max(np.where(both, 0.0, np.abs(pb - pa)), initial=0.0))
+                for g in groups:
+                    g.forced.paths.add((ref.forced.path, cand.forced.path))
+                    absd = g.forced.add(a, b, positions, loc, ids, tops)
+                    if p > 1:
+                        g.forced.prompt_n += p - 1
+                        g.forced.prompt_max_abs = max(g.forced.prompt_max_abs, pm)
+                self._track_worst("forced", absd, a, b, positions, ids, ref, p)
+                row["forced_max_abs_diff"] = float(absd.max()) if absd.size else 0.0
+        # free run + sampler channel over the matching prefix
+        ref_c, cand_c = list(ref.completion_token_ids), list(cand.completion_token_ids)
+        if ref.sampler is not None and cand.sampler is not None:
+            n = min(len(ref_c), len(cand_c))
+            first = next((i for i in range(n) if ref_c[i] != cand_c[i]), n)
+            match = ref_c == cand_c
+            row["free_run_match"] = match
+            row["first_divergence"] = None if match else first
+            gap = None
+            if not match:
+                gap = self._top2_gap(ref, first)
+            for g in groups:
+                fr = g.free_run
+                fr.sequences += 1
+                if match:
+                    fr.exact += 1
+                else:
+                    near = gap is not None and gap < NEAR_TIE_GAP
+                    fr.near_ties += near
+                    fr.first_min = first if fr.first_min is None else min(fr.first_min, first)
+                    if len(fr.diverged) < DIVERGENCES_KEPT:
+                        fr.diverged.append(dict(loc, position=first, near_tie=near, top2_gap=gap))
+            a, b = _arr(ref.sampler.logprobs[:first]), _arr(cand.sampler.logprobs[:first])
+            positions = np.arange(first)
+            ids = np.array(ref_c[:first], dtype=np.int64)
+            tops = None
+            if ref.sampler.top_ids is not None and cand.sampler.top_ids is not None:
+                tops = (ref.sampler.top_ids[:first], cand.sampler.top_ids[:first])
+            for g in groups:
+                g.sampler.paths.add((ref.sampler.path, cand.sampler.path))
+                absd = g.sampler.add(a, b, positions, loc, ids, tops)
+            self._track_worst("sampler", absd, a, b, positions, ids, ref, 0)
+            row["sampler_max_abs_diff"] = float(absd.max()) if absd.size else 0.0
+        self._keep_row(row)
+
+    @staticmethod
+    def _top2_gap(ref: Record, pos: int) -> float | None:
+        src = ref.sampler
+        if src is None or src.top_logprobs is None or pos >= len(src.top_logprobs):
+            return None
+        top = src.top_logprobs[pos]
+        if not top or len(top) < 2:
+            return None
+        return float(top[0]) - float(top[1])
+
+    def _keep_row(self, row: dict[str, Any]) -> None:
+        self.per_prompt_seen += 1
+        score = max(row["forced_max_abs_diff"] or 0.0, row["sampler_max_abs_diff"] or 0.0)
+        item = (score, -next(self.counter), row)
+        if len(self.per_prompt) < PER_PROMPT_ROWS:
+            heapq.heappush(self.per_prompt, item)
+        elif item > self.per_prompt[0]:
+            heapq.heapreplace(self.per_prompt, item)
+
+    def result(self, only_ref: list, only_cand: list, records: int) -> ComparisonResult:
+        rows = [r for _, _, r in sorted(self.per_prompt, key=lambda t: (t[2]["config"], t[2]["prompt_id"],
+                                                                        t[2]["sample"]))]
+        return ComparisonResult(
+            overall=self.overall.summary(),
+            per_config={name: g.summary() for name, g in sorted(self.groups.items())},
+            worst_tokens=[e for _, _, e in sorted(self.worst, key=lambda t: (-t[0], t[1]))],
+            by_position={c: getattr(self.overall, c).by_position() for c in CHANNELS},
+            histogram={c: getattr(self.overall, c).histogram() for c in CHANNELS},
+            per_prompt=rows, per_prompt_omitted=self.per_prompt_seen - len(rows),
+            only_reference=only_ref, only_candidate=only_cand, warnings=self.warnings, records=records)
+
+
+def _merge(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tuple[Record | None, Record | None]]:
+    """Merge-join two key-sorted record streams."""
+    r, c = next(ref, None), next(cand, None)
+    while r is not None or c is not None:
+        if c is None or (r is not None and r.key < c.key):
+            yield r, None
+            r = next(ref, None)
+        elif r is None or c.key < r.key:
+            yield None, c
+            c = next(cand, None)
+        else:
+            yield r, c
+            r, c = next(ref, None), next(cand, None)
+
+
+def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
+                    tolerances: dict[str | None, Tolerance] | None = None,
+                    include: set[tuple[str, str, int]] | None = None) -> ComparisonResult:
+    """Compare two sorted record streams. `tolerances` maps a config name
+    (None = default) to its Tolerance; `include` restricts to those keys."""
+    comp = _Comparator(tolerances or {None: Tolerance()})
+    only_ref, only_cand = [], []
+    records = 0
+    for r, c in _merge(iter(reference), iter(candidate)):
+        key = (r or c).key  # type: ignore[union-attr]
+        if include is not None and key not in include:
+            continue
+        if c is None:
+            only_ref.append(key)
+        elif r is None:
+            only_cand.append(key)
+        else:
+            comp.add(r, c)
+            records += 1
+    return comp.result(only_ref, only_cand, records)
+
+
+def compare_traces(reference: TraceReader, candidate: TraceReader,
+                   tolerances: dict[str | None, Tolerance] | None = None,
+                   include: set[tuple[str, str, int]] | None = None) -> ComparisonResult:
+    return compare_records(reference.records(), candidate.records(), tolerances, include)
