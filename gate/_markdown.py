@@ -24,10 +24,14 @@ __all__ = ["visible", "md_inline", "md_html", "md_code_block", "shorten"]
 _ZWSP = "&#8203;"
 _WHITESPACE = {"\n": "↵", "\r": "␍", "\t": "→"}
 # One pass, one table: each character is replaced at most once, so no escape
-# can be re-interpreted by a later one.
-_MD_INLINE = {c: "\\" + c for c in "\\`*_{}[]()+-.!|~=:"}
+# can be re-interpreted by a later one. Only characters that are special in
+# the middle of a line are escaped everywhere; _LINE_START covers the rest.
+_MD_INLINE = {c: "\\" + c for c in "\\`*_{}[]|~"}
 _MD_INLINE.update({"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@" + _ZWSP, "#": "\\#" + _ZWSP})
-_MD_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;",
+# Text placed at the start of a line must not open a list, heading, quote,
+# setext underline or ordered list: escape that first character.
+_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)](\s|$)))")
+_MD_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;", "`": "&#96;",
             "@": "@" + _ZWSP, "#": "#" + _ZWSP}
 
 
@@ -58,7 +62,12 @@ def visible(text: object, limit: int = 60, spaces: bool = False) -> str:
 
 def md_inline(text: object, limit: int = 60, spaces: bool = False) -> str:
     """Escape `text` for Markdown inline context (paragraph or table cell)."""
-    return "".join(_MD_INLINE.get(ch, ch) for ch in visible(text, limit, spaces))
+    s = "".join(_MD_INLINE.get(ch, ch) for ch in visible(text, limit, spaces))
+    m = _LINE_START.match(s)
+    if m and m.group(2).isdigit():   # "1. item" -> "1\. item"
+        end = m.end()
+        return s[:end] + "\\" + s[end:]
+    return _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
 
 
 def md_html(text: object, limit: int = 60, spaces: bool = False) -> str:

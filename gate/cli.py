@@ -63,3 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("parity-gate: interrupted\n")
         return EXIT_INFRA
+    except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and a documented code
+        if args.verbose:
+            raise
+        sys.stderr.write(f"parity-gate: internal error: {type(exc).__name__}: {exc} "
+                         "(hint: re-run with -v for the traceback and report it)\n")
+        return EXIT_INFRA

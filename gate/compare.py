@@ -53,7 +53,7 @@ class _Channel:
     mismatched: int = 0
     bitwise: int = 0
     sum_abs: float = 0.0
-    max_abs: float = -1.0
+    max_abs: float = 0.0
     max_loc: dict[str, Any] | None = None
     sum_exp_abs: float = 0.0
     sum_k1: float = 0.0
@@ -102,7 +102,9 @@ class _Channel:
         df = np.where(finite, d, 0.0)
         with np.errstate(over="ignore"):
             rho = np.exp(df)
-            self.sum_exp_abs += float(np.exp(np.abs(df)).sum()) + float(np.count_nonzero(~finite)) * math.inf
+            self.sum_exp_abs += float(np.exp(np.abs(df)).sum())
+            if not finite.all():  # -inf against a finite value: the measure is infinite
+                self.sum_exp_abs = math.inf
             self.sum_rho2 += float((rho * rho).sum())
         self.sum_k1 += float((-df).sum())
         self.sum_k2 += float((df * df).sum() / 2)
@@ -161,7 +163,7 @@ class _Channel:
         return {
             "tokens": self.n, "mismatched": self.mismatched,
             "bitwise_equal_fraction": self.bitwise / n if self.n else None,
-            "max_abs_diff": max(self.max_abs, 0.0) if self.n else None, "max_location": self.max_loc,
+            "max_abs_diff": self.max_abs if self.n else None, "max_location": self.max_loc,
             "mean_abs_diff": self.sum_abs / n if self.n else None,
             "p99_abs_diff": self.percentile(0.99),
             "mult_prob_error": self.sum_exp_abs / n if self.n else None,

@@ -1,0 +1,191 @@
+"""`parity-gate action`: the container entrypoint of action.yml.
+
+Reads the action's inputs from INPUT_* variables once, posts a `pending`
+status, runs `check` (or takes a precomputed result from `result-dir`),
+then publishes. A crash, a cancel (SIGTERM/SIGINT) or a check that exits 2
+or 3 leaves an `error` status, so a required check never hangs pending.
+Publishing problems are warnings: the exit code is the check's."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import requests
+
+from gate._fsutil import atomic_write_text
+from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
+from gate.github_context import ORIGIN_FILE, ResultOrigin, context_from_env
+from gate.publish import (COMMENT_MODES, Outcome, PublishOptions, Publisher, Runtime, error_outcome,
+                          load_outcome)
+
+__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "check_argv"]
+
+log = logging.getLogger(__name__)
+
+FAIL_ON = ("regression", "never")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no", "")
+
+
+def _input(env: Mapping[str, str], name: str) -> tuple[str, str]:
+    """(variable name, value) of an action input. Docker actions keep the
+    hyphen (INPUT_GITHUB-TOKEN); action.yml passes INPUT_GITHUB_TOKEN."""
+    for key in (f"INPUT_{name.upper()}", f"INPUT_{name.upper().replace('-', '_')}"):
+        if key in env:
+            return key, env[key].strip()
+    return f"INPUT_{name.upper().replace('-', '_')}", ""
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    suite: str
+    golden: str
+    out: str = "parity-gate-result"
+    result_dir: str | None = None        # a precomputed result: skip the check
+    comment: str = "always"
+    status_context: str = "parity-gate"
+    engine_args: tuple[str, ...] = ()
+    fail_on: str = "regression"
+    check_run: bool = True
+    github_token: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ActionSettings":
+        def get(name: str, default: str = "") -> tuple[str, str]:
+            key, value = _input(env, name)
+            return key, value or default
+
+        def choice(name: str, allowed: Sequence[str], default: str) -> str:
+            key, value = get(name, default)
+            if value not in allowed:
+                raise BadInput(f"{key}={value!r}: must be one of {', '.join(allowed)}")
+            return value
+
+        _, result_dir = get("result-dir")
+        suite_key, suite = get("suite")
+        golden_key, golden = get("golden")
+        if not result_dir:
+            for key, value in ((suite_key, suite), (golden_key, golden)):
+                if not value:
+                    raise BadInput(f"{key} is empty", "set the action's suite and golden inputs")
+        engine_key, engine_raw = get("engine-args")
+        try:
+            engine_args = tuple(shlex.split(engine_raw))
+        except ValueError as exc:
+            raise BadInput(f"{engine_key}: {exc}") from None
+        for arg in engine_args:
+            if "=" not in arg or arg.startswith("="):
+                raise BadInput(f"{engine_key}: {arg!r} is not KEY=VALUE",
+                               "engine-args takes KEY=VALUE pairs, e.g. 'enforce_eager=true max_num_seqs=64'")
+        check_key, check_run = get("check-run", "true")
+        if check_run.lower() not in _TRUE + _FALSE:
+            raise BadInput(f"{check_key}={check_run!r}: must be true or false")
+        context_key, context = get("status-context", "parity-gate")
+        if len(context) > 255 or "\n" in context:
+            raise BadInput(f"{context_key}: a status context is one line of at most 255 characters")
+        return cls(
+            suite=suite, golden=golden, out=get("out", "parity-gate-result")[1],
+            result_dir=result_dir or None,
+            comment=choice("comment", COMMENT_MODES, "always"),
+            status_context=context, engine_args=engine_args,
+            fail_on=choice("fail-on", FAIL_ON, "regression"),
+            check_run=check_run.lower() in _TRUE,
+            github_token=get("github-token")[1],
+        )
+
+
+def check_argv(s: ActionSettings, out: Path) -> list[str]:
+    argv = ["check", "--suite", s.suite, "--golden", s.golden, "--out", str(out), "--force",
+            "--fail-on", s.fail_on]
+    for arg in s.engine_args:
+        argv += ["--engine-arg", arg]
+    return argv
+
+
+def _default_check(argv: list[str]) -> int:
+    from gate import cli
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:  # argparse usage errors exit through SystemExit
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+
+
+class _Cancelled(BaseException):
+    pass
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise _Cancelled(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _cancel_on_signals() -> Iterator[None]:
+    """PID 1 in a container ignores SIGTERM unless it handles it: docker stop
+    (a cancelled or timed-out job) must still leave an `error` status."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_action(settings: ActionSettings, rt: Runtime,
+               check: Callable[[list[str]], int] = _default_check) -> int:
+    ctx = context_from_env(rt.env, token=settings.github_token or None)
+    options = PublishOptions(status_context=settings.status_context, comment=settings.comment,
+                             check_run=settings.check_run)
+    publisher = Publisher(ctx, rt.api(ctx), options, rt.stdout)
+    publisher.post_pending()
+
+    result_dir = Path(settings.result_dir or settings.out).resolve()
+    try:
+        if settings.result_dir:
+            code = None  # precomputed: the verdict says
+        else:
+            log.info("running parity-gate %s", " ".join(check_argv(settings, result_dir)))
+            with _cancel_on_signals():
+                code = check(check_argv(settings, result_dir))
+    except _Cancelled as exc:
+        publisher.post_error(f"cancelled ({exc}): the job was cancelled or timed out")
+        raise InfraError(f"cancelled by {exc}") from None
+    except BaseException as exc:
+        log.error("parity-gate check crashed", exc_info=True)
+        publisher.post_error(f"check crashed: {type(exc).__name__}")
+        raise InfraError(f"check crashed: {type(exc).__name__}: {exc}") from exc
+
+    if result_dir.is_dir():
+        # Lets a publish on workflow_run (fork PRs) find the PR and check the sha.
+        atomic_write_text(result_dir / ORIGIN_FILE, ResultOrigin.from_context(ctx).to_json())
+    if code in (None, 0, 1) and (result_dir / "verdict.json").is_file():
+        outcome: Outcome = load_outcome(result_dir, settings.fail_on)
+    elif code is None:
+        raise BadInput(f"INPUT_RESULT_DIR={settings.result_dir}: no verdict.json there")
+    else:
+        outcome = error_outcome(code if code in (EXIT_BAD_INPUT, EXIT_INFRA) else EXIT_INFRA,
+                                f"parity-gate check exited {code}; see the job log",
+                                result_dir if result_dir.is_dir() else None)
+    publisher.publish(outcome)
+    return outcome.exit_code
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str = "action") -> None:
+    parser.epilog = ("Takes its inputs from INPUT_* variables (action.yml): suite, golden, out, "
+                     "result-dir, comment, status-context, engine-args, fail-on, check-run, github-token.")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = ActionSettings.from_env(os.environ)
+    with requests.Session() as session:
+        return run_action(settings, Runtime.real(session))

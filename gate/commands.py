@@ -1,0 +1,467 @@
+"""`record`, `check` and `compare`: the data flow of design.md section 2,
+suite -> engine -> traces -> comparison -> verdict -> report -> exit code.
+
+Everything is validated before the engine starts; outputs are staged in a
+temp folder beside --out and renamed into place, so bad input leaves nothing
+behind and a crash leaves only what it could save (with error.json)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from gate import __version__
+from gate._fsutil import atomic_write_text
+from gate.compare import compare_traces
+from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
+from gate.identity import model_identity, model_vocab_size, same_model
+from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
+from gate.suite import Suite, load_suite, parse_engine_arg, prompt_hash, workload_hash
+from gate.trace import Manifest, Record, TraceReader, TraceWriter, read_trace, trace_path
+from gate.verdict import build_verdict, text_summary, write_verdict
+
+__all__ = ["add_arguments", "run", "record", "check", "compare"]
+
+log = logging.getLogger(__name__)
+ERROR_FILE = "error.json"
+_SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")
+
+
+# ---------------------------------------------------------------- arguments
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    if name in ("record", "check"):
+        parser.add_argument("--suite", required=True, type=Path, help="suite YAML file")
+        parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a suite engine arg (VALUE parsed as YAML); repeatable")
+    if name == "record":
+        parser.add_argument("--out", required=True, type=Path, help="golden folder to write")
+        parser.add_argument("--update", action="store_true", help="re-record into an existing golden")
+        parser.add_argument("--force", action="store_true", help="replace a non-empty --out that is not a golden")
+    if name == "check":
+        parser.add_argument("--golden", required=True, type=Path, help="golden folder from 'parity-gate record'")
+    if name == "compare":
+        parser.add_argument("reference", type=Path, help="reference trace folder or file (A)")
+        parser.add_argument("candidate", type=Path, help="trace folder or file under test (B)")
+    if name in ("check", "compare"):
+        parser.add_argument("--out", required=True, type=Path, help="result folder to write")
+        parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+        parser.add_argument("--policy", type=Path, help="policy YAML overriding the suite's thresholds")
+        parser.add_argument("--fail-on", choices=("regression", "never"),
+                            help="'never' reports a regression but exits 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "record":
+        return record(args)
+    if args.command == "check":
+        return check(args)
+    return compare(args)
+
+
+# ---------------------------------------------------------------- helpers
+def _engine_overrides(items: list[str]) -> dict[str, Any]:
+    return dict(parse_engine_arg(i) for i in items)
+
+
+def _check_out(out: Path, force: bool, what: str = "--out") -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise BadInput(f"{what} {out} exists and is not a folder", "choose a folder path")
+        if any(out.iterdir()) and not force:
+            raise BadInput(f"{what} {out} exists and is not empty", "choose an empty folder or pass --force")
+
+
+@dataclass
+class _Stage:
+    """Outputs are written here, then renamed over --out in one step."""
+
+    out: Path
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+
+    def commit(self) -> None:
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self.dir.chmod(0o755)
+        self.dir.rename(self.out)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def save_error(self, exc: GateError, stage: str) -> None:
+        """Infrastructure failure: keep what was written, plus error.json."""
+        atomic_write_text(self.dir / ERROR_FILE, json.dumps(
+            {"error": exc.what, "hint": exc.hint, "kind": exc.kind, "stage": stage, "exit_code": exc.exit_code},
+            indent=1) + "\n")
+        self.commit()
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _cmd(*parts: Any) -> str:
+    return "parity-gate " + " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
+
+
+def _engine_flags(items: list[str]) -> list[str]:
+    out: list[str] = []
+    for i in items:
+        out += ["--engine-arg", i]
+    return out
+
+
+def _tokenize_prompts(suite: Suite, engine: Any | None, vocab: int | None) -> dict[str, list[int]]:
+    ids: dict[str, list[int]] = {}
+    for p in suite.prompts:
+        if p.token_ids is not None:
+            ids[p.id] = list(p.token_ids)
+        else:
+            assert engine is not None
+            ids[p.id] = engine.tokenize(p.text)
+            if not ids[p.id]:
+                raise BadInput(f"{p.where or suite.path}: prompt {p.id!r} tokenizes to nothing",
+                               "give the prompt some text")
+        _check_vocab(ids[p.id], vocab, f"{suite.path}{p.where if p.where.startswith(':') else ''} prompt {p.id!r}")
+    return ids
+
+
+def _check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str) -> None:
+    if vocab is None:
+        return
+    bad = next((t for t in ids if t >= vocab or t < 0), None)
+    if bad is not None:
+        raise BadInput(f"{where}: token id {bad} is beyond the model's vocabulary (size {vocab})",
+                       f"use ids in 0..{vocab - 1}, or check that the suite points at the right model")
+
+
+def _plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
+          order: list[str]) -> list[dict[str, Any]]:
+    """The batch plan: one free-run generate() per config, then one scoring
+    generate() per config, each with its requests in (prompt, sample) order."""
+    calls = []
+    for kind in ("free", "score"):
+        for name in order:
+            n = int(sampling[name]["n"])
+            keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
+            calls.append({"kind": kind, "config": name, "requests": keys})
+    return calls
+
+
+def _start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str]):
+    from gate.engine import Engine  # the only import of vllm, deferred
+
+    engine = Engine(model, engine_args)
+    t = time.monotonic()
+    engine.start(lines)
+    log.info("engine started in %.1fs", time.monotonic() - t)
+    return engine
+
+
+def _run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+              sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
+    """Replay the plan. `forced_ids` (check) gives the golden completion ids to
+    score; when None (record) the run's own free-run tokens are scored."""
+    from gate.engine import Request
+
+    state: dict[tuple, dict[str, Any]] = {}
+    for call in calls:
+        keys = [tuple(k) for k in call["requests"]]
+        params = sampling[call["config"]]
+        t = time.monotonic()
+        if call["kind"] == "free":
+            reqs = [Request(key=k, prompt_token_ids=prompts[k[1]],
+                            params=dict(params, seed=int(params["seed"]) + k[2])) for k in keys]
+            for g in engine.generate(reqs):
+                state.setdefault(g.key, {})["gen"] = g
+        else:
+            seqs = []
+            for k in keys:
+                completion = forced_ids[k] if forced_ids is not None else state[k]["gen"].token_ids
+                seqs.append((prompts[k[1]], completion))
+            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
+                state.setdefault(k, {})["forced"] = scores
+        log.info("%s call for config %s: %d requests in %.2fs", call["kind"], call["config"], len(keys),
+                 time.monotonic() - t)
+    return state
+
+
+def _records(engine: Any, state: dict[tuple, dict], prompts: dict[str, list[int]],
+             sampling: dict[str, dict[str, Any]]) -> Iterator[Record]:
+    for key in sorted(state):
+        s = state[key]
+        g = s.get("gen")
+        completion = g.token_ids if g else []
+        yield Record(config=key[0], prompt_id=key[1], sample=key[2],
+                     seed=int(sampling[key[0]]["seed"]) + key[2], prompt_token_ids=prompts[key[1]],
+                     completion_token_ids=completion, sampler=g.sampler if g else None, forced=s.get("forced"),
+                     prompt_tokens=engine.decode_tokens(prompts[key[1]]),
+                     completion_tokens=engine.decode_tokens(completion), finish_reason=g.finish_reason if g else None)
+
+
+def _manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
+              prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
+              calls: list[dict[str, Any]]) -> Manifest:
+    resolved = engine.resolved()
+    return Manifest(
+        kind=kind, environment=engine.fingerprint(),
+        engine_args={"requested": requested, "resolved": resolved},
+        model=dict(model_id, path=_rel(suite.model)),
+        suite={"name": suite.name, "path": _rel(suite.path), "workload_sha256": workload_hash(prompts, sampling),
+               "sampling": sampling,
+               "prompts": {pid: {"sha256": prompt_hash(prompts[pid]), "text": texts.get(pid)}
+                           for pid in sorted(prompts)}},
+        batch_plan={"scheduler": {k: resolved.get(k) for k in _SCHEDULER_KEYS}, "calls": calls},
+        tool={"name": "parity-gate", "version": __version__},
+        extra={"capabilities": engine.capabilities(),
+               "scoring_paths": {"sampler": "decode", "forced": "prefill"}})
+
+
+# ---------------------------------------------------------------- record
+def record(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    overrides = _engine_overrides(args.engine_arg)
+    engine_args = dict(suite.engine, **overrides)
+    out: Path = args.out
+    previous: set[tuple] | None = None
+    if out.exists() and out.is_dir() and any(out.iterdir()):
+        if (out / "traces.jsonl").is_file() and not args.force:
+            if not args.update:
+                raise BadInput(f"--out {out} already holds a golden",
+                               "pass --update to re-record it, or choose another folder")
+            previous = {r.key for r in read_trace(out).records()}
+        else:
+            _check_out(out, args.force)
+    elif out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} exists and is not a folder", "choose a folder path")
+    model_id = model_identity(suite.model)
+    vocab = model_vocab_size(suite.model)
+    for p in suite.prompts:
+        if p.token_ids is not None:
+            _check_vocab(p.token_ids, vocab, f"{suite.path}{p.where if p.where.startswith(':') else ''} "
+                                             f"prompt {p.id!r}")
+    sampling = {s.name: s.params for s in suite.sampling}
+    stage = _Stage(out)
+    try:
+        engine = _start_engine(suite.model, engine_args, {k: v for k, v in suite.engine_lines.items()})
+        prompts = _tokenize_prompts(suite, engine, vocab)
+        texts = {p.id: p.text for p in suite.prompts}
+        calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
+        state = _run_plan(engine, calls, prompts, sampling, None)
+        manifest = _manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
+        with TraceWriter(stage.dir, manifest) as writer:
+            for rec in _records(engine, state, prompts, sampling):
+                writer.write(rec)
+    except InfraError as exc:
+        stage.discard()  # a partial golden is worse than none
+        raise exc
+    except BaseException:
+        stage.discard()
+        raise
+    stage.commit()
+    keys = set(state)
+    if previous is None:
+        print(f"recorded {writer.count} golden records ({len(prompts)} prompts x {len(sampling)} configs) "
+              f"into {out}")
+    else:
+        created, updated, unused = keys - previous, keys & previous, previous - keys
+        print(f"re-recorded golden {out}: {len(created)} created, {len(updated)} updated, "
+              f"{len(unused)} unused (dropped)")
+    print(f"  model {model_id['id']} ({model_id['name']}), workload {manifest.suite['workload_sha256']}, "
+          f"vllm {manifest.environment.get('vllm_version')}")
+    print(f"  next: {_cmd('check', '--suite', args.suite, '--golden', out, '--out', 'RESULT_DIR')}")
+    return EXIT_PASS
+
+
+# ---------------------------------------------------------------- check
+@dataclass(frozen=True)
+class _Workload:
+    include: set[tuple]
+    new: list[str]
+    unused: list[str]
+
+
+def _match_workload(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace,
+                    keys: list[tuple]) -> _Workload:
+    rerecord = _cmd("record", "--suite", args.suite, "--out", golden_path, "--update")
+    g_sampling: dict[str, dict] = golden.suite.get("sampling") or {}
+    g_prompts: dict[str, dict] = golden.suite.get("prompts") or {}
+    s_sampling = suite.sampling_by_name
+    for name, params in g_sampling.items():
+        if name in s_sampling and s_sampling[name].params != params:
+            changed = sorted(k for k in set(params) | set(s_sampling[name].params)
+                             if params.get(k) != s_sampling[name].params.get(k))
+            raise StaleGolden(f"sampling config {name!r} changed since the golden was recorded ({', '.join(changed)})",
+                              f"re-record: {rerecord}")
+    for p in suite.prompts:
+        g = g_prompts.get(p.id)
+        if g is None:
+            continue
+        if p.text is not None and g.get("text") is not None and p.text != g["text"]:
+            raise StaleGolden(f"prompt {p.id!r} text changed since the golden was recorded",
+                              f"re-record: {rerecord}")
+        if p.token_ids is not None and prompt_hash(list(p.token_ids)) != g.get("sha256"):
+            raise StaleGolden(f"prompt {p.id!r} token ids changed since the golden was recorded",
+                              f"re-record: {rerecord}")
+        if (p.text is None) != (g.get("text") is None):
+            raise StaleGolden(f"prompt {p.id!r} switched between text and token_ids since the golden was "
+                              "recorded", f"re-record: {rerecord}")
+    suite_ids = {p.id for p in suite.prompts}
+    include = {k for k in keys if k[0] in s_sampling and k[1] in suite_ids}
+    new = sorted(f"prompt {i}" for i in suite_ids - set(g_prompts)) + sorted(
+        f"config {n}" for n in set(s_sampling) - set(g_sampling))
+    unused = sorted(f"prompt {i}" for i in set(g_prompts) - suite_ids) + sorted(
+        f"config {n}" for n in set(g_sampling) - set(s_sampling))
+    return _Workload(include=include, new=new, unused=unused)
+
+
+def _policy(suite_policy: Any, suite_path: str, policy_file: Path | None, fail_on: str | None,
+            configs: set[str]) -> Policy:
+    policy = parse_policy(suite_policy, suite_path, DEFAULT_POLICY, configs) if suite_policy is not None \
+        else DEFAULT_POLICY
+    if policy_file is not None:
+        policy = load_policy(policy_file, policy, configs)
+    if fail_on is not None:
+        policy = Policy(policy.default, policy.per_config, fail_on)
+    return policy
+
+
+def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
+    write_verdict(stage.dir, verdict)
+    _render(stage.dir)
+    stage.commit()
+    print(text_summary(verdict, out))
+    return int(verdict["exit_code"])
+
+
+def _render(result_dir: Path) -> None:
+    """Reports are part of every result; a template bug must not hide the verdict."""
+    try:
+        from gate.report import render_result
+    except ImportError:  # pragma: no cover - report module absent in a stripped install
+        log.warning("report rendering unavailable; verdict.json written")
+        return
+    render_result(result_dir)
+
+
+def check(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    overrides = _engine_overrides(args.engine_arg)
+    golden_reader = read_trace(args.golden)
+    golden = golden_reader.manifest
+    if golden.kind != "golden":
+        raise BadInput(f"{trace_path(args.golden)}: trace kind is {golden.kind!r}, not a golden",
+                       "pass a folder written by 'parity-gate record'")
+    _check_out(args.out, args.force)
+    model_id = model_identity(suite.model)
+    if not same_model(golden.model, model_id):
+        raise StaleGolden(f"golden was recorded from model {golden.model.get('id')} ({golden.model.get('name')}), "
+                          f"the suite's model is {model_id['id']} ({model_id['name']})",
+                          f"point the suite at the golden's model, or re-record: "
+                          f"{_cmd('record', '--suite', args.suite, '--out', args.golden, '--update')}")
+    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+    vocab = model_vocab_size(suite.model)
+    # Load the golden's requests once (ids only): the replay needs them.
+    g_prompts: dict[str, list[int]] = {}
+    g_completion: dict[tuple, list[int]] = {}
+    for rec in golden_reader.records():
+        g_prompts[rec.prompt_id] = list(rec.prompt_token_ids)
+        g_completion[rec.key] = list(rec.completion_token_ids)
+        _check_vocab(list(rec.prompt_token_ids) + list(rec.completion_token_ids), vocab,
+                     f"{trace_path(args.golden)} record {rec.key}")
+    workload = _match_workload(suite, golden, args.golden, args, list(g_completion))
+    sampling = golden.suite.get("sampling") or {}
+    calls = (golden.batch_plan or {}).get("calls")
+    if not calls:
+        raise BadInput(f"{trace_path(args.golden)}: golden has no batch plan", "re-record it with parity-gate record")
+    # Replay the batch shape the golden ran with, unless the user moves it on purpose.
+    engine_args = dict(suite.engine, **overrides)
+    for key, value in ((golden.batch_plan or {}).get("scheduler") or {}).items():
+        if value is not None and key not in engine_args:
+            engine_args[key] = value
+    stage = _Stage(args.out)
+    stage_name = "engine start"
+    try:
+        engine = _start_engine(suite.model, engine_args, suite.engine_lines)
+        stage_name = "replay"
+        state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
+        manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
+                             (golden.suite.get("prompts") and {k: v.get("text") for k, v in
+                                                               golden.suite["prompts"].items()}) or {},
+                             sampling, calls)
+        stage_name = "writing traces"
+        with TraceWriter(stage.dir, manifest) as writer:
+            for rec in _records(engine, state, g_prompts, sampling):
+                writer.write(rec)
+    except InfraError as exc:
+        stage.save_error(exc, stage_name)
+        raise
+    except BaseException:
+        stage.discard()
+        raise
+    try:
+        result = compare_traces(read_trace(args.golden), read_trace(stage.dir), policy.tolerances(),
+                                include=workload.include)
+        checks = evaluate(policy, result)
+        repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
+                     *_engine_flags(args.engine_arg),
+                     *(["--policy", args.policy] if args.policy else []))
+        verdict = build_verdict(
+            mode="check", reference=("golden", _rel(args.golden), golden),
+            candidate=("run", _rel(args.out), manifest), result=result, checks=checks, policy=policy,
+            prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
+            files={"traces": "traces.jsonl", "verdict": "verdict.json"})
+        return _finish(stage, verdict, args.out)
+    except BaseException:
+        stage.discard()
+        raise
+
+
+# ---------------------------------------------------------------- compare
+def compare(args: argparse.Namespace) -> int:
+    ref = read_trace(args.reference)
+    cand = read_trace(args.candidate)
+    _check_out(args.out, args.force)
+    warnings = []
+    rm, cm = ref.manifest.model, cand.manifest.model
+    if rm.get("weights_sha256") and cm.get("weights_sha256"):
+        if not same_model(rm, cm):
+            raise StaleGolden(f"{ref.path} is from model {rm.get('id')} ({rm.get('name')}), {cand.path} from model "
+                              f"{cm.get('id')} ({cm.get('name')})",
+                              "compare traces of the same model files")
+    else:
+        side = ref.path if not rm.get("weights_sha256") else cand.path
+        warnings.append(f"{side} carries no model identity; the comparison assumes both sides used the same model")
+    rw, cw = ref.manifest.suite.get("workload_sha256"), cand.manifest.suite.get("workload_sha256")
+    if rw and cw and rw != cw:
+        warnings.append(f"workloads differ ({rw} vs {cw}); only records with the same key are compared")
+    configs = set((ref.manifest.suite.get("sampling") or {})) | set((cand.manifest.suite.get("sampling") or {}))
+    policy = _policy(None, "", args.policy, args.fail_on, configs or None)  # type: ignore[arg-type]
+    stage = _Stage(args.out)
+    try:
+        result = compare_traces(ref, cand, policy.tolerances())
+        checks = evaluate(policy, result)
+        repro = _cmd("compare", args.reference, args.candidate, "--out", args.out,
+                     *(["--policy", args.policy] if args.policy else []))
+        verdict = build_verdict(
+            mode="compare", reference=("A", _rel(args.reference), ref.manifest),
+            candidate=("B", _rel(args.candidate), cand.manifest), result=result, checks=checks, policy=policy,
+            prompts_new=[], prompts_unused=[], warnings=warnings, reproduce=repro,
+            files={"verdict": "verdict.json"})
+        return _finish(stage, verdict, args.out)
+    except BaseException:
+        stage.discard()
+        raise

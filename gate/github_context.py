@@ -1,0 +1,173 @@
+"""Where a run stands on GitHub: repository, event, PR number, head sha, API
+base and token, read once from the standard Actions variables.
+
+Statuses go on the PR's *head* sha: on `pull_request` GITHUB_SHA is the
+merge commit, and a status there never turns the required check green
+(design.md section 5)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from gate.errors import BadInput
+
+__all__ = ["GitHubContext", "ResultOrigin", "ORIGIN_FILE", "context_from_env", "read_event"]
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_SERVER_URL = "https://github.com"
+# Written beside verdict.json by `action`, so a later `publish` on
+# workflow_run knows which PR and commit the result belongs to.
+ORIGIN_FILE = "github.json"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class GitHubContext:
+    repository: str | None
+    event_name: str | None
+    api_url: str = DEFAULT_API_URL
+    server_url: str = DEFAULT_SERVER_URL
+    run_id: str | None = None
+    run_attempt: str | None = None
+    sha: str | None = None
+    head_sha: str | None = None
+    pr_number: int | None = None
+    # workflow_run only: the triggering run, whose result is being published.
+    triggering_run_id: int | None = None
+    from_fork: bool = False
+    output_path: Path | None = None
+    step_summary_path: Path | None = None
+    token: str = field(default="", repr=False)
+
+    @property
+    def run_url(self) -> str | None:
+        if not (self.repository and self.run_id):
+            return None
+        url = f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+        return f"{url}/attempts/{self.run_attempt}" if self.run_attempt not in (None, "", "1") else url
+
+    @property
+    def can_post(self) -> bool:
+        return bool(self.token and self.repository and self.head_sha)
+
+    def with_origin(self, origin: "ResultOrigin") -> "GitHubContext":
+        """Fill PR number and head sha from a result's github.json where the
+        event did not give them (workflow_run of a fork PR)."""
+        return replace(self, pr_number=self.pr_number or origin.pr_number,
+                       head_sha=self.head_sha or origin.head_sha)
+
+
+@dataclass(frozen=True)
+class ResultOrigin:
+    """The PR and commit a result dir was produced for (RESULT_DIR/github.json)."""
+
+    repository: str | None
+    pr_number: int | None
+    head_sha: str | None
+    event_name: str | None
+    run_id: str | None
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": "parity-gate/github-origin", "version": 1,
+                           "repository": self.repository, "pr_number": self.pr_number,
+                           "head_sha": self.head_sha, "event_name": self.event_name,
+                           "run_id": self.run_id}, indent=2) + "\n"
+
+    @classmethod
+    def from_context(cls, ctx: GitHubContext) -> "ResultOrigin":
+        return cls(ctx.repository, ctx.pr_number, ctx.head_sha, ctx.event_name, ctx.run_id)
+
+    @classmethod
+    def read(cls, result_dir: Path) -> "ResultOrigin | None":
+        path = Path(result_dir) / ORIGIN_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or data.get("schema") != "parity-gate/github-origin":
+            raise BadInput(f"{path}: not a parity-gate github.json")
+        pr = data.get("pr_number")
+        sha = data.get("head_sha")
+        if pr is not None and (not isinstance(pr, int) or isinstance(pr, bool) or pr <= 0):
+            raise BadInput(f"{path}: pr_number must be a positive integer, got {pr!r}")
+        if sha is not None and not (isinstance(sha, str) and _SHA.match(sha)):
+            raise BadInput(f"{path}: head_sha must be 40 hex digits, got {sha!r}")
+        return cls(data.get("repository"), pr, sha, data.get("event_name"), data.get("run_id"))
+
+
+def read_event(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"GITHUB_EVENT_PATH={path}: cannot read the event payload ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _pr_of(payload: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    pr = payload.get("pull_request") or {}
+    head = pr.get("head") or {}
+    return pr.get("number") or payload.get("number"), head.get("sha")
+
+
+def _event_facts(event: str | None, payload: Mapping[str, Any], sha: str | None) -> dict[str, Any]:
+    """PR number, head sha and fork flag for each event the gate runs on."""
+    if event in ("pull_request", "pull_request_target", "pull_request_review"):
+        number, head_sha = _pr_of(payload)
+        pr = payload.get("pull_request") or {}
+        head_repo = ((pr.get("head") or {}).get("repo") or {}).get("full_name")
+        base_repo = ((pr.get("base") or {}).get("repo") or {}).get("full_name")
+        return {"pr_number": number, "head_sha": head_sha or sha,
+                "from_fork": bool(head_repo and base_repo and head_repo != base_repo)}
+    if event == "workflow_run":
+        run = payload.get("workflow_run") or {}
+        prs = run.get("pull_requests") or []  # empty for fork PRs: github.json fills in
+        head_repo = (run.get("head_repository") or {}).get("full_name")
+        base_repo = (run.get("repository") or {}).get("full_name")
+        return {"pr_number": prs[0].get("number") if len(prs) == 1 else None,
+                "head_sha": run.get("head_sha"), "triggering_run_id": run.get("id"),
+                "from_fork": bool(head_repo and base_repo and head_repo != base_repo)}
+    if event == "push":
+        return {"head_sha": payload.get("after") or sha}
+    # workflow_dispatch, schedule, ...: the commit the workflow runs on.
+    return {"head_sha": sha}
+
+
+def context_from_env(env: Mapping[str, str], *, token: str | None = None) -> GitHubContext:
+    """Parse the Actions environment once. `token` overrides GITHUB_TOKEN
+    (the action's `github-token` input)."""
+    repository = env.get("GITHUB_REPOSITORY") or None
+    if repository and not _REPO.match(repository):
+        raise BadInput(f"GITHUB_REPOSITORY={repository!r} is not OWNER/NAME")
+    event = env.get("GITHUB_EVENT_NAME") or None
+    sha = env.get("GITHUB_SHA") or None
+    facts = _event_facts(event, read_event(env.get("GITHUB_EVENT_PATH")), sha)
+    head_sha = facts.get("head_sha")
+    if head_sha is not None and not (isinstance(head_sha, str) and _SHA.match(head_sha)):
+        raise BadInput(f"event payload ({event}): head sha {head_sha!r} is not 40 hex digits")
+    number = facts.get("pr_number")
+    if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+        raise BadInput(f"event payload ({event}): PR number {number!r} is not an integer")
+    return GitHubContext(
+        repository=repository,
+        event_name=event,
+        api_url=(env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
+        server_url=(env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/"),
+        run_id=env.get("GITHUB_RUN_ID") or None,
+        run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
+        sha=sha,
+        head_sha=head_sha,
+        pr_number=number,
+        triggering_run_id=facts.get("triggering_run_id"),
+        from_fork=bool(facts.get("from_fork")),
+        output_path=Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None,
+        step_summary_path=Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None,
+        token=(token if token is not None else env.get("GITHUB_TOKEN")) or "",
+    )

@@ -1,0 +1,429 @@
+"""`parity-gate publish RESULT_DIR`: post a result to GitHub.
+
+Sticky PR comment (found again by a hidden marker on every page, updated in
+place, one per status context), commit status on the head sha, a check run
+with the Markdown summary where the token may create one, the job summary,
+step outputs and annotations. A token that may not write (a fork PR) gets
+one warning that explains the two-workflow pattern; the report stays on disk.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
+
+import jinja2
+import requests
+
+from gate import report
+from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, GateError, InfraError
+from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
+from gate.github_context import GitHubContext, ResultOrigin, context_from_env
+from gate.workflow_commands import annotation, append_step_summary, emit_annotations, write_outputs
+
+__all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publisher", "PublishReport",
+           "load_outcome", "error_outcome", "comment_marker", "COMMENT_LIMIT", "DESCRIPTION_LIMIT"]
+
+log = logging.getLogger(__name__)
+
+COMMENT_LIMIT = 65536
+CHECK_TEXT_LIMIT = 65535
+DESCRIPTION_LIMIT = 140
+COMMENT_MODES = ("always", "on-fail", "never")
+FORK_HINT = ("this token may not write to the repository, as for a pull request from a fork "
+             "(read-only GITHUB_TOKEN) or a token without statuses/pull-requests write permission. "
+             "Use the two-workflow pattern: the gate job uploads the result directory as an artifact, "
+             "and a workflow on workflow_run (examples/workflows/publish.yml, see docs/github.md) "
+             "downloads it and runs 'parity-gate publish'")
+
+
+# --- what is published -----------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """The result being published: a verdict, or an error (exit 2/3) without one."""
+
+    state: str                      # commit status state: success | failure | error | pending
+    exit_code: int
+    headline: str
+    verdict: Mapping[str, Any] | None = None
+    result_dir: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "success"
+
+
+def load_outcome(result_dir: Path, fail_on: str | None = None) -> Outcome:
+    verdict = report.load_verdict(result_dir)  # BadInput (exit 2) when missing or malformed
+    failed = verdict["verdict"] == "fail"
+    if fail_on == "regression":
+        code = EXIT_REGRESSION if failed else EXIT_PASS
+    elif fail_on == "never":
+        code = EXIT_PASS
+    else:
+        code = verdict.get("exit_code", EXIT_REGRESSION if failed else EXIT_PASS)
+        if code not in (EXIT_PASS, EXIT_REGRESSION):
+            raise BadInput(f"{result_dir}/verdict.json: exit_code must be 0 or 1, got {code!r}")
+    headline = str(verdict.get("headline") or ("FAIL" if failed else "PASS"))
+    # fail-on: never reports drift but does not gate: the status follows the exit code.
+    return Outcome("failure" if code == EXIT_REGRESSION else "success", code, headline, verdict, result_dir)
+
+
+def error_outcome(exit_code: int, reason: str, result_dir: Path | None = None) -> Outcome:
+    kind = "bad input" if exit_code == EXIT_BAD_INPUT else "infrastructure failure"
+    return Outcome("error", exit_code, f"ERROR ({kind}): {reason}", None, result_dir)
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def comment_marker(context: str) -> str:
+    return report.comment_marker(context)
+
+
+def _read(result_dir: Path | None, name: str) -> str | None:
+    if result_dir is None:
+        return None
+    try:
+        return (result_dir / name).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _fallback_markdown(outcome: Outcome, run_url: str | None) -> str:
+    """Used only when neither gate.report nor a rendered comment.md is there.
+    Check messages carry model text: escape it and keep it inside <pre>."""
+    lines = [f"### parity-gate: {html.escape(outcome.headline)}", ""]
+    checks = [c for c in (outcome.verdict or {}).get("checks", []) if c.get("status") == "fail"]
+    if checks:
+        lines += ["<pre>", *(html.escape(str(c.get("message", c.get("id", "")))) for c in checks), "</pre>", ""]
+    reproduce = (outcome.verdict or {}).get("reproduce")
+    if reproduce:
+        lines += ["Reproduce:", "<pre>", html.escape(str(reproduce)), "</pre>", ""]
+    if run_url:
+        lines.append(f"[Workflow run]({run_url})")
+    return "\n".join(lines) + "\n"
+
+
+def _rendered(outcome: Outcome, name: str, render: Callable[[], str]) -> str | None:
+    """The report module's rendering; if it fails (templates missing from a
+    broken install), what `check` already wrote into the result dir."""
+    if outcome.verdict is None:
+        return None
+    try:
+        return render()
+    except (GateError, jinja2.TemplateError) as exc:
+        log.warning("could not render %s (%s); using the one in the result dir", name, exc)
+        return _read(outcome.result_dir, name)
+
+
+def _comment_body(outcome: Outcome, context: str, run_url: str | None) -> str:
+    marker = comment_marker(context)
+    body = _rendered(outcome, "comment.md", lambda: report.render_comment(
+        dict(outcome.verdict or {}), context=context, report_url=run_url))
+    body = body or _fallback_markdown(outcome, run_url)
+    if marker not in body:
+        body = f"{marker}\n{body}"
+    if len(body) > COMMENT_LIMIT:
+        note = (f"\n\n*Comment truncated at {COMMENT_LIMIT} characters; the full report is in the "
+                f"workflow run{': ' + run_url if run_url else ''}.*\n")
+        body = body[: COMMENT_LIMIT - len(note)] + note
+    return body
+
+
+def _summary_markdown(outcome: Outcome, run_url: str | None) -> str:
+    body = _rendered(outcome, "summary.md", lambda: report.render_summary(
+        dict(outcome.verdict or {}), report_url=run_url))
+    return body or _fallback_markdown(outcome, run_url)
+
+
+# --- options and runtime ---------------------------------------------------
+@dataclass(frozen=True)
+class PublishOptions:
+    status_context: str = "parity-gate"
+    comment: str = "always"           # always | on-fail | never
+    check_run: bool = True
+    target_url: str | None = None     # default: the workflow run
+    annotations: bool = True
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    posted: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything publish/action take from the outside world; tests pass their own."""
+
+    env: Mapping[str, str]
+    session: requests.Session
+    stdout: TextIO
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def real(cls, session: requests.Session) -> "Runtime":
+        return cls(env=dict(os.environ), session=session, stdout=sys.stdout)
+
+    def api(self, ctx: GitHubContext) -> GitHubAPI:
+        return GitHubAPI(self.session, ctx.api_url, ctx.token, retry=self.retry,
+                         sleep=self.sleep, clock=self.clock)
+
+
+class Publisher:
+    """Posts outcomes for one context. Every remote call is best effort:
+    failures are collected, warned about once, and never raised."""
+
+    def __init__(self, ctx: GitHubContext, api: GitHubAPI, options: PublishOptions, out: TextIO) -> None:
+        self.ctx = ctx
+        self.api = api
+        self.options = options
+        self.out = out
+        self._posted: list[str] = []
+        self._denied: list[str] = []
+        self._failed: list[str] = []
+        self._skipped: list[str] = []
+        self._warned_permission = False
+        self._skipped_no_token = False
+        self._result_dir: Path | None = None
+
+    @property
+    def target_url(self) -> str | None:
+        return self.options.target_url or self.ctx.run_url
+
+    def report(self) -> PublishReport:
+        return PublishReport(tuple(self._posted), tuple(self._denied), tuple(self._failed), tuple(self._skipped))
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.out.write(annotation("warning", message, "parity-gate"))
+        self.out.flush()
+
+    def _call(self, what: str, fn: Callable[[], Any], *, quiet_denied: bool = False) -> Any:
+        if not self.ctx.token:
+            if not self._skipped_no_token:
+                self._skipped_no_token = True
+                self._warn("no GitHub token (github-token input or GITHUB_TOKEN): nothing is posted to GitHub")
+            self._skipped.append(f"{what}: no token")
+            return None
+        try:
+            result = fn()
+        except PermissionDenied as exc:
+            self._denied.append(what)
+            if quiet_denied:
+                self._skipped.append(f"{what}: not permitted (HTTP {exc.status})")
+                log.info("%s: not permitted for this token (HTTP %s); skipped", what, exc.status)
+            elif not self._warned_permission:
+                self._warned_permission = True
+                self._warn(f"GitHub refused to {what} (HTTP {exc.status}): {FORK_HINT}. "
+                           f"The report is on disk{' in ' + str(self._result_dir) if self._result_dir else ''}.")
+            return None
+        except ApiError as exc:
+            self._failed.append(what)
+            self._warn(f"could not {what}: {exc.line()}")
+            return None
+        self._posted.append(what)
+        return result
+
+    # --- pieces -----------------------------------------------------------
+    def post_status(self, state: str, description: str) -> None:
+        if not self.ctx.head_sha or not self.ctx.repository:
+            self._skipped.append("post the commit status: no head sha")
+            return
+        self._call("post the commit status", lambda: self.api.create_status(
+            self.ctx.repository, self.ctx.head_sha, state=state, context=self.options.status_context,
+            description=_shorten(description, DESCRIPTION_LIMIT), target_url=self.target_url))
+
+    def post_pending(self) -> PublishReport:
+        self.post_status("pending", "parity-gate is running")
+        return self.report()
+
+    def post_error(self, reason: str, exit_code: int = EXIT_INFRA) -> PublishReport:
+        """The status a crash, timeout or cancel leaves, so a required check never hangs."""
+        self.post_status("error", error_outcome(exit_code, reason).headline)
+        return self.report()
+
+    def _find_comment(self, marker: str) -> dict[str, Any] | None:
+        for comment in self.api.issue_comments(self.ctx.repository, self.ctx.pr_number):
+            if marker in (comment.get("body") or ""):
+                return comment
+        return None
+
+    def upsert_comment(self, outcome: Outcome) -> None:
+        mode = self.options.comment
+        if mode == "never":
+            return
+        if not self.ctx.pr_number or not self.ctx.repository:
+            self._skipped.append("comment: no pull request")
+            return
+        context = self.options.status_context
+        body = _comment_body(outcome, context, self.target_url)
+        marker = comment_marker(context)
+
+        def upsert() -> str:
+            existing = self._find_comment(marker)
+            if existing is not None:
+                if existing.get("body") != body:
+                    self.api.update_comment(self.ctx.repository, existing["id"], body)
+                return "updated"
+            # on-fail: no comment on a clean pass, but an existing one is
+            # still updated above, so a stale FAIL never stays up.
+            if mode == "on-fail" and outcome.passed:
+                return "none"
+            self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
+            return "created"
+
+        done = self._call("write the pull request comment", upsert)
+        if done == "none":
+            self._posted.pop()
+            self._skipped.append("comment: passed (on-fail)")
+
+    def create_check_run(self, outcome: Outcome, summary: str) -> None:
+        if not self.options.check_run or outcome.state == "pending":
+            return
+        if not self.ctx.head_sha or not self.ctx.repository:
+            return
+        conclusion = {"success": "success", "failure": "failure"}.get(outcome.state, "failure")
+        payload: dict[str, Any] = {
+            "name": f"{self.options.status_context} report",
+            "head_sha": self.ctx.head_sha,
+            "status": "completed",
+            "conclusion": conclusion,
+            "output": {"title": _shorten(outcome.headline, 200),
+                       "summary": summary if len(summary) <= CHECK_TEXT_LIMIT
+                       else summary[: CHECK_TEXT_LIMIT - 40] + "\n\n*(truncated)*\n"},
+        }
+        if self.target_url:
+            payload["details_url"] = self.target_url
+        # A PAT or a token without checks: write gets 403 here: a note, not the fork warning.
+        self._call("create the check run", lambda: self.api.create_check_run(self.ctx.repository, payload),
+                   quiet_denied=True)
+
+    def write_local(self, outcome: Outcome, summary: str) -> None:
+        """Job summary, step outputs and annotations: no network, never denied."""
+        append_step_summary(self.ctx.step_summary_path, summary,
+                            "\n\n*(summary truncated at the 1 MiB step-summary limit)*\n")
+        rd = outcome.result_dir
+        outputs = {"verdict": {"success": "pass", "failure": "fail"}.get(outcome.state, "error"),
+                   "exit-code": str(outcome.exit_code), "headline": outcome.headline}
+        if rd is not None:
+            outputs["result-dir"] = str(rd)
+            for key, name in (("verdict-path", "verdict.json"), ("report-path", "report.html"),
+                              ("comment-path", "comment.md"), ("summary-path", "summary.md")):
+                if (rd / name).is_file():
+                    outputs[key] = str(rd / name)
+        write_outputs(self.ctx.output_path, outputs)
+        if not self.options.annotations:
+            return
+        items: list[tuple[str, str, str]] = []
+        if outcome.verdict is None:
+            items.append(("error", "parity-gate", outcome.headline))
+        else:
+            for check in outcome.verdict.get("checks") or []:
+                if check.get("status") == "fail":
+                    level = "error" if outcome.exit_code == EXIT_REGRESSION else "warning"
+                    items.append((level, f"parity-gate: {check.get('title') or check.get('id')}",
+                                  str(check.get("message") or check.get("id"))))
+            items += [("warning", "parity-gate", str(w)) for w in outcome.verdict.get("warnings") or []]
+        emit_annotations(self.out, items)
+
+    def publish(self, outcome: Outcome) -> PublishReport:
+        self._result_dir = outcome.result_dir
+        summary = _summary_markdown(outcome, self.target_url)
+        self.write_local(outcome, summary)
+        self.post_status(outcome.state, outcome.headline)
+        self.upsert_comment(outcome)
+        self.create_check_run(outcome, summary)
+        return self.report()
+
+
+def verify_origin(ctx: GitHubContext, result_dir: Path, api: GitHubAPI) -> GitHubContext:
+    """Tie an artifact's github.json to the run that published it. On
+    workflow_run the head sha comes from GitHub, not from the artifact; the
+    artifact's PR number is trusted only if that PR's head is that sha."""
+    origin = ResultOrigin.read(result_dir)
+    if origin is None:
+        return ctx
+    if ctx.event_name != "workflow_run":
+        return ctx.with_origin(origin)
+    if origin.head_sha and ctx.head_sha and origin.head_sha != ctx.head_sha:
+        raise BadInput(f"{result_dir}/github.json: head sha {origin.head_sha} does not match "
+                       f"workflow_run.head_sha {ctx.head_sha}", "the artifact belongs to another commit; do not publish it")
+    if ctx.pr_number and origin.pr_number and ctx.pr_number != origin.pr_number:
+        raise BadInput(f"{result_dir}/github.json: PR #{origin.pr_number} does not match "
+                       f"workflow_run's PR #{ctx.pr_number}")
+    if ctx.pr_number is None and origin.pr_number is not None and ctx.token and ctx.repository:
+        pull = api.pull(ctx.repository, origin.pr_number)
+        if (pull.get("head") or {}).get("sha") != ctx.head_sha:
+            raise BadInput(f"{result_dir}/github.json: PR #{origin.pr_number} has head "
+                           f"{(pull.get('head') or {}).get('sha')}, not workflow_run.head_sha {ctx.head_sha}",
+                           "the PR moved on or the artifact is forged; the next gate run publishes")
+        return ctx.with_origin(origin)
+    return ctx
+
+
+# --- CLI -------------------------------------------------------------------
+def add_publish_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status-context", default="parity-gate",
+                        help="commit status context and comment identity (default: parity-gate)")
+    parser.add_argument("--comment", choices=COMMENT_MODES, default="always",
+                        help="PR comment: always, on-fail (still updates an existing one), never")
+    parser.add_argument("--fail-on", choices=("regression", "never"), default=None,
+                        help="exit 1 on a regression, or never (default: the verdict's exit_code)")
+    parser.add_argument("--target-url", default=None, help="status/check link (default: the workflow run)")
+    parser.add_argument("--no-check-run", action="store_true", help="do not create a check run")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str = "publish") -> None:
+    parser.add_argument("result_dir", metavar="RESULT_DIR", help="a result dir written by check or compare")
+    add_publish_options(parser)
+    parser.add_argument("--exit-code", type=int, choices=(EXIT_BAD_INPUT, EXIT_INFRA), default=None,
+                        help="publish an error: the check exited with this code and wrote no verdict")
+    parser.add_argument("--reason", default="the check did not finish", help="with --exit-code: why")
+    parser.add_argument("--sha", default=None, help="commit to post on (default: from the event)")
+    parser.add_argument("--pr", type=int, default=None, help="pull request number (default: from the event)")
+
+
+def options_from_args(args: argparse.Namespace) -> PublishOptions:
+    return PublishOptions(status_context=args.status_context, comment=args.comment,
+                          check_run=not args.no_check_run, target_url=args.target_url)
+
+
+def publish_command(args: argparse.Namespace, rt: Runtime) -> int:
+    result_dir = Path(args.result_dir)
+    if not result_dir.is_dir():
+        raise BadInput(f"{result_dir}: no such result directory")
+    ctx = context_from_env(rt.env)
+    if args.sha or args.pr:
+        ctx = replace(ctx, head_sha=args.sha or ctx.head_sha, pr_number=args.pr or ctx.pr_number)
+    if args.exit_code is not None and not (result_dir / "verdict.json").is_file():
+        outcome = error_outcome(args.exit_code, args.reason, result_dir)
+    else:
+        outcome = load_outcome(result_dir, args.fail_on)
+    api = rt.api(ctx)
+    ctx = verify_origin(ctx, result_dir, api)
+    publisher = Publisher(ctx, api, options_from_args(args), rt.stdout)
+    report = publisher.publish(outcome)
+    if not report.posted:
+        why = "; ".join(report.skipped + report.denied + report.failed) or "nothing to post"
+        raise InfraError(f"publish could post nothing to GitHub ({why}); outputs and summary were written",
+                         "set GITHUB_TOKEN with statuses and pull-requests write permission")
+    return outcome.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    with requests.Session() as session:
+        return publish_command(args, Runtime.real(session))

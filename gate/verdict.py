@@ -1,0 +1,177 @@
+"""The verdict: checks + measures + environment diff, as the documented
+`verdict.json` (docs/verdict.md, gate/schemas/verdict.schema.json). Pure."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from gate._fsutil import atomic_write_text
+from gate.compare import ComparisonResult
+from gate.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
+from gate.policy import CheckResult, Policy, _fmt
+from gate.trace import Manifest
+
+__all__ = ["build_verdict", "environment_diff", "write_verdict", "read_verdict", "text_summary", "VERDICT_FILE"]
+
+VERDICT_FILE = "verdict.json"
+SCHEMA = "parity-gate/verdict"
+VERSION = 1
+_ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "cuda_version", "device_name", "driver_version",
+             "python_version", "platform")
+_HARDWARE = ("device_name", "driver_version", "tensor_parallel_size", "pipeline_parallel_size")
+
+
+def environment_diff(ref: Manifest, cand: Manifest) -> list[dict[str, Any]]:
+    """Every environment and resolved engine key, marked where it moved.
+    Config differences are always listed, even when nothing drifted."""
+    rows: list[dict[str, Any]] = []
+    re_, ce = ref.environment or {}, cand.environment or {}
+    for key in _ENV_KEYS:
+        if key in re_ or key in ce:
+            rows.append({"key": key, "group": "environment", "reference": re_.get(key), "candidate": ce.get(key),
+                         "differs": re_.get(key) != ce.get(key)})
+    renv, cenv = re_.get("env") or {}, ce.get("env") or {}
+    for key in sorted(set(renv) | set(cenv)):
+        rows.append({"key": f"env.{key}", "group": "environment", "reference": renv.get(key),
+                     "candidate": cenv.get(key), "differs": renv.get(key) != cenv.get(key)})
+    rr = (ref.engine_args or {}).get("resolved") or {}
+    cr = (cand.engine_args or {}).get("resolved") or {}
+    for key in sorted(set(rr) | set(cr)):
+        rows.append({"key": key, "group": "engine", "reference": rr.get(key), "candidate": cr.get(key),
+                     "differs": rr.get(key) != cr.get(key)})
+    rq = (ref.engine_args or {}).get("requested") or {}
+    cq = (cand.engine_args or {}).get("requested") or {}
+    for key in sorted(set(rq) | set(cq)):
+        if key not in rr and key not in cr:
+            rows.append({"key": key, "group": "engine (requested)", "reference": rq.get(key),
+                         "candidate": cq.get(key), "differs": rq.get(key) != cq.get(key)})
+    return rows
+
+
+def _hardware_warnings(diff: list[dict[str, Any]]) -> list[str]:
+    moved = [r for r in diff if r["key"] in _HARDWARE and r["differs"]]
+    if not moved:
+        return []
+    what = ", ".join(f"{r['key']} {r['reference']!r} -> {r['candidate']!r}" for r in moved)
+    return [f"golden and run were made on different hardware ({what}); compared anyway, so drift may be "
+            f"the hardware's, not the version's"]
+
+
+def _headline(checks: list[CheckResult], result: ComparisonResult) -> str:
+    failed = [c for c in checks if c.status == "fail"]
+    forced = (result.overall.get("forced") or {})
+    sampler = (result.overall.get("sampler") or {})
+    tokens = (forced.get("tokens") or 0) + (sampler.get("tokens") or 0)
+    if not checks:
+        return f"FAIL: nothing was compared ({result.records} records matched)"
+    if not failed:
+        mx = max((x.get("max_abs_diff") or 0.0) for x in (forced, sampler))
+        return (f"PASS: all {len(checks)} checks passed ({tokens} tokens in {result.records} sequences; "
+                f"max abs diff {_fmt(mx)})")
+    parts = [f"{c.title}{f' [{c.config}]' if c.config else ''} ({c.measure} {_fmt(c.value)} vs "
+             f"{c.op} {_fmt(c.bound)})" for c in failed[:4]]
+    more = f", and {len(failed) - 4} more" if len(failed) > 4 else ""
+    return f"FAIL: {len(failed)} of {len(checks)} checks failed: " + ", ".join(parts) + more
+
+
+def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate: tuple[str, str, Manifest],
+                  result: ComparisonResult, checks: list[CheckResult], policy: Policy,
+                  prompts_new: list[str], prompts_unused: list[str], warnings: list[str],
+                  reproduce: str, files: dict[str, str]) -> dict[str, Any]:
+    diff = environment_diff(reference[2], candidate[2])
+    failed = any(c.status == "fail" for c in checks) or not checks
+    verdict = "fail" if failed else "pass"
+    exit_code = EXIT_REGRESSION if failed and policy.fail_on == "regression" else EXIT_PASS
+    all_warnings = _hardware_warnings(diff) + list(warnings) + list(result.warnings)
+    if result.only_reference:
+        all_warnings.append(f"{len(result.only_reference)} reference records have no counterpart in the run "
+                            f"(first: {result.only_reference[0]})")
+    if result.only_candidate:
+        all_warnings.append(f"{len(result.only_candidate)} run records have no counterpart in the reference "
+                            f"(first: {result.only_candidate[0]})")
+    if result.per_prompt_omitted:
+        all_warnings.append(f"per-prompt table keeps the {len(result.per_prompt)} largest drifts; "
+                            f"{result.per_prompt_omitted} rows omitted")
+    return {
+        "schema": SCHEMA, "version": VERSION, "verdict": verdict, "exit_code": exit_code, "mode": mode,
+        "fail_on": policy.fail_on,
+        "headline": _headline(checks, result),
+        "reference": {"label": reference[0], "dir": reference[1], "manifest": reference[2].to_json()},
+        "candidate": {"label": candidate[0], "dir": candidate[1], "manifest": candidate[2].to_json()},
+        "environment_diff": diff,
+        "warnings": all_warnings,
+        "checks": [dataclasses.asdict(c) for c in checks],
+        "measures": {"overall": result.overall, "per_config": result.per_config},
+        "worst_tokens": result.worst_tokens,
+        "by_position": result.by_position,
+        "histogram": result.histogram,
+        "per_prompt": result.per_prompt,
+        "prompts": {"new": prompts_new, "unused": prompts_unused},
+        "diagnosis": None,
+        "reproduce": reproduce,
+        "files": files,
+    }
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no infinities: they are written as the strings "Infinity" and
+    "-Infinity" (a -inf logprob is legal: a token outside a processed top-k)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if obj != obj:
+            raise ValueError("NaN in verdict")
+        return "Infinity" if obj > 0 else "-Infinity"
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_verdict(out: Path, verdict: dict[str, Any]) -> Path:
+    path = Path(out) / VERDICT_FILE
+    atomic_write_text(path, json.dumps(_finite(verdict), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def read_verdict(result_dir: Path) -> dict[str, Any]:
+    path = Path(result_dir) / VERDICT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path} not found", "pass a folder written by 'parity-gate check' or 'compare'") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path} is not readable JSON ({exc})", "re-run 'parity-gate check' to regenerate it") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise BadInput(f"{path} is not a parity-gate verdict", "pass a folder written by 'parity-gate check'")
+    if data.get("version") != VERSION:
+        raise BadInput(f"{path}: verdict version {data.get('version')!r} is not supported (this parity-gate reads "
+                       f"{VERSION})", "re-run the check with this parity-gate")
+    return data
+
+
+def text_summary(verdict: dict[str, Any], out: Path) -> str:
+    """The short plain-text summary printed on stdout."""
+    lines = [verdict["headline"]]
+    for c in verdict["checks"]:
+        if c["status"] == "fail":
+            lines.append("  " + c["message"])
+    n_pass = sum(c["status"] == "pass" for c in verdict["checks"])
+    if n_pass:
+        lines.append(f"  {n_pass} checks passed")
+    moved = [r for r in verdict["environment_diff"] if r["differs"]]
+    for r in moved:
+        lines.append(f"  changed: {r['key']}: {r['reference']!r} -> {r['candidate']!r}")
+    for w in verdict["warnings"]:
+        lines.append(f"  warning: {w}")
+    p = verdict["prompts"]
+    if p["new"]:
+        lines.append(f"  {len(p['new'])} new prompts/configs not in the golden (record them with "
+                     f"'parity-gate record --update'): {', '.join(p['new'][:5])}")
+    if p["unused"]:
+        lines.append(f"  {len(p['unused'])} golden prompts/configs no longer in the suite: {', '.join(p['unused'][:5])}")
+    lines.append(f"  results: {out}")
+    lines.append(f"  reproduce: {verdict['reproduce']}")
+    return "\n".join(lines)

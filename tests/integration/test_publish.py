@@ -1,0 +1,252 @@
+"""`parity-gate publish` end to end against the fake GitHub server."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from gate import publish
+from gate.errors import BadInput, InfraError
+from gate.github_api import RetryPolicy
+from gate.github_context import ResultOrigin
+from gate.publish import Runtime, comment_marker
+from tests.fake_github import FakeGitHub
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TOKEN = "ghs_publish-token-XYZ987"
+HEAD, MERGE = "a" * 40, "c" * 40
+
+
+@pytest.fixture
+def gh():
+    with FakeGitHub(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def session():
+    with requests.Session() as s:
+        yield s
+
+
+@pytest.fixture
+def result(tmp_path) -> Path:
+    dst = tmp_path / "result"
+    shutil.copytree(FIXTURES / "results" / "fail", dst)
+    return dst
+
+
+@pytest.fixture
+def passed(tmp_path) -> Path:
+    dst = tmp_path / "passed"
+    shutil.copytree(FIXTURES / "results" / "pass", dst)
+    return dst
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def _env(gh: FakeGitHub, tmp_path: Path, event: str = "pull_request", payload: str | None = None) -> dict[str, str]:
+    return {"GITHUB_REPOSITORY": "octo/gate", "GITHUB_EVENT_NAME": event,
+            "GITHUB_EVENT_PATH": str(FIXTURES / "events" / f"{payload or event}.json"),
+            "GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.example", "GITHUB_RUN_ID": "4242",
+            "GITHUB_SHA": MERGE, "GITHUB_TOKEN": TOKEN,
+            "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+
+
+def _publish(argv: list[str], env: dict[str, str], session, sleeps=None) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    publish.add_arguments(parser, "publish")
+    out = io.StringIO()
+    rt = Runtime(env=env, session=session, stdout=out, sleep=sleeps if sleeps is not None else Sleeps(),
+                 clock=lambda: 1_000_000.0, retry=RetryPolicy())
+    code = publish.publish_command(parser.parse_args(argv), rt)
+    return code, out.getvalue()
+
+
+def _outputs(tmp_path: Path) -> dict[str, str]:
+    from tests.unit.test_workflow_commands import parse_outputs
+    return parse_outputs((tmp_path / "output").read_text())
+
+
+def test_publish__fail_posts_status_comment_check_run_outputs(gh, session, result, tmp_path):
+    code, out = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1
+    (status,) = gh.statuses
+    assert status["sha"] == HEAD  # the PR head, never the merge commit
+    assert status["state"] == "failure" and status["context"] == "parity-gate"
+    assert len(status["description"]) <= 140 and status["description"].startswith("FAIL: 2 of 3")
+    assert status["target_url"] == "https://github.example/octo/gate/actions/runs/4242"
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert comment_marker("parity-gate") in comment["body"]
+    (check,) = gh.check_runs
+    assert (check["name"], check["head_sha"], check["conclusion"]) == ("parity-gate report", HEAD, "failure")
+    assert check["output"]["summary"] and len(check["output"]["summary"]) <= 65535
+    outputs = _outputs(tmp_path)
+    assert outputs["verdict"] == "fail" and outputs["exit-code"] == "1"
+    assert outputs["result-dir"] == str(result) and outputs["report-path"] == str(result / "report.html")
+    assert outputs["verdict-path"] == str(result / "verdict.json")
+    assert (tmp_path / "summary").read_text().strip()
+    lines = out.splitlines()
+    assert sum(line.startswith("::error title=parity-gate%3A sampled-token") for line in lines) == 2
+    assert any(line.startswith("::warning") and "different devices" in line for line in lines)
+    assert not any(line.startswith("::set-output") for line in lines)  # hostile token text stays escaped
+
+
+def test_publish__sticky_comment_found_on_page_4(gh, session, result, tmp_path):
+    gh.max_per_page = 30
+    marker = comment_marker("parity-gate")
+    bodies = [f"comment {i}" for i in range(120)]
+    bodies[100] = f"{marker}\nold parity-gate report"
+    ids = gh.add_comments("octo/gate", 7, bodies, login="github-actions[bot]")
+    _publish([str(result)], _env(gh, tmp_path), session)
+    assert [r.query.get("page", "1") for r in gh.requests_to("GET", "/comments")] == ["1", "2", "3", "4"]
+    (patch,) = gh.requests_to("PATCH", "/issues/comments/")
+    assert patch.path.endswith(f"/{ids[100]}")
+    assert gh.requests_to("POST", "/comments") == []
+    comments = gh.comments[("octo/gate", 7)]
+    assert len(comments) == 120 and "FAIL" in comments[100]["body"]
+
+
+def test_publish__second_run_updates_instead_of_duplicating(gh, session, result, passed, tmp_path):
+    env = _env(gh, tmp_path)
+    _publish([str(result)], env, session)
+    _publish([str(passed)], env, session)
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "PASS" in comment["body"]
+    assert [s["state"] for s in gh.statuses] == ["failure", "success"]
+
+
+def test_publish__one_comment_per_status_context(gh, session, result, tmp_path):
+    env = _env(gh, tmp_path)
+    _publish([str(result), "--status-context", "parity-gate / cuda"], env, session)
+    _publish([str(result), "--status-context", "parity-gate / cpu"], env, session)
+    _publish([str(result), "--status-context", "parity-gate / cuda"], env, session)
+    comments = gh.comments[("octo/gate", 7)]
+    assert len(comments) == 2
+    assert comment_marker("parity-gate / cuda") in comments[0]["body"]
+    assert comment_marker("parity-gate / cpu") in comments[1]["body"]
+    assert {s["context"] for s in gh.statuses} == {"parity-gate / cuda", "parity-gate / cpu"}
+
+
+def test_publish__on_fail_creates_nothing_on_a_clean_pass(gh, session, passed, tmp_path):
+    code, _ = _publish([str(passed), "--comment", "on-fail"], _env(gh, tmp_path), session)
+    assert code == 0 and ("octo/gate", 7) not in gh.comments
+    assert [s["state"] for s in gh.statuses] == ["success"]
+
+
+def test_publish__on_fail_still_updates_an_existing_comment_once_passing(gh, session, result, passed, tmp_path):
+    env = _env(gh, tmp_path)
+    _publish([str(result), "--comment", "on-fail"], env, session)
+    _publish([str(passed), "--comment", "on-fail"], env, session)
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "PASS" in comment["body"] and "FAIL" not in comment["body"].split("\n", 2)[1]
+
+
+def test_publish__never_posts_no_comment(gh, session, result, tmp_path):
+    _publish([str(result), "--comment", "never", "--no-check-run"], _env(gh, tmp_path), session)
+    assert gh.requests_to("GET", "/comments") == [] and gh.comments == {} and gh.check_runs == []
+    assert len(gh.statuses) == 1
+
+
+def test_publish__fail_on_never_exits_0_with_success_status(gh, session, result, tmp_path):
+    code, _ = _publish([str(result), "--fail-on", "never"], _env(gh, tmp_path), session)
+    assert code == 0 and gh.statuses[0]["state"] == "success"
+
+
+def test_publish__502_twice_then_success(gh, session, result, tmp_path):
+    gh.fail("POST", "/statuses/", 502, times=2)
+    sleeps = Sleeps()
+    code, out = _publish([str(result)], _env(gh, tmp_path), session, sleeps)
+    assert code == 1 and len(gh.statuses) == 1 and sleeps == [1.0, 2.0]
+    assert "::warning" not in out.replace("::warning title=parity-gate::golden and run used different", "")
+
+
+def test_publish__429_with_retry_after(gh, session, result, tmp_path):
+    gh.fail("GET", "/comments", 429, headers={"Retry-After": "5"})
+    sleeps = Sleeps()
+    _publish([str(result)], _env(gh, tmp_path), session, sleeps)
+    assert sleeps == [5.0] and len(gh.comments[("octo/gate", 7)]) == 1
+
+
+def test_publish__fork_403_warns_once_report_kept_then_exit_3_standalone(session, result, tmp_path):
+    before = {p.name: p.read_bytes() for p in result.iterdir()}
+    with FakeGitHub(token=TOKEN, read_only=True) as gh:
+        with pytest.raises(InfraError, match="could post nothing"):
+            _publish([str(result)], _env(gh, tmp_path), session)
+    assert {p.name: p.read_bytes() for p in result.iterdir()} == before
+    assert _outputs(tmp_path)["verdict"] == "fail"  # outputs and summary are still written
+
+
+def test_publish__check_run_403_is_skipped_quietly(gh, session, result, tmp_path):
+    gh.fail("POST", "/check-runs", 403, times=-1, body={"message": "Resource not accessible by personal access token"})
+    code, out = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1 and len(gh.statuses) == 1 and gh.check_runs == []
+    assert "two-workflow" not in out
+
+
+def test_publish__error_exit_code_without_verdict_posts_error(gh, session, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = _publish([str(empty), "--exit-code", "3", "--reason", "engine died"], _env(gh, tmp_path), session)
+    assert code == 3
+    (status,) = gh.statuses
+    assert status["state"] == "error" and "engine died" in status["description"]
+    assert "::error title=parity-gate::ERROR" in out and _outputs(tmp_path)["verdict"] == "error"
+
+
+def test_publish__missing_verdict_is_bad_input(gh, session, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInput, match="verdict.json"):
+        _publish([str(tmp_path / "empty")], _env(gh, tmp_path), session)
+    assert gh.requests == []
+
+
+def test_publish__push_posts_status_but_no_comment(gh, session, passed, tmp_path):
+    code, _ = _publish([str(passed)], _env(gh, tmp_path, "push"), session)
+    assert code == 0 and gh.statuses[0]["sha"] == HEAD and gh.comments == {}
+
+
+def test_publish__workflow_run_fork_takes_pr_from_verified_artifact(gh, session, result, tmp_path):
+    (result / "github.json").write_text(ResultOrigin("octo/gate", 7, HEAD, "pull_request", "1").to_json())
+    gh.add_pull("octo/gate", 7, HEAD)
+    code, _ = _publish([str(result)], _env(gh, tmp_path, "workflow_run", "workflow_run_fork"), session)
+    assert code == 1 and len(gh.comments[("octo/gate", 7)]) == 1 and gh.statuses[0]["sha"] == HEAD
+
+
+def test_publish__workflow_run_rejects_artifact_of_another_commit(gh, session, result, tmp_path):
+    (result / "github.json").write_text(ResultOrigin("octo/gate", 7, "d" * 40, "pull_request", "1").to_json())
+    with pytest.raises(BadInput, match="does not match workflow_run.head_sha"):
+        _publish([str(result)], _env(gh, tmp_path, "workflow_run", "workflow_run_fork"), session)
+    assert gh.requests == []
+
+
+def test_publish__workflow_run_rejects_pr_whose_head_moved(gh, session, result, tmp_path):
+    (result / "github.json").write_text(ResultOrigin("octo/gate", 9, HEAD, "pull_request", "1").to_json())
+    gh.add_pull("octo/gate", 9, "e" * 40)
+    with pytest.raises(BadInput, match="PR #9 has head"):
+        _publish([str(result)], _env(gh, tmp_path, "workflow_run", "workflow_run_fork"), session)
+    assert gh.statuses == [] and gh.comments == {}
+
+
+def test_publish__enterprise_server_base_url(session, result, tmp_path):
+    with FakeGitHub(token=TOKEN, prefix="/api/v3") as gh:
+        _publish([str(result)], _env(gh, tmp_path), session)
+        assert gh.statuses and gh.comments and all(r.path.startswith("/api/v3/") for r in gh.requests)
+
+
+def test_publish__long_comment_is_cut_to_the_limit(gh, session, result, tmp_path):
+    verdict = json.loads((result / "verdict.json").read_text())
+    verdict["headline"] = "FAIL: " + "x" * 70000
+    (result / "verdict.json").write_text(json.dumps(verdict))
+    _publish([str(result)], _env(gh, tmp_path), session)
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert len(comment["body"]) <= 65536
+    assert len(gh.statuses[0]["description"]) == 140

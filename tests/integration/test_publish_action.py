@@ -1,0 +1,184 @@
+"""`parity-gate action` (the container entrypoint) against the fake GitHub server."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from gate import cli
+from gate.action import ActionSettings, run_action
+from gate.errors import BadInput, InfraError
+from gate.publish import Runtime
+from tests.fake_github import FakeGitHub
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+TOKEN = "ghs_action-token-LEAKCHECK-5f3a9c"
+HEAD = "a" * 40
+
+
+@pytest.fixture
+def gh():
+    with FakeGitHub(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def session():
+    with requests.Session() as s:
+        yield s
+
+
+def _env(gh: FakeGitHub, tmp_path: Path, **inputs: str) -> dict[str, str]:
+    env = {"GITHUB_REPOSITORY": "octo/gate", "GITHUB_EVENT_NAME": "pull_request",
+           "GITHUB_EVENT_PATH": str(FIXTURES / "events" / "pull_request.json"), "GITHUB_API_URL": gh.url,
+           "GITHUB_RUN_ID": "77", "GITHUB_SHA": "c" * 40,
+           "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+           "INPUT_GITHUB_TOKEN": TOKEN, "INPUT_SUITE": "suite.yaml", "INPUT_GOLDEN": "golden"}
+    env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+    return env
+
+
+def _run(env: dict[str, str], session, check=None) -> tuple[int, str]:
+    out = io.StringIO()
+    rt = Runtime(env=env, session=session, stdout=out, sleep=lambda s: None)
+    settings = ActionSettings.from_env(env)
+    code = run_action(settings, rt, check) if check else run_action(settings, rt)
+    return code, out.getvalue()
+
+
+def _copy_result(name: str):
+    def check(argv: list[str]) -> int:
+        out = Path(argv[argv.index("--out") + 1])
+        shutil.copytree(FIXTURES / "results" / name, out, dirs_exist_ok=True)
+        return 1 if name == "fail" else 0
+    return check
+
+
+def test_action__settings_name_the_bad_key():
+    with pytest.raises(BadInput, match=r"INPUT_COMMENT='sometimes'"):
+        ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "INPUT_COMMENT": "sometimes"})
+    with pytest.raises(BadInput, match="INPUT_GOLDEN is empty"):
+        ActionSettings.from_env({"INPUT_SUITE": "s"})
+    with pytest.raises(BadInput, match="INPUT_ENGINE_ARGS: 'eager' is not KEY=VALUE"):
+        ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "INPUT_ENGINE_ARGS": "eager"})
+
+
+def test_action__settings_accept_docker_style_hyphen_names_and_hide_token():
+    s = ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "INPUT_GITHUB-TOKEN": "tok123",
+                                 "INPUT_ENGINE_ARGS": "enforce_eager=true\n  max_num_seqs=64",
+                                 "INPUT_FAIL-ON": "never"})
+    assert s.github_token == "tok123" and "tok123" not in repr(s)
+    assert s.engine_args == ("enforce_eager=true", "max_num_seqs=64") and s.fail_on == "never"
+
+
+def test_action__pending_then_result_and_check_argv(gh, session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen: list[list[str]] = []
+    copy = _copy_result("fail")
+
+    def check(argv: list[str]) -> int:
+        seen.append(argv)
+        assert [s["state"] for s in gh.statuses] == ["pending"]  # posted before the check starts
+        return copy(argv)
+
+    code, out = _run(_env(gh, tmp_path, engine_args="enforce_eager=true"), session, check)
+    assert code == 1
+    out_dir = tmp_path / "parity-gate-result"
+    assert seen == [["check", "--suite", "suite.yaml", "--golden", "golden", "--out", str(out_dir), "--force",
+                     "--fail-on", "regression", "--engine-arg", "enforce_eager=true"]]
+    assert [s["state"] for s in gh.statuses] == ["pending", "failure"]
+    assert all(s["sha"] == HEAD for s in gh.statuses)
+    assert len(gh.comments[("octo/gate", 7)]) == 1
+    assert '"pr_number": 7' in (out_dir / "github.json").read_text()
+
+
+@pytest.mark.parametrize("code", [2, 3])
+def test_action__check_exit_2_or_3_posts_error_and_keeps_code(gh, session, tmp_path, monkeypatch, code):
+    monkeypatch.chdir(tmp_path)
+    got, out = _run(_env(gh, tmp_path), session, lambda argv: code)
+    assert got == code
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+    assert f"exited {code}" in gh.statuses[-1]["description"]
+
+
+def test_action__crash_posts_error_and_exits_3(gh, session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def check(argv: list[str]) -> int:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    with pytest.raises(InfraError, match="check crashed: RuntimeError"):
+        _run(_env(gh, tmp_path), session, check)
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+
+
+def test_action__fork_403_one_warning_report_kept_exit_code_preserved(session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with FakeGitHub(token=TOKEN, read_only=True) as gh:
+        code, out = _run(_env(gh, tmp_path), session, _copy_result("fail"))
+    assert code == 1
+    warnings = [line for line in out.splitlines() if "two-workflow pattern" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("::warning title=parity-gate::")
+    assert (tmp_path / "parity-gate-result" / "report.html").is_file()
+    assert (tmp_path / "parity-gate-result" / "github.json").is_file()  # for publish on workflow_run
+
+
+def test_action__precomputed_result_dir_skips_the_check(gh, session, tmp_path):
+    result = tmp_path / "precomputed"
+    shutil.copytree(FIXTURES / "results" / "pass", result)
+    code, _ = _run(_env(gh, tmp_path, result_dir=str(result), suite="", golden=""), session,
+                   lambda argv: pytest.fail("check must not run"))
+    assert code == 0 and [s["state"] for s in gh.statuses] == ["pending", "success"]
+
+
+def _leak_env(gh: FakeGitHub, tmp_path: Path) -> dict[str, str]:
+    result = tmp_path / "result"
+    shutil.copytree(FIXTURES / "results" / "fail", result)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))}
+    env.update(_env(gh, tmp_path, result_dir=str(result), status_context="leak / check"))
+    env["GITHUB_TOKEN"] = TOKEN
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _assert_no_token(blobs: dict[str, bytes], tmp_path: Path) -> None:
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            blobs[str(path)] = path.read_bytes()
+    for where, data in blobs.items():
+        assert TOKEN.encode() not in data, f"token leaked into {where}"
+        assert TOKEN[-12:].encode() not in data, f"part of the token leaked into {where}"
+
+
+def test_action__token_never_appears_in_any_output_byte(gh, tmp_path):
+    gh.fail("POST", "/statuses/", 502, times=1)           # a retry path logs too
+    gh.fail("POST", "/check-runs", 403, times=-1)          # and a permission path
+    proc = subprocess.run([sys.executable, "-m", "gate", "-v", "action"], env=_leak_env(gh, tmp_path),
+                          cwd=tmp_path, capture_output=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert gh.statuses and gh.comments
+    blobs = {"stdout": proc.stdout, "stderr": proc.stderr}
+    blobs.update({f"request {r.method} {r.path}": repr((r.query, r.body)).encode() for r in gh.requests})
+    _assert_no_token(blobs, tmp_path)
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in gh.requests)
+
+
+def test_publish__token_never_appears_when_everything_fails(tmp_path, capfd, monkeypatch):
+    with FakeGitHub(token=TOKEN, read_only=True) as gh:
+        env = _leak_env(gh, tmp_path)
+        for k in [k for k in os.environ if k.startswith(("GITHUB_", "INPUT_"))]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        code = cli.main(["-v", "publish", str(tmp_path / "result")])
+    assert code == 3
+    captured = capfd.readouterr()
+    assert "could post nothing" in captured.err
+    _assert_no_token({"stdout": captured.out.encode(), "stderr": captured.err.encode()}, tmp_path)

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gate.errors import BadInput
+from gate.github_context import ResultOrigin, context_from_env
+
+EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+HEAD, MERGE = "a" * 40, "c" * 40
+
+
+def _env(event: str, payload: str | None = None, **extra: str) -> dict[str, str]:
+    env = {"GITHUB_REPOSITORY": "octo/gate", "GITHUB_EVENT_NAME": event, "GITHUB_SHA": MERGE,
+           "GITHUB_RUN_ID": "99", "GITHUB_TOKEN": "s3cret-token-value"}
+    env["GITHUB_EVENT_PATH"] = str(EVENTS / f"{payload or event}.json")
+    env.update(extra)
+    return env
+
+
+def test_github_context__pull_request_uses_head_sha_not_merge_sha():
+    ctx = context_from_env(_env("pull_request"))
+    assert ctx.head_sha == HEAD and ctx.sha == MERGE
+    assert ctx.pr_number == 7 and not ctx.from_fork
+
+
+def test_github_context__pull_request_target_from_fork():
+    ctx = context_from_env(_env("pull_request_target"))
+    assert (ctx.pr_number, ctx.head_sha, ctx.from_fork) == (8, HEAD, True)
+
+
+def test_github_context__push_posts_on_after_and_has_no_pr():
+    ctx = context_from_env(_env("push"))
+    assert (ctx.pr_number, ctx.head_sha) == (None, HEAD)
+
+
+def test_github_context__workflow_dispatch_posts_on_github_sha():
+    ctx = context_from_env(_env("workflow_dispatch"))
+    assert (ctx.pr_number, ctx.head_sha) == (None, MERGE)
+
+
+def test_github_context__workflow_run_takes_head_sha_and_pr_from_payload():
+    ctx = context_from_env(_env("workflow_run"))
+    assert (ctx.pr_number, ctx.head_sha, ctx.triggering_run_id, ctx.from_fork) == (7, HEAD, 555, False)
+
+
+def test_github_context__workflow_run_of_fork_has_no_pr_until_origin_fills_it():
+    ctx = context_from_env(_env("workflow_run", "workflow_run_fork"))
+    assert (ctx.pr_number, ctx.head_sha, ctx.from_fork) == (None, HEAD, True)
+    filled = ctx.with_origin(ResultOrigin("octo/gate", 7, "d" * 40, "pull_request", "1"))
+    assert (filled.pr_number, filled.head_sha) == (7, HEAD)  # the event's sha wins
+
+
+def test_github_context__token_hidden_from_repr():
+    ctx = context_from_env(_env("pull_request"))
+    assert ctx.token == "s3cret-token-value"
+    assert "s3cret" not in repr(ctx) and "s3cret" not in str(ctx)
+
+
+def test_github_context__token_argument_overrides_env():
+    assert context_from_env(_env("push"), token="other").token == "other"
+
+
+def test_github_context__enterprise_urls_and_run_url():
+    ctx = context_from_env(_env("push", GITHUB_API_URL="https://ghe.example/api/v3/",
+                                GITHUB_SERVER_URL="https://ghe.example", GITHUB_RUN_ATTEMPT="2"))
+    assert ctx.api_url == "https://ghe.example/api/v3"
+    assert ctx.run_url == "https://ghe.example/octo/gate/actions/runs/99/attempts/2"
+
+
+def test_github_context__defaults_outside_actions():
+    ctx = context_from_env({})
+    assert (ctx.repository, ctx.head_sha, ctx.api_url, ctx.run_url, ctx.can_post) == (
+        None, None, "https://api.github.com", None, False)
+
+
+def test_github_context__bad_repository_names_the_variable():
+    with pytest.raises(BadInput, match="GITHUB_REPOSITORY"):
+        context_from_env({"GITHUB_REPOSITORY": "no-slash"})
+
+
+def test_github_context__unreadable_event_names_the_path(tmp_path):
+    (tmp_path / "e.json").write_text("{nope")
+    with pytest.raises(BadInput, match="GITHUB_EVENT_PATH"):
+        context_from_env({"GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(tmp_path / "e.json")})
+
+
+def test_github_context__bad_head_sha_in_payload(tmp_path):
+    (tmp_path / "e.json").write_text(json.dumps({"workflow_run": {"head_sha": "zz"}}))
+    with pytest.raises(BadInput, match="40 hex"):
+        context_from_env({"GITHUB_EVENT_NAME": "workflow_run", "GITHUB_EVENT_PATH": str(tmp_path / "e.json")})
+
+
+def test_github_context__origin_round_trips_and_rejects_bad_values(tmp_path):
+    origin = ResultOrigin("octo/gate", 7, HEAD, "pull_request", "99")
+    (tmp_path / "github.json").write_text(origin.to_json())
+    assert ResultOrigin.read(tmp_path) == origin
+    assert ResultOrigin.read(tmp_path / "missing") is None
+    (tmp_path / "github.json").write_text(json.dumps({"schema": "parity-gate/github-origin", "pr_number": "7"}))
+    with pytest.raises(BadInput, match="pr_number"):
+        ResultOrigin.read(tmp_path)

@@ -1,0 +1,308 @@
+"""gate.report: comment.md, summary.md and report.html from verdict.json."""
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gate import report
+from gate.errors import BadInput
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "verdicts"
+SNAPSHOTS = ROOT / "tests" / "snapshots"
+SNAPSHOT_HEADER = "<!-- parity-gate snapshot format 1 -->\n"
+UPDATE_CMD = "PARITY_GATE_UPDATE_SNAPSHOTS=1 python -m pytest tests/unit/test_report.py"
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("verdict_fixtures", FIXTURES / "generate.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+gen = _generator()
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def huge() -> dict[str, Any]:
+    return gen.huge_verdict()
+
+
+def assert_snapshot(request: pytest.FixtureRequest, name: str, text: str) -> None:
+    """Compare with tests/snapshots/NAME; the obtained text is written beside
+    it on mismatch. Only PARITY_GATE_UPDATE_SNAPSHOTS=1 or --update-snapshots
+    rewrites the golden file."""
+    path = SNAPSHOTS / name
+    obtained = path.with_name(f"{path.stem}.obtained{path.suffix}")
+    update = (os.environ.get("PARITY_GATE_UPDATE_SNAPSHOTS") == "1"
+              or bool(request.config.getoption("--update-snapshots", default=False)))
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(SNAPSHOT_HEADER + text, encoding="utf-8")
+        obtained.unlink(missing_ok=True)
+        return
+    if not path.exists():
+        pytest.fail(f"snapshot {path.relative_to(ROOT)} missing; create it with: {UPDATE_CMD}")
+    expected = path.read_text(encoding="utf-8")
+    if not expected.startswith(SNAPSHOT_HEADER):
+        pytest.fail(f"snapshot {path.relative_to(ROOT)} is stale (old format header); re-create it with: {UPDATE_CMD}")
+    expected = expected[len(SNAPSHOT_HEADER):]
+    if expected != text:
+        obtained.write_text(text, encoding="utf-8")
+        diff = "".join(list(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
+                                                 str(path.name), str(obtained.name)))[:60])
+        pytest.fail(f"{path.relative_to(ROOT)} differs (obtained written to {obtained.relative_to(ROOT)}; "
+                    f"if the change is intended: {UPDATE_CMD}):\n{diff}")
+    obtained.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------- snapshots
+
+@pytest.mark.parametrize("name", ["fail", "pass"])
+def test_render__comment_matches_snapshot(request: pytest.FixtureRequest, name: str) -> None:
+    assert_snapshot(request, f"comment_{name}.md", report.render_comment(load(name)))
+
+
+@pytest.mark.parametrize("name", ["fail", "pass"])
+def test_render__summary_matches_snapshot(request: pytest.FixtureRequest, name: str) -> None:
+    assert_snapshot(request, f"summary_{name}.md", report.render_summary(load(name)))
+
+
+def test_render__hostile_comment_matches_snapshot(request: pytest.FixtureRequest) -> None:
+    assert_snapshot(request, "comment_hostile.md", report.render_comment(load("hostile")))
+
+
+# ----------------------------------------------------------------- content
+
+def test_render__comment_first_screen_names_verdict_failed_check_size_token_and_change() -> None:
+    first_screen = "\n".join(report.render_comment(load("fail")).splitlines()[:12])
+    assert "## ❌ parity-gate FAIL" in first_screen
+    assert "**Failed: sampled-token logprobs**" in first_screen
+    assert "**0.72** vs bound ≤ 1e-04 (7,200× the bound)" in first_screen
+    assert "logprobs\\_mode raw\\_logprobs → **processed\\_logprobs**" in first_screen
+    assert "vllm\\_version 0.32.0 → **0.33.0**" in first_screen
+    assert "**Worst token:**" in first_screen and "<b>␣a</b>" in first_screen
+    assert "> [!WARNING]" in first_screen and "different drivers" in first_screen
+
+
+def test_render__comment_shows_diagnosis_before_checks_and_ends_with_reproduce() -> None:
+    text = report.render_comment(load("fail"))
+    assert text.index("### 🩺 Diagnosis") < text.index("### Checks")
+    assert "✅ **restores parity**: logprobs\\_mode raw\\_logprobs -&gt; processed\\_logprobs" in text
+    assert text.rstrip().endswith("```\nparity-gate check --suite suite.yaml --golden golden --out out\n```")
+
+
+def test_render__comment_has_mermaid_xychart_without_exponents() -> None:
+    text = report.render_comment(load("fail"))
+    blocks = re.findall(r"```mermaid\n(.*?)```", text, re.S)
+    assert len(blocks) == 2 and all(b.startswith("xychart-beta\n") for b in blocks)
+    lines = [ln for b in blocks for ln in b.splitlines() if ln.strip().startswith("line [")]
+    values = [float(x) for ln in lines for x in ln.strip()[6:-1].split(",")]
+    assert max(values) == pytest.approx(0.72)
+    assert not any("e" in ln[ln.index("["):] for ln in lines)   # mermaid's number grammar has no exponent
+
+
+def test_render__comment_has_collapsible_section_per_config() -> None:
+    text = report.render_comment(load("fail"))
+    for cfg in ("greedy", "hot", "nucleus"):
+        assert f"<details><summary><b>{cfg}</b>:" in text
+    assert text.count("<details>") == text.count("</details>") == 4   # 3 configs + unchanged settings
+
+
+def test_render__pass_comment_says_pass_and_lists_no_failures() -> None:
+    text = report.render_comment(load("pass"))
+    assert text.splitlines()[1].startswith("## ✅ parity-gate PASS: 6 of 6 checks passed")
+    assert "**Failed" not in text and "❌" not in text
+    assert "vllm\\_version 0.32.0 → **0.33.0**" in text   # a bump that passed still shows what moved
+
+
+def test_render__fail_on_never_is_marked_not_blocking() -> None:
+    v = load("fail")
+    v["exit_code"] = 0
+    text = report.render_comment(v)
+    assert "**Not blocking:**" in text and "FAIL" in text.splitlines()[1]
+
+
+def test_render__comment_marker_carries_context_and_cannot_close_early() -> None:
+    text = report.render_comment(load("pass"), context="parity-gate (gpu)")
+    assert text.startswith("<!-- parity-gate:comment context=parity-gate (gpu) -->\n")
+    assert report.comment_marker() == "<!-- parity-gate:comment context=parity-gate -->"
+    assert report.comment_marker("a") != report.comment_marker("b")
+    evil = report.comment_marker("x --> <script>@y")
+    assert evil.count("-->") == 1 and evil.endswith("-->") and "<script" not in evil
+
+
+def test_render__report_url_is_linked_when_details_are_cut(huge: dict[str, Any]) -> None:
+    text = report.render_comment(huge, report_url="https://example.invalid/run/1")
+    assert "[Open the full HTML report](https://example.invalid/run/1)" in text
+
+
+# ----------------------------------------------------------------- size
+
+def test_render__comment_under_limit_for_huge_suite(huge: dict[str, Any]) -> None:
+    text = report.render_comment(huge)
+    assert len(text) <= report.COMMENT_LIMIT
+    assert "Details were cut to fit GitHub's size limit" in text and "report.html" in text
+    assert text.startswith(report.comment_marker())
+    assert "## ❌ parity-gate FAIL" in text and "### Reproduce" in text
+
+
+def test_render__summary_under_one_mib_for_huge_suite(huge: dict[str, Any]) -> None:
+    text = report.render_summary(huge)
+    assert len(text.encode("utf-8")) <= report.SUMMARY_LIMIT_BYTES
+    assert "### Checks" in text and "### What changed" in text
+
+
+@pytest.mark.parametrize("limit", [20_000, 6_000, 2_500])
+def test_render__comment_respects_any_max_chars(huge: dict[str, Any], limit: int) -> None:
+    assert len(report.render_comment(huge, max_chars=limit)) <= limit
+
+
+def test_render__full_detail_kept_when_it_fits() -> None:
+    text = report.render_comment(load("fail"))
+    assert "Details were cut" not in text and "### Per sampling config" in text
+
+
+def test_render__html_for_huge_suite_is_bounded(huge: dict[str, Any]) -> None:
+    html = report.render_html(huge)
+    assert len(html) < 8_000_000
+    assert "A" * 1000 not in html and "&lt;script&gt;" * 100 not in html   # 100 kB tokens are cut
+
+
+# ----------------------------------------------------------------- safety
+
+def _outside_fences(text: str) -> str:
+    return re.sub(r"^(`{3,}).*?^\1\s*$", "", text, flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("render", [report.render_comment, report.render_summary], ids=["comment", "summary"])
+def test_render__hostile_payloads_stay_inert_in_markdown(render: Any) -> None:
+    text = render(load("hostile"))
+    body = _outside_fences(text)
+    lowered = body.lower()
+    for tag in ("<script", "<img", "<h1", "</summary><h1", "<!-- -->"):
+        assert tag not in lowered, tag
+    assert not re.search(r"@[A-Za-z0-9]", body), "a mention could ping someone"
+    assert not re.search(r"(?<!&)#\d", body), "an issue reference could link"
+    assert "\\`" in body and not re.search(r"(?<!\\)`", body.replace("`fail-on: never`", "")), "raw backtick"
+    assert body.count("<details>") == body.count("</details>")
+    assert "[link](" not in body and "![x](" not in body
+    assert "\u202e" not in text and "\\u202e" in text   # bidi override shown, not applied
+    assert "A" * 100 not in text and "…(+" in text       # the 100 kB token is cut, visibly
+    for table in re.findall(r"(?:^\|.*\|\n)+", body, re.M):
+        widths = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert len(widths) == 1, f"a row breaks its table:\n{table[:500]}"
+
+
+def test_render__hostile_payloads_are_escaped_in_html() -> None:
+    html = report.render_html(load("hostile"))
+    assert html.count("<script") == 1                 # only our own, CSP-hashed script
+    assert "<img" not in html and "<h1>owned" not in html and "onerror=\"alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;/details&gt;&lt;/summary&gt;&lt;h1&gt;owned" in html
+    assert "A" * 100 not in html
+
+
+def test_render__html_is_self_contained_and_script_hash_matches() -> None:
+    html = report.render_html(load("fail"))
+    for attr in re.findall(r"""\b(?:src|href|xlink:href|action)\s*=\s*["']?([^"'\s>]+)""", html):
+        assert attr.startswith(("data:", "#")), attr
+    assert "@import" not in html and "url(" not in html
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert csp and "default-src 'none'" in csp.group(1)
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in csp.group(1)
+
+
+def test_render__html_has_charts_tables_and_env_diff() -> None:
+    html = report.render_html(load("fail"))
+    assert html.count('<figure class="chart histogram">') == 2
+    assert html.count('<figure class="chart position">') == 2
+    assert '<figure class="chart heatmap">' in html
+    assert 'id="worst-table"' in html and 'id="checks-table"' in html and 'id="env-table"' in html
+    assert html.count('<tr class="differs">') == 3
+    assert "meta name=\"viewport\"" in html
+
+
+# ----------------------------------------------------------------- files and errors
+
+def _write(tmp_path: Path, verdict: Any) -> Path:
+    (tmp_path / "verdict.json").write_text(json.dumps(verdict), encoding="utf-8")
+    return tmp_path
+
+
+def test_render_result__writes_all_outputs_and_no_temp_files(tmp_path: Path) -> None:
+    written = report.render_result(_write(tmp_path, load("fail")), context="ctx-a")
+    assert sorted(written) == sorted(report.OUTPUTS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*report.OUTPUTS, "verdict.json"])
+    assert written["comment.md"].read_text(encoding="utf-8").startswith(report.comment_marker("ctx-a"))
+    assert written["report.html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_report_run__rerenders_result_dir(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser, "report")
+    args = parser.parse_args([str(_write(tmp_path, load("pass")))])
+    assert report.run(args) == 0
+    assert "PASS" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_render_result__missing_verdict_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput) as exc:
+        report.render_result(tmp_path)
+    assert "verdict.json" in exc.value.what and str(tmp_path) in exc.value.what
+    assert "parity-gate check" in exc.value.hint
+    assert exc.value.exit_code == 2
+
+
+def test_render_result__invalid_json_names_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "verdict.json").write_text('{"schema": "parity-gate/verdict",\n  "version": 1,,}', encoding="utf-8")
+    with pytest.raises(BadInput, match=r"verdict\.json:2:\d+: not valid JSON"):
+        report.render_result(tmp_path)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda v: v.update(version=2), "schema version 2 is not supported"),
+    (lambda v: v.update(schema="other"), "not a parity-gate verdict"),
+    (lambda v: v.update(verdict="maybe"), '"verdict" must be "pass" or "fail"'),
+    (lambda v: v.pop("checks"), '"checks" missing'),
+    (lambda v: v["checks"][0].pop("status"), "checks[0] needs"),
+])
+def test_load_verdict__rejects_invalid_verdict(tmp_path: Path, mutate: Any, message: str) -> None:
+    v = copy.deepcopy(load("pass"))
+    mutate(v)
+    with pytest.raises(BadInput, match=re.escape(message)):
+        report.load_verdict(_write(tmp_path, v))
+    assert not (tmp_path / "comment.md").exists()
+
+
+def test_render__minimal_verdict_with_nulls_renders() -> None:
+    v = {"schema": "parity-gate/verdict", "version": 1, "verdict": "pass", "exit_code": 0, "mode": "compare",
+         "headline": "PASS: 1 of 1 checks passed", "reference": {"label": "A"}, "candidate": {"label": "B"},
+         "environment_diff": [], "warnings": [], "diagnosis": None, "reproduce": "parity-gate compare A B",
+         "checks": [{"id": "forced.logprobs_close", "title": "teacher-forced logprobs", "channel": "forced",
+                     "config": None, "status": "pass", "measure": "max_abs_diff", "value": None, "op": "<=",
+                     "bound": 1e-4, "n_bad": 0, "n_total": 0, "worst": None, "message": ""}],
+         "measures": {"overall": {"forced": None, "sampler": None, "free_run": None}, "per_config": {}},
+         "worst_tokens": [], "by_position": {}, "histogram": {}, "per_prompt": [], "prompts": {}}
+    comment = report.render_comment(v)
+    assert "| n/a |" in comment and "No version or engine setting differs." in comment
+    assert "No token differs." in report.render_html(v)
