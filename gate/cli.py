@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    if args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="parity-gate: %(message)s", stream=sys.stderr)
     run: Callable[[argparse.Namespace], int] = _module(COMMANDS[args.command][0]).run

@@ -51,6 +51,9 @@ def _prepare_environment() -> None:
     # refuses to start on a shared 2-core runner; a tiny suite needs far less.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # vLLM logs to stdout by default; stdout is the gate's summary.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 def _engine_arg_fields() -> dict[str, Any]:

@@ -222,8 +222,9 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
                       f"{rule}; max abs diff {_fmt(summary['max_abs_diff'])} at {_where(worst)}")
         else:
             passed = value <= bound if spec.op == "<=" else value >= bound
-            detail = (f"{spec.measure} {_fmt(value)}; {n_bad} of {n_total} tokens "
-                      f"({100 * n_bad / max(n_total, 1):.2f}%) beyond tolerance; max abs diff "
+            # same fixed shape as the tolerance checks: N of M first, then the measure
+            detail = (f"{n_bad} of {n_total} tokens ({100 * n_bad / max(n_total, 1):.2f}%) beyond tolerance, "
+                      f"{spec.measure} {_fmt(value)}; max abs diff "
                       f"{_fmt(summary['max_abs_diff'])} at {_where(worst)}")
     status = "pass" if passed else "fail"
     label = spec.title + (f" [{config}]" if config else "")

@@ -162,7 +162,8 @@ class TraceWriter:
     must come sorted by (config, prompt id, sample)."""
 
     def __init__(self, out: Path, manifest: Manifest) -> None:
-        self.path = trace_path(out) if Path(out).suffix != ".jsonl" else Path(out)
+        # a folder (existing or not) gets traces.jsonl inside; only a *.jsonl path is the file itself
+        self.path = Path(out) if Path(out).suffix == ".jsonl" else Path(out) / TRACE_FILE
         self._manifest = manifest
         self._ctx = atomic_open(self.path, "w")
         self._fh = None
@@ -188,7 +189,9 @@ class TraceWriter:
                 _check_floats(scores.logprobs, where)
                 if scores.top_logprobs is not None:
                     _check_floats(scores.top_logprobs, where)
-        self._fh.write(_dumps(record.to_json()) + "\n")
+        obj = record.to_json()
+        _record_from_json(obj, where)  # refuse now what a reader would refuse later (e.g. length mismatch)
+        self._fh.write(_dumps(obj) + "\n")
         self._last = record.key
         self.count += 1
 
@@ -214,7 +217,11 @@ class TraceReader:
                            "check the path and its permissions") from None
         if not first.strip():
             raise BadInput(f"{self.path}:1: trace file is empty", "re-record the traces")
-        header = self._parse(first, 1)
+        try:
+            header = self._parse(first, 1)
+        except BadInput:
+            raise BadInput(f"{self.path}:1: not a parity-gate trace file (the first line is not a JSON header)",
+                           "pass a folder written by 'parity-gate record' or the trace writer") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise BadInput(f"{self.path}:1: not a parity-gate trace file (no '{FORMAT}' header)",
                            "pass a folder written by 'parity-gate record' or the trace writer")
@@ -232,6 +239,8 @@ class TraceReader:
             if isinstance(exc, json.JSONDecodeError):
                 why = "truncated or malformed JSON" if raw.rstrip(b"\n") == raw or raw.strip() else "empty line"
                 msg = f"{why} ({exc.msg} at column {exc.colno})"
+            elif isinstance(exc, UnicodeDecodeError):
+                msg = f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at column {exc.start + 1})"
             else:
                 msg = str(exc)
             raise BadInput(f"{self.path}:{lineno}: {msg}",

@@ -1,0 +1,362 @@
+"""The comparison core, on hand-built records: every measure of design.md
+section 3 against values worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gate.compare import HIST_BINS_PER_DECADE, Tolerance, compare_records, compare_traces
+from gate.trace import TraceReader
+from tests._util import record, write_trace
+
+EXACT = dict(rel=1e-12, abs=1e-15)
+
+PROMPT = (1, 2, 3)
+COMPLETION = (4, 5, 6, 7)
+# Binary-exact values, so b - a is exact and the hand computation is too.
+A = [-0.5, -1.0, -2.0, -0.25]
+D = [0.0, 0.125, 0.0, -0.375]
+B = [a + d for a, d in zip(A, D)]
+PROMPT_SCORES = [None, -3.0, -4.0]
+
+
+def _forced(values, prompt_scores=PROMPT_SCORES):
+    return list(prompt_scores) + list(values)
+
+
+def _pair(**kw):
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(A), sampler=A, **kw)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(B), sampler=B, **kw)
+    return ref, cand
+
+
+# ------------------------------------------------------------------ identical
+def test_compare__identical_traces_every_drift_measure_exactly_zero():
+    ref, _ = _pair()
+    res = compare_records([ref], [ref])
+    assert res.records == 1 and res.only_reference == [] and res.only_candidate == []
+    for channel in ("forced", "sampler"):
+        s = res.overall[channel]
+        assert s["tokens"] == 4 and s["mismatched"] == 0
+        for key in ("max_abs_diff", "mean_abs_diff", "p99_abs_diff", "k1_kl", "k2", "k3_kl", "chi2",
+                    "clip_fraction", "prob_diff_max", "log_ppl_diff_max", "log_ppl_diff_mean"):
+            assert s[key] == 0.0, key
+        assert s["mult_prob_error"] == 1.0
+        assert s["bitwise_equal_fraction"] == 1.0
+        assert s["max_location"] is None  # nothing moved, so no location
+    assert res.overall["forced"]["prompt_max_abs_diff"] == 0.0
+    fr = res.overall["free_run"]
+    assert fr["exact_match_rate"] == 1.0 and fr["first_divergence_min"] is None and fr["diverged"] == []
+    assert res.worst_tokens == [] and res.warnings == []
+
+
+def test_compare__identical_traces_through_files(tmp_path):
+    recs = [record(prompt_id=f"p{i}", forced=_forced(A), sampler=A, prompt=PROMPT, completion=COMPLETION)
+            for i in range(3)]
+    write_trace(tmp_path / "a", recs)
+    write_trace(tmp_path / "b", recs)
+    res = compare_traces(TraceReader(tmp_path / "a"), TraceReader(tmp_path / "b"))
+    assert res.records == 3
+    assert res.overall["forced"]["max_abs_diff"] == 0.0 and res.overall["forced"]["tokens"] == 12
+
+
+# ------------------------------------------------------------------ known shift
+def test_compare__known_shift_gives_hand_computed_measures():
+    ref, cand = _pair()
+    res = compare_records([ref], [cand])
+    n = 4
+    for channel in ("forced", "sampler"):
+        s = res.overall[channel]
+        assert s["tokens"] == n
+        assert s["mismatched"] == 2                                  # |d| > 1e-4 at two tokens
+        assert s["bitwise_equal_fraction"] == 0.5
+        assert s["max_abs_diff"] == 0.375
+        assert s["mean_abs_diff"] == pytest.approx((0.125 + 0.375) / n, **EXACT)
+        assert s["mult_prob_error"] == pytest.approx((1 + math.exp(0.125) + 1 + math.exp(0.375)) / n, **EXACT)
+        assert s["k1_kl"] == pytest.approx((-0.125 + 0.375) / n, **EXACT)
+        assert s["k2"] == pytest.approx((0.125 ** 2 + 0.375 ** 2) / 2 / n, **EXACT)
+        assert s["k3_kl"] == pytest.approx(((math.exp(0.125) - 1 - 0.125) + (math.exp(-0.375) - 1 + 0.375)) / n,
+                                           **EXACT)
+        assert s["chi2"] == pytest.approx((1 + math.exp(0.25) + 1 + math.exp(-0.75)) / n - 1, **EXACT)
+        # |rho - 1|: exp(0.125)-1 = 0.133 (inside the PPO clip), 1-exp(-0.375) = 0.313 (outside)
+        assert s["clip_fraction"] == 0.25
+        assert s["prob_diff_max"] == pytest.approx(
+            max(abs(math.exp(-0.875) - math.exp(-1.0)), abs(math.exp(-0.625) - math.exp(-0.25))), **EXACT)
+        # one sequence: |mean(a) - mean(b)| = |mean(d)|
+        assert s["log_ppl_diff_max"] == pytest.approx(0.25 / n, **EXACT)
+        assert s["log_ppl_diff_mean"] == pytest.approx(0.25 / n, **EXACT)
+
+
+def test_compare__max_location_names_prompt_position_and_token():
+    ref, cand = _pair()
+    ref = record(prompt_id="fox", config="hot", sample=1, prompt=PROMPT, completion=COMPLETION,
+                 forced=_forced(A), sampler=A, completion_tokens=["a", "b", "c", "d"])
+    cand = record(prompt_id="fox", config="hot", sample=1, prompt=PROMPT, completion=COMPLETION,
+                  forced=_forced(B), sampler=B, completion_tokens=["a", "b", "c", "d"])
+    res = compare_records([ref], [cand])
+    loc = res.overall["forced"]["max_location"]
+    assert loc == {"config": "hot", "prompt_id": "fox", "sample": 1, "position": 3, "token_id": 7,
+                   "reference": -0.25, "candidate": -0.625}
+    worst = res.worst_tokens[0]
+    assert (worst["channel"], worst["position"], worst["token_id"], worst["token"], worst["abs_diff"]) in {
+        ("forced", 3, 7, "d", 0.375), ("sampler", 3, 7, "d", 0.375)}
+    assert worst["context_before"] == ["a", "b", "c"] and worst["context_after"] == []
+
+
+def test_compare__negative_shift_k3_never_negative_and_k1_signed():
+    ref = record(forced=_forced([-1.0, -1.0, -1.0, -1.0]), prompt=PROMPT, completion=COMPLETION)
+    cand = record(forced=_forced([-1.5, -1.5, -1.5, -1.5]), prompt=PROMPT, completion=COMPLETION)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["k1_kl"] == pytest.approx(0.5, **EXACT)
+    assert s["k3_kl"] == pytest.approx(math.exp(-0.5) - 1 + 0.5, **EXACT) and s["k3_kl"] > 0
+
+
+def test_compare__prompt_positions_reported_not_measured():
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(A, [None, -3.0, -4.0]))
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(A, [None, -3.0, -4.5]))
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["tokens"] == 4 and s["max_abs_diff"] == 0.0
+    assert s["prompt_tokens"] == 2 and s["prompt_max_abs_diff"] == 0.5
+
+
+# ------------------------------------------------------------------ p99
+def test_compare__p99_within_documented_histogram_accuracy():
+    rng = np.random.default_rng(1)
+    n = 5000
+    diffs = 10.0 ** rng.uniform(-9, 0, n)
+    diffs[:200] = 0.0
+    a = -rng.uniform(0.1, 5.0, n)
+    b = a + diffs
+    ref = record(prompt=[1], completion=list(range(n)), forced=[None] + a.tolist(), sampler=a.tolist())
+    cand = record(prompt=[1], completion=list(range(n)), forced=[None] + b.tolist(), sampler=a.tolist())
+    s = compare_records([ref], [cand]).overall["forced"]
+    actual = np.abs(b - a)
+    exact = np.sort(actual)[math.ceil(0.99 * n) - 1]
+    # documented: the upper edge of a fixed bin, 20 bins per decade (within ~12%, never below)
+    assert exact * (1 - 1e-9) <= s["p99_abs_diff"] <= exact * 10 ** (1 / HIST_BINS_PER_DECADE) * (1 + 1e-9)
+    assert s["max_abs_diff"] == actual.max()
+
+
+def test_compare__p99_zero_when_most_tokens_equal():
+    a = [-1.0] * 200
+    b = list(a)
+    b[0] = -2.0  # 1 of 200 moved: the 99th percentile is still 0
+    ref = record(prompt=[1], completion=list(range(200)), forced=[None] + a, sampler=a)
+    cand = record(prompt=[1], completion=list(range(200)), forced=[None] + b, sampler=a)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["p99_abs_diff"] == 0.0 and s["max_abs_diff"] == 1.0
+
+
+# ------------------------------------------------------------------ free run + sampler channel
+def _diverging(gap: float, diverge_at: int = 2):
+    """Reference completion 4 5 6 7; candidate switches token at `diverge_at`.
+    The reference's top-2 gap at that position is `gap`."""
+    cand_c = list(COMPLETION)
+    cand_c[diverge_at:] = [9] * (len(cand_c) - diverge_at)
+    top_lps = [[-0.1, -3.0]] * 4
+    top_lps = [list(t) for t in top_lps]
+    top_lps[diverge_at] = [-0.7, -0.7 - gap]
+    top_ids = [[t, 9] for t in COMPLETION]
+    ref = record(prompt=PROMPT, completion=COMPLETION, sampler=[-0.1, -0.2, -0.7, -0.3],
+                 sampler_top_ids=top_ids, sampler_top_lps=top_lps)
+    # logprobs after the divergence differ wildly: they must not be measured
+    cand = record(prompt=PROMPT, completion=cand_c, sampler=[-0.1, -0.2, -5.0, -6.0],
+                  sampler_top_ids=[[t, 4] for t in cand_c], sampler_top_lps=[[-0.1, -3.0]] * 4)
+    return ref, cand
+
+
+def test_compare__first_divergence_after_near_tie():
+    ref, cand = _diverging(gap=0.005)
+    res = compare_records([ref], [cand])
+    fr = res.overall["free_run"]
+    assert fr["sequences"] == 1 and fr["exact_matches"] == 0 and fr["exact_match_rate"] == 0.0
+    assert fr["first_divergence_min"] == 2
+    assert fr["near_tie_divergences"] == 1
+    (div,) = fr["diverged"]
+    assert div["position"] == 2 and div["near_tie"] is True
+    assert div["top2_gap"] == pytest.approx(0.005, **EXACT)
+    row = res.per_prompt[0]
+    assert row["free_run_match"] is False and row["first_divergence"] == 2
+
+
+def test_compare__first_divergence_without_near_tie():
+    ref, cand = _diverging(gap=0.5, diverge_at=1)
+    fr = compare_records([ref], [cand]).overall["free_run"]
+    assert fr["first_divergence_min"] == 1 and fr["near_tie_divergences"] == 0
+    assert fr["diverged"][0]["near_tie"] is False
+
+
+def test_compare__near_tie_unknown_without_reference_top_k():
+    ref = record(prompt=PROMPT, completion=COMPLETION)
+    cand = record(prompt=PROMPT, completion=(4, 5, 9, 9))
+    fr = compare_records([ref], [cand]).overall["free_run"]
+    assert fr["diverged"][0]["top2_gap"] is None and fr["near_tie_divergences"] == 0
+
+
+def test_compare__sampler_channel_only_over_matching_prefix():
+    ref, cand = _diverging(gap=0.5)
+    s = compare_records([ref], [cand]).overall["sampler"]
+    assert s["tokens"] == 2                   # positions 0 and 1 only
+    assert s["max_abs_diff"] == 0.0 and s["mismatched"] == 0
+
+
+def test_compare__candidate_shorter_counts_as_divergence_at_its_end():
+    ref = record(prompt=PROMPT, completion=COMPLETION, sampler=[-0.1, -0.2, -0.3, -0.4])
+    cand = record(prompt=PROMPT, completion=COMPLETION[:2], sampler=[-0.1, -0.2])
+    res = compare_records([ref], [cand])
+    assert res.overall["free_run"]["first_divergence_min"] == 2
+    assert res.overall["sampler"]["tokens"] == 2
+
+
+def test_compare__forced_channel_unaffected_by_free_run_divergence():
+    from dataclasses import replace
+
+    ref, cand = _diverging(gap=0.5)
+    # as in `check`: the run scores the golden's completion, not its own free run
+    cand = replace(cand, forced=replace(cand.forced, completion_token_ids=list(COMPLETION)))
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["tokens"] == 4 and s["max_abs_diff"] == 0.0
+
+
+# ------------------------------------------------------------------ top-k
+def test_compare__top1_agreement_and_topk_overlap():
+    ref_top = [None, [9, 2], [9, 3]] + [[4, 9], [5, 9], [6, 9], [7, 9]]
+    cand_top = [None, [9, 2], [3, 9]] + [[4, 9], [9, 5], [6, 8], [7, 9]]
+    lp = [None] + [[-0.1, -1.0]] * 6
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced_top_ids=ref_top, forced_top_lps=lp,
+                 sampler_top_ids=ref_top[3:], sampler_top_lps=lp[3:])
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced_top_ids=cand_top, forced_top_lps=lp,
+                  sampler_top_ids=cand_top[3:], sampler_top_lps=lp[3:])
+    res = compare_records([ref], [cand])
+    for channel in ("forced", "sampler"):  # prompt positions are not counted
+        s = res.overall[channel]
+        assert s["top1_agreement"] == 0.75
+        assert s["topk_overlap"] == pytest.approx((1 + 1 + 0.5 + 1) / 4, **EXACT)
+
+
+def test_compare__topk_overlap_uses_shorter_list():
+    ref = record(prompt=[1], completion=[4], forced=[None, -0.1], sampler=[-0.1],
+                 forced_top_ids=[None, [4, 8, 9]], forced_top_lps=[None, [-0.1, -2.0, -3.0]])
+    cand = record(prompt=[1], completion=[4], forced=[None, -0.1], sampler=[-0.1],
+                  forced_top_ids=[None, [4, 9]], forced_top_lps=[None, [-0.1, -2.0]])
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["top1_agreement"] == 1.0 and s["topk_overlap"] == 0.5  # {4, 8} vs {4, 9}
+
+
+# ------------------------------------------------------------------ -inf
+def test_compare__neg_inf_on_both_sides_is_close():
+    a = [-0.5, -math.inf, -2.0, -0.25]
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a), sampler=a)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a), sampler=a)
+    for channel in ("forced", "sampler"):
+        s = compare_records([ref], [cand]).overall[channel]
+        assert s["mismatched"] == 0 and s["max_abs_diff"] == 0.0 and s["bitwise_equal_fraction"] == 1.0
+        assert s["mult_prob_error"] == 1.0 and s["k3_kl"] == 0.0 and s["clip_fraction"] == 0.0
+
+
+def test_compare__neg_inf_on_one_side_is_infinite():
+    a = [-0.5, -1.0, -2.0, -0.25]
+    b = [-0.5, -math.inf, -2.0, -0.25]
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a), sampler=a)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b), sampler=b)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["mismatched"] == 1
+    assert s["max_abs_diff"] == math.inf and s["mean_abs_diff"] == math.inf
+    assert s["max_location"]["position"] == 1 and s["max_location"]["candidate"] == -math.inf
+    assert s["mult_prob_error"] == math.inf
+    assert s["clip_fraction"] == 0.25
+    assert s["prob_diff_max"] == pytest.approx(math.exp(-1.0), **EXACT)
+
+
+def test_compare__neg_inf_tolerated_by_no_tolerance():
+    a = [-0.5, -1.0, -2.0, -0.25]
+    b = [-0.5, -math.inf, -2.0, -0.25]
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a))
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b))
+    s = compare_records([ref], [cand], {None: Tolerance(atol=1e9, rtol=1e9)}).overall["forced"]
+    assert s["mismatched"] == 1
+
+
+# ------------------------------------------------------------------ groups
+def test_compare__per_config_and_overall():
+    greedy_ref = record(config="greedy", prompt=PROMPT, completion=COMPLETION, forced=_forced(A))
+    greedy_cand = record(config="greedy", prompt=PROMPT, completion=COMPLETION, forced=_forced(A))
+    hot_ref = record(config="hot", prompt=PROMPT, completion=COMPLETION, forced=_forced(A))
+    hot_cand = record(config="hot", prompt=PROMPT, completion=COMPLETION, forced=_forced(B))
+    res = compare_records([greedy_ref, hot_ref], [greedy_cand, hot_cand])
+    assert sorted(res.per_config) == ["greedy", "hot"]
+    g, h, o = (res.per_config["greedy"]["forced"], res.per_config["hot"]["forced"], res.overall["forced"])
+    assert g["tokens"] == 4 and g["max_abs_diff"] == 0.0 and g["mismatched"] == 0
+    assert h["tokens"] == 4 and h["max_abs_diff"] == 0.375 and h["mismatched"] == 2
+    assert o["tokens"] == 8 and o["max_abs_diff"] == 0.375 and o["mismatched"] == 2
+    assert o["mean_abs_diff"] == pytest.approx(h["mean_abs_diff"] / 2, **EXACT)
+    assert o["max_location"]["config"] == "hot"
+    assert res.overall["free_run"]["sequences"] == 2
+
+
+def test_compare__per_config_tolerance():
+    hot_ref = record(config="hot", prompt=PROMPT, completion=COMPLETION, forced=_forced(A), sampler=A)
+    hot_cand = record(config="hot", prompt=PROMPT, completion=COMPLETION, forced=_forced(B), sampler=B)
+    res = compare_records([hot_ref], [hot_cand], {None: Tolerance(1e-4), "hot": Tolerance(atol=0.2)})
+    assert res.per_config["hot"]["forced"]["mismatched"] == 1      # 0.375 > 0.2; 0.125 is fine
+    assert res.per_config["hot"]["forced"]["tolerance"] == {"atol": 0.2, "rtol": 0.0}
+    assert res.overall["forced"]["mismatched"] == 2                # overall uses the default
+
+
+def test_compare__rtol_scales_with_reference():
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(A))
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(B))
+    # bounds: 0.5*|a| = 0.5 at a=-1.0 (d=0.125: close), 0.125 at a=-0.25 (d=0.375: not)
+    s = compare_records([ref], [cand], {None: Tolerance(atol=0.0, rtol=0.5)}).overall["forced"]
+    assert s["mismatched"] == 1
+
+
+def test_compare__records_only_on_one_side_are_reported():
+    ref = [record(prompt_id="a"), record(prompt_id="b"), record(prompt_id="c")]
+    cand = [record(prompt_id="b"), record(prompt_id="c"), record(prompt_id="d")]
+    res = compare_records(ref, cand)
+    assert res.records == 2
+    assert res.only_reference == [("greedy", "a", 0)]
+    assert res.only_candidate == [("greedy", "d", 0)]
+    assert res.overall["forced"]["tokens"] == 6
+
+
+def test_compare__include_restricts_keys():
+    ref = [record(prompt_id="a"), record(prompt_id="b")]
+    cand = [record(prompt_id="a"), record(prompt_id="b")]
+    res = compare_records(ref, cand, include={("greedy", "b", 0)})
+    assert res.records == 1 and res.only_reference == [] and res.per_prompt[0]["prompt_id"] == "b"
+
+
+def test_compare__different_forced_tokens_warn_and_are_not_compared():
+    ref = record(prompt=PROMPT, completion=COMPLETION)
+    cand = record(prompt=PROMPT, completion=(4, 5, 6, 8))
+    res = compare_records([ref], [cand])
+    assert res.overall["forced"] is None or res.overall["forced"]["tokens"] == 0
+    assert any("different tokens" in w for w in res.warnings)
+
+
+def test_compare__different_scoring_paths_warn():
+    from dataclasses import replace
+
+    ref = record(prompt=PROMPT, completion=COMPLETION)
+    cand = replace(ref, forced=replace(ref.forced, path="hf"))
+    res = compare_records([ref], [cand])
+    assert res.overall["forced"]["path_reference"] == "prefill"
+    assert res.overall["forced"]["path_candidate"] == "hf"
+    assert any("different paths" in w for w in res.warnings)
+
+
+def test_compare__by_position_buckets():
+    n = 20
+    a = [-1.0] * n
+    b = list(a)
+    b[17] = -1.5
+    ref = record(prompt=[1], completion=list(range(n)), forced=[None] + a, sampler=a)
+    cand = record(prompt=[1], completion=list(range(n)), forced=[None] + b, sampler=a)
+    res = compare_records([ref], [cand])
+    buckets = res.by_position["forced"]
+    assert [(x["start"], x["count"], x["max_abs_diff"]) for x in buckets] == [(0, 8, 0.0), (8, 8, 0.0),
+                                                                              (16, 4, 0.5)]
