@@ -86,6 +86,8 @@ class _Stage:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        # folders we create for --out's parents go again on discard: bad input leaves nothing behind
+        self._made = [p for p in self.out.parents if not p.exists()]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
 
@@ -97,6 +99,11 @@ class _Stage:
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        for parent in self._made:  # deepest first; stop at one that is no longer empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def save_error(self, exc: GateError, stage: str) -> None:
         """Infrastructure failure: keep what was written, plus error.json."""
@@ -159,6 +166,11 @@ def _plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any
             keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
             calls.append({"kind": kind, "config": name, "requests": keys})
     return calls
+
+
+def _arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
+    """Where each engine arg came from, for messages: suite file:line or --engine-arg."""
+    return dict(suite.engine_lines, **{k: f"--engine-arg {k}" for k in overrides})
 
 
 def _start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str]):
@@ -256,7 +268,7 @@ def record(args: argparse.Namespace) -> int:
     sampling = {s.name: s.params for s in suite.sampling}
     stage = _Stage(out)
     try:
-        engine = _start_engine(suite.model, engine_args, {k: v for k, v in suite.engine_lines.items()})
+        engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
         prompts = _tokenize_prompts(suite, engine, vocab)
         texts = {p.id: p.text for p in suite.prompts}
         calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
@@ -395,7 +407,7 @@ def check(args: argparse.Namespace) -> int:
     stage = _Stage(args.out)
     stage_name = "engine start"
     try:
-        engine = _start_engine(suite.model, engine_args, suite.engine_lines)
+        engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
         stage_name = "replay"
         state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
         manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,

@@ -15,7 +15,7 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -74,46 +74,59 @@ class _Channel:
     zero: int = 0
     hist: np.ndarray = field(default_factory=lambda: np.zeros(
         (HIST_MAX_EXP - HIST_MIN_EXP) * HIST_BINS_PER_DECADE + 2, dtype=np.int64))
-    pos_count: dict[int, int] = field(default_factory=dict)
-    pos_sum: dict[int, float] = field(default_factory=dict)
-    pos_max: dict[int, float] = field(default_factory=dict)
+    pos_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pos_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pos_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
             token_ids: np.ndarray, tops: tuple[list | None, list | None] | None) -> np.ndarray:
         """Fold in one sequence; returns abs diffs (for worst-token tracking)."""
         if a.size == 0:
             return a
-        both_ninf = np.isneginf(a) & np.isneginf(b)
-        with np.errstate(invalid="ignore"):
-            d = np.where(both_ninf, 0.0, b - a)
-        absd = np.abs(d)
-        absd = np.where(np.isnan(absd), np.inf, absd)
-        finite = np.isfinite(absd)
-        bound = self.tol.atol + self.tol.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
+        all_finite = bool(np.isfinite(a).all() and np.isfinite(b).all())
+        if all_finite:  # the common case: no -inf anywhere, fewer passes
+            d = b - a
+            absd = np.abs(d)
+            finite = None
+            df = d
+            bitwise = int(np.count_nonzero(a == b))
+        else:
+            both_ninf = np.isneginf(a) & np.isneginf(b)
+            with np.errstate(invalid="ignore"):
+                d = np.where(both_ninf, 0.0, b - a)
+            absd = np.abs(d)
+            absd = np.where(np.isnan(absd), np.inf, absd)
+            finite = np.isfinite(absd)
+            df = np.where(finite, d, 0.0)
+            bitwise = int(np.count_nonzero((a == b) | both_ninf))
+        if self.tol.rtol:
+            bound = self.tol.atol + self.tol.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
+            self.mismatched += int(np.count_nonzero(~(absd <= bound)))
+        else:
+            self.mismatched += int(np.count_nonzero(~(absd <= self.tol.atol)))
         self.n += a.size
-        self.mismatched += int(np.count_nonzero(~(absd <= bound)))
-        self.bitwise += int(np.count_nonzero((a == b) | both_ninf))
+        self.bitwise += bitwise
         self.sum_abs += float(absd.sum())
         i = int(np.argmax(absd))
         if absd[i] > self.max_abs:
             self.max_abs = float(absd[i])
             self.max_loc = dict(loc, position=int(positions[i]), token_id=int(token_ids[i]),
                                 reference=float(a[i]), candidate=float(b[i]))
-        df = np.where(finite, d, 0.0)
         with np.errstate(over="ignore"):
             rho = np.exp(df)
             self.sum_exp_abs += float(np.exp(np.abs(df)).sum())
-            if not finite.all():  # -inf against a finite value: the measure is infinite
+            if finite is not None and not finite.all():  # -inf against a finite value: infinite
                 self.sum_exp_abs = math.inf
-            self.sum_rho2 += float((rho * rho).sum())
-        self.sum_k1 += float((-df).sum())
-        self.sum_k2 += float((df * df).sum() / 2)
+            self.sum_rho2 += float(np.dot(rho, rho))
+        self.sum_k1 -= float(df.sum())
+        self.sum_k2 += float(np.dot(df, df) / 2)
         self.sum_k3 += float((rho - 1 - df).sum())
-        self.clipped += int(np.count_nonzero((np.abs(rho - 1) > CLIP_EPS) | ~finite))
+        clip = np.abs(rho - 1) > CLIP_EPS
+        self.clipped += int(np.count_nonzero(clip if finite is None else clip | ~finite))
         with np.errstate(over="ignore"):
             pd = np.abs(np.exp(b) - np.exp(a))
         self.prob_diff_max = max(self.prob_diff_max, float(pd.max()))
-        fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+        fa, fb = (a, b) if all_finite else (a[np.isfinite(a)], b[np.isfinite(b)])
         if fa.size and fb.size:
             ppl = abs(float(fa.mean()) - float(fb.mean()))
             self.seq_n += 1
@@ -124,24 +137,45 @@ class _Channel:
         if nz.size:
             idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
                            * HIST_BINS_PER_DECADE).astype(np.int64) + 1
-            np.add.at(self.hist, np.clip(idx, 0, self.hist.size - 1), 1)
+            self.hist += np.bincount(np.clip(idx, 0, self.hist.size - 1), minlength=self.hist.size)
         buckets = positions // POSITION_BUCKET
-        for bkt in np.unique(buckets):
-            sel = absd[buckets == bkt]
-            key = int(bkt)
-            self.pos_count[key] = self.pos_count.get(key, 0) + int(sel.size)
-            self.pos_sum[key] = self.pos_sum.get(key, 0.0) + float(sel.sum())
-            self.pos_max[key] = max(self.pos_max.get(key, 0.0), float(sel.max()))
+        nb = int(buckets[-1]) + 1  # positions are ascending
+        if nb > self.pos_count.size:
+            grow = nb - self.pos_count.size
+            self.pos_count = np.concatenate([self.pos_count, np.zeros(grow, np.int64)])
+            self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
+            self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
+        self.pos_count[:nb] += np.bincount(buckets, minlength=nb)
+        finite_absd = absd if all_finite else np.where(np.isfinite(absd), absd, np.finfo(np.float64).max)
+        self.pos_sum[:nb] += np.bincount(buckets, weights=finite_absd, minlength=nb)
+        np.maximum.at(self.pos_max, buckets, finite_absd)
         if tops is not None:
-            ta, tb = tops
+            self._add_tops(*tops)
+        return absd
+
+    def _add_tops(self, ta: Sequence, tb: Sequence) -> None:
+        if ta == tb and all(ta):  # identical top-k rows (the common case): a C-speed list compare
+            self.top_n += len(ta)
+            self.top1_agree += len(ta)
+            self.topk_overlap_sum += len(ta)
+            return
+        try:  # vectorized path: every position has a full top-k row on both sides
+            A, B = np.array(ta, dtype=np.int64), np.array(tb, dtype=np.int64)
+            if A.ndim != 2 or A.shape != B.shape or A.shape[1] == 0:
+                raise ValueError
+        except (ValueError, TypeError):
             for ra, rb in zip(ta, tb):
-                if ra is None or rb is None or not ra or not rb:
+                if not ra or not rb:
                     continue
                 self.top_n += 1
                 self.top1_agree += ra[0] == rb[0]
                 k = min(len(ra), len(rb))
                 self.topk_overlap_sum += len(set(ra[:k]) & set(rb[:k])) / k
-        return absd
+            return
+        self.top_n += A.shape[0]
+        self.top1_agree += int(np.count_nonzero(A[:, 0] == B[:, 0]))
+        # ids within a row are distinct, so matches per row = size of the intersection
+        self.topk_overlap_sum += float((A[:, :, None] == B[:, None, :]).any(axis=2).sum()) / A.shape[1]
 
     def percentile(self, q: float) -> float | None:
         if self.n == 0:
@@ -185,9 +219,9 @@ class _Channel:
         }
 
     def by_position(self) -> list[dict[str, Any]]:
-        return [{"start": k * POSITION_BUCKET, "end": (k + 1) * POSITION_BUCKET, "count": self.pos_count[k],
-                 "mean_abs_diff": self.pos_sum[k] / self.pos_count[k], "max_abs_diff": self.pos_max[k]}
-                for k in sorted(self.pos_count)]
+        return [{"start": k * POSITION_BUCKET, "end": (k + 1) * POSITION_BUCKET, "count": int(self.pos_count[k]),
+                 "mean_abs_diff": float(self.pos_sum[k] / self.pos_count[k]), "max_abs_diff": float(self.pos_max[k])}
+                for k in np.flatnonzero(self.pos_count).tolist()]
 
     def histogram(self) -> dict[str, Any]:
         """Decade bins for display (the fine bins are for p99)."""
@@ -249,8 +283,11 @@ class ComparisonResult:
     records: int
 
 
-def _arr(values: Iterable[float | None]) -> np.ndarray:
-    return np.array([-math.inf if v is None else v for v in values], dtype=np.float64)
+def _arr(values: Sequence[float | None]) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64)
+    except TypeError:  # a None (no logprob) among them
+        return np.array([-math.inf if v is None else v for v in values], dtype=np.float64)
 
 
 def _tokens(rec: Record, full: bool) -> list[str] | None:
@@ -326,15 +363,14 @@ class _Comparator:
                                     f"teacher-forced scores come from different paths ({ref.forced.path} vs "
                                     f"{cand.forced.path}); differences include the path's own numerics")
                 p = len(ref.prompt_token_ids)
-                a_all, b_all = _arr(ref.forced.logprobs), _arr(cand.forced.logprobs)
-                a, b = a_all[p:], b_all[p:]
+                a, b = _arr(ref.forced.logprobs[p:]), _arr(cand.forced.logprobs[p:])
                 positions = np.arange(a.size)
                 ids = np.array(ref_ids, dtype=np.int64)
                 tops = None
                 if ref.forced.top_ids is not None and cand.forced.top_ids is not None:
                     tops = (ref.forced.top_ids[p:], cand.forced.top_ids[p:])
                 if p > 1:
-                    pa, pb = a_all[1:p], b_all[1:p]
+                    pa, pb = _arr(ref.forced.logprobs[1:p]), _arr(cand.forced.logprobs[1:p])
                     both = np.isneginf(pa) & np.isneginf(pb)
                     with np.errstate(invalid="ignore"):
                         pm = float(np.max(np.where(both, 0.0, np.abs(pb - pa)), initial=0.0))

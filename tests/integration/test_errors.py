@@ -1,0 +1,639 @@
+"""The catalogue of bad inputs (docs/errors.md), through the real CLI.
+
+Every case must exit 2 with exactly one line on stderr (what, where, and a
+hint), no traceback, and nothing left on disk. The catalogue and
+docs/errors.md are checked against each other, so neither can drift.
+
+No case starts the vLLM engine: everything is refused before. Only
+`engine-arg-unknown` imports vllm (to learn the engine arg names)."""
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from gate.identity import model_identity
+from gate.suite import load_suite, prompt_hash, workload_hash
+from gate.tinymodel import build_tiny_model
+from gate.trace import Manifest, Record, Scores, TraceWriter
+from tests._util import REPO, run_cli, tree
+
+ERRORS_DOC = REPO / "docs" / "errors.md"
+
+VALID_SUITE = """\
+model: {m0}
+engine:
+  dtype: float32
+prompts:
+  - id: a
+    token_ids: [1, 2, 3]
+  - id: b
+    token_ids: [4, 5]
+sampling:
+  - name: greedy
+    temperature: 0.0
+    max_tokens: 3
+    logprobs: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return build_tiny_model(root / "m0", seed=0), build_tiny_model(root / "m1", seed=1)
+
+
+@dataclass
+class Ctx:
+    """One case's working folder (the CLI's cwd) and the two tiny models."""
+
+    d: Path
+    m0: Path
+    m1: Path
+
+    def write(self, name: str, text: str | bytes) -> Path:
+        path = self.d / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(textwrap.dedent(text).format(m0=self.m0, m1=self.m1), encoding="utf-8")
+        return path
+
+    def suite(self, text: str = VALID_SUITE, name: str = "suite.yaml") -> str:
+        self.write(name, text)
+        return name
+
+    def golden(self, name: str = "golden", suite: str = "suite.yaml", model: Path | None = None,
+               kind: str = "golden", completion: tuple[int, ...] = (7, 8, 9)) -> Path:
+        """A golden as `record` would write it, crafted without an engine."""
+        s = load_suite(self.d / suite)
+        prompts = {p.id: list(p.token_ids) for p in s.prompts}
+        sampling = {c.name: c.params for c in s.sampling}
+        calls = [{"kind": k, "config": c, "requests": [[c, p, 0] for p in sorted(prompts)]}
+                 for k in ("free", "score") for c in sampling]
+        manifest = Manifest(
+            kind=kind, model=model_identity(model or self.m0),
+            suite={"name": "suite", "workload_sha256": workload_hash(prompts, sampling), "sampling": sampling,
+                   "prompts": {p: {"sha256": prompt_hash(ids), "text": None} for p, ids in prompts.items()}},
+            batch_plan={"scheduler": {}, "calls": calls})
+        with TraceWriter(self.d / name, manifest) as w:
+            for c in sorted(sampling):
+                for p in sorted(prompts):
+                    ids = prompts[p]
+                    w.write(Record(config=c, prompt_id=p, sample=0, seed=0, prompt_token_ids=ids,
+                                   completion_token_ids=list(completion),
+                                   sampler=Scores("decode", [-0.5] * len(completion)),
+                                   forced=Scores("prefill", [None] + [-1.0] * (len(ids) + len(completion) - 1),
+                                                 completion_token_ids=list(completion))))
+        return self.d / name / "traces.jsonl"
+
+    def damage(self, path: Path, edit: Callable[[list[str]], list[str]]) -> None:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        path.write_text("".join(edit(lines)), encoding="utf-8")
+
+    def check(self, *extra: str) -> list[str]:
+        return ["check", "--suite", "suite.yaml", "--golden", "golden", "--out", "result", *extra]
+
+    def record(self, *extra: str) -> list[str]:
+        return ["record", "--suite", "suite.yaml", "--out", "new/golden", *extra]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    setup: Callable[[Ctx], list[str]]
+    expect: str            # appears in the stderr line and in the doc's example message
+    kind: str = "bad input"
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(id: str, expect: str, kind: str = "bad input"):
+    def deco(fn: Callable[[Ctx], list[str]]) -> Callable[[Ctx], list[str]]:
+        assert id not in CASES, id
+        CASES[id] = Case(id, fn, expect, kind)
+        return fn
+    return deco
+
+
+def _suite_with(ctx: Ctx, old: str, new: str) -> str:
+    assert old in VALID_SUITE
+    return ctx.suite(VALID_SUITE.replace(old, new))
+
+
+# ------------------------------------------------------------------ usage
+@case("cli-missing-argument", "the following arguments are required: --suite", kind="error")
+def _(ctx):
+    return ["record", "--out", "g"]
+
+
+@case("cli-unknown-command", "invalid choice: 'frobnicate'", kind="error")
+def _(ctx):
+    return ["frobnicate"]
+
+
+# ------------------------------------------------------------------ suite file
+@case("suite-missing", "nope.yaml: file not found")
+def _(ctx):
+    return ["record", "--suite", "nope.yaml", "--out", "g"]
+
+
+@case("suite-is-folder", "is a folder, not a YAML file")
+def _(ctx):
+    (ctx.d / "suite.yaml").mkdir()
+    return ctx.record()
+
+
+@case("suite-not-utf8", "suite.yaml: not UTF-8 text")
+def _(ctx):
+    ctx.write("suite.yaml", b"model: \xff\xfe\x00garbage\n")
+    return ctx.record()
+
+
+@case("suite-malformed-yaml", "suite.yaml:2: malformed YAML")
+def _(ctx):
+    ctx.suite("model: m0\nprompts: [unclosed\n")
+    return ctx.record()
+
+
+@case("suite-duplicate-key", "duplicate key 'model' (first at line 1)")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "model: other\n")
+    return ctx.record()
+
+
+@case("suite-empty", "suite.yaml: the suite is empty")
+def _(ctx):
+    ctx.suite("# nothing here\n")
+    return ctx.record()
+
+
+@case("suite-not-mapping", "suite.yaml:1: the suite must be a mapping, got list")
+def _(ctx):
+    ctx.suite("- model: m0\n")
+    return ctx.record()
+
+
+@case("suite-unknown-key", "suite.yaml:14: unknown key 'samplng'")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "samplng: []\n")
+    return ctx.record()
+
+
+@case("suite-wrong-type", "suite.yaml:12: sampling config 'greedy': max_tokens must be int, got 'ten'")
+def _(ctx):
+    _suite_with(ctx, "max_tokens: 3", 'max_tokens: "ten"')
+    return ctx.record()
+
+
+@case("suite-no-prompts", "the suite has no prompts")
+def _(ctx):
+    ctx.suite("model: {m0}\nsampling:\n  - name: greedy\n")
+    return ctx.record()
+
+
+@case("suite-no-sampling", "the suite has no sampling configs")
+def _(ctx):
+    ctx.suite("model: {m0}\nprompts:\n  - id: a\n    token_ids: [1]\n")
+    return ctx.record()
+
+
+@case("suite-engine-not-mapping", "'engine' must be a mapping of vLLM engine args, got list")
+def _(ctx):
+    _suite_with(ctx, "engine:\n  dtype: float32", "engine: [dtype]")
+    return ctx.record()
+
+
+@case("suite-engine-model", "engine.model is not allowed; set the top-level 'model'")
+def _(ctx):
+    _suite_with(ctx, "  dtype: float32", "  dtype: float32\n  model: elsewhere")
+    return ctx.record()
+
+
+# ------------------------------------------------------------------ model
+@case("model-missing", "does not exist (a local path; relative paths resolve against the suite's folder)")
+def _(ctx):
+    _suite_with(ctx, "model: {m0}", "model: no-such-model")
+    return ctx.record()
+
+
+@case("model-no-config", "has no config.json")
+def _(ctx):
+    (ctx.d / "empty-model").mkdir()
+    _suite_with(ctx, "model: {m0}", "model: empty-model")
+    return ctx.record()
+
+
+@case("model-no-weights", "has no weight files")
+def _(ctx):
+    ctx.write("bare-model/config.json", '{"vocab_size": 384}')
+    _suite_with(ctx, "model: {m0}", "model: bare-model")
+    return ctx.record()
+
+
+# ------------------------------------------------------------------ prompts
+@case("prompt-duplicate-id", "duplicate prompt id 'a' (also at")
+def _(ctx):
+    _suite_with(ctx, "  - id: b\n", "  - id: a\n")
+    return ctx.record()
+
+
+@case("prompt-text-and-token-ids", "prompt 'a' needs exactly one of 'text' or 'token_ids'")
+def _(ctx):
+    _suite_with(ctx, "    token_ids: [1, 2, 3]", "    token_ids: [1, 2, 3]\n    text: hello")
+    return ctx.record()
+
+
+@case("prompt-neither-text-nor-token-ids", "suite.yaml:5: prompt 'a' needs exactly one of 'text' or 'token_ids'")
+def _(ctx):
+    _suite_with(ctx, "  - id: a\n    token_ids: [1, 2, 3]\n", "  - id: a\n")
+    return ctx.record()
+
+
+@case("prompt-bad-token-ids", "prompt 'a': 'token_ids' must be a non-empty list of non-negative integers")
+def _(ctx):
+    _suite_with(ctx, "token_ids: [1, 2, 3]", "token_ids: [1, -2, x]")
+    return ctx.record()
+
+
+@case("prompt-unknown-key", "unknown prompt keys ['txt']")
+def _(ctx):
+    _suite_with(ctx, "    token_ids: [4, 5]", "    token_ids: [4, 5]\n    txt: hi")
+    return ctx.record()
+
+
+@case("prompt-token-id-beyond-vocab", "prompt 'a': token id 99999 is beyond the model's vocabulary (size 384)")
+def _(ctx):
+    _suite_with(ctx, "token_ids: [1, 2, 3]", "token_ids: [1, 99999, 3]")
+    return ctx.record()
+
+
+@case("prompts-file-missing", "prompts_file")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "prompts_file: more.jsonl\n")
+    return ctx.record()
+
+
+@case("prompts-file-bad-line", "more.jsonl:2: malformed JSON line")
+def _(ctx):
+    ctx.write("more.jsonl", '{"id": "c", "token_ids": [1]}\n{"id": "d", "token_ids": [2\n')
+    ctx.suite(VALID_SUITE + "prompts_file: more.jsonl\n")
+    return ctx.record()
+
+
+# ------------------------------------------------------------------ sampling
+@case("sampling-duplicate-name", "duplicate sampling config name 'greedy'")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "  - name: greedy\n")
+    return ctx.record()
+
+
+@case("sampling-out-of-range", "sampling config 'greedy': top_p must be in (0, 1]")
+def _(ctx):
+    _suite_with(ctx, "    max_tokens: 3", "    max_tokens: 3\n    top_p: 1.5")
+    return ctx.record()
+
+
+@case("sampling-too-many-logprobs", "sampling config 'greedy': logprobs (top-k recorded) must be in 0..20")
+def _(ctx):
+    _suite_with(ctx, "logprobs: 2", "logprobs: 50")
+    return ctx.record()
+
+
+@case("sampling-unknown-key", "suite.yaml:13: sampling config 'greedy': unknown key 'temprature'")
+def _(ctx):
+    _suite_with(ctx, "    logprobs: 2", "    logprobs: 2\n    temprature: 0.5")
+    return ctx.record()
+
+
+@case("sampling-no-name", "sampling config needs a non-empty string 'name'")
+def _(ctx):
+    _suite_with(ctx, "  - name: greedy\n    temperature: 0.0", "  - temperature: 0.0")
+    return ctx.record()
+
+
+# ------------------------------------------------------------------ policy
+@case("policy-unknown-key", "unknown policy keys ['tolerance']")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy:\n  tolerance: 0.1\n")
+    return ctx.record()
+
+
+@case("policy-bad-value", "policy 'atol' must be a non-negative number, got '1e-4'")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy:\n  atol: 1e-4\n")  # YAML reads 1e-4 (no '.0') as a string
+    return ctx.record()
+
+
+@case("policy-unknown-check", "unknown check 'forced.max_diff' in policy")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy:\n  checks:\n    forced.max_diff: 0.1\n")
+    return ctx.record()
+
+
+@case("policy-unknown-config", "policy per_config names unknown sampling config 'hot'")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy:\n  per_config:\n    hot:\n      atol: 0.1\n")
+    return ctx.record()
+
+
+@case("policy-file-missing", "nope.yaml: file not found")
+def _(ctx):
+    ctx.suite()
+    ctx.golden("a")
+    ctx.golden("b")
+    return ["compare", "a", "b", "--out", "result", "--policy", "nope.yaml"]
+
+
+@case("policy-file-bad", "policy.yaml: unknown policy keys ['max_abs']")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.write("policy.yaml", "max_abs: 0.1\n")
+    return ctx.check("--policy", "policy.yaml")
+
+
+# ------------------------------------------------------------------ engine args
+@case("engine-arg-not-key-value", "--engine-arg 'dtype' is not KEY=VALUE")
+def _(ctx):
+    ctx.suite()
+    return ctx.record("--engine-arg", "dtype")
+
+
+@case("engine-arg-bad-yaml", "--engine-arg hf_overrides: value '{head_dtype: [' is not valid YAML")
+def _(ctx):
+    ctx.suite()
+    return ctx.record("--engine-arg", "hf_overrides={head_dtype: [")
+
+
+@case("engine-arg-unknown", "--engine-arg logprob_mode: unknown vLLM engine arg 'logprob_mode' "
+                            "(hint: did you mean 'logprobs_mode'?)")
+def _(ctx):
+    ctx.suite()
+    return ctx.record("--engine-arg", "logprob_mode=processed_logprobs")
+
+
+# ------------------------------------------------------------------ --out
+@case("out-not-empty", "--out result exists and is not empty")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.write("result/old.txt", "keep me")
+    return ctx.check()
+
+
+@case("out-is-file", "--out result exists and is not a folder")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.write("result", "a file")
+    return ctx.check()
+
+
+@case("record-into-golden-without-update", "--out golden already holds a golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    return ["record", "--suite", "suite.yaml", "--out", "golden"]
+
+
+# ------------------------------------------------------------------ golden / traces
+@case("golden-missing", "trace file no-golden/traces.jsonl does not exist")
+def _(ctx):
+    ctx.suite()
+    (ctx.d / "no-golden").mkdir()
+    return ["check", "--suite", "suite.yaml", "--golden", "no-golden", "--out", "result"]
+
+
+@case("golden-unreadable", "golden/traces.jsonl is not readable: Is a directory")
+def _(ctx):
+    ctx.suite()
+    (ctx.d / "golden" / "traces.jsonl").mkdir(parents=True)  # tests run as root: chmod 000 would not stop us
+    return ctx.check()
+
+
+@case("golden-not-a-trace", "golden/traces.jsonl:1: not a parity-gate trace file")
+def _(ctx):
+    ctx.suite()
+    ctx.write("golden/traces.jsonl", b"\x89PNG\r\n\x1a\n\x00\xffbinary garbage\n")
+    return ctx.check()
+
+
+@case("golden-empty", "golden/traces.jsonl:1: trace file is empty")
+def _(ctx):
+    ctx.suite()
+    ctx.write("golden/traces.jsonl", b"")
+    return ctx.check()
+
+
+@case("golden-not-golden-kind", "trace kind is 'obtained', not a golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden(kind="obtained")
+    return ctx.check()
+
+
+@case("trace-unknown-version", "golden/traces.jsonl:1: trace format version 2 is not supported")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+
+    def bump(lines):
+        header = json.loads(lines[0])
+        header["version"] = 2
+        return [json.dumps(header) + "\n"] + lines[1:]
+    ctx.damage(path, bump)
+    return ctx.check()
+
+
+@case("trace-truncated-line", "golden/traces.jsonl:3: truncated or malformed JSON")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: lines[:2] + [lines[2][:40]])
+    return ctx.check()
+
+
+@case("trace-missing-end-marker", "golden/traces.jsonl: no end marker after 2 records (file truncated)")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: lines[:-1])
+    return ctx.check()
+
+
+@case("trace-nan-logprob", "golden/traces.jsonl:2: NaN is not a valid logprob")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: [lines[0], lines[1].replace("-0.5", "NaN", 1)] + lines[2:])
+    return ctx.check()
+
+
+@case("trace-out-of-order", "golden/traces.jsonl:3: record ('greedy', 'a', 0) is out of order or duplicated")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: [lines[0], lines[2], lines[1], lines[3]])
+    return ctx.check()
+
+
+@case("trace-length-mismatch", "golden/traces.jsonl:2: decode scores have 2 logprobs for 3 tokens")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: [lines[0], lines[1].replace("[-0.5,-0.5,-0.5]", "[-0.5,-0.5]", 1)]
+               + lines[2:])
+    return ctx.check()
+
+
+@case("golden-token-id-beyond-vocab", "token id 500 is beyond the model's vocabulary (size 384)")
+def _(ctx):
+    ctx.suite()
+    ctx.golden(completion=(7, 500, 9))
+    return ctx.check()
+
+
+@case("golden-other-model", "golden was recorded from model", kind="stale golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden(model=ctx.m1)
+    return ctx.check()
+
+
+@case("golden-stale-sampling", "sampling config 'greedy' changed since the golden was recorded (max_tokens)",
+      kind="stale golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    _suite_with(ctx, "max_tokens: 3", "max_tokens: 4")
+    return ctx.check()
+
+
+@case("golden-stale-prompt", "prompt 'a' token ids changed since the golden was recorded", kind="stale golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    _suite_with(ctx, "token_ids: [1, 2, 3]", "token_ids: [1, 2, 4]")
+    return ctx.check()
+
+
+@case("compare-other-model", "a/traces.jsonl is from model", kind="stale golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden("a", model=ctx.m0)
+    ctx.golden("b", model=ctx.m1)
+    return ["compare", "a", "b", "--out", "result"]
+
+
+# ------------------------------------------------------------------ the tests
+SLOW = {"engine-arg-unknown": 60.0}  # imports vllm (never starts the engine)
+
+
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_errors__bad_input_exits_2_with_one_line_and_leaves_nothing(case_id, models, tmp_path):
+    c = CASES[case_id]
+    ctx = Ctx(tmp_path / "work", *models)
+    ctx.d.mkdir()
+    argv = c.setup(ctx)
+    before = tree(ctx.d)
+    models_before = {m: tree(m) for m in models}
+    t0 = time.monotonic()
+    proc = run_cli(*argv, cwd=ctx.d, timeout=SLOW.get(case_id, 60.0))
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    line = lines[0]
+    assert line.startswith(f"parity-gate: {c.kind}: "), line
+    assert c.expect in line, line
+    assert "(hint: " in line and line.endswith(")"), line
+    assert proc.stdout == ""
+    assert tree(ctx.d) == before, "left files behind"
+    assert {m: tree(m) for m in models} == models_before
+    if case_id == "engine-arg-unknown":
+        assert elapsed < 15, f"took {elapsed:.1f}s: the engine must not start"
+
+
+def test_errors__other_model_names_both_identities(models, tmp_path):
+    ctx = Ctx(tmp_path, *models)
+    ctx.suite()
+    ctx.golden(model=ctx.m1)
+    proc = run_cli(*ctx.check(), cwd=tmp_path)
+    assert proc.returncode == 2
+    m0, m1 = model_identity(ctx.m0), model_identity(ctx.m1)
+    assert m0["id"] != m1["id"]
+    assert f"golden was recorded from model {m1['id']} (m1), the suite's model is {m0['id']} (m0)" in proc.stderr
+    assert "parity-gate record --suite suite.yaml --out golden --update" in proc.stderr
+
+
+def test_errors__stale_sampling_gives_rerecord_command(models, tmp_path):
+    ctx = Ctx(tmp_path, *models)
+    ctx.suite()
+    ctx.golden()
+    _suite_with(ctx, "max_tokens: 3", "max_tokens: 4")
+    proc = run_cli(*ctx.check(), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "(hint: re-record: parity-gate record --suite suite.yaml --out golden --update)" in proc.stderr
+
+
+def test_errors__engine_arg_unknown_leaves_no_nested_out(models, tmp_path):
+    """`record` stages its output beside --out; refusing must remove the
+    parent folders it created too."""
+    ctx = Ctx(tmp_path, *models)
+    ctx.suite()
+    proc = run_cli("record", "--suite", "suite.yaml", "--out", "deep/er/golden", "--engine-arg", "nonsense_arg=1",
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert not (tmp_path / "deep").exists()
+
+
+def test_errors__several_suite_problems_in_one_line(models, tmp_path):
+    ctx = Ctx(tmp_path, *models)
+    ctx.suite(VALID_SUITE.replace("max_tokens: 3", 'max_tokens: "ten"').replace("  - id: b\n", "  - id: a\n"))
+    proc = run_cli(*ctx.record(), cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert "2 problems in the suite" in line
+    assert "duplicate prompt id 'a'" in line and "max_tokens must be int" in line
+
+
+# ------------------------------------------------------------------ doc <-> tests
+_ROW = re.compile(r"^\|\s*`(?P<id>[a-z0-9-]+)`(?P<kind>[^|]*)\|(?P<msg>[^|]*(?:\\\|[^|]*)*)\|\s*(?P<code>\d+)\s*\|"
+                  r"(?P<fix>[^|]+)\|\s*$")
+
+
+def _doc_rows() -> dict[str, dict[str, str]]:
+    rows = {}
+    for line in ERRORS_DOC.read_text(encoding="utf-8").splitlines():
+        m = _ROW.match(line)
+        if m:
+            assert m["id"] not in rows, f"duplicate row {m['id']}"
+            rows[m["id"]] = {k: v.strip() for k, v in m.groupdict().items()}
+    return rows
+
+
+def _unmd(text: str) -> str:
+    return text.replace("\\|", "|").replace("`", "")
+
+
+def test_errors__doc_and_catalogue_match():
+    rows = _doc_rows()
+    assert len(CASES) >= 25
+    assert set(rows) == set(CASES), (f"in docs/errors.md only: {sorted(set(rows) - set(CASES))}; "
+                                     f"tested only: {sorted(set(CASES) - set(rows))}")
+    for cid, row in rows.items():
+        assert row["code"] == "2", cid
+        assert row["fix"], cid
+        msg = _unmd(row["msg"])
+        assert msg.startswith(f"parity-gate: {CASES[cid].kind}: "), (cid, msg)
+        assert CASES[cid].expect in msg, (cid, CASES[cid].expect, msg)
