@@ -49,14 +49,27 @@ def _module(name: str):
     return importlib.import_module(name)
 
 
+def _configure_logging(verbose: bool) -> None:
+    """The gate's own warnings go to stderr. Third-party loggers (vLLM logs
+    at import, before it configures itself) stay quiet unless -v."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("parity-gate: %(message)s"))
+    if verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        return
+    gate_log = logging.getLogger("gate")
+    gate_log.setLevel(logging.WARNING)
+    gate_log.addHandler(handler)
+    gate_log.propagate = False
+    logging.getLogger().addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    if args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="parity-gate: %(message)s", stream=sys.stderr)
+    _configure_logging(args.verbose)
     run: Callable[[argparse.Namespace], int] = _module(COMMANDS[args.command][0]).run
     try:
         return run(args)

@@ -24,7 +24,7 @@ from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
 from gate.suite import Suite, load_suite, parse_engine_arg, prompt_hash, workload_hash
-from gate.trace import Manifest, Record, TraceReader, TraceWriter, read_trace, trace_path
+from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, text_summary, write_verdict
 
 __all__ = ["add_arguments", "run", "record", "check", "compare"]
@@ -140,10 +140,16 @@ def _tokenize_prompts(suite: Suite, engine: Any | None, vocab: int | None) -> di
             assert engine is not None
             ids[p.id] = engine.tokenize(p.text)
             if not ids[p.id]:
-                raise BadInput(f"{p.where or suite.path}: prompt {p.id!r} tokenizes to nothing",
+                raise BadInput(f"{_prompt_where(suite, p)} tokenizes to nothing",
                                "give the prompt some text")
-        _check_vocab(ids[p.id], vocab, f"{suite.path}{p.where if p.where.startswith(':') else ''} prompt {p.id!r}")
+        _check_vocab(ids[p.id], vocab, _prompt_where(suite, p))
     return ids
+
+
+def _prompt_where(suite: Suite, p: Any) -> str:
+    """suite.yaml:LINE: prompt 'id', or prompts.jsonl:LINE: prompt 'id' for a prompts_file prompt."""
+    where = f"{suite.path}{p.where}" if not p.where or p.where.startswith(":") else p.where
+    return f"{where}: prompt {p.id!r}"
 
 
 def _check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str) -> None:
@@ -263,8 +269,7 @@ def record(args: argparse.Namespace) -> int:
     vocab = model_vocab_size(suite.model)
     for p in suite.prompts:
         if p.token_ids is not None:
-            _check_vocab(p.token_ids, vocab, f"{suite.path}{p.where if p.where.startswith(':') else ''} "
-                                             f"prompt {p.id!r}")
+            _check_vocab(p.token_ids, vocab, _prompt_where(suite, p))
     sampling = {s.name: s.params for s in suite.sampling}
     stage = _Stage(out)
     try:

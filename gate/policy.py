@@ -206,7 +206,8 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
         worst_loc = (summary["diverged"] or [None])[0]
         worst = None
         passed = value >= bound
-        where = f"first at {_where(dict(worst_loc, token_id='?'))}" if worst_loc else "none diverged"
+        where = (f"first at config '{worst_loc['config']}' prompt '{worst_loc['prompt_id']}' sample "
+                 f"{worst_loc['sample']} position {worst_loc['position']}" if worst_loc else "none diverged")
         detail = f"{n_bad} of {n_total} sequences ({100 * n_bad / max(n_total, 1):.2f}%) diverged; {where}"
     else:
         n_total, n_bad = summary["tokens"], summary["mismatched"]

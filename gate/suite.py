@@ -58,6 +58,10 @@ class _LineLoader(yaml.SafeLoader):
         return s
 
 
+# Messages say "got list", never "got _List".
+_Mapping.__name__ = _Mapping.__qualname__ = "dict"
+_List.__name__ = _List.__qualname__ = "list"
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence)
 
@@ -187,6 +191,7 @@ def _parse_prompt(item: Any, where: str, problems: _Problems) -> Prompt | None:
     if isinstance(pid, bool) or not isinstance(pid, (str, int)) or str(pid) == "":
         problems.add(where, f"prompt 'id' must be a non-empty string, got {pid!r}")
         return None
+    pid = str(pid)  # `id: 7` is the prompt '7' everywhere, messages included
     has_text, has_ids = "text" in item, "token_ids" in item
     if has_text == has_ids:
         problems.add(where, f"prompt {pid!r} needs exactly one of 'text' or 'token_ids'")

@@ -238,7 +238,7 @@ class TraceReader:
         except ValueError as exc:
             if isinstance(exc, json.JSONDecodeError):
                 why = "truncated or malformed JSON" if raw.rstrip(b"\n") == raw or raw.strip() else "empty line"
-                msg = f"{why} ({exc.msg} at column {exc.colno})"
+                msg = f"{why} ({exc.msg}; column {exc.colno})"
             elif isinstance(exc, UnicodeDecodeError):
                 msg = f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at column {exc.start + 1})"
             else:

@@ -14,10 +14,11 @@ can see. We reproduce that loop:
    m.load_weights(...))`) and runs the plan again -> trace "updated". If
    asked it then calls `LLM.reset_prefix_cache()` and runs it a third time
    -> trace "updated+reset" (the ablation, from the same engine).
-2. `fresh` worker: a new engine started on B runs the same plan -> the
-   reference.
-3. Compare updated vs fresh (the verdict) and updated+reset vs fresh (the
-   diagnosis): stale cached state shows as drift that the reset removes.
+2. `fresh` worker: a new engine started on B scores the tokens of both
+   traces (prefill) -> the references (what policy B says of those tokens).
+3. Compare updated vs its reference (the verdict) and updated+reset vs its
+   reference (the diagnosis): stale cached state shows as drift in the
+   rollouts' sampler logprobs that the reset removes.
 
 Each worker is its own process (one engine per process, design.md section 7).
 The suite's `model:` is B; `--from` gives A."""
@@ -78,12 +79,45 @@ def _write(out: Path, kind: str, engine: Any, suite: Any, engine_args: dict, mod
             writer.write(rec)
 
 
+def _rescore(engine: Any, trace_dir: Path, out: Path, info: dict[str, Any]) -> None:
+    """Reference for a rollout trace: the fresh engine on B scores the same
+    tokens in the same contexts (prefill). Its logprobs go in both channels,
+    so `sampler` compares the rollout's decode logprobs against what policy B
+    says about those very tokens: the importance ratio an RL trainer sees.
+    (Decode vs prefill: ~1e-6 apart on CPU float32, design.md section 4;
+    on GPU use forced-decode scoring where the engine offers it.)"""
+    from gate.trace import Record, Scores, TraceWriter, read_trace
+
+    reader = read_trace(trace_dir)
+    records = list(reader.records())
+    sampling = reader.manifest.suite.get("sampling") or {}
+    manifest = reader.manifest
+    manifest = type(manifest)(**{**manifest.to_json(), "kind": "golden",
+                                 "engine_args": {"requested": dict(engine.engine_args), "resolved": engine.resolved()},
+                                 "extra": dict(manifest.extra, weight_update=info,
+                                               scoring_paths={"sampler": "prefill", "forced": "prefill"})})
+    with TraceWriter(out, manifest) as writer:
+        for config in sorted({r.config for r in records}):
+            batch = [r for r in records if r.config == config]
+            k = int((sampling.get(config) or {}).get("logprobs", 0) or 0)
+            scores = engine.score([(r.prompt_token_ids, r.completion_token_ids) for r in batch], k)
+            for r, sc in zip(batch, scores):
+                p = len(r.prompt_token_ids)
+                samp = Scores(path="prefill", logprobs=list(sc.logprobs[p:]), top_ids=list(sc.top_ids[p:]),
+                              top_logprobs=list(sc.top_logprobs[p:]))
+                writer.write(Record(config=r.config, prompt_id=r.prompt_id, sample=r.sample, seed=r.seed,
+                                    prompt_token_ids=r.prompt_token_ids, completion_token_ids=r.completion_token_ids,
+                                    sampler=samp, forced=sc, prompt_tokens=r.prompt_tokens,
+                                    completion_tokens=r.completion_tokens, finish_reason=r.finish_reason))
+
+
 def run_worker(mode: str, suite_path: Path, out: Path, weights_from: Path | None, reset: bool,
                overrides: list[str]) -> dict[str, Any]:
-    """One engine, in this process. mode "fresh": start on the suite's model
-    (B), run the plan. mode "update": start on `weights_from` (A), run the
-    plan, push B, run the plan (-> out/updated), optionally reset the prefix
-    cache and run again (-> out/reset)."""
+    """One engine, in this process. mode "update": start on `weights_from`
+    (A), run the plan, push B, run the plan (-> out/updated), optionally
+    reset the prefix cache and run again (-> out/reset). mode "fresh": start
+    on the suite's model (B) and score the tokens of each of those traces
+    (-> out/fresh-updated, out/fresh-reset)."""
     from gate import commands as c
     from gate.identity import model_vocab_size
     from gate.suite import load_suite
@@ -93,15 +127,15 @@ def run_worker(mode: str, suite_path: Path, out: Path, weights_from: Path | None
     sampling = {s.name: s.params for s in suite.sampling}
     start_on = suite.model if mode == "fresh" else Path(weights_from)  # type: ignore[arg-type]
     engine = c._start_engine(start_on, engine_args, suite.engine_lines)
-    prompts = c._tokenize_prompts(suite, engine, model_vocab_size(suite.model))
-    texts = {p.id: p.text for p in suite.prompts}
-    calls = c._plan(prompts, sampling, [s.name for s in suite.sampling])
     info: dict[str, Any] = {"mode": mode, "start_model": str(start_on)}
     if mode == "fresh":
-        state = c._run_plan(engine, calls, prompts, sampling, None)
-        _write(out / "fresh", "golden", engine, suite, engine_args, suite.model, prompts, texts, sampling, calls,
-               state, {"weight_update": info})
+        for name in ("updated", "reset"):
+            if (out / name).is_dir():
+                _rescore(engine, out / name, out / f"fresh-{name}", info)
         return info
+    prompts = c._tokenize_prompts(suite, engine, model_vocab_size(suite.model))
+    texts = {p.id: p.text for p in suite.prompts}
+    calls = [x for x in c._plan(prompts, sampling, [s.name for s in suite.sampling]) if x["kind"] == "free"]
     c._run_plan(engine, calls, prompts, sampling, None)  # rollouts on A: fills the caches
     t = time.monotonic()
     info["mechanism"] = update_weights_in_place(engine.llm, suite.model)
@@ -151,14 +185,14 @@ def weight_update_check(suite: Path, weights_from: Path, out: Path, overrides: l
     s = load_suite(suite)
     configs = {x.name for x in s.sampling}
     policy = parse_policy(s.policy, str(suite), DEFAULT_POLICY, configs) if s.policy is not None else DEFAULT_POLICY
-    ref = work / "fresh"
     gated = work / ("reset" if reset_in_run else "updated")
 
     def verdict_for(cand: Path, label: str) -> dict[str, Any]:
+        ref = work / f"fresh-{cand.name}"
         result = compare_traces(read_trace(ref), read_trace(cand), policy.tolerances())
         checks = evaluate(policy, result)
         return build_verdict(
-            mode="compare", reference=("fresh engine on B", str(ref), read_trace(ref).manifest),
+            mode="compare", reference=("fresh engine on B, same tokens", str(ref), read_trace(ref).manifest),
             candidate=(label, str(cand), read_trace(cand).manifest), result=result, checks=checks, policy=policy,
             prompts_new=[], prompts_unused=[], warnings=[],
             reproduce=f"parity-gate weight-update --suite {suite} --from {weights_from} --out {out}"
@@ -193,7 +227,8 @@ def diagnose_update(stale: dict[str, Any], reset: dict[str, Any], info: dict[str
 
     restores = reset["verdict"] == "pass"
     nums = "; ".join(f"{label} max abs diff {_fmt(_mx(stale, ch))} -> {_fmt(_mx(reset, ch))}"
-                     for ch, label in (("forced", "teacher-forced"), ("sampler", "sampler")))
+                     for ch, label in (("forced", "teacher-forced"), ("sampler", "sampler"))
+                     if _mx(stale, ch) is not None or _mx(reset, ch) is not None)
     fr = (stale["measures"]["overall"].get("free_run") or {})
     cause = ("stale prefix cache after the in-place weight update: KV blocks computed with the old weights (A) "
              "are reused by requests after the update to B")

@@ -63,7 +63,8 @@ class Ctx:
         if isinstance(text, bytes):
             path.write_bytes(text)
         else:
-            path.write_text(textwrap.dedent(text).format(m0=self.m0, m1=self.m1), encoding="utf-8")
+            text = textwrap.dedent(text).replace("{m0}", str(self.m0)).replace("{m1}", str(self.m1))
+            path.write_text(text, encoding="utf-8")
         return path
 
     def suite(self, text: str = VALID_SUITE, name: str = "suite.yaml") -> str:
@@ -158,9 +159,9 @@ def _(ctx):
     return ctx.record()
 
 
-@case("suite-malformed-yaml", "suite.yaml:2: malformed YAML")
+@case("suite-malformed-yaml", "suite.yaml:4: malformed YAML: mapping values are not allowed here")
 def _(ctx):
-    ctx.suite("model: m0\nprompts: [unclosed\n")
+    ctx.suite("model: m0\nengine:\n  dtype: float32\n   seed: 0\n")
     return ctx.record()
 
 
@@ -308,7 +309,7 @@ def _(ctx):
     return ctx.record()
 
 
-@case("sampling-unknown-key", "suite.yaml:13: sampling config 'greedy': unknown key 'temprature'")
+@case("sampling-unknown-key", "suite.yaml:14: sampling config 'greedy': unknown key 'temprature'")
 def _(ctx):
     _suite_with(ctx, "    logprobs: 2", "    logprobs: 2\n    temprature: 0.5")
     return ctx.record()
@@ -562,6 +563,7 @@ def test_errors__bad_input_exits_2_with_one_line_and_leaves_nothing(case_id, mod
     assert {m: tree(m) for m in models} == models_before
     if case_id == "engine-arg-unknown":
         assert elapsed < 15, f"took {elapsed:.1f}s: the engine must not start"
+        assert not (ctx.d / "new").exists(), "the staged --out's parent folders must go too"
 
 
 def test_errors__other_model_names_both_identities(models, tmp_path):
@@ -586,15 +588,20 @@ def test_errors__stale_sampling_gives_rerecord_command(models, tmp_path):
     assert "(hint: re-record: parity-gate record --suite suite.yaml --out golden --update)" in proc.stderr
 
 
-def test_errors__engine_arg_unknown_leaves_no_nested_out(models, tmp_path):
-    """`record` stages its output beside --out; refusing must remove the
-    parent folders it created too."""
+def test_errors__compare_damage_found_while_streaming_leaves_nothing(models, tmp_path):
+    """`compare` finds a damaged record only after it staged --out: the
+    staged folder and the parents it made must go."""
     ctx = Ctx(tmp_path, *models)
     ctx.suite()
-    proc = run_cli("record", "--suite", "suite.yaml", "--out", "deep/er/golden", "--engine-arg", "nonsense_arg=1",
-                   cwd=tmp_path)
+    ctx.golden("a")
+    path = ctx.golden("b")
+    ctx.damage(path, lambda lines: lines[:2] + [lines[2][:40]])
+    before = tree(tmp_path)
+    proc = run_cli("compare", "a", "b", "--out", "deep/er/result", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert not (tmp_path / "deep").exists()
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("parity-gate: bad input: b/traces.jsonl:3: truncated or malformed JSON"), line
+    assert tree(tmp_path) == before
 
 
 def test_errors__several_suite_problems_in_one_line(models, tmp_path):

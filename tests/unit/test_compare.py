@@ -90,7 +90,6 @@ def test_compare__known_shift_gives_hand_computed_measures():
 
 
 def test_compare__max_location_names_prompt_position_and_token():
-    ref, cand = _pair()
     ref = record(prompt_id="fox", config="hot", sample=1, prompt=PROMPT, completion=COMPLETION,
                  forced=_forced(A), sampler=A, completion_tokens=["a", "b", "c", "d"])
     cand = record(prompt_id="fox", config="hot", sample=1, prompt=PROMPT, completion=COMPLETION,
@@ -334,7 +333,7 @@ def test_compare__different_forced_tokens_warn_and_are_not_compared():
     ref = record(prompt=PROMPT, completion=COMPLETION)
     cand = record(prompt=PROMPT, completion=(4, 5, 6, 8))
     res = compare_records([ref], [cand])
-    assert res.overall["forced"] is None or res.overall["forced"]["tokens"] == 0
+    assert res.overall["forced"] is None
     assert any("different tokens" in w for w in res.warnings)
 
 

@@ -181,6 +181,15 @@ def test_trace__not_a_trace_file(tmp_path, content):
         TraceReader(tmp_path)
 
 
+def test_trace__non_utf8_record_line(tmp_path):
+    path = _valid(tmp_path)
+    raw = path.read_bytes().split(b"\n")
+    raw[2] = raw[2][:20] + b"\xff\xfe" + raw[2][20:]
+    path.write_bytes(b"\n".join(raw))
+    with pytest.raises(BadInput, match=rf"{TRACE_FILE}:3: not UTF-8 text"):
+        _read_all(path)
+
+
 def test_trace__empty_file(tmp_path):
     (tmp_path / TRACE_FILE).write_bytes(b"")
     with pytest.raises(BadInput, match="trace file is empty"):

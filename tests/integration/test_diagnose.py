@@ -1,0 +1,128 @@
+"""End to end on the tiny CPU model (marker `engine`): an injected cause is
+found and named by the diagnosis; the trainer-side reference scores the
+golden; the in-place weight update with a stale prefix cache is caught.
+
+Engine starts: golden 1, failing check 1, diagnosis ablation 1, weight
+update 2, determinism 1."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gate.tinymodel import build_tiny_model
+
+pytestmark = pytest.mark.engine
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gate(*args: str, module: str = "gate") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"a": build_tiny_model(root / "a", seed=0), "b": build_tiny_model(root / "b", seed=1)}
+
+
+@pytest.fixture(scope="session")
+def suite(models, tmp_path_factory) -> Path:
+    text = (ROOT / "examples" / "suite.yaml").read_text().replace("model: ../.cache/tiny-model",
+                                                                   f"model: {models['a']}")
+    path = tmp_path_factory.mktemp("suite") / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden(suite, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("golden") / "g"
+    r = _gate("record", "--suite", str(suite), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def diagnosed(suite, golden, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("result") / "r"
+    r = _gate("check", "--suite", str(suite), "--golden", str(golden), "--out", str(out),
+              "--engine-arg", "logprobs_mode=processed_logprobs")
+    assert r.returncode == 1, r.stderr[-2000:]
+    r = _gate("--suite", str(suite), "--golden", str(golden), "--result", str(out),
+              "--engine-arg", "logprobs_mode=processed_logprobs", "--budget", "240", module="gate.diagnose")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads((out / "verdict.json").read_text())
+
+
+def test_diagnose__logprobs_mode_change_is_named_and_restores_parity(diagnosed):
+    d = diagnosed["diagnosis"]
+    assert d["kind"] == "config"
+    assert d["summary"].startswith("likely cause: logprobs_mode raw_logprobs -> processed_logprobs")
+    (f,) = d["findings"]
+    assert f["restores_parity"] is True and f["setting"] == "logprobs_mode=raw_logprobs"
+    assert f["measures_after"]["sampler"]["max_abs_diff"] == 0.0
+    assert d["baseline"]["sampler"]["max_abs_diff"] > 0.1
+    assert "golden sampler logprobs were raw; under test they are processed" in d["semantics"]["summary"]
+
+
+def test_diagnose__reports_render_the_diagnosis(diagnosed, tmp_path):
+    from gate.report import render_result
+    from gate.verdict import write_verdict
+
+    write_verdict(tmp_path, diagnosed)
+    render_result(tmp_path)
+    assert "likely cause: logprobs_mode" in (tmp_path / "comment.md").read_text()
+
+
+def test_hf_reference__float32_trainer_matches_vllm_cpu_to_float32_noise(golden, models, tmp_path):
+    from gate.hf_engine import score_rollouts
+    from gate.rl_metrics import measure
+    from gate.trace import read_trace
+
+    n = score_rollouts(golden, models["a"], tmp_path / "trainer")
+    assert n == 12
+    rl = measure(read_trace(golden), read_trace(tmp_path / "trainer"))
+    assert rl["tokens"] == 192 and rl["paths"] == {"reference": "decode", "candidate": "hf"}
+    # different kernels (vLLM CPU attention, fused norms, compiled graph) vs eager
+    # transformers: float32 rounding only, nowhere near a config regression
+    assert 0 < rl["max_abs_log_ratio"] < 1e-4
+    assert rl["k3_kl"] < 1e-9 and rl["tis_truncated_fraction"] == 0 and rl["clip_fraction"] == 0
+    r = _gate("compare", str(golden), str(tmp_path / "trainer"), "--out", str(tmp_path / "cmp"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_weight_update__stale_prefix_cache_is_detected_and_named(models, tmp_path):
+    suite = tmp_path / "wu.yaml"
+    suite.write_text(f"""name: weight-update
+model: {models['b']}
+engine: {{dtype: float32, seed: 0, max_model_len: 512, enable_prefix_caching: true, block_size: 32}}
+prompts:
+  - id: sys1
+    text: "Reinforcement learning samples rollouts and trains on the logprobs the engine returns. When the engine is bumped"
+  - id: sys2
+    text: "Teacher forcing scores the same tokens in the same contexts, so versions can be compared. Once a free run"
+sampling:
+  - {{name: greedy, temperature: 0.0, max_tokens: 8, logprobs: 5}}
+""")
+    from gate.weight_update import weight_update_check
+
+    v = weight_update_check(suite, models["a"], tmp_path / "r")
+    assert v["verdict"] == "fail"
+    d = v["diagnosis"]
+    assert d["kind"] == "stale_state" and d["findings"][0]["restores_parity"] is True
+    assert "stale prefix cache" in d["summary"]
+    assert v["measures"]["overall"]["sampler"]["max_abs_diff"] > 1e-3
+    assert v["weight_update"]["mechanism"].startswith("collective_rpc")
+
+
+def test_determinism__cpu_float32_reruns_are_bitwise_equal(suite, tmp_path):
+    r = _gate("--suite", str(suite), "--out", str(tmp_path / "det.json"), module="gate.determinism")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "det.json").read_text())
+    for cfg in rep["configs"].values():
+        assert cfg["rerun"]["forced"]["bitwise_equal"] is True
+        assert cfg["batch_invariant"] is False

@@ -1,0 +1,40 @@
+"""The README's promises are checked, not just written."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _table(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_readme__first_lines_are_the_two_setup_commands():
+    first = [ln.strip() for ln in (ROOT / "README.md").read_text().splitlines()[:2]]
+    assert first[0].startswith("make demo")
+    assert first[1].startswith("make test")
+
+
+def test_readme__errors_section_equals_the_catalogue_in_docs():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("<!-- errors-table: begin"):readme.index("<!-- errors-table: end -->")]
+    assert _table(block) == _table((ROOT / "docs" / "errors.md").read_text())
+    assert len(_table(block)) >= 25 + 2  # header + separator + at least 25 kinds
+
+
+def test_readme__makefile_has_the_targets_the_readme_names():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test", "test-fast", "bench"):
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme__documented_policy_defaults_match_the_code():
+    from gate.policy import CHECKS, Rules
+
+    readme = (ROOT / "README.md").read_text()
+    for spec in CHECKS:
+        assert f"`{spec.id}`" in readme, spec.id
+    assert Rules().atol == 1e-4 and "atol 1e-4" in readme
