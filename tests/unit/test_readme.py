@@ -38,3 +38,15 @@ def test_readme__documented_policy_defaults_match_the_code():
     for spec in CHECKS:
         assert f"`{spec.id}`" in readme, spec.id
     assert Rules().atol == 1e-4 and "atol 1e-4" in readme
+
+
+def test_readme__every_doc_the_code_and_docs_point_to_exists():
+    pattern = re.compile(r"docs/([a-z-]+\.md)")
+    named = set()
+    for folder in ("gate", "templates", "examples", "docs"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".j2", ".yaml", ".yml", ".md"):
+                named |= set(pattern.findall(path.read_text(encoding="utf-8", errors="replace")))
+    named |= set(pattern.findall((ROOT / "README.md").read_text()))
+    missing = sorted(n for n in named if not (ROOT / "docs" / n).is_file())
+    assert not missing, missing
