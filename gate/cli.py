@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("gate.publish", "post a result to GitHub: sticky comment, commit status, outputs"),
     "action": ("gate.action", "container entrypoint: check, then publish, from the action's inputs"),
     "calibrate": ("gate.calibrate", "measure the noise floor and write suggested thresholds"),
+    "diagnose": ("gate.diagnose", "rerun ablations on a failing result and name the likely cause"),
+    "determinism": ("gate.determinism", "same requests twice, alone vs in a batch: bitwise equal?"),
+    "weight-update": ("gate.weight_update", "update weights in place and compare with a fresh engine"),
+    "hf-score": ("gate.hf_engine", "score rollouts with transformers in float32 (trainer-side reference)"),
     "tiny-model": ("gate.tinymodel", "build the small random-weight test/demo model"),
 }
 

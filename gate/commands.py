@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "compare":
         parser.add_argument("reference", type=Path, help="reference trace folder or file (A)")
         parser.add_argument("candidate", type=Path, help="trace folder or file under test (B)")
+    if name == "check":
+        parser.add_argument("--engine", choices=("vllm", "hf"), default="vllm",
+                            help="engine under test; 'hf' scores the golden with transformers in float32 "
+                                 "(trainer-side reference, teacher-forced only)")
+        parser.add_argument("--diagnose", action="store_true",
+                            help="on failure, rerun ablations to name the likely cause (docs/diagnosis.md)")
+        parser.add_argument("--diagnose-budget", type=float, default=300.0, metavar="SECONDS",
+                            help="time budget for --diagnose (default 300)")
     if name in ("check", "compare"):
         parser.add_argument("--out", required=True, type=Path, help="result folder to write")
         parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -179,10 +187,15 @@ def _arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
     return dict(suite.engine_lines, **{k: f"--engine-arg {k}" for k in overrides})
 
 
-def _start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str]):
-    from gate.engine import Engine  # the only import of vllm, deferred
+def _start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str], kind: str = "vllm"):
+    if kind == "hf":
+        from gate.hf_engine import HFEngine
 
-    engine = Engine(model, engine_args)
+        engine = HFEngine(model, dtype="float32")
+    else:
+        from gate.engine import Engine  # the only import of vllm, deferred
+
+        engine = Engine(model, engine_args)
     t = time.monotonic()
     engine.start(lines)
     log.info("engine started in %.1fs", time.monotonic() - t)
@@ -412,7 +425,9 @@ def check(args: argparse.Namespace) -> int:
     stage = _Stage(args.out)
     stage_name = "engine start"
     try:
-        engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
+        engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides), args.engine)
+        if args.engine == "hf":  # teacher-forced only: it cannot sample
+            calls = [c for c in calls if c["kind"] == "score"]
         stage_name = "replay"
         state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
         manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
@@ -434,17 +449,24 @@ def check(args: argparse.Namespace) -> int:
                                 include=workload.include)
         checks = evaluate(policy, result)
         repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
-                     *_engine_flags(args.engine_arg),
+                     *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                      *(["--policy", args.policy] if args.policy else []))
         verdict = build_verdict(
             mode="check", reference=("golden", _rel(args.golden), golden),
             candidate=("run", _rel(args.out), manifest), result=result, checks=checks, policy=policy,
             prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
             files={"traces": "traces.jsonl", "verdict": "verdict.json"})
-        return _finish(stage, verdict, args.out)
+        code = _finish(stage, verdict, args.out)
     except BaseException:
         stage.discard()
         raise
+    if args.diagnose and verdict["verdict"] == "fail":
+        from gate.diagnose import diagnose_result_dir
+
+        diagnosis = diagnose_result_dir(args.suite, args.golden, args.out, args.engine_arg, args.diagnose_budget,
+                                        args.policy)
+        print(f"  diagnosis: {diagnosis['summary']}")
+    return code
 
 
 # ---------------------------------------------------------------- compare
@@ -478,6 +500,9 @@ def compare(args: argparse.Namespace) -> int:
             candidate=("B", _rel(args.candidate), cand.manifest), result=result, checks=checks, policy=policy,
             prompts_new=[], prompts_unused=[], warnings=warnings, reproduce=repro,
             files={"verdict": "verdict.json"})
+        from gate.rl_metrics import measure as rl_measure
+
+        verdict["rl"] = rl_measure(read_trace(args.reference), read_trace(args.candidate))
         return _finish(stage, verdict, args.out)
     except BaseException:
         stage.discard()

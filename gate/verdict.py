@@ -24,6 +24,16 @@ _ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "cuda_version", "de
 _HARDWARE = ("device_name", "driver_version", "tensor_parallel_size", "pipeline_parallel_size")
 
 
+def _row(key: str, group: str, ref: dict[str, Any], cand: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """A key one side does not record at all (a trainer or transformers run has
+    no scheduler) is listed but not counted as a change."""
+    name = name or key
+    both = key in ref and key in cand
+    return {"key": name, "group": group, "reference": ref.get(key), "candidate": cand.get(key),
+            "differs": both and ref.get(key) != cand.get(key),
+            **({} if both else {"recorded_by": "reference" if key in ref else "candidate"})}
+
+
 def environment_diff(ref: Manifest, cand: Manifest) -> list[dict[str, Any]]:
     """Every environment and resolved engine key, marked where it moved.
     Config differences are always listed, even when nothing drifted."""
@@ -31,17 +41,16 @@ def environment_diff(ref: Manifest, cand: Manifest) -> list[dict[str, Any]]:
     re_, ce = ref.environment or {}, cand.environment or {}
     for key in _ENV_KEYS:
         if key in re_ or key in ce:
-            rows.append({"key": key, "group": "environment", "reference": re_.get(key), "candidate": ce.get(key),
-                         "differs": re_.get(key) != ce.get(key)})
-    renv, cenv = re_.get("env") or {}, ce.get("env") or {}
-    for key in sorted(set(renv) | set(cenv)):
-        rows.append({"key": f"env.{key}", "group": "environment", "reference": renv.get(key),
-                     "candidate": cenv.get(key), "differs": renv.get(key) != cenv.get(key)})
+            rows.append(_row(key, "environment", re_, ce))
+    renv, cenv = re_.get("env"), ce.get("env")
+    if renv is not None and cenv is not None:  # both sides recorded their variables: absence is a change
+        for key in sorted(set(renv) | set(cenv)):
+            rows.append({"key": f"env.{key}", "group": "environment", "reference": renv.get(key),
+                         "candidate": cenv.get(key), "differs": renv.get(key) != cenv.get(key)})
     rr = (ref.engine_args or {}).get("resolved") or {}
     cr = (cand.engine_args or {}).get("resolved") or {}
     for key in sorted(set(rr) | set(cr)):
-        rows.append({"key": key, "group": "engine", "reference": rr.get(key), "candidate": cr.get(key),
-                     "differs": rr.get(key) != cr.get(key)})
+        rows.append(_row(key, "engine", rr, cr))
     rq = (ref.engine_args or {}).get("requested") or {}
     cq = (cand.engine_args or {}).get("requested") or {}
     for key in sorted(set(rq) | set(cq)):

@@ -75,7 +75,8 @@ def test_diagnose__reports_render_the_diagnosis(diagnosed, tmp_path):
 
     write_verdict(tmp_path, diagnosed)
     render_result(tmp_path)
-    assert "likely cause: logprobs_mode" in (tmp_path / "comment.md").read_text()
+    assert "### 🩺 Diagnosis" in (tmp_path / "comment.md").read_text()
+    assert "likely cause: logprobs_mode raw_logprobs" in (tmp_path / "report.html").read_text()
 
 
 def test_hf_reference__float32_trainer_matches_vllm_cpu_to_float32_noise(golden, models, tmp_path):
