@@ -165,6 +165,18 @@ def _attention_backend(llm: Any) -> str | None:
         return None
 
 
+def _positions(ids: Sequence[int], positions: Sequence[dict], k: int) -> tuple[list, list, list]:
+    """Per position: the logprob of the actual token, and the top-k by rank."""
+    lps, top_ids, top_lps = [], [], []
+    for tid, pos in zip(ids, positions):
+        lps.append(float(pos[tid].logprob))
+        ranked = sorted((lp.rank, t, float(lp.logprob)) for t, lp in pos.items()
+                        if lp.rank is not None and lp.rank <= k)
+        top_ids.append([t for _, t, _ in ranked])
+        top_lps.append([v for _, _, v in ranked])
+    return lps, top_ids, top_lps
+
+
 class Engine:
     """One vLLM engine for one engine config."""
 
@@ -262,13 +274,7 @@ class Engine:
             c = out.outputs[0]
             k = int(r.params.get("logprobs", 0))
             ids = list(c.token_ids)
-            lps, top_ids, top_lps = [], [], []
-            for tid, pos in zip(ids, c.logprobs or []):
-                lps.append(float(pos[tid].logprob))
-                ranked = sorted((lp.rank, t, float(lp.logprob)) for t, lp in pos.items()
-                                if lp.rank is not None and lp.rank <= k)
-                top_ids.append([t for _, t, _ in ranked])
-                top_lps.append([v for _, _, v in ranked])
+            lps, top_ids, top_lps = _positions(ids, c.logprobs or [], k)
             if len(lps) != len(ids):
                 raise InfraError(f"vLLM returned {len(lps)} logprobs for {len(ids)} tokens of request {r.key}",
                                  "this vLLM build does not return per-token logprobs; report it")
@@ -288,15 +294,9 @@ class Engine:
         result = []
         for (p, c), out in zip(sequences, outs):
             ids = list(p) + list(c)
-            lps: list[float | None] = [None]
-            top_ids: list[list[int] | None] = [None]
-            top_lps: list[list[float] | None] = [None]
-            for tid, pos in zip(ids[1:], (out.prompt_logprobs or [])[1:]):
-                lps.append(float(pos[tid].logprob))
-                ranked = sorted((lp.rank, t, float(lp.logprob)) for t, lp in pos.items()
-                                if lp.rank is not None and lp.rank <= k)
-                top_ids.append([t for _, t, _ in ranked])
-                top_lps.append([v for _, _, v in ranked])
+            # position 0 has no logprob: nothing precedes it
+            lps, top_ids, top_lps = _positions(ids[1:], (out.prompt_logprobs or [])[1:], k)
+            lps, top_ids, top_lps = [None, *lps], [None, *top_ids], [None, *top_lps]
             if len(lps) != len(ids):
                 raise InfraError(f"vLLM returned {len(lps)} prompt logprobs for {len(ids)} tokens",
                                  "this vLLM build does not support prompt_logprobs; report it")
