@@ -177,6 +177,25 @@ class _Channel:
         # ids within a row are distinct, so matches per row = size of the intersection
         self.topk_overlap_sum += float((A[:, :, None] == B[:, None, :]).any(axis=2).sum()) / A.shape[1]
 
+    def merge(self, other: "_Channel") -> None:
+        """Fold another channel in (overall = the sum of the per-config channels,
+        so each token's numbers are computed once)."""
+        for name in ("n", "mismatched", "bitwise", "sum_abs", "sum_exp_abs", "sum_k1", "sum_k2", "sum_k3",
+                     "sum_rho2", "clipped", "seq_n", "seq_ppl_sum", "top_n", "top1_agree", "topk_overlap_sum",
+                     "prompt_n", "zero"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.max_abs > self.max_abs:
+            self.max_abs, self.max_loc = other.max_abs, other.max_loc
+        self.prob_diff_max = max(self.prob_diff_max, other.prob_diff_max)
+        self.seq_ppl_max = max(self.seq_ppl_max, other.seq_ppl_max)
+        self.prompt_max_abs = max(self.prompt_max_abs, other.prompt_max_abs)
+        self.paths |= other.paths
+        self.hist += other.hist
+        nb = max(self.pos_count.size, other.pos_count.size)
+        for name in ("pos_count", "pos_sum", "pos_max"):
+            mine, theirs = (np.pad(getattr(x, name), (0, nb - getattr(x, name).size)) for x in (self, other))
+            setattr(self, name, np.maximum(mine, theirs) if name == "pos_max" else mine + theirs)
+
     def percentile(self, q: float) -> float | None:
         if self.n == 0:
             return None
@@ -241,6 +260,14 @@ class _FreeRun:
     first_min: int | None = None
     diverged: list[dict[str, Any]] = field(default_factory=list)
 
+    def merge(self, other: "_FreeRun") -> None:
+        self.sequences += other.sequences
+        self.exact += other.exact
+        self.near_ties += other.near_ties
+        if other.first_min is not None:
+            self.first_min = other.first_min if self.first_min is None else min(self.first_min, other.first_min)
+        self.diverged.extend(other.diverged[:max(0, DIVERGENCES_KEPT - len(self.diverged))])
+
     def summary(self) -> dict[str, Any] | None:
         if not self.sequences:
             return None
@@ -262,6 +289,11 @@ class _Group:
     def __post_init__(self) -> None:
         self.forced = _Channel(self.tol)
         self.sampler = _Channel(self.tol)
+
+    def merge(self, other: "_Group") -> None:
+        self.forced.merge(other.forced)
+        self.sampler.merge(other.sampler)
+        self.free_run.merge(other.free_run)
 
     def summary(self) -> dict[str, Any]:
         return {"forced": self.forced.summary(), "sampler": self.sampler.summary(),
@@ -322,7 +354,7 @@ class _Comparator:
 
     def _track_worst(self, channel: str, absd: np.ndarray, a: np.ndarray, b: np.ndarray,
                      positions: np.ndarray, ids: np.ndarray, rec: Record, offset: int) -> None:
-        if absd.size == 0:
+        if absd.size == 0 or (len(self.worst) == WORST_TOKENS and absd.max() <= self.worst[0][0]):
             return
         k = min(WORST_TOKENS, absd.size)
         cand = np.argpartition(-absd, k - 1)[:k] if absd.size > k else np.arange(absd.size)
@@ -345,7 +377,7 @@ class _Comparator:
                 heapq.heapreplace(self.worst, item)
 
     def add(self, ref: Record, cand: Record) -> None:
-        groups = (self.overall, self.group(ref.config))
+        groups = (self.group(ref.config),)  # overall is merged from the configs at the end
         loc = {"config": ref.config, "prompt_id": ref.prompt_id, "sample": ref.sample}
         row: dict[str, Any] = dict(loc, forced_max_abs_diff=None, sampler_max_abs_diff=None,
                                    free_run_match=None, first_divergence=None)
@@ -437,6 +469,8 @@ class _Comparator:
             heapq.heapreplace(self.per_prompt, item)
 
     def result(self, only_ref: list, only_cand: list, records: int) -> ComparisonResult:
+        for name in sorted(self.groups):
+            self.overall.merge(self.groups[name])
         rows = [r for _, _, r in sorted(self.per_prompt, key=lambda t: (t[2]["config"], t[2]["prompt_id"],
                                                                         t[2]["sample"]))]
         return ComparisonResult(
