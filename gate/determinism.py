@@ -133,18 +133,3 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     print(f"  written to {args.out}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m gate.determinism` until the CLI lists it
-    import sys
-
-    from gate.errors import GateError
-
-    p = argparse.ArgumentParser(prog="parity-gate determinism", description=__doc__.splitlines()[0])
-    add_arguments(p, "determinism")
-    logging.basicConfig(level=logging.INFO, format="parity-gate: %(message)s")
-    try:
-        sys.exit(run(p.parse_args()))
-    except GateError as exc:
-        sys.stderr.write(f"parity-gate: {exc.kind}: {exc.line()}\n")
-        sys.exit(exc.exit_code)

@@ -434,22 +434,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {'RESTORES' if f['restores_parity'] else 'no      '} {f['cause']}: {f['detail']}")
     print(f"  written into {Path(args.result) / 'verdict.json'}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m gate.diagnose ...` until the CLI lists `diagnose`."""
-    from gate.errors import GateError
-
-    parser = argparse.ArgumentParser(prog="parity-gate diagnose", description=__doc__.splitlines()[0])
-    add_arguments(parser, "diagnose")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="parity-gate: %(message)s", stream=sys.stderr)
-    try:
-        return run(args)
-    except GateError as exc:
-        sys.stderr.write(f"parity-gate: {exc.kind}: {exc.line()}\n")
-        return exc.exit_code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

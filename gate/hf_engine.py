@@ -180,10 +180,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"scored {n} rollout records with transformers ({args.dtype} weights, float32 logits) into {args.out}")
     print(f"  next: parity-gate compare {args.rollouts} {args.out} --out RESULT_DIR")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    p = argparse.ArgumentParser(prog="parity-gate hf-score")
-    add_arguments(p, "hf-score")
-    logging.basicConfig(level=logging.INFO, format="parity-gate: %(message)s")
-    sys.exit(run(p.parse_args()))

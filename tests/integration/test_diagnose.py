@@ -50,11 +50,9 @@ def golden(suite, tmp_path_factory) -> Path:
 def diagnosed(suite, golden, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("result") / "r"
     r = _gate("check", "--suite", str(suite), "--golden", str(golden), "--out", str(out),
-              "--engine-arg", "logprobs_mode=processed_logprobs")
-    assert r.returncode == 1, r.stderr[-2000:]
-    r = _gate("--suite", str(suite), "--golden", str(golden), "--result", str(out),
-              "--engine-arg", "logprobs_mode=processed_logprobs", "--budget", "240", module="gate.diagnose")
-    assert r.returncode == 0, r.stderr[-2000:]
+              "--engine-arg", "logprobs_mode=processed_logprobs", "--diagnose", "--diagnose-budget", "240")
+    assert r.returncode == 1, r.stderr[-2000:]  # the verdict's code stands; diagnosis only explains it
+    assert "  diagnosis: likely cause: logprobs_mode" in r.stdout
     return json.loads((out / "verdict.json").read_text())
 
 
@@ -121,7 +119,7 @@ sampling:
 
 
 def test_determinism__cpu_float32_reruns_are_bitwise_equal(suite, tmp_path):
-    r = _gate("--suite", str(suite), "--out", str(tmp_path / "det.json"), module="gate.determinism")
+    r = _gate("determinism", "--suite", str(suite), "--out", str(tmp_path / "det.json"))
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "det.json").read_text())
     for cfg in rep["configs"].values():
