@@ -18,7 +18,7 @@ import requests
 
 from gate.errors import InfraError
 
-__all__ = ["GitHubAPI", "RetryPolicy", "ApiError", "PermissionDenied"]
+__all__ = ["GitHubAPI", "RetryPolicy", "ApiError", "PermissionDenied", "MaybeApplied"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ class ApiError(InfraError):
 
 class PermissionDenied(ApiError):
     """401/403 that is not a rate limit: the token may not do this (fork PR, PAT without scope)."""
+
+
+class MaybeApplied(ApiError):
+    """A non-replayable call failed in a way that GitHub may still have acted on."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,10 @@ class GitHubAPI:
         return headers
 
     def request(self, method: str, path: str, *, json: Any = None,
-                params: dict[str, Any] | None = None) -> requests.Response:
+                params: dict[str, Any] | None = None, replay_safe: bool = True) -> requests.Response:
+        """`replay_safe=False` for a call that must not run twice (creating a
+        comment): a 5xx or a lost connection may have come after GitHub acted,
+        so it is raised as `MaybeApplied` instead of retried blindly."""
         url = self._url(path)
         shown = urlsplit(url).path
         policy = self._retry
@@ -119,6 +126,8 @@ class GitHubAPI:
                 resp = self._session.request(method, url, json=json, params=params,
                                              headers=self._headers(url), timeout=policy.timeout_s)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                if not replay_safe:
+                    raise MaybeApplied(f"GitHub {method} {shown}: {type(exc).__name__}") from None
                 if last:
                     raise ApiError(f"GitHub {method} {shown}: {type(exc).__name__} after {policy.attempts} tries") from None
                 wait = min(policy.backoff_max_s, policy.backoff_s * 2 ** n)
@@ -139,6 +148,8 @@ class GitHubAPI:
                 continue
             if status in (401, 403):
                 raise PermissionDenied(f"GitHub {method} {shown}: HTTP {status}: {_message(resp)}", status)
+            if status >= 500 and not replay_safe:
+                raise MaybeApplied(f"GitHub {method} {shown}: HTTP {status}", status)
             if status >= 500 and not last:
                 wait = min(policy.backoff_max_s, policy.backoff_s * 2 ** n)
                 log.info("GitHub %s %s: HTTP %d, retry in %.0f s", method, shown, status, wait)
@@ -165,7 +176,8 @@ class GitHubAPI:
         return self.paginate(f"repos/{repo}/issues/{number}/comments")
 
     def create_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        return self.request("POST", f"repos/{repo}/issues/{number}/comments", json={"body": body}).json()
+        return self.request("POST", f"repos/{repo}/issues/{number}/comments", json={"body": body},
+                            replay_safe=False).json()
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
         return self.request("PATCH", f"repos/{repo}/issues/comments/{comment_id}", json={"body": body}).json()

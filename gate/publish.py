@@ -23,7 +23,7 @@ import requests
 
 from gate import report
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, GateError, InfraError
-from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
+from gate.github_api import ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
 from gate.github_context import GitHubContext, ResultOrigin, context_from_env
 from gate.workflow_commands import annotation, append_step_summary, emit_annotations, write_outputs
 
@@ -283,7 +283,17 @@ class Publisher:
             # still updated above, so a stale FAIL never stays up.
             if mode == "on-fail" and outcome.passed:
                 return "none"
-            self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
+            try:
+                self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
+            except MaybeApplied:
+                # The POST may have landed before the error: look again, so a
+                # retry never leaves two sticky comments.
+                existing = self._find_comment(marker)
+                if existing is not None:
+                    if existing.get("body") != body:
+                        self.api.update_comment(self.ctx.repository, existing["id"], body)
+                    return "created"
+                self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
             return "created"
 
         done = self._call("write the pull request comment", upsert)

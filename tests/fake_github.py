@@ -45,6 +45,7 @@ class Fault:
     body: Any = field(default_factory=lambda: {"message": "Server Error"})
     delay_s: float = 0.0
     times: int = 1            # how many matching requests it answers; -1: forever
+    after: bool = False       # act on the request first, then answer with the fault (a lost response)
 
 
 class FakeGitHub:
@@ -117,10 +118,11 @@ class FakeGitHub:
         self.pulls[(repo, number)] = {"number": number, "head": {"sha": head_sha}}
 
     def fail(self, method: str, path_regex: str, status: int = 502, *, times: int = 1,
-             headers: dict[str, str] | None = None, body: Any = None, delay_s: float = 0.0) -> None:
+             headers: dict[str, str] | None = None, body: Any = None, delay_s: float = 0.0,
+             after: bool = False) -> None:
         self._faults.append(Fault(method.upper(), re.compile(path_regex), status, headers or {},
                                   body if body is not None else {"message": f"injected {status}"},
-                                  delay_s, times))
+                                  delay_s, times, after))
 
     def requests_to(self, method: str, path_regex: str) -> list[Recorded]:
         rx = re.compile(path_regex)
@@ -139,11 +141,18 @@ class FakeGitHub:
     def handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
                body: Any) -> tuple[int, dict[str, str], Any]:
         fault = self._take_fault(method, path)
+        if fault is not None and fault.after:
+            self._handle(method, path, query, headers, body)
+            return fault.status, dict(fault.headers), fault.body
         if fault is not None:
             if fault.delay_s:
                 time.sleep(fault.delay_s)
             if fault.status:  # status 0: a slow answer, otherwise normal
                 return fault.status, dict(fault.headers), fault.body
+        return self._handle(method, path, query, headers, body)
+
+    def _handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+                body: Any) -> tuple[int, dict[str, str], Any]:
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
                 return 404, {}, {"message": "Not Found (no API prefix)"}

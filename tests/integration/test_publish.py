@@ -169,6 +169,22 @@ def test_publish__502_twice_then_success(gh, session, result, tmp_path):
     assert "::warning" not in out.replace("::warning title=parity-gate::golden and run used different", "")
 
 
+def test_publish__comment_created_but_response_lost_is_not_duplicated(gh, session, result, tmp_path):
+    # GitHub stores the comment, then the 502 reaches us: a blind retry would post it twice
+    gh.fail("POST", "/issues/7/comments", 502, after=True)
+    code, _ = _publish([str(result)], _env(gh, tmp_path), session, Sleeps())
+    assert code == 1
+    assert len(gh.comments[("octo/gate", 7)]) == 1
+    assert len(gh.requests_to("POST", "/issues/7/comments")) == 1
+
+
+def test_publish__comment_create_502_before_acting_is_created_once(gh, session, result, tmp_path):
+    gh.fail("POST", "/issues/7/comments", 502)
+    code, _ = _publish([str(result)], _env(gh, tmp_path), session, Sleeps())
+    assert code == 1 and len(gh.comments[("octo/gate", 7)]) == 1
+    assert len(gh.requests_to("POST", "/issues/7/comments")) == 2
+
+
 def test_publish__429_with_retry_after(gh, session, result, tmp_path):
     gh.fail("GET", "/comments", 429, headers={"Retry-After": "5"})
     sleeps = Sleeps()
