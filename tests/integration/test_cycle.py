@@ -115,3 +115,24 @@ def test_check__real_verdict_validates_against_the_documented_schema(cycle):
     schema = json.loads(resources.files("gate.schemas").joinpath("verdict.schema.json").read_text())
     for name in ("unchanged", "processed", "bf16"):
         jsonschema.validate(_verdict(cycle[name]), schema)
+
+
+def test_examples__trainer_dump_then_compare_reports_rl_measures(cycle, models, tmp_path):
+    """examples/trainer_dump.py as docs/trace-format.md tells a user to run it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    rollouts = cycle["unchanged"].out  # a vLLM run of the suite: sampler logprobs of its own tokens
+    p = subprocess.run([sys.executable, str(root / "examples" / "trainer_dump.py"), "--rollouts", str(rollouts),
+                        "--model", str(models[0]), "--out", str(tmp_path / "trainer")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    run = gate("compare", rollouts, tmp_path / "trainer", "--out", tmp_path / "rl")
+    assert run.rc == 0, run.stdout + run.stderr[-2000:]  # float32 trainer vs vLLM CPU: ~1e-5, inside 1e-4
+    v = json.loads((tmp_path / "rl" / "verdict.json").read_text())
+    rl = v["rl"]
+    assert rl is not None and rl["tokens"] > 0
+    assert 0 <= rl["k3_kl"] < 1e-8 and rl["clip_fraction"] == 0.0 and rl["tis_truncated_fraction"] == 0.0
+    assert v["measures"]["overall"]["sampler"]["path_candidate"] == "trainer"
