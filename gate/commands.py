@@ -75,7 +75,14 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- helpers
 def _engine_overrides(items: list[str]) -> dict[str, Any]:
-    return dict(parse_engine_arg(i) for i in items)
+    overrides = dict(parse_engine_arg(i) for i in items)
+    # The suite comes from the base branch; command-line args may come from a
+    # PR's own workflow file. Running a model's own Python code is the base
+    # branch's decision alone.
+    if overrides.get("trust_remote_code"):
+        raise BadInput("--engine-arg trust_remote_code: cannot be enabled from the command line",
+                       "set 'trust_remote_code: true' under 'engine:' in the suite (taken from the base branch)")
+    return overrides
 
 
 def _check_out(out: Path, force: bool, what: str = "--out") -> None:

@@ -382,6 +382,12 @@ def _(ctx):
     return ctx.record("--engine-arg", "logprob_mode=processed_logprobs")
 
 
+@case("engine-arg-trust-remote-code", "--engine-arg trust_remote_code: cannot be enabled from the command line")
+def _(ctx):
+    ctx.suite()
+    return ctx.record("--engine-arg", "trust_remote_code=true")
+
+
 # ------------------------------------------------------------------ --out
 @case("out-not-empty", "--out result exists and is not empty")
 def _(ctx):
