@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
 
 from gate import publish
 from gate.errors import BadInput, InfraError
@@ -20,18 +19,6 @@ from tests.fake_github import FakeGitHub
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TOKEN = "ghs_publish-token-XYZ987"
 HEAD, MERGE = "a" * 40, "c" * 40
-
-
-@pytest.fixture
-def gh():
-    with FakeGitHub(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def session():
-    with requests.Session() as s:
-        yield s
 
 
 @pytest.fixture

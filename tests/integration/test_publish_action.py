@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from gate import cli
 from gate.action import ActionSettings, run_action
@@ -21,18 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 TOKEN = "ghs_action-token-LEAKCHECK-5f3a9c"
 HEAD = "a" * 40
-
-
-@pytest.fixture
-def gh():
-    with FakeGitHub(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def session():
-    with requests.Session() as s:
-        yield s
 
 
 def _env(gh: FakeGitHub, tmp_path: Path, **inputs: str) -> dict[str, str]:

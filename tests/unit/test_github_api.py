@@ -3,25 +3,12 @@ from __future__ import annotations
 import socket
 
 import pytest
-import requests
 
 from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
 from tests.fake_github import FakeGitHub
 
 TOKEN = "ghs_unit-token-0123456789"
 SHA = "a" * 40
-
-
-@pytest.fixture
-def gh():
-    with FakeGitHub(token=TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def session():
-    with requests.Session() as s:
-        yield s
 
 
 class Sleeps(list):
