@@ -155,9 +155,7 @@ def score_rollouts(rollouts: Path, model: Path, out: Path, dtype: str = "float32
             t = float(params.get("temperature") or 1.0) if apply_temperature else 1.0
             k = int(params.get("logprobs", 0) or 0)
             (s,) = eng.score([(rec.prompt_token_ids, rec.completion_token_ids)], k, temperature=t)
-            p = len(rec.prompt_token_ids)
-            sampler = Scores(path="hf", logprobs=list(s.logprobs[p:]), top_ids=list(s.top_ids[p:]),
-                             top_logprobs=list(s.top_logprobs[p:]))
+            sampler = s.completion(len(rec.prompt_token_ids))
             writer.write(Record(config=rec.config, prompt_id=rec.prompt_id, sample=rec.sample, seed=rec.seed,
                                 prompt_token_ids=rec.prompt_token_ids, completion_token_ids=rec.completion_token_ids,
                                 sampler=sampler, forced=s, prompt_tokens=rec.prompt_tokens,

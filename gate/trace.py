@@ -43,6 +43,13 @@ class Scores:
     # forced only: the completion ids that were scored (the golden's, in `check`)
     completion_token_ids: Sequence[int] | None = None
 
+    def completion(self, prompt_len: int, path: str | None = None) -> "Scores":
+        """The completion positions of teacher-forced scores, aligned like a
+        sampler channel (to compare a scoring path against rollouts)."""
+        tail = (lambda xs: None if xs is None else list(xs[prompt_len:]))
+        return Scores(path=path or self.path, logprobs=list(self.logprobs[prompt_len:]),
+                      top_ids=tail(self.top_ids), top_logprobs=tail(self.top_logprobs))
+
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"path": self.path, "logprobs": list(self.logprobs)}
         if self.top_ids is not None:

@@ -86,7 +86,7 @@ def _rescore(engine: Any, trace_dir: Path, out: Path, info: dict[str, Any]) -> N
     says about those very tokens: the importance ratio an RL trainer sees.
     (Decode vs prefill: ~1e-6 apart on CPU float32, design.md section 4;
     on GPU use forced-decode scoring where the engine offers it.)"""
-    from gate.trace import Record, Scores, TraceWriter, read_trace
+    from gate.trace import Record, TraceWriter, read_trace
 
     reader = read_trace(trace_dir)
     records = list(reader.records())
@@ -102,9 +102,7 @@ def _rescore(engine: Any, trace_dir: Path, out: Path, info: dict[str, Any]) -> N
             k = int((sampling.get(config) or {}).get("logprobs", 0) or 0)
             scores = engine.score([(r.prompt_token_ids, r.completion_token_ids) for r in batch], k)
             for r, sc in zip(batch, scores):
-                p = len(r.prompt_token_ids)
-                samp = Scores(path="prefill", logprobs=list(sc.logprobs[p:]), top_ids=list(sc.top_ids[p:]),
-                              top_logprobs=list(sc.top_logprobs[p:]))
+                samp = sc.completion(len(r.prompt_token_ids))
                 writer.write(Record(config=r.config, prompt_id=r.prompt_id, sample=r.sample, seed=r.seed,
                                     prompt_token_ids=r.prompt_token_ids, completion_token_ids=r.completion_token_ids,
                                     sampler=samp, forced=sc, prompt_tokens=r.prompt_tokens,
