@@ -125,3 +125,22 @@ def test_determinism__cpu_float32_reruns_are_bitwise_equal(suite, tmp_path):
     for cfg in rep["configs"].values():
         assert cfg["rerun"]["forced"]["bitwise_equal"] is True
         assert cfg["batch_invariant"] is False
+
+
+def test_diagnose__changed_engine_default_compiled_to_eager_is_named(suite, tmp_path):
+    """A default the user never set moves: torch.compile (vLLM's default) -> eager.
+    In bfloat16 on this CPU that moves logprobs by ~0.1; the diagnosis must
+    name enforce_eager and show that moving it back restores parity."""
+    golden = tmp_path / "g-bf16"
+    r = _gate("record", "--suite", str(suite), "--out", str(golden), "--engine-arg", "dtype=bfloat16")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "r"
+    r = _gate("check", "--suite", str(suite), "--golden", str(golden), "--out", str(out),
+              "--engine-arg", "dtype=bfloat16", "--engine-arg", "enforce_eager=true",
+              "--diagnose", "--diagnose-budget", "240")
+    assert r.returncode == 1, r.stderr[-2000:]
+    d = json.loads((out / "verdict.json").read_text())["diagnosis"]
+    assert d["summary"].startswith("likely cause: enforce_eager False -> True"), d["summary"]
+    restoring = [f for f in d["findings"] if f["restores_parity"]]
+    assert restoring and restoring[0]["setting"] == "enforce_eager=False"
+    assert restoring[0]["measures_after"]["forced"]["max_abs_diff"] == 0.0
