@@ -23,6 +23,7 @@ from gate.compare import compare_traces
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
+from gate.report import render_result
 from gate.suite import Suite, load_suite, parse_engine_arg, prompt_hash, workload_hash
 from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, text_summary, write_verdict
@@ -378,20 +379,10 @@ def _policy(suite_policy: Any, suite_path: str, policy_file: Path | None, fail_o
 
 def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
     write_verdict(stage.dir, verdict)
-    _render(stage.dir)
+    render_result(stage.dir)
     stage.commit()
     print(text_summary(verdict, out))
     return int(verdict["exit_code"])
-
-
-def _render(result_dir: Path) -> None:
-    """Reports are part of every result; a template bug must not hide the verdict."""
-    try:
-        from gate.report import render_result
-    except ImportError:  # pragma: no cover - report module absent in a stripped install
-        log.warning("report rendering unavailable; verdict.json written")
-        return
-    render_result(result_dir)
 
 
 def check(args: argparse.Namespace) -> int:

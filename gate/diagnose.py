@@ -405,12 +405,9 @@ def diagnose_result_dir(suite: Path, golden: Path, result_dir: Path, engine_args
                          budget_s=budget_s, policy=policy, result_dir=result_dir, runner=runner)
     verdict["diagnosis"] = diagnosis
     write_verdict(result_dir, verdict)
-    try:
-        from gate.report import render_result
+    from gate.report import render_result
 
-        render_result(result_dir)
-    except ImportError:  # pragma: no cover
-        pass
+    render_result(result_dir)
     atomic_write_text(work / "diagnosis.json", json.dumps(diagnosis, indent=1, default=str) + "\n")
     return diagnosis
 
