@@ -14,6 +14,7 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
 
     On any exception the temp file is removed and `path` is untouched."""
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -26,6 +27,9 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        for folder in made:  # folders this write created go too: a failed write leaves nothing
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 

@@ -313,3 +313,15 @@ def test_trace__trainer_dump_with_empty_identity_round_trips(tmp_path):
     (back,) = _read_all(path)
     assert back.sampler.path == "trainer" and back.forced is None
     assert list(back.sampler.logprobs) == [-0.25, -1.5]
+
+
+def test_trace__failed_write_leaves_no_folder_it_created(tmp_path):
+    from gate.trace import Manifest, Record, Scores, TraceWriter
+
+    out = tmp_path / "new" / "golden"
+    with pytest.raises(RuntimeError):
+        with TraceWriter(out, Manifest(kind="trainer")) as w:
+            w.write(Record(config="c", prompt_id="p", sample=0, prompt_token_ids=[1], completion_token_ids=[2],
+                           sampler=Scores("trainer", [-0.5])))
+            raise RuntimeError("trainer crashed mid-dump")
+    assert list(tmp_path.iterdir()) == []
