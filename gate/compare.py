@@ -353,7 +353,7 @@ class _Comparator:
         return self.groups[config]
 
     def _track_worst(self, channel: str, absd: np.ndarray, a: np.ndarray, b: np.ndarray,
-                     positions: np.ndarray, ids: np.ndarray, rec: Record, offset: int) -> None:
+                     positions: np.ndarray, ids: np.ndarray, rec: Record) -> None:
         if absd.size == 0 or (len(self.worst) == WORST_TOKENS and absd.max() <= self.worst[0][0]):
             return
         k = min(WORST_TOKENS, absd.size)
@@ -412,7 +412,7 @@ class _Comparator:
                     if p > 1:
                         g.forced.prompt_n += p - 1
                         g.forced.prompt_max_abs = max(g.forced.prompt_max_abs, pm)
-                self._track_worst("forced", absd, a, b, positions, ids, ref, p)
+                self._track_worst("forced", absd, a, b, positions, ids, ref)
                 row["forced_max_abs_diff"] = float(absd.max()) if absd.size else 0.0
         # free run + sampler channel over the matching prefix
         ref_c, cand_c = list(ref.completion_token_ids), list(cand.completion_token_ids)
@@ -445,7 +445,7 @@ class _Comparator:
             for g in groups:
                 g.sampler.paths.add((ref.sampler.path, cand.sampler.path))
                 absd = g.sampler.add(a, b, positions, loc, ids, tops)
-            self._track_worst("sampler", absd, a, b, positions, ids, ref, 0)
+            self._track_worst("sampler", absd, a, b, positions, ids, ref)
             row["sampler_max_abs_diff"] = float(absd.max()) if absd.size else 0.0
         self._keep_row(row)
 
