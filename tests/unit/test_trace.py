@@ -25,6 +25,14 @@ def _read_all(location):
     return list(TraceReader(location).records())
 
 
+def _edit_header(path, edit) -> None:
+    """Rewrite the header line of a valid trace through `edit(header_dict)`."""
+    lines = _lines(path)
+    header = json.loads(lines[0])
+    edit(header)
+    path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]), encoding="utf-8")
+
+
 # ------------------------------------------------------------------ round trip
 def _special_float32() -> np.ndarray:
     rng = np.random.default_rng(0)
@@ -151,20 +159,14 @@ def test_trace__end_marker_count_mismatch(tmp_path):
 
 def test_trace__unknown_major_version(tmp_path):
     path = _valid(tmp_path)
-    lines = _lines(path)
-    header = json.loads(lines[0])
-    header["version"] = MAJOR + 1
-    path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    _edit_header(path, lambda h: h.update(version=MAJOR + 1))
     with pytest.raises(BadInput, match=rf"trace format version {MAJOR + 1} is not supported"):
         TraceReader(path)
 
 
 def test_trace__newer_minor_version_is_read(tmp_path):
     path = _valid(tmp_path)
-    lines = _lines(path)
-    header = json.loads(lines[0])
-    header["minor"] = 99
-    path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    _edit_header(path, lambda h: h.update(minor=99))
     assert len(_read_all(path)) == 3
 
 
@@ -252,10 +254,7 @@ def test_trace__record_missing_field(tmp_path):
 
 def test_trace__unknown_manifest_key_is_refused(tmp_path):
     path = _valid(tmp_path)
-    lines = _lines(path)
-    header = json.loads(lines[0])
-    header["manifest"]["from_the_future"] = {}
-    path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    _edit_header(path, lambda h: h["manifest"].update(from_the_future={}))
     with pytest.raises(BadInput, match="unknown manifest keys"):
         TraceReader(path)
 
