@@ -10,15 +10,13 @@ import argparse
 import json
 import logging
 import shlex
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from gate import __version__
-from gate._fsutil import atomic_write_text
+from gate._fsutil import StagedDir, atomic_write_text
 from gate.compare import compare_traces
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
@@ -94,32 +92,9 @@ def _check_out(out: Path, force: bool, what: str = "--out") -> None:
             raise BadInput(f"{what} {out} exists and is not empty", "choose an empty folder or pass --force")
 
 
-@dataclass
-class _Stage:
-    """Outputs are written here, then renamed over --out in one step."""
-
-    out: Path
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        # folders we create for --out's parents go again on discard: bad input leaves nothing behind
-        self._made = [p for p in self.out.parents if not p.exists()]
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
-
-    def commit(self) -> None:
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        self.dir.chmod(0o755)
-        self.dir.rename(self.out)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        for parent in self._made:  # deepest first; stop at one that is no longer empty
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+class _Stage(StagedDir):
+    """--out is staged, then renamed into place; an infrastructure failure
+    keeps what was written, plus error.json."""
 
     def save_error(self, exc: GateError, stage: str) -> None:
         """Infrastructure failure: keep what was written, plus error.json."""

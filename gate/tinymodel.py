@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
+from gate._fsutil import StagedDir
 from gate.errors import BadInput
 
 __all__ = ["build_tiny_model"]
@@ -63,8 +62,8 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    stage = StagedDir(Path(out))
+    tmp = stage.dir
     try:
         _train_tokenizer(tmp)
         vocab = json.loads((tmp / "tokenizer.json").read_text())["model"]["vocab"]
@@ -80,17 +79,12 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
             # sampling configs and top-k behave like a real model's would.
             model.lm_head.weight.mul_(40.0)
         model.save_pretrained(str(tmp), safe_serialization=True)
-        # transformers writes the generation config with a version stamp; keep
-        # files byte-identical across runs of the same seed.
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.chmod(0o755)
-        tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.discard()
         raise
-    log.info("tiny model (seed %d) written to %s", seed, out)
-    return out
+    stage.commit()
+    log.info("tiny model (seed %d) written to %s", seed, stage.out)
+    return stage.out
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
