@@ -21,7 +21,8 @@ import numpy as np
 
 from gate.trace import Record, TraceReader
 
-__all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records", "CHANNELS"]
+__all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records", "merge_records", "CHANNELS",
+           "CLIP_EPS"]
 
 CHANNELS = ("forced", "sampler")
 CLIP_EPS = 0.2               # PPO clip range (design.md section 3)
@@ -483,8 +484,9 @@ class _Comparator:
             only_reference=only_ref, only_candidate=only_cand, warnings=self.warnings, records=records)
 
 
-def _merge(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tuple[Record | None, Record | None]]:
-    """Merge-join two key-sorted record streams."""
+def merge_records(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tuple[Record | None, Record | None]]:
+    """Merge-join two key-sorted record streams (a side is None where only
+    the other has the key)."""
     r, c = next(ref, None), next(cand, None)
     while r is not None or c is not None:
         if c is None or (r is not None and r.key < c.key):
@@ -506,7 +508,7 @@ def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
     comp = _Comparator(tolerances or {None: Tolerance()})
     only_ref, only_cand = [], []
     records = 0
-    for r, c in _merge(iter(reference), iter(candidate)):
+    for r, c in merge_records(iter(reference), iter(candidate)):
         key = (r or c).key  # type: ignore[union-attr]
         if include is not None and key not in include:
             continue

@@ -19,21 +19,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from gate.compare import CLIP_EPS, merge_records
 from gate.trace import Record, TraceReader
 
-__all__ = ["measure", "measure_records", "TRAINER_PATHS", "TIS_CAP", "CLIP_EPS"]
+__all__ = ["measure", "measure_records", "TRAINER_PATHS", "TIS_CAP"]
 
 TRAINER_PATHS = ("hf", "trainer")
 TIS_CAP = 2.0
-CLIP_EPS = 0.2
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 
 def _pairs(reference: Iterable[Record], candidate: Iterable[Record]) -> Iterable[tuple[Record, Record]]:
-    cand = {r.key: r for r in candidate}
-    for r in reference:
-        c = cand.get(r.key)
-        if c is not None:
+    for r, c in merge_records(iter(reference), iter(candidate)):
+        if r is not None and c is not None:
             yield r, c
 
 
