@@ -7,6 +7,7 @@ behind and a crash leaves only what it could save (with error.json)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gate import __version__
-from gate._fsutil import StagedDir, atomic_write_text
+from gate._fsutil import StagedDir, atomic_write_text, disk_error
 from gate.compare import compare_traces
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
 from gate.report import render_result
+from gate.rl_metrics import measure as rl_measure
 from gate.suite import Suite, load_suite, parse_engine_arg, prompt_hash, workload_hash
 from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, text_summary, write_verdict
@@ -84,24 +86,41 @@ def _engine_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _check_out(out: Path, force: bool, what: str = "--out") -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise BadInput(f"{what} {out} exists and is not a folder", "choose a folder path")
-        if any(out.iterdir()) and not force:
-            raise BadInput(f"{what} {out} exists and is not empty", "choose an empty folder or pass --force")
-
-
 class _Stage(StagedDir):
-    """--out is staged, then renamed into place; an infrastructure failure
-    keeps what was written, plus error.json."""
+    """--out is staged, then renamed into place (gate/_fsutil.StagedDir knows
+    what it may replace); an infrastructure failure keeps what was written,
+    plus error.json."""
 
     def save_error(self, exc: GateError, stage: str) -> None:
-        """Infrastructure failure: keep what was written, plus error.json."""
+        """Keep what was written, plus error.json, and put it in place."""
         atomic_write_text(self.dir / ERROR_FILE, json.dumps(
             {"error": exc.what, "hint": exc.hint, "kind": exc.kind, "stage": stage, "exit_code": exc.exit_code},
             indent=1) + "\n")
         self.commit()
+
+    def keep_traces(self, exc: BaseException, stage: str) -> None:
+        """The engine's traces are already in the stage: whatever fails after
+        them must not lose them. Best effort: the original error wins."""
+        err = exc if isinstance(exc, GateError) else InfraError(
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}",
+            "the traces of the engine run are saved; re-run 'parity-gate compare' on them")
+        try:
+            self.save_error(err, stage)
+        except Exception:  # noqa: BLE001 - never mask the error that brought us here
+            log.warning("could not save the traces after a failure", exc_info=True)
+            self.discard()
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """OSError from a full disk or a read-only mount -> one bad-input line."""
+    try:
+        yield
+    except OSError as exc:
+        err = disk_error(exc, f"--out {out}")
+        if err is None:
+            raise
+        raise err from None
 
 
 def _rel(path: Path) -> str:
@@ -163,6 +182,11 @@ def _plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any
             keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
             calls.append({"kind": kind, "config": name, "requests": keys})
     return calls
+
+
+def _suite_inputs(suite: Suite) -> list[Path]:
+    """What a run reads: --out may be none of these, contain none, lie in none."""
+    return [suite.path, suite.model]
 
 
 def _arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
@@ -251,40 +275,34 @@ def record(args: argparse.Namespace) -> int:
     engine_args = dict(suite.engine, **overrides)
     out: Path = args.out
     previous: set[tuple] | None = None
-    if out.exists() and out.is_dir() and any(out.iterdir()):
-        if (out / "traces.jsonl").is_file() and not args.force:
-            if not args.update:
-                raise BadInput(f"--out {out} already holds a golden",
-                               "pass --update to re-record it, or choose another folder")
-            previous = {r.key for r in read_trace(out).records()}
-        else:
-            _check_out(out, args.force)
-    elif out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out} exists and is not a folder", "choose a folder path")
+    if out.is_dir() and not out.is_symlink() and any(out.iterdir()) and (out / "traces.jsonl").is_file() \
+            and not args.force:
+        if not args.update:
+            raise BadInput(f"--out {out} already holds a golden",
+                           "pass --update to re-record it, or choose another folder")
+        previous = {r.key for r in read_trace(out).records()}
     model_id = model_identity(suite.model)
     vocab = model_vocab_size(suite.model)
     for p in suite.prompts:
         if p.token_ids is not None:
             _check_vocab(p.token_ids, vocab, _prompt_where(suite, p))
     sampling = {s.name: s.params for s in suite.sampling}
-    stage = _Stage(out)
+    stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
     try:
-        engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
-        prompts = _tokenize_prompts(suite, engine, vocab)
-        texts = {p.id: p.text for p in suite.prompts}
-        calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
-        state = _run_plan(engine, calls, prompts, sampling, None)
-        manifest = _manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
-        with TraceWriter(stage.dir, manifest) as writer:
-            for rec in _records(engine, state, prompts, sampling):
-                writer.write(rec)
-    except InfraError as exc:
-        stage.discard()  # a partial golden is worse than none
-        raise exc
+        with _writing(out):
+            engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
+            prompts = _tokenize_prompts(suite, engine, vocab)
+            texts = {p.id: p.text for p in suite.prompts}
+            calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
+            state = _run_plan(engine, calls, prompts, sampling, None)
+            manifest = _manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
+            with TraceWriter(stage.dir, manifest) as writer:
+                for rec in _records(engine, state, prompts, sampling):
+                    writer.write(rec)
+            stage.commit()
     except BaseException:
-        stage.discard()
+        stage.discard()  # a partial golden is worse than none
         raise
-    stage.commit()
     keys = set(state)
     if previous is None:
         print(f"recorded {writer.count} golden records ({len(prompts)} prompts x {len(sampling)} configs) "
@@ -368,7 +386,6 @@ def check(args: argparse.Namespace) -> int:
     if golden.kind != "golden":
         raise BadInput(f"{trace_path(args.golden)}: trace kind is {golden.kind!r}, not a golden",
                        "pass a folder written by 'parity-gate record'")
-    _check_out(args.out, args.force)
     model_id = model_identity(suite.model)
     if not same_model(golden.model, model_id):
         raise StaleGolden(f"golden was recorded from model {golden.model.get('id')} ({golden.model.get('name')}), "
@@ -395,43 +412,54 @@ def check(args: argparse.Namespace) -> int:
     for key, value in ((golden.batch_plan or {}).get("scheduler") or {}).items():
         if value is not None and key not in engine_args:
             engine_args[key] = value
-    stage = _Stage(args.out)
+    stage = _Stage(args.out, force=args.force,
+                   inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
     stage_name = "engine start"
+    engine = None
     try:
-        engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides), args.engine)
-        if args.engine == "hf":  # teacher-forced only: it cannot sample
-            calls = [c for c in calls if c["kind"] == "score"]
-        stage_name = "replay"
-        state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
-        manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
-                             (golden.suite.get("prompts") and {k: v.get("text") for k, v in
-                                                               golden.suite["prompts"].items()}) or {},
-                             sampling, calls)
-        stage_name = "writing traces"
-        with TraceWriter(stage.dir, manifest) as writer:
-            for rec in _records(engine, state, g_prompts, sampling):
-                writer.write(rec)
+        with _writing(args.out):
+            engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides), args.engine)
+            if args.engine == "hf":  # teacher-forced only: it cannot sample
+                calls = [c for c in calls if c["kind"] == "score"]
+            stage_name = "replay"
+            state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
+            manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
+                                 (golden.suite.get("prompts") and {k: v.get("text") for k, v in
+                                                                   golden.suite["prompts"].items()}) or {},
+                                 sampling, calls)
+            stage_name = "writing traces"
+            with TraceWriter(stage.dir, manifest) as writer:
+                for rec in _records(engine, state, g_prompts, sampling):
+                    writer.write(rec)
     except InfraError as exc:
+        _close(engine)
         stage.save_error(exc, stage_name)
         raise
     except BaseException:
+        _close(engine)
         stage.discard()
         raise
+    # The engine's work is on disk (staged) from here on: a failure below keeps
+    # traces.jsonl and error.json. The engine goes first, so that its GPU
+    # memory is free for the ablations of --diagnose.
+    _close(engine)
     try:
-        result = compare_traces(read_trace(args.golden), read_trace(stage.dir), policy.tolerances(),
-                                include=workload.include)
-        checks = evaluate(policy, result)
-        repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
-                     *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
-                     *(["--policy", args.policy] if args.policy else []))
-        verdict = build_verdict(
-            mode="check", reference=("golden", _rel(args.golden), golden),
-            candidate=("run", _rel(args.out), manifest), result=result, checks=checks, policy=policy,
-            prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
-            files={"traces": "traces.jsonl", "verdict": "verdict.json"})
-        code = _finish(stage, verdict, args.out)
-    except BaseException:
-        stage.discard()
+        with _writing(args.out):
+            result = compare_traces(read_trace(args.golden), read_trace(stage.dir), policy.tolerances(),
+                                    include=workload.include)
+            checks = evaluate(policy, result)
+            repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
+                         *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
+                         *(["--policy", args.policy] if args.policy else []))
+            verdict = build_verdict(
+                mode="check", reference=("golden", _rel(args.golden), golden),
+                candidate=("run", _rel(args.out), manifest), result=result, checks=checks, policy=policy,
+                prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
+                files={"traces": "traces.jsonl", "verdict": "verdict.json"})
+            code = _finish(stage, verdict, args.out)
+    except BaseException as exc:
+        if stage.dir is not None:
+            stage.keep_traces(exc, "compare")
         raise
     if args.diagnose and verdict["verdict"] == "fail":
         from gate.diagnose import diagnose_result_dir
@@ -442,11 +470,15 @@ def check(args: argparse.Namespace) -> int:
     return code
 
 
+def _close(engine: Any) -> None:
+    if engine is not None:
+        engine.close()
+
+
 # ---------------------------------------------------------------- compare
 def compare(args: argparse.Namespace) -> int:
     ref = read_trace(args.reference)
     cand = read_trace(args.candidate)
-    _check_out(args.out, args.force)
     warnings = []
     rm, cm = ref.manifest.model, cand.manifest.model
     if rm.get("weights_sha256") and cm.get("weights_sha256"):
@@ -462,21 +494,21 @@ def compare(args: argparse.Namespace) -> int:
         warnings.append(f"workloads differ ({rw} vs {cw}); only records with the same key are compared")
     configs = set((ref.manifest.suite.get("sampling") or {})) | set((cand.manifest.suite.get("sampling") or {}))
     policy = _policy(None, "", args.policy, args.fail_on, configs or None)  # type: ignore[arg-type]
-    stage = _Stage(args.out)
+    stage = _Stage(args.out, force=args.force,
+                   inputs=[args.reference, args.candidate, *([args.policy] if args.policy else [])])
     try:
-        result = compare_traces(ref, cand, policy.tolerances())
-        checks = evaluate(policy, result)
-        repro = _cmd("compare", args.reference, args.candidate, "--out", args.out,
-                     *(["--policy", args.policy] if args.policy else []))
-        verdict = build_verdict(
-            mode="compare", reference=("A", _rel(args.reference), ref.manifest),
-            candidate=("B", _rel(args.candidate), cand.manifest), result=result, checks=checks, policy=policy,
-            prompts_new=[], prompts_unused=[], warnings=warnings, reproduce=repro,
-            files={"verdict": "verdict.json"})
-        from gate.rl_metrics import measure as rl_measure
-
-        verdict["rl"] = rl_measure(read_trace(args.reference), read_trace(args.candidate))
-        return _finish(stage, verdict, args.out)
+        with _writing(args.out):
+            result = compare_traces(ref, cand, policy.tolerances())
+            checks = evaluate(policy, result)
+            repro = _cmd("compare", args.reference, args.candidate, "--out", args.out,
+                         *(["--policy", args.policy] if args.policy else []))
+            verdict = build_verdict(
+                mode="compare", reference=("A", _rel(args.reference), ref.manifest),
+                candidate=("B", _rel(args.candidate), cand.manifest), result=result, checks=checks, policy=policy,
+                prompts_new=[], prompts_unused=[], warnings=warnings, reproduce=repro,
+                files={"verdict": "verdict.json"})
+            verdict["rl"] = rl_measure(read_trace(args.reference), read_trace(args.candidate))
+            return _finish(stage, verdict, args.out)
     except BaseException:
         stage.discard()
         raise

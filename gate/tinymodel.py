@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 from gate._fsutil import StagedDir
-from gate.errors import BadInput
 
 __all__ = ["build_tiny_model"]
 
@@ -56,13 +55,19 @@ def _train_tokenizer(out: Path) -> None:
     fast.save_pretrained(str(out))
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
+# What a tiny-model folder holds: --force replaces a folder of these files only.
+MODEL_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                         "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"})
+
+
+def build_tiny_model(out: Path, seed: int = 0, force: bool = False) -> Path:
     """Write config.json, model.safetensors and the tokenizer into `out`
-    (replaced atomically: built in a temp dir, then renamed)."""
+    (replaced atomically: built in a temp dir, then renamed; an existing
+    non-empty `out` only with `force`, and only if it holds a model's files)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    stage = StagedDir(Path(out))
+    stage = StagedDir(Path(out), force=force, owned=MODEL_FILES)
     tmp = stage.dir
     try:
         _train_tokenizer(tmp)
@@ -95,8 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise BadInput(f"--out {out} exists and is not empty", "choose another folder or pass --force")
-    build_tiny_model(out, seed=args.seed)
+    build_tiny_model(out, seed=args.seed, force=args.force)
     print(f"tiny model (seed {args.seed}) written to {out}")
     return 0
