@@ -24,6 +24,7 @@ from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
+from gate.semantics import relations_of
 from gate.suite import Suite, load_suite, parse_engine_arg, prompt_hash, workload_hash
 from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, text_summary, write_verdict
@@ -225,6 +226,10 @@ def _run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[
                             params=dict(params, seed=int(params["seed"]) + k[2])) for k in keys]
             for g in engine.generate(reqs):
                 state.setdefault(g.key, {})["gen"] = g
+        elif call["kind"] == "own":  # the run's own tokens, teacher-forced: in-run semantics (semantics.py)
+            seqs = [(prompts[k[1]], state[k]["gen"].token_ids) for k in keys]
+            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
+                state[k]["own"] = scores
         else:
             seqs = []
             for k in keys:
@@ -246,13 +251,14 @@ def _records(engine: Any, state: dict[tuple, dict], prompts: dict[str, list[int]
         yield Record(config=key[0], prompt_id=key[1], sample=key[2],
                      seed=int(sampling[key[0]]["seed"]) + key[2], prompt_token_ids=prompts[key[1]],
                      completion_token_ids=completion, sampler=g.sampler if g else None, forced=s.get("forced"),
+                     own=s.get("own"),
                      prompt_tokens=engine.decode_tokens(prompts[key[1]]),
                      completion_tokens=engine.decode_tokens(completion), finish_reason=g.finish_reason if g else None)
 
 
 def _manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
               prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
-              calls: list[dict[str, Any]]) -> Manifest:
+              calls: list[dict[str, Any]], records: list[Record] | None = None) -> Manifest:
     resolved = engine.resolved()
     return Manifest(
         kind=kind, environment=engine.fingerprint(),
@@ -265,7 +271,9 @@ def _manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], m
         batch_plan={"scheduler": {k: resolved.get(k) for k in _SCHEDULER_KEYS}, "calls": calls},
         tool={"name": "parity-gate", "version": __version__},
         extra={"capabilities": engine.capabilities(),
-               "scoring_paths": {"sampler": "decode", "forced": "prefill"}})
+               "scoring_paths": {"sampler": "decode", "forced": "prefill", "own": "prefill"},
+               # how this run's sampler logprobs relate to its own prefill scores (semantics.py)
+               "sampler_relation": {c: r.summary() for c, r in sorted(relations_of(records or []).items())}})
 
 
 # ---------------------------------------------------------------- record
@@ -295,9 +303,11 @@ def record(args: argparse.Namespace) -> int:
             texts = {p.id: p.text for p in suite.prompts}
             calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
             state = _run_plan(engine, calls, prompts, sampling, None)
-            manifest = _manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
+            records = list(_records(engine, state, prompts, sampling))
+            manifest = _manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls,
+                                 records)
             with TraceWriter(stage.dir, manifest) as writer:
-                for rec in _records(engine, state, prompts, sampling):
+                for rec in records:
                     writer.write(rec)
             stage.commit()
     except BaseException:
@@ -421,15 +431,21 @@ def check(args: argparse.Namespace) -> int:
             engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides), args.engine)
             if args.engine == "hf":  # teacher-forced only: it cannot sample
                 calls = [c for c in calls if c["kind"] == "score"]
+            # The golden's plan, replayed exactly; then one more prefill call per
+            # config scoring the run's own free-run tokens, after every replayed
+            # call so it cannot change their batches or cache state.
+            calls = [*calls, *({"kind": "own", "config": c["config"], "requests": c["requests"]}
+                               for c in calls if c["kind"] == "free")]
             stage_name = "replay"
             state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
+            records = list(_records(engine, state, g_prompts, sampling))
             manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
                                  (golden.suite.get("prompts") and {k: v.get("text") for k, v in
                                                                    golden.suite["prompts"].items()}) or {},
-                                 sampling, calls)
+                                 sampling, calls, records)
             stage_name = "writing traces"
             with TraceWriter(stage.dir, manifest) as writer:
-                for rec in _records(engine, state, g_prompts, sampling):
+                for rec in records:
                     writer.write(rec)
     except InfraError as exc:
         _close(engine)
@@ -447,7 +463,7 @@ def check(args: argparse.Namespace) -> int:
         with _writing(args.out):
             result = compare_traces(read_trace(args.golden), read_trace(stage.dir), policy.tolerances(),
                                     include=workload.include)
-            checks = evaluate(policy, result)
+            checks = evaluate(policy, result, ("golden", "run"))
             repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                          *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                          *(["--policy", args.policy] if args.policy else []))
@@ -499,7 +515,7 @@ def compare(args: argparse.Namespace) -> int:
     try:
         with _writing(args.out):
             result = compare_traces(ref, cand, policy.tolerances())
-            checks = evaluate(policy, result)
+            checks = evaluate(policy, result, ("A", "B"))
             repro = _cmd("compare", args.reference, args.candidate, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
             verdict = build_verdict(

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from gate.semantics import Relation, classify, compare_relations, describe, matters, relation_pairs
 from gate.trace import Record, TraceReader
 
 __all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records", "merge_records", "CHANNELS",
@@ -51,6 +52,11 @@ class _Channel:
 
     tol: Tolerance
     n: int = 0
+    n_finite: int = 0        # pairs with a finite number on both sides (the moment measures' count)
+    expected: int = 0        # tokens the reference offers in this channel: the evidence denominator
+    excluded_null: int = 0   # a side had no logprob (null): not compared
+    one_sided_inf: int = 0   # -inf against a finite value: an infinite difference
+    both_neg_inf: int = 0    # -inf on both sides: close
     mismatched: int = 0
     bitwise: int = 0
     sum_abs: float = 0.0
@@ -81,54 +87,69 @@ class _Channel:
 
     def add(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
             token_ids: np.ndarray, tops: tuple[list | None, list | None] | None) -> np.ndarray:
-        """Fold in one sequence; returns abs diffs (for worst-token tracking)."""
-        if a.size == 0:
+        """Fold in one sequence; returns abs diffs aligned with `a` (0 where a
+        side has no number), for worst-token tracking.
+
+        NaN stands for null (no logprob): counted as excluded, not compared.
+        -inf on both sides is close (d = 0). -inf on one side only is an
+        infinite difference: a mismatch, clipped, and the max; the moment
+        measures (mean abs, k1, k2, k3, chi2, mult-prob, log-ppl) are over the
+        finite pairs, and the verdict says how many tokens they left out."""
+        size = a.size
+        if size == 0:
             return a
+        known = ~(np.isnan(a) | np.isnan(b))
+        full_known = bool(known.all())
+        if not full_known:
+            self.excluded_null += int(size - np.count_nonzero(known))
+            a, b, positions, token_ids = a[known], b[known], positions[known], token_ids[known]
+            if tops is not None:
+                tops = tuple([row for row, k in zip(side, known) if k] for side in tops)  # type: ignore[assignment]
+            if a.size == 0:
+                return np.zeros(size)
         all_finite = bool(np.isfinite(a).all() and np.isfinite(b).all())
         if all_finite:  # the common case: no -inf anywhere, fewer passes
             d = b - a
             absd = np.abs(d)
-            finite = None
-            df = d
-            bitwise = int(np.count_nonzero(a == b))
+            dp, pair = d, None
         else:
             both_ninf = np.isneginf(a) & np.isneginf(b)
+            pair = np.isfinite(a) & np.isfinite(b)
             with np.errstate(invalid="ignore"):
-                d = np.where(both_ninf, 0.0, b - a)
-            absd = np.abs(d)
-            absd = np.where(np.isnan(absd), np.inf, absd)
-            finite = np.isfinite(absd)
-            df = np.where(finite, d, 0.0)
-            bitwise = int(np.count_nonzero((a == b) | both_ninf))
+                absd = np.where(pair, np.abs(b - a), np.where(both_ninf, 0.0, np.inf))
+            dp = b[pair] - a[pair]
+            one_sided = int(a.size - np.count_nonzero(pair) - np.count_nonzero(both_ninf))
+            self.one_sided_inf += one_sided
+            self.both_neg_inf += int(np.count_nonzero(both_ninf))
         if self.tol.rtol:
-            bound = self.tol.atol + self.tol.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
+            with np.errstate(invalid="ignore"):
+                bound = self.tol.atol + self.tol.rtol * np.where(np.isfinite(a), np.abs(a), 0.0)
             self.mismatched += int(np.count_nonzero(~(absd <= bound)))
         else:
             self.mismatched += int(np.count_nonzero(~(absd <= self.tol.atol)))
         self.n += a.size
-        self.bitwise += bitwise
-        self.sum_abs += float(absd.sum())
+        self.n_finite += int(dp.size)
+        self.bitwise += int(np.count_nonzero(a == b))
+        self.sum_abs += float(np.abs(dp).sum())
         i = int(np.argmax(absd))
         if absd[i] > self.max_abs:
             self.max_abs = float(absd[i])
             self.max_loc = dict(loc, position=int(positions[i]), token_id=int(token_ids[i]),
                                 reference=float(a[i]), candidate=float(b[i]))
         with np.errstate(over="ignore"):
-            rho = np.exp(df)
-            self.sum_exp_abs += float(np.exp(np.abs(df)).sum())
-            if finite is not None and not finite.all():  # -inf against a finite value: infinite
-                self.sum_exp_abs = math.inf
+            rho = np.exp(dp)
+            self.sum_exp_abs += float(np.exp(np.abs(dp)).sum())
             self.sum_rho2 += float(np.dot(rho, rho))
-        self.sum_k1 -= float(df.sum())
-        self.sum_k2 += float(np.dot(df, df) / 2)
-        self.sum_k3 += float((rho - 1 - df).sum())
-        clip = np.abs(rho - 1) > CLIP_EPS
-        self.clipped += int(np.count_nonzero(clip if finite is None else clip | ~finite))
+        self.sum_k1 -= float(dp.sum())
+        self.sum_k2 += float(np.dot(dp, dp) / 2)
+        self.sum_k3 += float((np.expm1(dp) - dp).sum())  # expm1: never negative near d = 0
+        # a one-sided -inf is a ratio of 0 or infinity: always beyond the clip range
+        self.clipped += int(np.count_nonzero(np.abs(rho - 1) > CLIP_EPS)) + (0 if pair is None else one_sided)
         with np.errstate(over="ignore"):
             pd = np.abs(np.exp(b) - np.exp(a))
         self.prob_diff_max = max(self.prob_diff_max, float(pd.max()))
-        fa, fb = (a, b) if all_finite else (a[np.isfinite(a)], b[np.isfinite(b)])
-        if fa.size and fb.size:
+        if dp.size:
+            fa, fb = (a, b) if pair is None else (a[pair], b[pair])
             ppl = abs(float(fa.mean()) - float(fb.mean()))
             self.seq_n += 1
             self.seq_ppl_sum += ppl
@@ -136,8 +157,9 @@ class _Channel:
         nz = absd[absd > 0]
         self.zero += int(absd.size - nz.size)
         if nz.size:
-            idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
-                           * HIST_BINS_PER_DECADE).astype(np.int64) + 1
+            with np.errstate(divide="ignore"):
+                idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
+                               * HIST_BINS_PER_DECADE).astype(np.int64) + 1
             self.hist += np.bincount(np.clip(idx, 0, self.hist.size - 1), minlength=self.hist.size)
         buckets = positions // POSITION_BUCKET
         nb = int(buckets[-1]) + 1  # positions are ascending
@@ -147,12 +169,16 @@ class _Channel:
             self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
             self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
         self.pos_count[:nb] += np.bincount(buckets, minlength=nb)
-        finite_absd = absd if all_finite else np.where(np.isfinite(absd), absd, np.finfo(np.float64).max)
+        finite_absd = absd if all_finite else np.where(np.isfinite(absd), absd, 0.0)
         self.pos_sum[:nb] += np.bincount(buckets, weights=finite_absd, minlength=nb)
-        np.maximum.at(self.pos_max, buckets, finite_absd)
+        np.maximum.at(self.pos_max, buckets, absd)
         if tops is not None:
             self._add_tops(*tops)
-        return absd
+        if full_known:
+            return absd
+        out = np.zeros(size)
+        out[known] = absd
+        return out
 
     def _add_tops(self, ta: Sequence, tb: Sequence) -> None:
         if ta == tb and all(ta):  # identical top-k rows (the common case): a C-speed list compare
@@ -181,7 +207,8 @@ class _Channel:
     def merge(self, other: "_Channel") -> None:
         """Fold another channel in (overall = the sum of the per-config channels,
         so each token's numbers are computed once)."""
-        for name in ("n", "mismatched", "bitwise", "sum_abs", "sum_exp_abs", "sum_k1", "sum_k2", "sum_k3",
+        for name in ("n", "n_finite", "expected", "excluded_null", "one_sided_inf", "both_neg_inf", "mismatched",
+                     "bitwise", "sum_abs", "sum_exp_abs", "sum_k1", "sum_k2", "sum_k3",
                      "sum_rho2", "clipped", "seq_n", "seq_ppl_sum", "top_n", "top1_agree", "topk_overlap_sum",
                      "prompt_n", "zero"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -197,39 +224,53 @@ class _Channel:
             mine, theirs = (np.pad(getattr(x, name), (0, nb - getattr(x, name).size)) for x in (self, other))
             setattr(self, name, np.maximum(mine, theirs) if name == "pos_max" else mine + theirs)
 
-    def percentile(self, q: float) -> float | None:
+    def percentile_bin(self, q: float) -> tuple[float, float] | None:
+        """(lower, upper) bounds of the q-quantile of |d| from the fixed bins;
+        the top bin is open-ended, so its upper bound is the exact max."""
         if self.n == 0:
             return None
         rank = math.ceil(q * self.n)
         if rank <= self.zero:
-            return 0.0
+            return 0.0, 0.0
         cum = self.zero + np.cumsum(self.hist)
-        i = int(np.searchsorted(cum, rank))
-        # upper edge of the bin: a conservative estimate
-        return float(10.0 ** (HIST_MIN_EXP + i / HIST_BINS_PER_DECADE))
+        i = min(int(np.searchsorted(cum, rank)), self.hist.size - 1)
+        lower = 0.0 if i == 0 else 10.0 ** (HIST_MIN_EXP + (i - 1) / HIST_BINS_PER_DECADE)
+        upper = self.max_abs if i == self.hist.size - 1 else 10.0 ** (HIST_MIN_EXP + i / HIST_BINS_PER_DECADE)
+        return min(lower, self.max_abs), min(upper, self.max_abs)
+
+    def percentile(self, q: float) -> float | None:
+        """The upper bound of the bin: conservative, never above the max."""
+        b = self.percentile_bin(q)
+        return None if b is None else b[1]
 
     def summary(self) -> dict[str, Any] | None:
-        if self.n == 0 and self.prompt_n == 0:
+        if self.n == 0 and self.prompt_n == 0 and self.expected == 0 and self.excluded_null == 0:
             return None
         n = max(self.n, 1)
         ref_paths = sorted({p[0] for p in self.paths})
         cand_paths = sorted({p[1] for p in self.paths})
+        nf = max(self.n_finite, 1)
+        has = self.n_finite > 0
         return {
-            "tokens": self.n, "mismatched": self.mismatched,
+            "tokens": self.n, "reference_tokens": self.expected, "mismatched": self.mismatched,
+            "excluded": {"null": self.excluded_null, "one_sided_inf": self.one_sided_inf,
+                         "both_neg_inf": self.both_neg_inf, "moments_over": self.n_finite},
             "bitwise_equal_fraction": self.bitwise / n if self.n else None,
             "max_abs_diff": self.max_abs if self.n else None, "max_location": self.max_loc,
-            "mean_abs_diff": self.sum_abs / n if self.n else None,
+            "mean_abs_diff": self.sum_abs / nf if has else None,
             "p99_abs_diff": self.percentile(0.99),
-            "mult_prob_error": self.sum_exp_abs / n if self.n else None,
-            "k1_kl": self.sum_k1 / n if self.n else None,
-            "k2": self.sum_k2 / n if self.n else None,
-            "k3_kl": self.sum_k3 / n if self.n else None,
-            "chi2": self.sum_rho2 / n - 1 if self.n else None,
+            "p99_bin": list(self.percentile_bin(0.99) or ()) or None,
+            "mult_prob_error": self.sum_exp_abs / nf if has else None,
+            "k1_kl": self.sum_k1 / nf if has else None,
+            "k2": self.sum_k2 / nf if has else None,
+            "k3_kl": self.sum_k3 / nf if has else None,
+            "chi2": self.sum_rho2 / nf - 1 if has else None,
             "clip_fraction": self.clipped / n if self.n else None,
             "prob_diff_max": self.prob_diff_max if self.n else None,
             "log_ppl_diff_max": self.seq_ppl_max if self.seq_n else None,
             "log_ppl_diff_mean": self.seq_ppl_sum / self.seq_n if self.seq_n else None,
             "top1_agreement": self.top1_agree / self.top_n if self.top_n else None,
+            "top1_disagreements": self.top_n - self.top1_agree,
             "topk_overlap": self.topk_overlap_sum / self.top_n if self.top_n else None,
             "prompt_tokens": self.prompt_n,
             "prompt_max_abs_diff": self.prompt_max_abs if self.prompt_n else None,
@@ -258,6 +299,7 @@ class _FreeRun:
     sequences: int = 0
     exact: int = 0
     near_ties: int = 0
+    at_start: int = 0  # diverged at position 0: the sign of a changed seeded random stream
     first_min: int | None = None
     diverged: list[dict[str, Any]] = field(default_factory=list)
 
@@ -265,6 +307,7 @@ class _FreeRun:
         self.sequences += other.sequences
         self.exact += other.exact
         self.near_ties += other.near_ties
+        self.at_start += other.at_start
         if other.first_min is not None:
             self.first_min = other.first_min if self.first_min is None else min(self.first_min, other.first_min)
         self.diverged.extend(other.diverged[:max(0, DIVERGENCES_KEPT - len(self.diverged))])
@@ -275,6 +318,7 @@ class _FreeRun:
         return {"sequences": self.sequences, "exact_matches": self.exact,
                 "exact_match_rate": self.exact / self.sequences,
                 "first_divergence_min": self.first_min, "near_tie_divergences": self.near_ties,
+                "diverged_at_start": self.at_start,
                 "diverged": self.diverged[:DIVERGENCES_KEPT]}
 
 
@@ -286,6 +330,10 @@ class _Group:
     forced: _Channel = None  # type: ignore[assignment]
     sampler: _Channel = None  # type: ignore[assignment]
     free_run: _FreeRun = field(default_factory=_FreeRun)
+    # in-run relation of each side's sampler logprobs to its own prefill scores
+    relation_ref: Relation = field(default_factory=Relation)
+    relation_cand: Relation = field(default_factory=Relation)
+    params: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.forced = _Channel(self.tol)
@@ -297,8 +345,22 @@ class _Group:
         self.free_run.merge(other.free_run)
 
     def summary(self) -> dict[str, Any]:
-        return {"forced": self.forced.summary(), "sampler": self.sampler.summary(),
-                "free_run": self.free_run.summary()}
+        out = {"forced": self.forced.summary(), "sampler": self.sampler.summary(),
+               "free_run": self.free_run.summary()}
+        if self.params is not None:  # per config only: a relation across configs means nothing
+            out["semantics"] = self._semantics()
+        return out
+
+    def _semantics(self) -> dict[str, Any] | None:
+        ref, cand = self.relation_ref.summary(), self.relation_cand.summary()
+        if ref is None and cand is None:
+            return None
+        params = self.params or {}
+        return {"matters": matters(params), "params": describe(params),
+                "reference": ref, "candidate": cand,
+                "reference_mode": classify(ref, params), "candidate_mode": classify(cand, params),
+                "tokens": (cand or {}).get("tokens", 0), "reference_tokens": (ref or {}).get("tokens", 0),
+                "comparison": compare_relations(ref, cand)}
 
 
 @dataclass(frozen=True)
@@ -317,10 +379,12 @@ class ComparisonResult:
 
 
 def _arr(values: Sequence[float | None]) -> np.ndarray:
+    """Logprobs as float64; null (no logprob) becomes NaN, which the channel
+    counts as excluded (the reader refuses NaN in a trace, so NaN means null)."""
     try:
         return np.array(values, dtype=np.float64)
     except TypeError:  # a None (no logprob) among them
-        return np.array([-math.inf if v is None else v for v in values], dtype=np.float64)
+        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _tokens(rec: Record, full: bool) -> list[str] | None:
@@ -332,8 +396,9 @@ def _tokens(rec: Record, full: bool) -> list[str] | None:
 
 
 class _Comparator:
-    def __init__(self, tolerances: dict[str | None, Tolerance]) -> None:
+    def __init__(self, tolerances: dict[str | None, Tolerance], sampling: dict[str, dict[str, Any]]) -> None:
         self.tolerances = tolerances
+        self.sampling = sampling
         self.overall = _Group(tolerances.get(None, Tolerance()))
         self.groups: dict[str, _Group] = {}
         self.worst: list[tuple[float, int, dict[str, Any]]] = []
@@ -350,8 +415,22 @@ class _Comparator:
 
     def group(self, config: str) -> _Group:
         if config not in self.groups:
-            self.groups[config] = _Group(self.tolerances.get(config, self.tolerances.get(None, Tolerance())))
+            self.groups[config] = _Group(self.tolerances.get(config, self.tolerances.get(None, Tolerance())),
+                                         params=self.sampling.get(config) or {})
         return self.groups[config]
+
+    def expect(self, ref: Record) -> None:
+        """The evidence a reference record offers, whether or not the other
+        side can match it: a check that compares far less is not comparable."""
+        g = self.group(ref.config)
+        if ref.forced is not None:
+            g.forced.expected += len(ref.forced.completion_token_ids or ref.completion_token_ids)
+        if ref.sampler is not None:
+            g.sampler.expected += len(ref.completion_token_ids)
+        g.relation_ref.add(*relation_pairs(ref))
+
+    def observe(self, cand: Record) -> None:
+        self.group(cand.config).relation_cand.add(*relation_pairs(cand))
 
     def _track_worst(self, channel: str, absd: np.ndarray, a: np.ndarray, b: np.ndarray,
                      positions: np.ndarray, ids: np.ndarray, rec: Record) -> None:
@@ -406,7 +485,8 @@ class _Comparator:
                     pa, pb = _arr(ref.forced.logprobs[1:p]), _arr(cand.forced.logprobs[1:p])
                     both = np.isneginf(pa) & np.isneginf(pb)
                     with np.errstate(invalid="ignore"):
-                        pm = float(np.max(np.where(both, 0.0, np.abs(pb - pa)), initial=0.0))
+                        pd = np.where(both, 0.0, np.abs(pb - pa))
+                    pm = float(np.max(np.where(np.isnan(pd), 0.0, pd), initial=0.0))  # NaN: a null side
                 for g in groups:
                     g.forced.paths.add((ref.forced.path, cand.forced.path))
                     absd = g.forced.add(a, b, positions, loc, ids, tops)
@@ -434,6 +514,7 @@ class _Comparator:
                 else:
                     near = gap is not None and gap < NEAR_TIE_GAP
                     fr.near_ties += near
+                    fr.at_start += first == 0
                     fr.first_min = first if fr.first_min is None else min(fr.first_min, first)
                     if len(fr.diverged) < DIVERGENCES_KEPT:
                         fr.diverged.append(dict(loc, position=first, near_tie=near, top2_gap=gap))
@@ -502,16 +583,22 @@ def merge_records(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tup
 
 def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
                     tolerances: dict[str | None, Tolerance] | None = None,
-                    include: set[tuple[str, str, int]] | None = None) -> ComparisonResult:
+                    include: set[tuple[str, str, int]] | None = None,
+                    sampling: dict[str, dict[str, Any]] | None = None) -> ComparisonResult:
     """Compare two sorted record streams. `tolerances` maps a config name
-    (None = default) to its Tolerance; `include` restricts to those keys."""
-    comp = _Comparator(tolerances or {None: Tolerance()})
+    (None = default) to its Tolerance; `include` restricts to those keys;
+    `sampling` gives each config's params (for the in-run semantics)."""
+    comp = _Comparator(tolerances or {None: Tolerance()}, sampling or {})
     only_ref, only_cand = [], []
     records = 0
     for r, c in merge_records(iter(reference), iter(candidate)):
         key = (r or c).key  # type: ignore[union-attr]
         if include is not None and key not in include:
             continue
+        if r is not None:
+            comp.expect(r)
+        if c is not None:
+            comp.observe(c)
         if c is None:
             only_ref.append(key)
         elif r is None:
@@ -525,4 +612,6 @@ def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
 def compare_traces(reference: TraceReader, candidate: TraceReader,
                    tolerances: dict[str | None, Tolerance] | None = None,
                    include: set[tuple[str, str, int]] | None = None) -> ComparisonResult:
-    return compare_records(reference.records(), candidate.records(), tolerances, include)
+    sampling = {**(candidate.manifest.suite.get("sampling") or {}),
+                **(reference.manifest.suite.get("sampling") or {})}
+    return compare_records(reference.records(), candidate.records(), tolerances, include, sampling)

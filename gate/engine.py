@@ -305,4 +305,34 @@ class Engine:
         return result
 
     def close(self) -> None:
-        self._llm = None
+        """Release the engine and its accelerator memory, so that another
+        engine (a --diagnose ablation) can start in this card's share.
+        vLLM holds its KV cache until its core shuts down and the last
+        reference goes; then the CUDA caching allocator must give it back."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        try:
+            core = getattr(llm.llm_engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the process may be on its way out anyway
+            log.debug("engine core shutdown failed", exc_info=True)
+        del llm
+        import gc
+
+        gc.collect()
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # noqa: BLE001 - absent or already torn down in some versions
+            log.debug("vLLM distributed teardown failed", exc_info=True)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            log.debug("torch.cuda.empty_cache failed", exc_info=True)

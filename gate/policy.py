@@ -3,12 +3,14 @@ it comes from; precedence is CLI (--policy) over the suite's `policy:` over
 these defaults, and any config may override (docs/policy.md)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gate.compare import ComparisonResult, Tolerance
 from gate.errors import BadInput
+from gate.semantics import SHIFT_FLOOR
 
 __all__ = ["CheckSpec", "Policy", "CHECKS", "DEFAULT_POLICY", "load_policy", "parse_policy", "evaluate",
            "CheckResult"]
@@ -45,7 +47,12 @@ CHECKS: tuple[CheckSpec, ...] = (
               "NeMo-RL gates train vs generation at 1.05; reported only by default"),
     CheckSpec("free_run.exact_match_rate", "free-run exact match", "free_run", "exact_match_rate", ">=", None,
               "depends on batch composition (design.md section 4); reported, not gated, by default"),
+    CheckSpec("sampler.semantics", "in-run sampler semantics", "semantics", "relation_shift", "<=", SHIFT_FLOOR,
+              "each run's sampler logprobs fitted on its own prefill scores of the same tokens; raw vs processed "
+              "moves the slope by 1/T - 1 (0.43 at T=0.7), GPU bf16 noise by <= 0.0014; allowed shift = this "
+              "floor + 6 standard errors measured in the two runs"),
 )
+MIN_EVIDENCE = 0.5  # a check must compare at least this share of the reference's tokens in its channel
 _BY_ID = {c.id: c for c in CHECKS}
 TOLERANCE_CHECKS = {"forced.logprobs_close", "sampler.logprobs_close"}
 FAIL_ON = ("regression", "never")
@@ -58,6 +65,7 @@ class Rules:
     atol: float = 1e-4
     rtol: float = 0.0
     bounds: dict[str, float | None] = field(default_factory=lambda: {c.id: c.default for c in CHECKS})
+    min_evidence: float = MIN_EVIDENCE
 
     @property
     def tolerance(self) -> Tolerance:
@@ -102,6 +110,13 @@ def _rules(data: Any, base: Rules, where: str) -> Rules:
         atol = _number(data["atol"], where, "atol", allow_none=False)  # type: ignore[assignment]
     if "rtol" in data:
         rtol = _number(data["rtol"], where, "rtol", allow_none=False)  # type: ignore[assignment]
+    min_evidence = base.min_evidence
+    if "min_evidence" in data:
+        value = data["min_evidence"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise BadInput(f"{where}: policy 'min_evidence' must be a share in (0, 1], got {value!r}",
+                           "e.g. min_evidence: 0.5 (a check must compare half of the reference's tokens)")
+        min_evidence = float(value)
     bounds = dict(base.bounds)
     checks = data.get("checks", {})
     if not isinstance(checks, dict):
@@ -116,7 +131,7 @@ def _rules(data: Any, base: Rules, where: str) -> Rules:
         bounds[key] = _number(value, where, f"checks.{key}")
         if key in TOLERANCE_CHECKS and value is None:
             bounds[key] = "off"  # type: ignore[assignment]
-    return Rules(atol=atol, rtol=rtol, bounds=bounds)
+    return Rules(atol=atol, rtol=rtol, bounds=bounds, min_evidence=min_evidence)
 
 
 def parse_policy(data: Any, where: str, base: Policy = DEFAULT_POLICY,
@@ -127,11 +142,12 @@ def parse_policy(data: Any, where: str, base: Policy = DEFAULT_POLICY,
     if not isinstance(data, dict):
         raise BadInput(f"{where}: policy must be a mapping, got {type(data).__name__}",
                        "see docs/policy.md for the keys")
-    unknown = set(data) - {"atol", "rtol", "checks", "per_config", "fail_on"}
+    unknown = set(data) - {"atol", "rtol", "checks", "per_config", "fail_on", "min_evidence"}
     if unknown:
         raise BadInput(f"{where}: unknown policy keys {sorted(unknown)}",
-                       "allowed: atol, rtol, checks, per_config, fail_on")
-    default = _rules({k: v for k, v in data.items() if k in ("atol", "rtol", "checks")}, base.default, where)
+                       "allowed: atol, rtol, checks, per_config, fail_on, min_evidence")
+    default = _rules({k: v for k, v in data.items() if k in ("atol", "rtol", "checks", "min_evidence")},
+                     base.default, where)
     per_config = {name: replace(r) for name, r in base.per_config.items()}
     pc = data.get("per_config", {}) or {}
     if not isinstance(pc, dict):
@@ -171,6 +187,9 @@ class CheckResult:
     n_total: int
     worst: dict[str, Any] | None
     message: str
+    # evidence: tokens (or sequences) compared, what the reference offered, the floor a pass needs
+    evidence: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None  # why a check is not comparable, in words
 
 
 def _fmt(x: float | None) -> str:
@@ -185,8 +204,46 @@ def _where(loc: dict[str, Any] | None, tokens: dict | None = None) -> str:
             f"position {loc['position']}{tok} (id {loc['token_id']})")
 
 
+def _evidence(spec: CheckSpec, group: dict[str, Any]) -> tuple[int, int]:
+    """(compared, offered by the reference) for the check's channel."""
+    summary = group.get(spec.channel) or {}
+    if spec.channel == "free_run":
+        n = summary.get("sequences") or 0
+        return n, n
+    if spec.channel == "semantics":
+        return summary.get("tokens") or 0, summary.get("reference_tokens") or 0
+    return summary.get("tokens") or 0, summary.get("reference_tokens") or 0
+
+
+def _why_not_comparable(spec: CheckSpec, group: dict[str, Any], compared: int, offered: int,
+                        labels: tuple[str, str]) -> str:
+    ref, cand = labels
+    if spec.channel == "sampler":
+        fr = group.get("free_run") or {}
+        seqs = fr.get("sequences") or 0
+        if not seqs:
+            return f"the {cand} records no sampler logprobs for these requests"
+        at0 = fr.get("diverged_at_start") or 0
+        if at0 * 2 > seqs:
+            return (f"the random stream changed ({at0}/{seqs} free runs diverge at position 0), so few sampled "
+                    f"tokens are the same on both sides")
+        return (f"{seqs - (fr.get('exact_matches') or 0)}/{seqs} free runs diverge (first at position "
+                f"{fr.get('first_divergence_min')}); only the matching prefix is comparable")
+    if spec.channel == "forced":
+        return (f"the {cand} has teacher-forced scores of {compared} of the {ref}'s {offered} tokens "
+                f"(missing records or scores, or scores of other tokens)")
+    if spec.channel == "semantics":
+        sem = group.get("semantics") or {}
+        if not sem.get("candidate"):
+            return f"the {cand} has no sampler logprobs with its own prefill scores of the same tokens"
+        if not sem.get("reference"):
+            return f"the {ref} has no sampler logprobs with its own prefill scores of the same tokens"
+        return "too few tokens, or every token has the same prefill logprob: no relation to fit"
+    return "nothing to compare"
+
+
 def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict[str, Any],
-                  tokens_at: dict) -> CheckResult | None:
+                  tokens_at: dict, labels: tuple[str, str] = ("reference", "candidate")) -> CheckResult | None:
     bound = rules.bounds.get(spec.id)
     if spec.id in TOLERANCE_CHECKS:
         if bound == "off":
@@ -194,12 +251,25 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
         bound = rules.atol
     if bound is None:
         return None
-    summary = group.get(spec.channel)
-    if not summary:
-        return None
-    value = summary.get(spec.measure)
-    if value is None:
-        return None
+    compared, offered = _evidence(spec, group)
+    if compared == 0 and offered == 0:
+        return None  # neither side has this channel: nothing expected, nothing claimed
+    floor = max(1, math.ceil(rules.min_evidence * offered)) if offered else 1
+    evidence = {"compared": compared, "reference": offered, "floor": floor,
+                "unit": "sequences" if spec.channel == "free_run" else "tokens"}
+    label = spec.title + (f" [{config}]" if config else "")
+    summary = group.get(spec.channel) or {}
+    comparison = summary.get("comparison") if spec.channel == "semantics" else None
+    value = (comparison or {}).get("shift") if spec.channel == "semantics" else summary.get(spec.measure)
+    if compared < floor or value is None:
+        note = _why_not_comparable(spec, group, compared, offered, labels)
+        pct = f" ({100 * compared / offered:.2f}%)" if offered else ""
+        message = (f"NOT COMPARABLE {label}: {compared} of {offered} {evidence['unit']} compared{pct}, "
+                   f"need >= {floor} (min_evidence {rules.min_evidence:g}); {note}")
+        return CheckResult(id=spec.id, title=spec.title, channel=spec.channel, config=config,
+                           status="not_comparable", measure=spec.measure, value=value, op=spec.op,
+                           bound=float(bound), n_bad=0, n_total=compared, worst=None, message=message,
+                           evidence=evidence, note=note)
     if spec.channel == "free_run":
         n_total = summary["sequences"]
         n_bad = n_total - summary["exact_matches"]
@@ -209,6 +279,19 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
         where = (f"first at config '{worst_loc['config']}' prompt '{worst_loc['prompt_id']}' sample "
                  f"{worst_loc['sample']} position {worst_loc['position']}" if worst_loc else "none diverged")
         detail = f"{n_bad} of {n_total} sequences ({100 * n_bad / max(n_total, 1):.2f}%) diverged; {where}"
+    elif spec.channel == "semantics":
+        n_total, n_bad, worst = compared, 0, None
+        bound = float(bound) + comparison["noise_allowance"]
+        passed = value <= bound
+        n_bad = 0 if passed else n_total
+        ref, cand = summary.get("reference") or {}, summary.get("candidate") or {}
+
+        def rel(r: dict[str, Any]) -> str:
+            slope = "n/a" if r.get("slope") is None else f"{r['slope']:.4f}"
+            return f"slope {slope}, mean(sampler - own prefill) {r.get('mean_residual', 0.0):+.2e}"
+        detail = (f"{labels[0]} {summary.get('reference_mode')} ({rel(ref)}), {labels[1]} "
+                  f"{summary.get('candidate_mode')} ({rel(cand)}) over {n_total} of its own sampled tokens; "
+                  f"relation shift {_fmt(value)}")
     else:
         n_total, n_bad = summary["tokens"], summary["mismatched"]
         worst = summary.get("max_location")
@@ -216,28 +299,40 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
             worst = dict(worst, token=tokens_at.get((spec.channel, worst["config"], worst["prompt_id"],
                                                      worst["sample"], worst["position"])),
                          abs_diff=summary["max_abs_diff"])
+        excluded = summary.get("excluded") or {}
+        gaps = "".join(f"; {excluded[k]} {k.replace('_', ' ')} tokens" for k in ("null", "one_sided_inf")
+                       if excluded.get(k))
         if spec.id in TOLERANCE_CHECKS:
             passed = n_bad == 0
             rule = f"|d| <= {_fmt(rules.atol)}" + (f" + {_fmt(rules.rtol)}*|a|" if rules.rtol else "")
             detail = (f"{n_bad} of {n_total} tokens ({100 * n_bad / max(n_total, 1):.2f}%) differ by more than "
-                      f"{rule}; max abs diff {_fmt(summary['max_abs_diff'])} at {_where(worst)}")
+                      f"{rule}; max abs diff {_fmt(summary['max_abs_diff'])} at {_where(worst)}{gaps}")
+        elif spec.measure == "top1_agreement":
+            # A rate needs slack for its sample size: at least one flip (a genuine near-tie) is allowed,
+            # more only as (1 - bound) of the tokens allows.
+            n_bad = summary.get("top1_disagreements") or 0
+            allowed = max(1, math.floor((1 - bound) * n_total))
+            passed = n_bad <= allowed
+            detail = (f"{n_bad} of {n_total} tokens ({100 * n_bad / max(n_total, 1):.2f}%) changed their top-1 "
+                      f"token (at most {allowed} allowed), top1_agreement {_fmt(value)}; max abs diff "
+                      f"{_fmt(summary['max_abs_diff'])} at {_where(worst)}{gaps}")
         else:
             passed = value <= bound if spec.op == "<=" else value >= bound
             # same fixed shape as the tolerance checks: N of M first, then the measure
             detail = (f"{n_bad} of {n_total} tokens ({100 * n_bad / max(n_total, 1):.2f}%) beyond tolerance, "
                       f"{spec.measure} {_fmt(value)}; max abs diff "
-                      f"{_fmt(summary['max_abs_diff'])} at {_where(worst)}")
+                      f"{_fmt(summary['max_abs_diff'])} at {_where(worst)}{gaps}")
     status = "pass" if passed else "fail"
-    label = spec.title + (f" [{config}]" if config else "")
     allowed = (f"allowed max abs diff {spec.op} {_fmt(bound)}" if spec.id in TOLERANCE_CHECKS
                else f"allowed {spec.measure} {spec.op} {_fmt(bound)}")
     message = f"{status.upper()} {label}: {detail}; {allowed}"
     return CheckResult(id=spec.id, title=spec.title, channel=spec.channel, config=config, status=status,
-                       measure=spec.measure, value=value, op=spec.op, bound=bound, n_bad=n_bad, n_total=n_total,
-                       worst=worst, message=message)
+                       measure=spec.measure, value=value, op=spec.op, bound=float(bound), n_bad=n_bad,
+                       n_total=n_total, worst=worst, message=message, evidence=evidence)
 
 
-def evaluate(policy: Policy, result: ComparisonResult) -> list[CheckResult]:
+def evaluate(policy: Policy, result: ComparisonResult,
+             labels: tuple[str, str] = ("reference", "candidate")) -> list[CheckResult]:
     """Every check, for every sampling config (each config has its own rules).
     Collect everything first; the caller decides once."""
     tokens_at = {(w["channel"], w["config"], w["prompt_id"], w["sample"], w["position"]): w["token"]
@@ -246,7 +341,7 @@ def evaluate(policy: Policy, result: ComparisonResult) -> list[CheckResult]:
     for config, group in result.per_config.items():
         rules = policy.rules(config)
         for spec in CHECKS:
-            r = _evaluate_one(spec, rules, config, group, tokens_at)
+            r = _evaluate_one(spec, rules, config, group, tokens_at, labels)
             if r is not None:
                 out.append(r)
     return out

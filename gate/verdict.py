@@ -69,21 +69,67 @@ def _hardware_warnings(diff: list[dict[str, Any]]) -> list[str]:
             f"the hardware's, not the version's"]
 
 
-def _headline(checks: list[CheckResult], result: ComparisonResult) -> str:
+def config_status(config: str, checks: list[CheckResult], group: dict[str, Any]) -> dict[str, Any]:
+    """Per sampling config: 'fail', 'inconclusive' or 'pass', and why, in words.
+
+    A config passes only on evidence: its teacher-forced channel (the gate's
+    sharpest instrument) must be comparable wherever the reference has one,
+    and a sampler channel that the free runs could not match (a changed seeded
+    random stream) must be vouched for by the in-run semantics check."""
+    mine = [c for c in checks if c.config == config]
+    by_channel: dict[str, list[CheckResult]] = {}
+    for c in mine:
+        by_channel.setdefault(c.channel, []).append(c)
+    lost = {ch: cs[0] for ch, cs in by_channel.items() if all(c.status == "not_comparable" for c in cs)}
+    notes = [f"{_CHANNEL_WORDS[ch]} not comparable for '{config}': {c.evidence.get('compared')} of "
+             f"{c.evidence.get('reference')} {c.evidence.get('unit', 'tokens')}; {c.note}" for ch, c in lost.items()]
+    sem = group.get("semantics") or {}
+    if "sampler" in lost and "semantics" in by_channel and "semantics" not in lost:
+        notes[list(lost).index("sampler")] += (f"; semantics checked in-run instead: {sem.get('reference_mode')} -> "
+                                               f"{sem.get('candidate_mode')}")
+    if any(c.status == "fail" for c in mine):
+        status, why = "fail", "a check failed"
+    elif not mine or all(c.status == "not_comparable" for c in mine):
+        status, why = "inconclusive", "no check had enough evidence"
+    elif "forced" in lost:
+        status, why = "inconclusive", "the teacher-forced channel had too little evidence"
+    elif "sampler" in lost and (group.get("free_run") or {}).get("sequences") and \
+            ("semantics" not in by_channel or "semantics" in lost):
+        status, why = "inconclusive", "the sampler channel had too little evidence and no in-run semantics"
+    else:
+        status, why = "pass", "every gated channel passed" + (" (some on in-run evidence)" if lost else "")
+    return {"status": status, "reason": why, "notes": notes,
+            "checks": {"pass": sum(c.status == "pass" for c in mine), "fail": sum(c.status == "fail" for c in mine),
+                       "not_comparable": sum(c.status == "not_comparable" for c in mine)}}
+
+
+_CHANNEL_WORDS = {"forced": "teacher-forced channel", "sampler": "sampler channel", "free_run": "free-run check",
+                  "semantics": "in-run semantics"}
+
+
+def _headline(checks: list[CheckResult], result: ComparisonResult, configs: dict[str, dict[str, Any]]) -> str:
     failed = [c for c in checks if c.status == "fail"]
+    counted = [c for c in checks if c.status != "not_comparable"]
+    skipped = len(checks) - len(counted)
     forced = (result.overall.get("forced") or {})
     sampler = (result.overall.get("sampler") or {})
     tokens = (forced.get("tokens") or 0) + (sampler.get("tokens") or 0)
-    if not checks:
-        return f"FAIL: nothing was compared ({result.records} records matched)"
-    if not failed:
-        mx = max((x.get("max_abs_diff") or 0.0) for x in (forced, sampler))
-        return (f"PASS: all {len(checks)} checks passed ({tokens} tokens in {result.records} sequences; "
-                f"max abs diff {_fmt(mx)})")
-    parts = [f"{c.title}{f' [{c.config}]' if c.config else ''} ({c.measure} {_fmt(c.value)} vs "
-             f"{c.op} {_fmt(c.bound)})" for c in failed[:4]]
-    more = f", and {len(failed) - 4} more" if len(failed) > 4 else ""
-    return f"FAIL: {len(failed)} of {len(checks)} checks failed: " + ", ".join(parts) + more
+    gaps = f", {skipped} not comparable" if skipped else ""
+    if failed:
+        parts = [f"{c.title}{f' [{c.config}]' if c.config else ''} ({c.measure} {_fmt(c.value)} vs "
+                 f"{c.op} {_fmt(c.bound)})" for c in failed[:4]]
+        more = f", and {len(failed) - 4} more" if len(failed) > 4 else ""
+        return f"FAIL: {len(failed)} of {len(counted)} checks failed{gaps}: " + ", ".join(parts) + more
+    stuck = [name for name, c in configs.items() if c["status"] == "inconclusive"]
+    if not checks or not configs:
+        return f"INCONCLUSIVE: nothing was compared ({result.records} records matched)"
+    if stuck:
+        why = "; ".join(f"'{n}': {configs[n]['reason']}" for n in stuck[:3])
+        return (f"INCONCLUSIVE: not enough evidence to pass {len(stuck)} of {len(configs)} configs ({why}); "
+                f"{len(counted) - len(failed)} checks passed{gaps}")
+    mx = max((x.get("max_abs_diff") or 0.0) for x in (forced, sampler))
+    return (f"PASS: all {len(counted)} comparable checks passed{gaps} ({tokens} tokens in {result.records} "
+            f"sequences; max abs diff {_fmt(mx)})")
 
 
 def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate: tuple[str, str, Manifest],
@@ -91,9 +137,14 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
                   prompts_new: list[str], prompts_unused: list[str], warnings: list[str],
                   reproduce: str, files: dict[str, str]) -> dict[str, Any]:
     diff = environment_diff(reference[2], candidate[2])
-    failed = any(c.status == "fail" for c in checks) or not checks
-    verdict = "fail" if failed else "pass"
-    exit_code = EXIT_REGRESSION if failed and policy.fail_on == "regression" else EXIT_PASS
+    configs = {name: config_status(name, checks, group) for name, group in result.per_config.items()}
+    if any(c["status"] == "fail" for c in configs.values()):
+        verdict = "fail"
+    elif not configs or any(c["status"] == "inconclusive" for c in configs.values()):
+        verdict = "inconclusive"  # never a pass on missing evidence
+    else:
+        verdict = "pass"
+    exit_code = EXIT_REGRESSION if verdict != "pass" and policy.fail_on == "regression" else EXIT_PASS
     all_warnings = _hardware_warnings(diff) + list(warnings) + list(result.warnings)
     if result.only_reference:
         all_warnings.append(f"{len(result.only_reference)} reference records have no counterpart in the run "
@@ -107,11 +158,13 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
     return {
         "schema": SCHEMA, "version": VERSION, "verdict": verdict, "exit_code": exit_code, "mode": mode,
         "fail_on": policy.fail_on,
-        "headline": _headline(checks, result),
+        "headline": _headline(checks, result, configs),
         "reference": {"label": reference[0], "dir": reference[1], "manifest": reference[2].to_json()},
         "candidate": {"label": candidate[0], "dir": candidate[1], "manifest": candidate[2].to_json()},
         "environment_diff": diff,
         "warnings": all_warnings,
+        "configs": configs,
+        "evidence_notes": [n for c in configs.values() for n in c["notes"]],
         "checks": [dataclasses.asdict(c) for c in checks],
         "measures": {"overall": result.overall, "per_config": result.per_config},
         "worst_tokens": result.worst_tokens,
@@ -170,6 +223,8 @@ def text_summary(verdict: dict[str, Any], out: Path) -> str:
     n_pass = sum(c["status"] == "pass" for c in verdict["checks"])
     if n_pass:
         lines.append(f"  {n_pass} checks passed")
+    for note in verdict.get("evidence_notes") or []:
+        lines.append(f"  not comparable: {note}")
     moved = [r for r in verdict["environment_diff"] if r["differs"]]
     for r in moved:
         lines.append(f"  changed: {r['key']}: {r['reference']!r} -> {r['candidate']!r}")

@@ -262,10 +262,14 @@ def test_compare__neg_inf_on_one_side_is_infinite():
     cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b), sampler=b)
     s = compare_records([ref], [cand]).overall["forced"]
     assert s["mismatched"] == 1
-    assert s["max_abs_diff"] == math.inf and s["mean_abs_diff"] == math.inf
+    assert s["max_abs_diff"] == math.inf
     assert s["max_location"]["position"] == 1 and s["max_location"]["candidate"] == -math.inf
-    assert s["mult_prob_error"] == math.inf
+    # the moments are over the finite pairs, and the verdict says how many were left out
+    assert s["excluded"] == {"null": 0, "one_sided_inf": 1, "both_neg_inf": 0, "moments_over": 3}
+    assert s["mean_abs_diff"] == 0.0 and s["mult_prob_error"] == 1.0 and s["k3_kl"] == 0.0
+    assert s["k1_kl"] == 0.0 and s["chi2"] == 0.0
     assert s["clip_fraction"] == 0.25
+    assert s["p99_abs_diff"] == math.inf, "the open top bin reports the exact max, never a clamp"
     assert s["prob_diff_max"] == pytest.approx(math.exp(-1.0), **EXACT)
 
 
@@ -334,7 +338,7 @@ def test_compare__different_forced_tokens_warn_and_are_not_compared():
     ref = record(prompt=PROMPT, completion=COMPLETION)
     cand = record(prompt=PROMPT, completion=(4, 5, 6, 8))
     res = compare_records([ref], [cand])
-    assert res.overall["forced"] is None
+    assert res.overall["forced"]["tokens"] == 0 and res.overall["forced"]["reference_tokens"] == 4
     assert any("different tokens" in w for w in res.warnings)
 
 
@@ -360,3 +364,44 @@ def test_compare__by_position_buckets():
     buckets = res.by_position["forced"]
     assert [(x["start"], x["count"], x["max_abs_diff"]) for x in buckets] == [(0, 8, 0.0), (8, 8, 0.0),
                                                                               (16, 4, 0.5)]
+
+
+def test_compare__null_logprobs_are_excluded_and_counted_never_nan():
+    a = [-0.5, None, -2.0, -0.25]
+    b = [-0.5, -1.0, None, -0.30]
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced([-0.5, -1.0, -2.0, -0.25]), sampler=a)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced([-0.5, -1.0, -2.0, -0.25]), sampler=b)
+    s = compare_records([ref], [cand]).overall["sampler"]
+    assert s["tokens"] == 2 and s["reference_tokens"] == 4
+    assert s["excluded"]["null"] == 2
+    assert s["max_abs_diff"] == pytest.approx(0.05, **EXACT)
+    for key in ("mean_abs_diff", "k1_kl", "k2", "k3_kl", "chi2", "mult_prob_error"):
+        assert s[key] == s[key], key  # not NaN
+
+
+def test_compare__k3_is_never_negative_near_zero():
+    a = [-1.0] * 4
+    b = [-1.0 + 1e-9, -1.0 - 1e-9, -1.0 + 3e-10, -1.0]
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a), sampler=a)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b), sampler=b)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["k3_kl"] >= 0.0
+
+
+def test_compare__p99_of_huge_diffs_is_reported_honestly_not_clamped():
+    a = [-1.0] * 4
+    b = [-3.4e38] * 4
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a), sampler=a)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b), sampler=b)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["p99_abs_diff"] == pytest.approx(3.4e38, rel=1e-6)
+    assert s["p99_bin"][0] == 1e3 and s["p99_bin"][1] == s["max_abs_diff"]
+
+
+def test_compare__tiny_diffs_below_the_bins_report_an_upper_bound():
+    a = [-1.0] * 4
+    b = [-1.0 + 2.0 ** -52 * 0] * 3 + [-1.0 + 1e-13]
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(a), sampler=a)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b), sampler=b)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert 0 < s["p99_abs_diff"] <= 1e-12 and s["p99_bin"][0] == 0.0
