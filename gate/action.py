@@ -23,8 +23,8 @@ import requests
 from gate._fsutil import atomic_write_text
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
 from gate.github_context import ORIGIN_FILE, ResultOrigin, context_from_env
-from gate.publish import (COMMENT_MODES, Outcome, PublishOptions, Publisher, Runtime, error_outcome,
-                          load_outcome)
+from gate.publish import (COMMENT_MODES, Outcome, PublishOptions, Publisher, Runtime, check_runner_files,
+                          error_outcome, load_outcome)
 
 __all__ = ["ActionSettings", "add_arguments", "run", "run_action", "check_argv"]
 
@@ -144,6 +144,7 @@ def _cancel_on_signals() -> Iterator[None]:
 def run_action(settings: ActionSettings, rt: Runtime,
                check: Callable[[list[str]], int] = _default_check) -> int:
     ctx = context_from_env(rt.env, token=settings.github_token or None)
+    check_runner_files(ctx)
     options = PublishOptions(status_context=settings.status_context, comment=settings.comment,
                              check_run=settings.check_run)
     publisher = Publisher(ctx, rt.api(ctx), options, rt.stdout)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -32,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        sys.stderr.write(f"parity-gate: error: {message} (hint: run '{self.prog} --help')\n")
+        sys.stderr.write(f"parity-gate: error: {_one_line(message)} (hint: run '{self.prog} --help')\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -69,23 +70,46 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger().addHandler(logging.NullHandler())
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so every `finally` runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _one_line(text: str) -> str:
+    """The message as one printable line: control characters, line and
+    paragraph separators and lone surrogates (a newline in a path, say) are
+    written as escapes, like repr() writes them; everything else, non-ASCII
+    text included, stays as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     _configure_logging(args.verbose)
     run: Callable[[argparse.Namespace], int] = _module(COMMANDS[args.command][0]).run
+    # A runner's cancel sends SIGTERM: unwind like Ctrl-C, so staged folders
+    # are removed (or, after an engine run, its traces kept) on the way out.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
     except GateError as exc:
-        sys.stderr.write(f"parity-gate: {exc.kind}: {exc.line()}\n")
+        sys.stderr.write(f"parity-gate: {exc.kind}: {_one_line(exc.line())}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("parity-gate: interrupted\n")
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"parity-gate: interrupted{' (SIGTERM)' if isinstance(exc, _Terminated) else ''}\n")
         return EXIT_INFRA
     except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and a documented code
         if args.verbose:
             raise
-        sys.stderr.write(f"parity-gate: internal error: {type(exc).__name__}: {exc} "
+        sys.stderr.write(f"parity-gate: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
                          "(hint: re-run with -v for the traceback and report it)\n")
         return EXIT_INFRA
+    finally:
+        signal.signal(signal.SIGTERM, previous)

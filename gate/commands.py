@@ -25,7 +25,8 @@ from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_pol
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
 from gate.semantics import relations_of
-from gate.suite import Suite, load_suite, parse_engine_arg, prompt_hash, workload_hash
+from gate.suite import (Suite, check_prompt_lengths, load_suite, parse_engine_arg, prompt_hash, validate_with_vllm,
+                        workload_hash)
 from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, text_summary, write_verdict
 
@@ -297,9 +298,11 @@ def record(args: argparse.Namespace) -> int:
     sampling = {s.name: s.params for s in suite.sampling}
     stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
     try:
+        validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
         with _writing(out):
             engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
             prompts = _tokenize_prompts(suite, engine, vocab)
+            check_prompt_lengths(suite, prompts, engine_args)
             texts = {p.id: p.text for p in suite.prompts}
             calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
             state = _run_plan(engine, calls, prompts, sampling, None)
@@ -422,8 +425,14 @@ def check(args: argparse.Namespace) -> int:
     for key, value in ((golden.batch_plan or {}).get("scheduler") or {}).items():
         if value is not None and key not in engine_args:
             engine_args[key] = value
+    check_prompt_lengths(suite, g_prompts, engine_args)
     stage = _Stage(args.out, force=args.force,
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
+    try:
+        validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
+    except BaseException:
+        stage.discard()
+        raise
     stage_name = "engine start"
     engine = None
     try:

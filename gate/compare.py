@@ -54,6 +54,7 @@ class _Channel:
     n: int = 0
     n_finite: int = 0        # pairs with a finite number on both sides (the moment measures' count)
     expected: int = 0        # tokens the reference offers in this channel: the evidence denominator
+    candidate_records: int = 0  # records in which the candidate has this channel at all
     excluded_null: int = 0   # a side had no logprob (null): not compared
     one_sided_inf: int = 0   # -inf against a finite value: an infinite difference
     both_neg_inf: int = 0    # -inf on both sides: close
@@ -207,7 +208,7 @@ class _Channel:
     def merge(self, other: "_Channel") -> None:
         """Fold another channel in (overall = the sum of the per-config channels,
         so each token's numbers are computed once)."""
-        for name in ("n", "n_finite", "expected", "excluded_null", "one_sided_inf", "both_neg_inf", "mismatched",
+        for name in ("n", "n_finite", "expected", "candidate_records", "excluded_null", "one_sided_inf", "both_neg_inf", "mismatched",
                      "bitwise", "sum_abs", "sum_exp_abs", "sum_k1", "sum_k2", "sum_k3",
                      "sum_rho2", "clipped", "seq_n", "seq_ppl_sum", "top_n", "top1_agree", "topk_overlap_sum",
                      "prompt_n", "zero"):
@@ -252,7 +253,8 @@ class _Channel:
         nf = max(self.n_finite, 1)
         has = self.n_finite > 0
         return {
-            "tokens": self.n, "reference_tokens": self.expected, "mismatched": self.mismatched,
+            "tokens": self.n, "reference_tokens": self.expected, "candidate_records": self.candidate_records,
+            "mismatched": self.mismatched,
             "excluded": {"null": self.excluded_null, "one_sided_inf": self.one_sided_inf,
                          "both_neg_inf": self.both_neg_inf, "moments_over": self.n_finite},
             "bitwise_equal_fraction": self.bitwise / n if self.n else None,
@@ -430,7 +432,10 @@ class _Comparator:
         g.relation_ref.add(*relation_pairs(ref))
 
     def observe(self, cand: Record) -> None:
-        self.group(cand.config).relation_cand.add(*relation_pairs(cand))
+        g = self.group(cand.config)
+        g.forced.candidate_records += cand.forced is not None
+        g.sampler.candidate_records += cand.sampler is not None
+        g.relation_cand.add(*relation_pairs(cand))
 
     def _track_worst(self, channel: str, absd: np.ndarray, a: np.ndarray, b: np.ndarray,
                      positions: np.ndarray, ids: np.ndarray, rec: Record) -> None:

@@ -25,7 +25,8 @@ from gate import report
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, GateError, InfraError
 from gate.github_api import ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
 from gate.github_context import GitHubContext, ResultOrigin, context_from_env
-from gate.workflow_commands import annotation, append_step_summary, emit_annotations, write_outputs
+from gate.workflow_commands import (annotation, append_step_summary, check_runner_file, emit_annotations,
+                                    write_outputs)
 
 __all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publisher", "PublishReport",
            "load_outcome", "error_outcome", "comment_marker", "COMMENT_LIMIT", "DESCRIPTION_LIMIT"]
@@ -412,11 +413,19 @@ def options_from_args(args: argparse.Namespace) -> PublishOptions:
                           check_run=not args.no_check_run, target_url=args.target_url)
 
 
+def check_runner_files(ctx: GitHubContext) -> None:
+    """A folder or FIFO as GITHUB_OUTPUT/GITHUB_STEP_SUMMARY is refused before
+    anything is posted or written."""
+    check_runner_file(ctx.output_path, "GITHUB_OUTPUT")
+    check_runner_file(ctx.step_summary_path, "GITHUB_STEP_SUMMARY")
+
+
 def publish_command(args: argparse.Namespace, rt: Runtime) -> int:
     result_dir = Path(args.result_dir)
     if not result_dir.is_dir():
         raise BadInput(f"{result_dir}: no such result directory")
     ctx = context_from_env(rt.env)
+    check_runner_files(ctx)
     if args.sha or args.pr:
         ctx = replace(ctx, head_sha=args.sha or ctx.head_sha, pr_number=args.pr or ctx.pr_number)
     if args.exit_code is not None and not (result_dir / "verdict.json").is_file():

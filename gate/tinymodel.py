@@ -60,29 +60,53 @@ MODEL_FILES = frozenset({"config.json", "generation_config.json", "model.safeten
                          "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"})
 
 
-def build_tiny_model(out: Path, seed: int = 0, force: bool = False) -> Path:
+SHAPES = ("tiny", "qwen2-0.5b")
+
+
+def _model(shape: str, vocab: int):
+    """`tiny`: the CPU test model. `qwen2-0.5b`: Qwen2-0.5B's body (24 layers,
+    hidden 896, 14 heads, 2 KV heads) with the small tokenizer, in bfloat16:
+    the GPU validation tier's model (design.md section 4)."""
+    if shape == "qwen2-0.5b":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=vocab, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+            num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+            bos_token_id=0, eos_token_id=1, tie_word_embeddings=False, torch_dtype="bfloat16"))
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=4 * HIDDEN,
+        num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+        max_position_embeddings=MAX_POSITIONS, bos_token_id=0, eos_token_id=1,
+        tie_word_embeddings=False, torch_dtype="float32"))
+
+
+def build_tiny_model(out: Path, seed: int = 0, force: bool = False, shape: str = "tiny",
+                     logit_scale: float = 40.0) -> Path:
     """Write config.json, model.safetensors and the tokenizer into `out`
     (replaced atomically: built in a temp dir, then renamed; an existing
-    non-empty `out` only with `force`, and only if it holds a model's files)."""
+    non-empty `out` only with `force`, and only if it holds a model's files).
+    `logit_scale` widens the tiny model's logits: 40 gives peaked, real-model
+    like distributions; a small scale gives flat ones, like a random-weight
+    model on a GPU, where a changed seed changes the first sampled token."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     stage = StagedDir(Path(out), force=force, owned=MODEL_FILES)
     tmp = stage.dir
     try:
         _train_tokenizer(tmp)
         vocab = json.loads((tmp / "tokenizer.json").read_text())["model"]["vocab"]
-        config = LlamaConfig(
-            vocab_size=len(vocab), hidden_size=HIDDEN, intermediate_size=4 * HIDDEN,
-            num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
-            max_position_embeddings=MAX_POSITIONS, bos_token_id=0, eos_token_id=1,
-            tie_word_embeddings=False, torch_dtype="float32")
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-        with torch.no_grad():
-            # Default init gives near-uniform distributions; widen the logits so
-            # sampling configs and top-k behave like a real model's would.
-            model.lm_head.weight.mul_(40.0)
+        model = _model(shape, len(vocab))
+        if shape != "tiny":
+            model = model.to(torch.bfloat16)
+        if shape == "tiny":
+            with torch.no_grad():
+                # Default init gives near-uniform distributions; widen the logits so
+                # sampling configs and top-k behave like a real model's would.
+                model.lm_head.weight.mul_(logit_scale)
         model.save_pretrained(str(tmp), safe_serialization=True)
     except BaseException:
         stage.discard()
@@ -95,11 +119,13 @@ def build_tiny_model(out: Path, seed: int = 0, force: bool = False) -> Path:
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the model into")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--shape", choices=SHAPES, default="tiny",
+                        help="tiny (CPU tests, default) or qwen2-0.5b (Qwen2-0.5B's body, bf16: the GPU tier)")
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
 
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    build_tiny_model(out, seed=args.seed, force=args.force)
-    print(f"tiny model (seed {args.seed}) written to {out}")
+    build_tiny_model(out, seed=args.seed, force=args.force, shape=args.shape)
+    print(f"{args.shape} model (seed {args.seed}) written to {out}")
     return 0

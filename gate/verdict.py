@@ -69,13 +69,16 @@ def _hardware_warnings(diff: list[dict[str, Any]]) -> list[str]:
             f"the hardware's, not the version's"]
 
 
-def config_status(config: str, checks: list[CheckResult], group: dict[str, Any]) -> dict[str, Any]:
+def config_status(config: str, checks: list[CheckResult], group: dict[str, Any],
+                  mode: str = "check") -> dict[str, Any]:
     """Per sampling config: 'fail', 'inconclusive' or 'pass', and why, in words.
 
     A config passes only on evidence: its teacher-forced channel (the gate's
-    sharpest instrument) must be comparable wherever the reference has one,
-    and a sampler channel that the free runs could not match (a changed seeded
-    random stream) must be vouched for by the in-run semantics check."""
+    sharpest instrument) must be comparable wherever the reference has one
+    (in `compare`, a candidate with no teacher-forced scores at all, such as
+    a trainer dump, is exempt and said so), and a sampler channel that the
+    free runs could not match (a changed seeded random stream) must be
+    vouched for by the in-run semantics check."""
     mine = [c for c in checks if c.config == config]
     by_channel: dict[str, list[CheckResult]] = {}
     for c in mine:
@@ -91,7 +94,9 @@ def config_status(config: str, checks: list[CheckResult], group: dict[str, Any])
         status, why = "fail", "a check failed"
     elif not mine or all(c.status == "not_comparable" for c in mine):
         status, why = "inconclusive", "no check had enough evidence"
-    elif "forced" in lost:
+    elif "forced" in lost and (mode == "check" or (group.get("forced") or {}).get("candidate_records")):
+        # `check` produces its own teacher-forced scores: missing ones are never fine. In `compare`
+        # a candidate that records no teacher-forced scores at all (a trainer dump) is said, not failed.
         status, why = "inconclusive", "the teacher-forced channel had too little evidence"
     elif "sampler" in lost and (group.get("free_run") or {}).get("sequences") and \
             ("semantics" not in by_channel or "semantics" in lost):
@@ -137,7 +142,7 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
                   prompts_new: list[str], prompts_unused: list[str], warnings: list[str],
                   reproduce: str, files: dict[str, str]) -> dict[str, Any]:
     diff = environment_diff(reference[2], candidate[2])
-    configs = {name: config_status(name, checks, group) for name, group in result.per_config.items()}
+    configs = {name: config_status(name, checks, group, mode) for name, group in result.per_config.items()}
     if any(c["status"] == "fail" for c in configs.values()):
         verdict = "fail"
     elif not configs or any(c["status"] == "inconclusive" for c in configs.values()):
@@ -200,11 +205,14 @@ def write_verdict(out: Path, verdict: dict[str, Any]) -> Path:
 
 def read_verdict(result_dir: Path) -> dict[str, Any]:
     path = Path(result_dir) / VERDICT_FILE
+    if path.exists() and not path.is_file():  # a FIFO would block forever, a device never ends
+        raise BadInput(f"{path} is not a regular file (a FIFO, device or folder)",
+                       "pass a folder written by 'parity-gate check' or 'compare'")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path} not found", "pass a folder written by 'parity-gate check' or 'compare'") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON, a 5000-digit number
         raise BadInput(f"{path} is not readable JSON ({exc})", "re-run 'parity-gate check' to regenerate it") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise BadInput(f"{path} is not a parity-gate verdict", "pass a folder written by 'parity-gate check'")

@@ -198,3 +198,30 @@ def test_outputs__full_or_read_only_out_is_one_bad_input_line_and_leaves_nothing
     assert "internal error" not in line
     assert list(point.iterdir()) == []
     assert _snapshot(proj) == before
+
+
+def test_outputs__sigterm_mid_compare_leaves_no_partial_and_says_so(tmp_path):
+    """A runner's cancel sends SIGTERM: the staged folder goes, the line says
+    why, exit 3; --out is never half-written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recs = [record(prompt_id=f"p{i:05d}", completion=tuple(range(4, 204)), sampler=[-0.5] * 200,
+                   forced=[None] + [-1.0] * 202) for i in range(1500)]
+    write_trace(tmp_path / "a", recs)
+    write_trace(tmp_path / "b", recs)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([sys.executable, "-m", "gate", "compare", "a", "b", "--out", "res"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".res.*.partial")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the comparison ended before it could be interrupted: grow the traces"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert err.strip().splitlines() == ["parity-gate: interrupted (SIGTERM)"]
+    assert not (tmp_path / "res").exists()
+    assert not list(tmp_path.glob(".res*")), "no partial folder and no lock file left behind"

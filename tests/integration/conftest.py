@@ -102,5 +102,55 @@ def cycle(suite, tmp_path_factory) -> dict[str, Run]:
     return runs
 
 
+@pytest.fixture(scope="session")
+def stream(suite, tmp_path_factory) -> dict[str, Run]:
+    """A bump whose seeded random stream changed (design.md section 4: on a
+    real GPU bump 127 of 128 rollouts diverged at position 0). One CPU build
+    keeps its stream, so the golden is told its rollouts used another seed;
+    the replay then samples other tokens. The model's logits are flat (like a
+    random-weight model on a GPU), so the first sampled token changes."""
+    from gate.tinymodel import build_tiny_model
+
+    root = tmp_path_factory.mktemp("stream")
+    model = build_tiny_model(root / "flat-model", seed=0, logit_scale=8.0)
+    flat_suite = root / "suite.yaml"
+    flat_suite.write_text(SUITE.format(model=model))
+    golden = root / "golden"
+    runs = {"record": gate("record", "--suite", flat_suite, "--out", golden)}
+    assert runs["record"].rc == 0, runs["record"].stderr[-3000:]
+    moved_suite, moved_golden = _moved_seed(flat_suite, golden, root)
+    runs["raw"] = gate("check", "--suite", moved_suite, "--golden", moved_golden, "--out", root / "raw")
+    runs["processed"] = gate("check", "--suite", moved_suite, "--golden", moved_golden, "--out", root / "processed",
+                             "--engine-arg", "logprobs_mode=processed_logprobs")
+    return runs
+
+
+def _moved_seed(suite: Path, golden: Path, root: Path, config: str = "hot", seed: int = 999) -> tuple[Path, Path]:
+    """A copy of the suite and golden in which `config`'s sampling seed says
+    `seed`, while the golden's tokens were sampled with the original one."""
+    import json
+
+    from gate.suite import workload_hash
+
+    text = suite.read_text()
+    assert "    seed: 7\n" in text
+    moved_suite = root / "suite-moved.yaml"
+    moved_suite.write_text(text.replace("    seed: 7\n", f"    seed: {seed}\n"))
+    lines = (golden / "traces.jsonl").read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    man = header["manifest"]
+    man["suite"]["sampling"][config]["seed"] = seed
+    prompts = {}
+    for line in lines[1:]:
+        rec = json.loads(line)
+        if "prompt_id" in rec:
+            prompts[rec["prompt_id"]] = rec["prompt_token_ids"]
+    man["suite"]["workload_sha256"] = workload_hash(prompts, man["suite"]["sampling"])
+    moved = root / "golden-moved"
+    moved.mkdir()
+    (moved / "traces.jsonl").write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+    return moved_suite, moved
+
+
 def dedent(s: str) -> str:
     return textwrap.dedent(s)

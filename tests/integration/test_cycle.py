@@ -136,3 +136,45 @@ def test_examples__trainer_dump_then_compare_reports_rl_measures(cycle, models, 
     assert rl is not None and rl["tokens"] > 0
     assert 0 <= rl["k3_kl"] < 1e-8 and rl["clip_fraction"] == 0.0 and rl["tis_truncated_fraction"] == 0.0
     assert v["measures"]["overall"]["sampler"]["path_candidate"] == "trainer"
+
+
+# ------------------------------------------------------------ a changed random stream
+def test_check__changed_random_stream_passes_on_teacher_forced_and_in_run_evidence(stream):
+    """Every rollout of 'hot' diverges at position 0, so its sampler channel
+    compares (almost) nothing: said in words, vouched for by the in-run
+    semantics, and the verdict still passes on evidence."""
+    run = stream["raw"]
+    assert run.rc == 0, run.stdout + run.stderr[-2000:]
+    v = _verdict(run)
+    assert v["verdict"] == "pass"
+    hot = v["measures"]["per_config"]["hot"]
+    assert hot["free_run"]["diverged_at_start"] * 2 > hot["free_run"]["sequences"]
+    assert hot["forced"]["tokens"] == hot["forced"]["reference_tokens"] > 0
+    assert hot["forced"]["max_abs_diff"] == 0.0
+    sampler = {c["id"]: c for c in v["checks"] if c["config"] == "hot" and c["channel"] == "sampler"}
+    assert sampler and all(c["status"] == "not_comparable" for c in sampler.values())
+    sem = next(c for c in v["checks"] if c["id"] == "sampler.semantics" and c["config"] == "hot")
+    assert sem["status"] == "pass" and sem["evidence"]["compared"] >= 24
+    assert hot["semantics"]["reference_mode"] == hot["semantics"]["candidate_mode"] == "raw"
+    note = next(n for n in v["evidence_notes"] if "'hot'" in n)
+    assert "random stream changed" in note and "semantics checked in-run instead: raw -> raw" in note
+    assert v["configs"]["hot"]["status"] == "pass"
+    assert "not comparable: sampler channel not comparable for 'hot'" in run.stdout
+    assert "not comparable" in (run.out / "comment.md").read_text()
+
+
+def test_check__changed_random_stream_with_processed_logprobs_fails_naming_the_semantics(stream):
+    """raw -> processed across a bump whose stream changed: the sampler channel
+    has nothing to compare, the in-run relation catches it."""
+    run = stream["processed"]
+    assert run.rc == 1, run.stdout + run.stderr[-2000:]
+    v = _verdict(run)
+    sem = next(c for c in v["checks"] if c["id"] == "sampler.semantics" and c["config"] == "hot")
+    assert sem["status"] == "fail", sem["message"]
+    assert "golden raw" in sem["message"] and "run processed" in sem["message"]
+    hot = v["measures"]["per_config"]["hot"]["semantics"]
+    assert hot["candidate"]["mean_residual"] > 0.02 and abs(hot["reference"]["mean_residual"]) < 1e-6
+    assert "FAIL in-run sampler semantics [hot]" in run.stdout
+    # greedy is unaffected by the mode: teacher-forced and sampler stay exact
+    greedy = v["measures"]["per_config"]["greedy"]
+    assert greedy["forced"]["max_abs_diff"] == 0.0 and greedy["sampler"]["max_abs_diff"] == 0.0

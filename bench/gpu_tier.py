@@ -1,0 +1,213 @@
+"""GPU validation tier (issue 10, item 6): a real vLLM bump on a real GPU.
+
+Run by a maintainer on a GPU host with two vLLM releases installed side by
+side (each importable through its own PYTHONPATH; see DEVELOPERS.md for the
+offline kit). It records a golden under the OLD release, checks it under the
+old one (expect PASS), under the NEW one (a real bump: expect PASS, every
+config comparable or explained), then under the new one with each of the
+seed's regressions injected (expect FAIL, the cause named):
+
+  processed   logprobs_mode=processed_logprobs (root cause 1), with --diagnose
+  fp32-head   hf_overrides={head_dtype: float32} (root cause 4)
+  eager       enforce_eager=true (a changed runtime default, root cause 2)
+  prefix      enable_prefix_caching=true (a changed runtime default)
+  stale       weight-update without a prefix-cache reset (root cause 3);
+  reset       ... and with the reset, the correct path (expect PASS)
+
+Each step is one `parity-gate` process (one engine each). Results accumulate
+in WORK/results.json, so the steps can be split over several invocations
+(`--steps`); `--table FILE` writes the Markdown table for bench/RESULTS.md.
+
+    python bench/gpu_tier.py --work W --old-path P_OLD --new-path P_NEW --steps model,record,same,bump
+    python bench/gpu_tier.py --work W --old-path P_OLD --new-path P_NEW --steps processed,fp32-head --table T.md
+
+CI cannot run this (no GPU); the CPU tiers cover the same logic with the CPU
+build. `--cpu` runs the same steps on the tiny model with one release, to
+test this script itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+N_PROMPTS, MIN_LEN, MAX_LEN, NEW_TOKENS = 64, 32, 256, 64
+
+STEPS = {
+    # name: (release, extra CLI args, expected verdict, what it shows)
+    "same": ("old", [], "pass", "the golden's own release: every measure exactly 0"),
+    "bump": ("new", [], "pass", "a real bump: teacher-forced within noise, sampler semantics checked in-run"),
+    "processed": ("new", ["--engine-arg", "logprobs_mode=processed_logprobs", "--diagnose"], "fail",
+                  "root cause 1: processed sampler logprobs"),
+    "fp32-head": ("new", ["--engine-arg", "hf_overrides={head_dtype: float32}"], "fail",
+                  "root cause 4: lm_head in fp32 instead of bf16"),
+    "eager": ("new", ["--engine-arg", "enforce_eager=true"], "fail", "root cause 2: a changed runtime default"),
+    "prefix": ("new", ["--engine-arg", "enable_prefix_caching=true"], "fail",
+               "root cause 2: prefix caching switched on"),
+}
+
+
+def _suite(work: Path, model: Path, cpu: bool) -> Path:
+    import random
+
+    rng = random.Random(20261127)
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    n, lo, hi, new = (8, 8, 24, 16) if cpu else (N_PROMPTS, MIN_LEN, MAX_LEN, NEW_TOKENS)
+    lines = [f"name: gpu-tier", f"model: {model}", "engine:",
+             f"  dtype: {'float32' if cpu else 'bfloat16'}", "  seed: 0", "  max_model_len: 512",
+             "  logprobs_mode: raw_logprobs", "  enable_prefix_caching: false"]
+    if not cpu:
+        # more than half the card: a --diagnose ablation can start only if the
+        # parent check really released its engine's share first
+        lines.append("  gpu_memory_utilization: 0.55")
+    lines.append("prompts:")
+    for i in range(n):
+        ids = [rng.randrange(2, vocab) for _ in range(rng.randint(lo, hi))]
+        lines.append(f"  - id: p{i:03d}\n    token_ids: {ids}")
+    lines += ["sampling:",
+              "  - name: greedy", "    temperature: 0.0", f"    max_tokens: {new}", "    ignore_eos: true",
+              "    logprobs: 5",
+              "  - name: rollout", "    temperature: 0.7", "    top_p: 0.95", f"    max_tokens: {new}",
+              "    ignore_eos: true", "    seed: 11", "    n: 2", "    logprobs: 5"]
+    path = work / "suite.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _gate(args: list[str], pythonpath: str, log: Path, timeout: float = 900) -> tuple[int, float]:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{pythonpath}" if pythonpath else str(REPO),
+               VLLM_USE_FLASHINFER_SAMPLER="0", PYTHONUNBUFFERED="1")
+    t = time.monotonic()
+    with open(log, "w") as fh:
+        rc = subprocess.run([sys.executable, "-m", "gate", *args], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                            timeout=timeout).returncode
+    return rc, time.monotonic() - t
+
+
+def _summarise(result: Path) -> dict:
+    v = json.loads((result / "verdict.json").read_text())
+    per = v["measures"]["per_config"]
+    out = {"verdict": v["verdict"], "exit_code": v["exit_code"], "headline": v["headline"],
+           "vllm": [v["reference"]["manifest"]["environment"].get("vllm_version"),
+                    v["candidate"]["manifest"]["environment"].get("vllm_version")],
+           "device": v["candidate"]["manifest"]["environment"].get("device_name"),
+           "failed": [f"{c['id']} [{c['config']}]" for c in v["checks"] if c["status"] == "fail"],
+           "not_comparable": [f"{c['id']} [{c['config']}]" for c in v["checks"] if c["status"] == "not_comparable"],
+           "notes": v.get("evidence_notes") or [], "configs": {}}
+    for name, g in per.items():
+        f, s, sem = g.get("forced") or {}, g.get("sampler") or {}, g.get("semantics") or {}
+        rel = lambda r: None if not r else {k: r.get(k) for k in ("slope", "mean_residual", "rmse", "tokens")}
+        out["configs"][name] = {
+            "forced_tokens": f.get("tokens"), "forced_max": f.get("max_abs_diff"), "forced_mean": f.get("mean_abs_diff"),
+            "forced_bitwise": f.get("bitwise_equal_fraction"), "top1": f.get("top1_agreement"),
+            "sampler_tokens": s.get("tokens"), "sampler_reference_tokens": s.get("reference_tokens"),
+            "sampler_max": s.get("max_abs_diff"), "status": (v.get("configs") or {}).get(name, {}).get("status"),
+            "semantics": {"golden": sem.get("reference_mode"), "run": sem.get("candidate_mode"),
+                          "shift": (sem.get("comparison") or {}).get("shift"),
+                          "golden_fit": rel(sem.get("reference")), "run_fit": rel(sem.get("candidate"))}}
+    if v.get("diagnosis"):
+        out["diagnosis"] = v["diagnosis"].get("summary")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--old-path", default="", help="PYTHONPATH that imports the old vLLM release")
+    ap.add_argument("--new-path", default="", help="PYTHONPATH that imports the new vLLM release")
+    ap.add_argument("--steps", default="model,record," + ",".join(STEPS) + ",weight-update")
+    ap.add_argument("--table", type=Path, help="write the Markdown results table here")
+    ap.add_argument("--cpu", action="store_true", help="tiny model, float32: test this script on the CPU build")
+    args = ap.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    store = work / "results.json"
+    results = json.loads(store.read_text()) if store.is_file() else {}
+    paths = {"old": args.old_path, "new": args.new_path}
+    model, golden = work / "model", work / "golden"
+    for step in [s for s in args.steps.split(",") if s]:
+        log = work / f"{step}.log"
+        if step == "model":
+            rc, secs = _gate(["tiny-model", "--out", model, "--force",
+                              *([] if args.cpu else ["--shape", "qwen2-0.5b"])], paths["new"], log)
+            _suite(work, model, args.cpu)
+            results[step] = {"rc": rc, "seconds": round(secs, 1)}
+        elif step == "record":
+            rc, secs = _gate(["record", "--suite", work / "suite.yaml", "--out", golden, "--force"], paths["old"], log)
+            results[step] = {"rc": rc, "seconds": round(secs, 1)}
+        elif step in STEPS:
+            release, extra, expect, why = STEPS[step]
+            out = work / f"check-{step}"
+            rc, secs = _gate(["check", "--suite", work / "suite.yaml", "--golden", golden, "--out", out, "--force",
+                              *extra], paths[release], log)
+            entry = {"rc": rc, "seconds": round(secs, 1), "release": release, "expect": expect, "why": why,
+                     "args": " ".join(map(str, extra))}
+            if (out / "verdict.json").is_file():
+                entry.update(_summarise(out))
+            entry["as_expected"] = entry.get("verdict") == expect
+            results[step] = entry
+        elif step == "weight-update":
+            for name, extra, expect in (("stale", [], "fail"), ("reset", ["--reset-prefix-cache"], "pass")):
+                out = work / f"wu-{name}"
+                shutil.rmtree(out, ignore_errors=True)
+                # the engine starts on model2's weights and is updated in place to the suite's model
+                rc, secs = _gate(["weight-update", "--suite", work / "suite.yaml", "--from", work / "model2",
+                                  "--out", out, "--engine-arg", "enable_prefix_caching=true", *extra],
+                                 paths["new"], work / f"wu-{name}.log")
+                entry = {"rc": rc, "seconds": round(secs, 1), "expect": expect}
+                if (out / "verdict.json").is_file():
+                    entry.update(_summarise(out))
+                entry["as_expected"] = entry.get("verdict") == expect
+                results[f"weight-update-{name}"] = entry
+        elif step == "model2":
+            rc, secs = _gate(["tiny-model", "--out", work / "model2", "--force", "--seed", "1",
+                              *([] if args.cpu else ["--shape", "qwen2-0.5b"])], paths["new"], log)
+            results[step] = {"rc": rc, "seconds": round(secs, 1)}
+        else:
+            raise SystemExit(f"unknown step {step!r}")
+        store.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        print(f"{step}: {json.dumps(results.get(step) or results.get('weight-update-reset'), default=str)[:600]}",
+              flush=True)
+    results.setdefault("host", {"platform": platform.platform(), "python": sys.version.split()[0]})
+    store.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if args.table:
+        args.table.write_text(table(results))
+    return 0
+
+
+def _n(x) -> str:
+    return "–" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def table(results: dict) -> str:
+    rows = ["| step | vLLM golden → run | verdict (expected) | teacher-forced max / mean / bitwise [config] | "
+            "sampler tokens compared of golden [config] | in-run semantics golden → run (slope) | cause named | "
+            "time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for step, r in results.items():
+        if not isinstance(r, dict) or "verdict" not in r:
+            continue
+        cfgs = r.get("configs") or {}
+        forced = "; ".join(f"{_n(c['forced_max'])} / {_n(c['forced_mean'])} / {_n(c['forced_bitwise'])} [{n}]"
+                           for n, c in cfgs.items())
+        sampler = "; ".join(f"{_n(c['sampler_tokens'])} of {_n(c['sampler_reference_tokens'])} [{n}]"
+                            for n, c in cfgs.items())
+        sem = "; ".join(f"{c['semantics']['golden']} → {c['semantics']['run']} "
+                        f"({_n((c['semantics']['golden_fit'] or {}).get('slope'))} → "
+                        f"{_n((c['semantics']['run_fit'] or {}).get('slope'))}) [{n}]"
+                        for n, c in cfgs.items() if c["semantics"]["golden"])
+        cause = r.get("diagnosis") or ", ".join(r.get("failed") or []) or "–"
+        ok = "" if r.get("as_expected") else " **unexpected**"
+        rows.append(f"| {step} | {' → '.join(map(str, r.get('vllm') or []))} | {r['verdict']} ({r.get('expect')})"
+                    f"{ok} | {forced} | {sampler} | {sem} | {cause[:300]} | {r.get('seconds')} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
