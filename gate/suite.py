@@ -4,17 +4,23 @@ every problem is named with file:line (docs/suite-format.md)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from gate.errors import BadInput
+from gate.errors import BadInput, InfraError
+from gate.identity import ContextLength, model_max_len
 
 __all__ = ["Prompt", "SamplingConfig", "Suite", "load_suite", "load_yaml", "parse_engine_arg",
-           "workload_hash", "SAMPLING_DEFAULTS"]
+           "check_prompt_lengths", "validate_with_vllm", "workload_hash", "SAMPLING_DEFAULTS",
+           "SUITE_SIZE_LIMIT", "PROMPTS_FILE_SIZE_LIMIT", "YAML_ALIAS_LIMIT"]
 
 TOP_KEYS = {"name", "description", "model", "engine", "prompts", "prompts_file", "sampling", "policy"}
 SAMPLING_DEFAULTS: dict[str, Any] = {
@@ -26,6 +32,75 @@ _SAMPLING_TYPES: dict[str, tuple[type, ...]] = {
     "n": (int,), "logprobs": (int,), "min_tokens": (int,), "ignore_eos": (bool,),
 }
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs
+SEED_LIMIT = 2**63  # per-request seeds are signed 64-bit on the engine's side
+
+# Bounded reads (docs/suite-format.md, "Limits"): a suite or policy is read
+# whole, a prompts file line by line; neither may grow without bound.
+SUITE_SIZE_LIMIT = 4 * 1024 * 1024            # suites and --policy files
+PROMPTS_FILE_SIZE_LIMIT = 64 * 1024 * 1024    # prompts_file
+# Nodes that aliases may add to one YAML document. Anchors and aliases
+# (`<<: *base`) share a few settings; a "billion laughs" document expands
+# small anchors exponentially and is refused at the alias that crosses this.
+YAML_ALIAS_LIMIT = 100_000
+_MAX_PROBLEMS = 20  # shown in the one-line message; the rest are counted
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
+class _Unreadable(Exception):
+    """Why a file was not read. `kind` is missing, folder, special, too-large
+    or os; each caller words its own message around `detail`."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_stat(st: os.stat_result, limit: int) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise _Unreadable("folder", "is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _SPECIAL if test(st.st_mode)), "not a regular file")
+        raise _Unreadable("special", f"is {kind}, not a regular file")
+    if st.st_size > limit:
+        raise _Unreadable("too-large", f"is {st.st_size:,} bytes, over the {_mib(limit)} limit")
+
+
+def _open_regular(path: Path, limit: int) -> IO[bytes]:
+    """Open a regular file of at most `limit` bytes. Anything else (folder,
+    FIFO, device, socket) is refused from its stat, before any open; the
+    open itself never blocks (O_NONBLOCK) and is checked again, in case the
+    path was swapped in between."""
+    try:
+        _check_stat(os.stat(path), limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise _Unreadable("missing", "not found") from None
+    except OSError as exc:
+        raise _Unreadable("os", f"cannot be read ({exc.strerror})") from None
+    except ValueError:  # a NUL character in the path
+        raise _Unreadable("os", "is not a valid path") from None
+    fh = os.fdopen(fd, "rb")
+    try:
+        _check_stat(os.fstat(fd), limit)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def _read_capped(fh: IO[bytes], limit: int) -> bytes:
+    """At most limit + 1 bytes: a file that grew past the stat is still refused."""
+    data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _Unreadable("too-large", f"is over the {_mib(limit)} limit")
+    return data
 
 
 class _Mapping(dict):
@@ -36,20 +111,103 @@ class _List(list):
     lines: list[int]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key and list item."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+
+class _AliasLimit(yaml.MarkedYAMLError):
+    """An alias that expands the document past YAML_ALIAS_LIMIT nodes."""
+
+    hint = "write the values out, or share fewer and smaller anchors"
+
+
+class _RecursiveAlias(_AliasLimit):
+    """An alias inside its own anchor: it would expand forever."""
+
+    hint = "point the alias at an anchor outside the node it sits in"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key and list item,
+    refuses duplicate keys, supports merge keys (`<<: *base`) and caps how
+    far aliases may expand the document."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._expanded = 0                  # nodes the aliases so far stand for
+        self._sizes: dict[int, int] = {}    # id(node) -> nodes in its expansion, capped at the limit + 1
+        self._own_keys: dict[int, list[Any]] = {}
+
+    # ---- composition: count what each alias stands for, before anything is built
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                self._expanded += self._expansion(target, event)
+                if self._expanded > YAML_ALIAS_LIMIT:
+                    raise _AliasLimit(None, None, f"aliases expand the document to more than {YAML_ALIAS_LIMIT:,} "
+                                                  f"nodes (at *{event.anchor})", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def _expansion(self, root: Any, alias: Any) -> int:
+        """Nodes in `root` with every alias inside it written out: iterative
+        and memoised, so an exponential expansion costs one visit per node."""
+        cap = YAML_ALIAS_LIMIT + 1
+        stack = [root]
+        while stack:
+            node = stack[-1]
+            if id(node) in self._sizes:
+                stack.pop()
+                continue
+            if isinstance(node, yaml.ScalarNode):
+                self._sizes[id(node)] = 1
+                stack.pop()
+                continue
+            if node.end_mark is None:  # still being composed: the alias sits inside its own anchor
+                raise _RecursiveAlias(None, None, f"alias *{alias.anchor} refers to a node that contains it",
+                                      alias.start_mark)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+            pending = [c for c in children if id(c) not in self._sizes]
+            if pending:
+                stack.extend(pending)
+                continue
+            self._sizes[id(node)] = min(cap, 1 + sum(self._sizes[id(c)] for c in children))
+            stack.pop()
+        return self._sizes[id(root)]
+
+    # ---- construction
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as exc:  # int() of 5,000 digits, a 13th month: a value, not a crash
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value ({str(exc).split(';')[0]})", node.start_mark) from None
+
+    def flatten_mapping(self, node: Any) -> None:
+        # Remember the keys written in the mapping itself before merged keys join them.
+        self._own_keys.setdefault(id(node), [k for k, _ in node.value if k.tag != _MERGE_TAG])
+        super().flatten_mapping(node)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # type: ignore[override]
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep=True)  # raises its own marked error
+        # `<<: *base`: merged keys come first, the mapping's own keys override them.
+        self.flatten_mapping(node)
         seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
+        for key_node in self._own_keys[id(node)]:
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (str, int)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark)
             if isinstance(key, (str, int)):
                 seen[key] = key_node.start_mark.line + 1
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:  # a merged key keeps the line where its anchor wrote it
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int)):
+                lines[key] = key_node.start_mark.line + 1
         m = _Mapping(super().construct_mapping(node, deep=True))
-        m.lines = seen
+        m.lines = lines
         return m
 
     def construct_sequence(self, node, deep=False):  # type: ignore[override]
@@ -67,19 +225,33 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _Li
 
 
 def load_yaml(path: Path) -> Any:
+    """A suite or policy file: a regular file of at most SUITE_SIZE_LIMIT
+    bytes, UTF-8, safe YAML with line numbers."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: file not found", "check the path (relative paths resolve against the cwd)") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a folder, not a YAML file", "pass the suite/policy file itself") from None
+        with _open_regular(path, SUITE_SIZE_LIMIT) as fh:
+            data = _read_capped(fh, SUITE_SIZE_LIMIT)
+    except _Unreadable as exc:
+        if exc.kind == "missing":
+            raise BadInput(f"{path}: file not found", "check the path (relative paths resolve against the cwd)") \
+                from None
+        if exc.kind == "folder":
+            raise BadInput(f"{path}: is a folder, not a YAML file", "pass the suite/policy file itself") from None
+        if exc.kind == "special":
+            raise BadInput(f"{path}: {exc.detail}", "pass the suite/policy file itself, saved as a file") from None
+        if exc.kind == "too-large":
+            raise BadInput(f"{path}: {exc.detail} for a suite or policy file",
+                           f"move long prompt lists into a prompts_file (limit {_mib(PROMPTS_FILE_SIZE_LIMIT)})") \
+                from None
+        raise BadInput(f"{path}: {exc.detail}", "check the file's permissions") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read ({exc.strerror})", "check the file's permissions") from None
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except _AliasLimit as exc:
+        raise BadInput(f"{path}:{exc.problem_mark.line + 1}: {exc.problem}", exc.hint) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -87,6 +259,8 @@ def load_yaml(path: Path) -> Any:
                        "fix the YAML syntax at that line") from None
     except yaml.YAMLError as exc:
         raise BadInput(f"{path}: malformed YAML: {exc}", "fix the YAML syntax") from None
+    except RecursionError:
+        raise BadInput(f"{path}: YAML nested too deeply to read", "flatten the nesting") from None
 
 
 def _line(container: Any, key: Any) -> str:
@@ -109,6 +283,7 @@ class Prompt:
 class SamplingConfig:
     name: str
     params: dict[str, Any]  # SAMPLING_DEFAULTS filled in: the hash is stable under defaults
+    where: str = field(default="", compare=False)  # ":LINE" in the suite, for messages
 
     @property
     def n(self) -> int:
@@ -170,14 +345,30 @@ class _Problems:
     def raise_if_any(self) -> None:
         if not self.items:
             return
-        if len(self.items) == 1:
-            raise BadInput(self.items[0], "fix the suite file (see docs/suite-format.md)")
-        raise BadInput(f"{len(self.items)} problems in the suite: " + "; ".join(self.items),
+        raise BadInput(_one_message(self.items, "problems in the suite"),
                        "fix the suite file (see docs/suite-format.md)")
+
+
+def _one_message(items: list[str], what: str) -> str:
+    if len(items) == 1:
+        return items[0]
+    shown = "; ".join(items[:_MAX_PROBLEMS])
+    more = f"; and {len(items) - _MAX_PROBLEMS} more" if len(items) > _MAX_PROBLEMS else ""
+    return f"{len(items)} {what}: {shown}{more}"
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _surrogate(text: str) -> str | None:
+    """Where `text` holds a lone surrogate (YAML and JSON can write "\\ud800"):
+    not Unicode, so no tokenizer, trace or report can take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not valid Unicode"
+    return None
 
 
 def _parse_prompt(item: Any, where: str, problems: _Problems) -> Prompt | None:
@@ -186,12 +377,16 @@ def _parse_prompt(item: Any, where: str, problems: _Problems) -> Prompt | None:
         return None
     unknown = set(item) - {"id", "text", "token_ids"}
     if unknown:
-        problems.add(where, f"unknown prompt keys {sorted(unknown)} (allowed: id, text, token_ids)")
+        problems.add(where, f"unknown prompt keys {sorted(unknown, key=str)} (allowed: id, text, token_ids)")
     pid = item.get("id")
     if isinstance(pid, bool) or not isinstance(pid, (str, int)) or str(pid) == "":
         problems.add(where, f"prompt 'id' must be a non-empty string, got {pid!r}")
         return None
     pid = str(pid)  # `id: 7` is the prompt '7' everywhere, messages included
+    bad = _surrogate(pid)
+    if bad:
+        problems.add(where, f"prompt id {pid!r} holds {bad}")
+        return None
     has_text, has_ids = "text" in item, "token_ids" in item
     if has_text == has_ids:
         problems.add(where, f"prompt {pid!r} needs exactly one of 'text' or 'token_ids'")
@@ -199,6 +394,10 @@ def _parse_prompt(item: Any, where: str, problems: _Problems) -> Prompt | None:
     if has_text:
         if not isinstance(item["text"], str) or not item["text"]:
             problems.add(where, f"prompt {pid!r}: 'text' must be a non-empty string")
+            return None
+        bad = _surrogate(item["text"])
+        if bad:
+            problems.add(where, f"prompt {pid!r}: 'text' holds {bad}")
             return None
         return Prompt(id=str(pid), text=item["text"], where=where)
     ids = item["token_ids"]
@@ -209,26 +408,49 @@ def _parse_prompt(item: Any, where: str, problems: _Problems) -> Prompt | None:
 
 
 def _load_prompts_file(path: Path, problems: _Problems, where: str) -> list[Prompt]:
+    """JSONL, one prompt per line, read line by line: a regular file of at
+    most PROMPTS_FILE_SIZE_LIMIT bytes. Lines end at "\\n" only (JSON text
+    may hold U+2028 and the like), so line numbers match an editor's."""
+    limit = PROMPTS_FILE_SIZE_LIMIT
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        problems.add(where, f"prompts_file {path} not found (relative paths resolve against the suite's folder)")
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.add(where, f"prompts_file {path} is not readable: {exc}")
+        fh = _open_regular(path, limit)
+    except _Unreadable as exc:
+        if exc.kind == "missing":
+            problems.add(where, f"prompts_file {path} not found (relative paths resolve against the suite's folder)")
+        elif exc.kind == "too-large":
+            problems.add(where, f"prompts_file {path} {exc.detail} for a prompts file")
+        elif exc.kind == "folder":
+            problems.add(where, f"prompts_file {path} is a folder, not a JSONL file")
+        else:
+            problems.add(where, f"prompts_file {path} {exc.detail}")
         return []
     out = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.items.append(f"{path}:{i}: malformed JSON line ({exc.msg})")
-            continue
-        prompt = _parse_prompt(obj, "", _Sub(problems, f"{path}:{i}"))
-        if prompt is not None:
-            out.append(Prompt(prompt.id, prompt.text, prompt.token_ids, where=f"{path}:{i}"))
+    with fh:
+        used, i = 0, 0
+        while raw := fh.readline(limit - used + 1):
+            i += 1
+            used += len(raw)
+            if used > limit:
+                problems.add(where, f"prompts_file {path} is over the {_mib(limit)} limit for a prompts file")
+                return []
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                problems.items.append(f"{path}:{i}: not UTF-8 text")
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.items.append(f"{path}:{i}: malformed JSON line ({exc.msg})")
+                continue
+            except (ValueError, RecursionError) as exc:  # 5,000-digit ints, deep nesting
+                problems.items.append(f"{path}:{i}: unreadable JSON line ({str(exc).split(';')[0]})")
+                continue
+            prompt = _parse_prompt(obj, "", _Sub(problems, f"{path}:{i}"))
+            if prompt is not None:
+                out.append(Prompt(prompt.id, prompt.text, prompt.token_ids, where=f"{path}:{i}"))
     return out
 
 
@@ -242,6 +464,41 @@ class _Sub(_Problems):
         self.parent.items.append(f"{self.location}: {message}")
 
 
+def _range_problems(p: dict[str, Any]) -> list[str]:
+    """Values vLLM would refuse only after the engine started (or take and
+    misbehave on), checked in well under a second."""
+    out = []
+    for key in ("temperature", "top_p"):
+        v = p[key]
+        if math.isnan(v):
+            out.append(f"{key} is NaN; write a number")
+        elif math.isinf(v):
+            out.append(f"{key} is {'-' if v < 0 else ''}.inf; write a finite number")
+    if not out:
+        if p["temperature"] < 0:
+            out.append("temperature must be >= 0")
+        if not 0 < p["top_p"] <= 1:
+            out.append("top_p must be in (0, 1]")
+    if p["top_k"] < -1:
+        out.append("top_k must be -1, 0 (off) or positive")
+    if p["max_tokens"] < 1:
+        out.append("max_tokens must be >= 1")
+    if p["min_tokens"] < 0:
+        out.append("min_tokens must be >= 0")
+    elif p["max_tokens"] >= 1 and p["min_tokens"] > p["max_tokens"]:
+        out.append(f"min_tokens {p['min_tokens']} must be <= max_tokens {p['max_tokens']}")
+    if p["n"] < 1:
+        out.append("n must be >= 1")
+    if not 0 <= p["logprobs"] <= MAX_LOGPROBS:
+        out.append(f"logprobs (top-k recorded) must be in 0..{MAX_LOGPROBS}")
+    if p["seed"] < 0:
+        out.append("seed must be >= 0")
+    elif p["seed"] + max(p["n"], 1) - 1 >= SEED_LIMIT:
+        out.append(f"seed must be below 2**63 for every sample (samples take seeds s..s+n-1), got seed {p['seed']}"
+                   + (f" with n {p['n']}" if p["n"] > 1 else ""))
+    return out
+
+
 def _parse_sampling(item: Any, where: str, problems: _Problems) -> SamplingConfig | None:
     if not isinstance(item, dict):
         problems.add(where, f"sampling config must be a mapping, got {type(item).__name__}")
@@ -249,6 +506,10 @@ def _parse_sampling(item: Any, where: str, problems: _Problems) -> SamplingConfi
     name = item.get("name")
     if not isinstance(name, str) or not name:
         problems.add(where, "sampling config needs a non-empty string 'name'")
+        return None
+    bad = _surrogate(name)
+    if bad:
+        problems.add(where, f"sampling config name {name!r} holds {bad}")
         return None
     params = dict(SAMPLING_DEFAULTS)
     ok = True
@@ -269,20 +530,105 @@ def _parse_sampling(item: Any, where: str, problems: _Problems) -> SamplingConfi
             continue
         params[key] = float(value) if float in types else value
     if ok:
-        checks = [
-            (params["temperature"] >= 0, "temperature must be >= 0"),
-            (0 < params["top_p"] <= 1, "top_p must be in (0, 1]"),
-            (params["top_k"] >= -1, "top_k must be -1, 0 (off) or positive"),
-            (params["max_tokens"] >= 1, "max_tokens must be >= 1"),
-            (params["n"] >= 1, "n must be >= 1"),
-            (0 <= params["logprobs"] <= MAX_LOGPROBS, f"logprobs (top-k recorded) must be in 0..{MAX_LOGPROBS}"),
-            (params["seed"] >= 0, "seed must be >= 0"),
-        ]
-        for good, msg in checks:
-            if not good:
-                problems.add(where, f"sampling config {name!r}: {msg}")
-                ok = False
-    return SamplingConfig(name=name, params=params) if ok else None
+        for msg in _range_problems(params):
+            problems.add(where, f"sampling config {name!r}: {msg}")
+            ok = False
+    return SamplingConfig(name=name, params=params, where=where) if ok else None
+
+
+# ---------------------------------------------------------------- prompt lengths
+def _context(model: Path, engine: Mapping[str, Any], source: str) -> ContextLength | None:
+    """The positions a request may fill: engine.max_model_len when it is
+    given (`source` says where), else what vLLM derives from the model's
+    config.json. None when unknown: vLLM then judges at run time."""
+    value = engine.get("max_model_len")
+    if value is not None:  # anything but a plain positive int ("4k", -1: auto) is vLLM's to read
+        return ContextLength(value, source) if _is_int(value) and value > 0 else None
+    return model_max_len(model)
+
+
+def _length_problems(prompts: Iterable[tuple[str, str, int]], sampling: Sequence[SamplingConfig],
+                     context: ContextLength) -> list[str]:
+    """(where, prompt id, length) triples against the context. A prompt must
+    leave room for the one output token vLLM needs; teacher-forced scoring
+    sends prompt + completion as one prompt, so prompt + max_tokens must
+    leave that room too."""
+    size, src = context.tokens, context.source
+    longest = max(sampling, key=lambda c: int(c.params["max_tokens"]), default=None)
+    out = []
+    for where, pid, n in prompts:
+        if n >= size:
+            out.append(f"{where}: prompt {pid!r} has {n} token ids, over the {size - 1} a prompt may fill "
+                       f"(max_model_len {size} from {src}, less one for the output)")
+        elif longest is not None and n + int(longest.params["max_tokens"]) >= size:
+            m = int(longest.params["max_tokens"])
+            out.append(f"{where}: prompt {pid!r} has {n} token ids; with max_tokens {m} of sampling config "
+                       f"{longest.name!r} that is {n + m}, over the {size - 1} a prompt and its completion may "
+                       f"fill (max_model_len {size} from {src}, less one for the scoring step)")
+    return out
+
+
+def _prompt_location(suite_path: Path, p: Prompt) -> str:
+    """suite.yaml:LINE for a suite prompt, prompts.jsonl:LINE for a prompts_file one."""
+    return f"{suite_path}{p.where}" if not p.where or p.where.startswith(":") else p.where
+
+
+def check_prompt_lengths(suite: Suite, prompt_ids: Mapping[str, Sequence[int]],
+                         engine_args: Mapping[str, Any] | None = None) -> None:
+    """Prompts whose length is known only once tokenized (text prompts, at
+    engine start) or that come from a golden: each prompt, and each prompt
+    plus the largest max_tokens, must fit max_model_len. `engine_args` are
+    the args the engine runs with (the suite's plus --engine-arg); the
+    suite's own when None. Raises BadInput naming file:line and prompt id."""
+    engine = suite.engine if engine_args is None else engine_args
+    source = f"engine.max_model_len at {suite.engine_lines.get('max_model_len', suite.path)}"
+    if engine.get("max_model_len") != suite.engine.get("max_model_len"):
+        source = "--engine-arg max_model_len"
+    context = _context(suite.model, engine, source)
+    if context is None:
+        return
+    located = {p.id: _prompt_location(suite.path, p) for p in suite.prompts}
+    items = _length_problems(((located.get(pid, str(suite.path)), pid, len(ids)) for pid, ids in prompt_ids.items()),
+                             suite.sampling, context)
+    if items:
+        raise BadInput(_one_message(items, "prompts too long"),
+                       "shorten the prompt, lower max_tokens, or raise engine.max_model_len (as far as the model "
+                       "allows)")
+
+
+def validate_with_vllm(suite: Suite) -> None:
+    """vLLM's own SamplingParams rules, for every sampling config, before the
+    engine starts: the params are built exactly as the run builds them
+    (gate.engine), so no rule is copied here. Imports vllm (seconds):
+    record and check call it; load_suite stays free of vllm. A missing vllm
+    is left to the engine start, which reports it."""
+    if importlib.util.find_spec("vllm") is None:
+        return
+    from gate import engine as adapter  # the one module that imports vllm
+
+    adapter._prepare_environment()  # before vllm's import configures its logging
+    build = adapter.Engine(suite.model, {})._params
+    try:
+        build({"max_tokens": 1})  # imports vllm: a broken install is not the suite's fault
+    except Exception as exc:  # noqa: BLE001 - vLLM's import fails in many ways (torch ops, CUDA libs)
+        raise InfraError(f"vLLM cannot be imported: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                         "check the vLLM install: pip install 'parity-gate[gpu]' (CUDA) or 'parity-gate[cpu]'") \
+            from None
+    items = []
+    for config in suite.sampling:
+        seeds = config.seeds()
+        requests = [dict(config.params, seed=seed) for seed in {seeds[0], seeds[-1]}]
+        scoring = ({"max_tokens": 1, "temperature": 0.0}, {"prompt_logprobs": config.logprobs, "logprobs": None})
+        try:
+            for params in requests:
+                build(params)
+            build(scoring[0], **scoring[1])
+        except Exception as exc:  # noqa: BLE001 - vLLM raises its own error types, not ValueError
+            detail = " ".join(str(exc).split())[:300]
+            items.append(f"{suite.path}{config.where}: sampling config {config.name!r} rejected by vLLM: {detail}")
+    if items:
+        raise BadInput(_one_message(items, "sampling configs rejected by vLLM"),
+                       "use values this vLLM accepts (see docs/suite-format.md)")
 
 
 def load_suite(path: Path) -> Suite:
@@ -300,6 +646,7 @@ def load_suite(path: Path) -> Suite:
     base = path.parent
     model = data.get("model")
     model_path = base
+    model_ok = False
     if not isinstance(model, str) or not model:
         problems.add(_line(data, "model") or ":1", "'model' must be a local path (string)")
     else:
@@ -309,6 +656,8 @@ def load_suite(path: Path) -> Suite:
                                               "(a local path; relative paths resolve against the suite's folder)")
         elif not (model_path / "config.json").is_file():
             problems.add(_line(data, "model"), f"model folder {model_path} has no config.json")
+        else:
+            model_ok = True
     engine = data.get("engine", {}) or {}
     if not isinstance(engine, dict):
         problems.add(_line(data, "engine"), f"'engine' must be a mapping of vLLM engine args, got "
@@ -366,7 +715,18 @@ def load_suite(path: Path) -> Suite:
             parse_policy(policy, f"{path}{_line(data, 'policy')}", configs={s.name for s in sampling})
         except BadInput as exc:
             problems.items.append(exc.what)
+    context = None
+    if model_ok:
+        try:
+            context = _context(model_path, engine, f"engine.max_model_len at {engine_lines.get('max_model_len')}")
+        except BadInput as exc:  # a broken config.json
+            problems.items.append(exc.what)
+    if context is not None:
+        known = [(_prompt_location(path, p), p.id, len(p.token_ids)) for p in prompts if p.token_ids is not None]
+        problems.items.extend(_length_problems(known, sampling, context))
     name = data.get("name", path.stem)
+    if isinstance(name, str) and _surrogate(name):
+        problems.add(_line(data, "name"), f"'name' holds {_surrogate(name)}")
     problems.raise_if_any()
     return Suite(path=path, model=model_path, engine=dict(engine), prompts=tuple(prompts),
                  sampling=tuple(sampling), policy=policy, name=str(name), engine_lines=engine_lines)

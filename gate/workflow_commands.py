@@ -3,11 +3,16 @@
 `::warning::` annotations."""
 from __future__ import annotations
 
+import errno
+import os
 import secrets
+import stat
 from pathlib import Path
-from typing import Iterable, Mapping, TextIO
+from typing import Callable, Iterable, Mapping, TextIO
 
-__all__ = ["write_outputs", "append_step_summary", "annotation", "emit_annotations",
+from gate.errors import BadInput, InfraError
+
+__all__ = ["write_outputs", "append_step_summary", "check_runner_file", "annotation", "emit_annotations",
            "STEP_SUMMARY_LIMIT", "ANNOTATION_LIMIT"]
 
 STEP_SUMMARY_LIMIT = 1024 * 1024  # bytes per step; GitHub rejects the whole summary beyond it
@@ -26,36 +31,112 @@ def _output_line(name: str, value: str) -> str:
     return f"{name}<<{delim}\n{value}\n{delim}\n"
 
 
-def write_outputs(path: Path | None, outputs: Mapping[str, str]) -> None:
+_NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_FULL = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def _not_a_file(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _NOT_A_FILE if test(mode)), "not a regular file")
+
+
+def _refuse(variable: str, path: Path, what: str) -> BadInput:
+    return BadInput(f"{variable}={path}: {what}",
+                    f"point {variable} at a file (the Actions runner sets it), or unset it outside Actions")
+
+
+def check_runner_file(path: Path | None, variable: str) -> None:
+    """GITHUB_OUTPUT / GITHUB_STEP_SUMMARY must name a regular file (or a
+    path where one can be made): a folder gives one bad-input line, and a
+    FIFO is refused before anything could block on it. Cheap: call it
+    before anything is posted."""
+    if path is None:
+        return
+    try:
+        kind = _not_a_file(os.stat(path).st_mode)
+    except FileNotFoundError:
+        if not Path(path).parent.is_dir():
+            raise _refuse(variable, path, "its folder does not exist") from None
+        return
+    except OSError as exc:
+        raise _refuse(variable, path, f"cannot be reached ({exc.strerror})") from None
+    except ValueError:  # a NUL character
+        raise _refuse(variable, path, "is not a valid path") from None
+    if kind:
+        raise _refuse(variable, path, f"is {kind}, not a file")
+
+
+def _open_append(path: Path, variable: str) -> int:
+    """A descriptor for appending, opened without ever blocking: O_NONBLOCK
+    makes a FIFO without a reader fail at once, and what was opened is
+    checked again."""
+    check_runner_file(path, variable)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                     0o666)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise _full(variable, path, exc) from None
+        what = {errno.EISDIR: "is a folder, not a file", errno.ENXIO: "is a FIFO (named pipe), not a file"}.get(
+            exc.errno or 0, f"cannot be written ({exc.strerror})")
+        raise _refuse(variable, path, what) from None
+    kind = _not_a_file(os.fstat(fd).st_mode)
+    if kind:
+        os.close(fd)
+        raise _refuse(variable, path, f"is {kind}, not a file")
+    return fd
+
+
+def _full(variable: str, path: Path, exc: OSError) -> InfraError:
+    return InfraError(f"{variable}={path}: cannot write ({exc.strerror}): disk full / read-only",
+                      "free space on the runner, or make the path writable")
+
+
+def _append(path: Path, variable: str, text_for: Callable[[int], str]) -> str:
+    """Append `text_for(bytes already in the file)`, unbuffered; returns what was written."""
+    fd = _open_append(path, variable)
+    try:
+        text = text_for(os.fstat(fd).st_size)
+        data = text.encode("utf-8", "backslashreplace")  # a lone surrogate is written as its escape
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise _full(variable, path, exc) from None
+        raise
+    finally:
+        os.close(fd)
+    return text
+
+
+def write_outputs(path: Path | None, outputs: Mapping[str, str], variable: str = "GITHUB_OUTPUT") -> None:
     """Append step outputs; the runner reads the file when the step ends."""
     if path is None:
         return
     for name in outputs:
         if not name or any(c in name for c in "=<\n\r "):
             raise ValueError(f"bad output name {name!r}")
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write("".join(_output_line(k, str(v)) for k, v in outputs.items()))
+    block = "".join(_output_line(k, str(v)) for k, v in outputs.items())
+    _append(path, variable, lambda used: block)
 
 
 def _truncate_utf8(text: str, limit: int, note: str) -> str:
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", "backslashreplace")
     if len(data) <= limit:
         return text
-    room = max(0, limit - len(note.encode("utf-8")))
+    room = max(0, limit - len(note.encode("utf-8", "backslashreplace")))
     return data[:room].decode("utf-8", "ignore") + note
 
 
-def append_step_summary(path: Path | None, markdown: str, note: str) -> bool:
+def append_step_summary(path: Path | None, markdown: str, note: str, variable: str = "GITHUB_STEP_SUMMARY") -> bool:
     """Append to the job summary within the 1 MiB per-step limit (what is
     already in the file counts). Returns whether it was truncated."""
     if path is None:
         return False
-    used = path.stat().st_size if path.exists() else 0
-    room = max(0, STEP_SUMMARY_LIMIT - used)
     text = markdown if markdown.endswith("\n") else markdown + "\n"
-    cut = _truncate_utf8(text, room, note)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(cut)
+    cut = _append(path, variable, lambda used: _truncate_utf8(text, max(0, STEP_SUMMARY_LIMIT - used), note))
     return cut != text
 
 

@@ -2,12 +2,15 @@
 The CLI side of the same catalogue is tests/integration/test_errors.py."""
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
 
 from gate.errors import BadInput
-from gate.suite import SAMPLING_DEFAULTS, load_suite, parse_engine_arg, workload_hash
+from gate.identity import ContextLength, model_max_len
+from gate.suite import (PROMPTS_FILE_SIZE_LIMIT, SAMPLING_DEFAULTS, SUITE_SIZE_LIMIT, YAML_ALIAS_LIMIT,
+                        check_prompt_lengths, load_suite, load_yaml, parse_engine_arg, workload_hash)
 from tests._util import REPO
 
 SUITE = """\
@@ -210,3 +213,252 @@ def test_suite__workload_hash_follows_prompts_and_sampling(folder):
     base = _workload(folder, SUITE)
     assert _workload(folder, SUITE.replace("max_tokens: 4", "max_tokens: 5")) != base
     assert _workload(folder, SUITE.replace("[1, 2, 3]", "[1, 2, 4]")) != base
+
+
+# ------------------------------------------------------------------ merge keys, anchors, aliases
+MERGED = """\
+model: model
+prompts:
+  - id: a
+    token_ids: [1, 2, 3]
+sampling:
+  - &greedy
+    name: greedy
+    temperature: 0
+    max_tokens: 4
+  - &hot
+    <<: *greedy
+    name: hot
+    temperature: 0.7
+  - <<: [*hot, *greedy]
+    name: hotter
+    seed: 3
+"""
+
+
+def test_suite__merge_keys_share_settings_and_own_keys_override(folder):
+    s = load_suite(_write(folder, MERGED))
+    greedy, hot, hotter = s.sampling
+    assert hot.params == dict(greedy.params, temperature=0.7)
+    assert hotter.params == dict(hot.params, seed=3)  # with a list, the earlier anchor wins
+    assert (greedy.where, hot.where, hotter.where) == (":6", ":10", ":14")
+
+
+def test_suite__merged_key_keeps_the_line_its_anchor_wrote_it_on(folder):
+    data = load_yaml(_write(folder, MERGED))
+    assert data["sampling"][2].lines == {"name": 15, "seed": 16, "temperature": 13, "max_tokens": 9}
+    what = _problem(folder, MERGED.replace("max_tokens: 4", "max_tokens: 4\n    top_p: 7"))
+    assert what.count("top_p must be in (0, 1]") == 3, what  # the anchor's error, in each config
+
+
+def test_suite__duplicate_key_beside_a_merge_is_still_an_error(folder):
+    what = _problem(folder, MERGED.replace("    seed: 3", "    seed: 3\n    seed: 4"))
+    assert what.endswith(":17: malformed YAML: duplicate key 'seed' (first at line 16)"), what
+
+
+def test_suite__merge_of_a_scalar_is_named_with_its_line(folder):
+    what = _problem(folder, MERGED.replace("<<: [*hot, *greedy]", "<<: 5"))
+    assert ":14: malformed YAML: expected a mapping or list of mappings for merging" in what, what
+
+
+def _laughs(levels: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_suite__alias_expansion_is_capped_at_the_alias_that_crosses_it(folder):
+    # 9**6 = 531,441 strings written out: over the limit at level 5 (9**5 = 59,049 per a4; the 2nd alias crosses)
+    what = _problem(folder, _laughs(6))
+    assert ":6: aliases expand the document to more than 100,000 nodes (at *a4)" in what, what
+    assert YAML_ALIAS_LIMIT == 100_000
+
+
+def test_suite__aliases_within_the_limit_load(folder):
+    data = load_yaml(_write(folder, _laughs(4)))  # 9**4 = 6,561
+    assert len(data["a3"]) == 9 and data["a3"][0] is data["a3"][1]  # shared, never copied
+
+
+def test_suite__recursive_alias_is_refused_with_its_line(folder):
+    what = _problem(folder, "model: model\nprompts: &p\n  - id: a\n    token_ids: *p\n")
+    assert what.endswith(":4: alias *p refers to a node that contains it"), what
+
+
+@pytest.mark.parametrize("text,message", [
+    ("seed: 1" + "0" * 5000 + "\n", ":1: malformed YAML: cannot read the value (Exceeds the limit (4300 digits)"),
+    ("when: 2020-13-01\n", ":1: malformed YAML: cannot read the value (month must be in 1..12)"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", ": YAML nested too deeply to read"),
+])
+def test_suite__values_yaml_cannot_build_are_bad_input(folder, text, message):
+    assert message in _problem(folder, text)
+
+
+# ------------------------------------------------------------------ files that are not suites
+def test_suite__oversized_suite_is_refused_before_reading(folder):
+    path = folder / "big.yaml"
+    with open(path, "wb") as fh:
+        fh.truncate(SUITE_SIZE_LIMIT + 1)  # sparse: the refusal comes from the stat
+    with pytest.raises(BadInput) as info:
+        load_suite(path)
+    assert info.value.what == f"{path}: is 4,194,305 bytes, over the 4 MiB limit for a suite or policy file"
+    assert "prompts_file (limit 64 MiB)" in info.value.hint
+
+
+def test_suite__prompts_file_limits_and_kinds(folder):
+    big = folder / "big.jsonl"
+    with open(big, "wb") as fh:
+        fh.truncate(PROMPTS_FILE_SIZE_LIMIT + 2**20)
+    (folder / "dir.jsonl").mkdir()
+    for name, message in [("big.jsonl", "is 68,157,440 bytes, over the 64 MiB limit for a prompts file"),
+                          ("dir.jsonl", "is a folder, not a JSONL file"),
+                          ("nope.jsonl", "not found (relative paths resolve")]:
+        what = _problem(folder, SUITE + f"prompts_file: {name}\n")
+        assert what.startswith(f"{folder / 'suite.yaml'}:22: prompts_file {folder / name} {message}"), what
+
+
+def test_suite__prompts_file_lines_end_at_newline_only(folder):
+    (folder / "more.jsonl").write_bytes('{"id": "c", "text": "a\u2028b\x85c"}\r\n'.encode("utf-8") + b"\xff\n"
+                                        + b'{"id": "d", "token_ids": [1' + b"0" * 5000 + b"]}\n")
+    what = _problem(folder, SUITE + "prompts_file: more.jsonl\n")
+    assert what.startswith("2 problems in the suite: "), what
+    assert f"{folder / 'more.jsonl'}:2: not UTF-8 text" in what
+    assert f"{folder / 'more.jsonl'}:3: unreadable JSON line (Exceeds the limit (4300 digits)" in what
+
+
+def test_suite__many_problems_are_shown_up_to_twenty(folder):
+    lines = "".join('{"id": "x%d"}\n' % i for i in range(30))
+    (folder / "more.jsonl").write_text(lines, encoding="utf-8")
+    what = _problem(folder, SUITE + "prompts_file: more.jsonl\n")
+    assert what.startswith("30 problems in the suite: ") and what.endswith("; and 10 more"), what
+    assert what.count("needs exactly one of") == 20
+
+
+# ------------------------------------------------------------------ values vLLM would refuse after start
+@pytest.mark.parametrize("old,new,message", [
+    ("temperature: 0.7", "temperature: .nan", ":15: sampling config 'hot': temperature is NaN; write a number"),
+    ("temperature: 0.7", "temperature: .inf", ":15: sampling config 'hot': temperature is .inf; write a finite"),
+    ("temperature: 0.7", "temperature: -.inf", ":15: sampling config 'hot': temperature is -.inf; write a finite"),
+    ("temperature: 0.7", "temperature: 1.0e+400", ":15: sampling config 'hot': temperature is .inf"),
+    ("top_p: 0.95", "top_p: .NaN", ":15: sampling config 'hot': top_p is NaN; write a number"),
+    ("max_tokens: 4", "max_tokens: 4\n    min_tokens: 5", ":12: sampling config 'greedy': min_tokens 5 must be "
+                                                         "<= max_tokens 4"),
+    ("max_tokens: 4", "max_tokens: 4\n    min_tokens: -1", ":12: sampling config 'greedy': min_tokens must be >= 0"),
+    ("seed: 100", f"seed: {2**63}", ":15: sampling config 'hot': seed must be below 2**63 for every sample"),
+    ("seed: 100", f"seed: {2**63 - 2}", f"got seed {2**63 - 2} with n 3"),
+    ("n: 3", "n: 3\n    top_k: -5", ":15: sampling config 'hot': top_k must be -1, 0 (off) or positive"),
+])
+def test_suite__values_the_engine_would_refuse_are_found_first(folder, old, new, message):
+    assert old in SUITE
+    what = _problem(folder, SUITE.replace(old, new))
+    assert message in what, what
+
+
+def test_suite__largest_seed_is_accepted(folder):
+    s = load_suite(_write(folder, SUITE.replace("seed: 100", f"seed: {2**63 - 3}")))
+    assert s.sampling_by_name["hot"].seeds()[-1] == 2**63 - 1
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("  - id: 7", '  - id: "\\ud800"', ":9: prompt id '\\ud800' holds a lone surrogate '\\ud800' at character 0"),
+    ('text: "Hello there"', 'text: "Hello \\udc00"', ":7: prompt 'a': 'text' holds a lone surrogate '\\udc00' at "
+                                                    "character 6, which is not valid Unicode"),
+    ("  - name: hot", '  - name: "h\\udfffot"', ":15: sampling config name 'h\\udfffot' holds a lone surrogate"),
+    ("name: unit", 'name: "\\ud83d"', ":1: 'name' holds a lone surrogate"),
+])
+def test_suite__lone_surrogates_are_refused(folder, old, new, message):
+    assert old in SUITE
+    what = _problem(folder, SUITE.replace(old, new))
+    assert message in what, what
+
+
+def test_suite__lone_surrogate_in_prompts_file(folder):
+    (folder / "more.jsonl").write_text('{"id": "\\ud800", "text": "x"}\n{"id": "e", "text": "\\udbff"}\n',
+                                       encoding="utf-8")
+    what = _problem(folder, SUITE + "prompts_file: more.jsonl\n")
+    assert f"{folder / 'more.jsonl'}:1: prompt id '\\ud800' holds a lone surrogate" in what
+    assert f"{folder / 'more.jsonl'}:2: prompt 'e': 'text' holds a lone surrogate" in what
+
+
+# ------------------------------------------------------------------ prompt lengths
+def _model_config(folder, **cfg):
+    (folder / "model" / "config.json").write_text(json.dumps(dict({"vocab_size": 384}, **cfg)), encoding="utf-8")
+
+
+def test_suite__token_prompt_longer_than_the_model_is_refused(folder):
+    _model_config(folder, max_position_embeddings=3)
+    what = _problem(folder, SUITE)
+    config = folder / "model" / "config.json"
+    assert what == (f"{folder / 'suite.yaml'}:9: prompt '7' has 3 token ids, over the 2 a prompt may fill "
+                    f"(max_model_len 3 from {config} max_position_embeddings, less one for the output)")
+
+
+def test_suite__prompt_plus_max_tokens_over_the_model_is_refused(folder):
+    _model_config(folder, max_position_embeddings=2048, n_positions=19)  # the smallest key wins, as in vLLM
+    what = _problem(folder, SUITE)  # 3 ids + max_tokens 16 (config 'hot', the default) = 19
+    assert what.endswith(":9: prompt '7' has 3 token ids; with max_tokens 16 of sampling config 'hot' that is 19, "
+                         "over the 18 a prompt and its completion may fill (max_model_len 19 from "
+                         f"{folder / 'model' / 'config.json'} n_positions, less one for the scoring step)"), what
+    _model_config(folder, n_positions=20)
+    assert load_suite(_write(folder, SUITE)).prompts
+
+
+def test_suite__engine_max_model_len_wins_over_the_model_config(folder):
+    _model_config(folder, max_position_embeddings=2048)
+    what = _problem(folder, SUITE.replace("  seed: 0", "  seed: 0\n  max_model_len: 8"))
+    assert f"max_model_len 8 from engine.max_model_len at {folder / 'suite.yaml'}:6" in what, what
+    # anything but a plain positive number ("4k", -1: auto) is vLLM's to read
+    assert load_suite(_write(folder, SUITE.replace("  seed: 0", "  seed: 0\n  max_model_len: 4k"))).prompts
+
+
+def test_suite__prompts_file_prompt_too_long_names_its_line(folder):
+    _model_config(folder, max_position_embeddings=32)
+    (folder / "more.jsonl").write_text('{"id": "c", "token_ids": [5]}\n{"id": "d", "token_ids": %s}\n'
+                                       % json.dumps([1] * 40), encoding="utf-8")
+    what = _problem(folder, SUITE + "prompts_file: more.jsonl\n")
+    assert what.startswith(f"{folder / 'more.jsonl'}:2: prompt 'd' has 40 token ids, over the 31"), what
+
+
+def test_suite__text_prompt_lengths_are_checked_once_tokenized(folder):
+    _model_config(folder, max_position_embeddings=24)
+    s = load_suite(_write(folder, SUITE))
+    check_prompt_lengths(s, {"a": [1] * 7, "7": [1, 2, 3]})  # 7 + 16 < 24
+    with pytest.raises(BadInput) as info:
+        check_prompt_lengths(s, {"a": [1] * 8, "7": [1, 2, 3]})
+    assert info.value.what == (f"{folder / 'suite.yaml'}:7: prompt 'a' has 8 token ids; with max_tokens 16 of "
+                               "sampling config 'hot' that is 24, over the 23 a prompt and its completion may fill "
+                               f"(max_model_len 24 from {folder / 'model' / 'config.json'} max_position_embeddings, "
+                               "less one for the scoring step)")
+    assert "raise engine.max_model_len" in info.value.hint
+    with pytest.raises(BadInput, match="max_model_len 10 from --engine-arg max_model_len"):
+        check_prompt_lengths(s, {"a": [1] * 2}, dict(s.engine, max_model_len=10))
+
+
+@pytest.mark.parametrize("cfg,expected", [
+    ({"max_position_embeddings": 4096}, (4096, "max_position_embeddings")),
+    ({"max_position_embeddings": 4096, "seq_length": 2048}, (2048, "seq_length")),
+    ({"text_config": {"max_position_embeddings": 512}, "max_position_embeddings": 9}, (512, "max_position_embeddings")),
+    ({"max_position_embeddings": 4096, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, None),
+    ({"max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}},
+     (4096, "max_position_embeddings")),
+    ({"max_position_embeddings": True}, None),
+    ({}, None),
+])
+def test_identity__model_max_len_from_config_json(folder, cfg, expected):
+    (folder / "model" / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    got = model_max_len(folder / "model")
+    assert (got and (got.tokens, got.source.rsplit(" ", 1)[1])) == expected
+
+
+def test_identity__tokenizer_model_max_length_counts_when_smaller(folder):
+    _model_config(folder, max_position_embeddings=4096)
+    (folder / "model" / "tokenizer_config.json").write_text('{"model_max_length": 1024}', encoding="utf-8")
+    got = model_max_len(folder / "model")
+    assert got == ContextLength(1024, f"{folder / 'model' / 'tokenizer_config.json'} model_max_length")
+
+
+def test_identity__broken_config_json_is_named(folder):
+    (folder / "model" / "config.json").write_text('{"vocab_size": ', encoding="utf-8")
+    with pytest.raises(BadInput, match="config.json is not valid JSON"):
+        model_max_len(folder / "model")
+    assert "config.json is not valid JSON" in _problem(folder, SUITE)

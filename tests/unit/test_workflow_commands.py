@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+from pathlib import Path
 
-from gate.workflow_commands import (STEP_SUMMARY_LIMIT, annotation, append_step_summary, emit_annotations,
-                                    write_outputs)
+import pytest
+
+from gate.errors import BadInput
+from gate.workflow_commands import (STEP_SUMMARY_LIMIT, annotation, append_step_summary, check_runner_file,
+                                    emit_annotations, write_outputs)
 
 
 def parse_outputs(text: str) -> dict[str, str]:
@@ -70,3 +75,50 @@ def test_workflow_commands__at_most_50_annotations():
     lines = out.getvalue().splitlines()
     assert written == 49 and len(lines) == 50
     assert lines[-1].startswith("::warning") and "71 more annotations" in lines[-1]
+
+
+# ------------------------------------------------------------------ runner files that are not files
+@pytest.mark.parametrize("write", [
+    lambda path: write_outputs(path, {"verdict": "pass"}),
+    lambda path: append_step_summary(path, "# hi", "(cut)"),
+])
+def test_workflow_commands__folder_is_bad_input_named_by_its_variable(tmp_path, write):
+    with pytest.raises(BadInput) as info:
+        write(tmp_path)
+    assert info.value.what.endswith(f"={tmp_path}: is a folder, not a file")
+    assert info.value.what.split("=")[0] in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
+    assert "the Actions runner sets it" in info.value.hint
+
+
+def test_workflow_commands__missing_folder_and_device_are_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="GITHUB_OUTPUT=.*: its folder does not exist"):
+        write_outputs(tmp_path / "no" / "out", {"verdict": "pass"})
+    with pytest.raises(BadInput, match="GITHUB_STEP_SUMMARY=/dev/null: is a character device, not a file"):
+        append_step_summary(Path("/dev/null"), "# hi", "(cut)")
+    assert not (tmp_path / "no").exists()
+
+
+def test_workflow_commands__fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    # Only a stat here, so this test cannot hang; writing through the CLI, with a
+    # timeout, is tests/adversarial/test_files.py.
+    for variable in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+        with pytest.raises(BadInput, match=f"{variable}=.*fifo: is a FIFO \\(named pipe\\), not a file"):
+            check_runner_file(fifo, variable)
+
+
+def test_workflow_commands__check_runner_file_accepts_a_file_to_be(tmp_path):
+    check_runner_file(None, "GITHUB_OUTPUT")
+    check_runner_file(tmp_path / "new", "GITHUB_OUTPUT")
+    (tmp_path / "old").write_text("x")
+    check_runner_file(tmp_path / "old", "GITHUB_STEP_SUMMARY")
+    assert not (tmp_path / "new").exists()
+
+
+def test_workflow_commands__lone_surrogate_is_written_as_its_escape(tmp_path):
+    path = tmp_path / "out"
+    write_outputs(path, {"headline": "prompt '\ud800' drifted"})
+    append_step_summary(tmp_path / "summary", "# \udfff", "(cut)")
+    assert path.read_text(encoding="utf-8") == "headline=prompt '\\ud800' drifted\n"
+    assert (tmp_path / "summary").read_text(encoding="utf-8") == "# \\udfff\n"
