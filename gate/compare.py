@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from gate.semantics import Relation, classify, compare_relations, describe, matters, relation_pairs
+from gate.semantics import Relation, describe, judge, matters, relation_pairs
 from gate.trace import Record, TraceReader
 
 __all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records", "merge_records", "CHANNELS",
@@ -358,11 +358,9 @@ class _Group:
         if ref is None and cand is None:
             return None
         params = self.params or {}
-        return {"matters": matters(params), "params": describe(params),
-                "reference": ref, "candidate": cand,
-                "reference_mode": classify(ref, params), "candidate_mode": classify(cand, params),
+        return {"matters": matters(params), "params": describe(params), "reference": ref, "candidate": cand,
                 "tokens": (cand or {}).get("tokens", 0), "reference_tokens": (ref or {}).get("tokens", 0),
-                "comparison": compare_relations(ref, cand)}
+                **judge(ref, cand, params)}
 
 
 @dataclass(frozen=True)

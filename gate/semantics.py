@@ -33,7 +33,7 @@ import numpy as np
 
 from gate.trace import Record, Scores, read_trace
 
-__all__ = ["Relation", "own_scores", "relation_pairs", "relations_of", "compare_relations", "classify",
+__all__ = ["Relation", "own_scores", "relation_pairs", "relations_of", "compare_relations", "classify", "judge",
            "compare_semantics", "describe", "matters", "NOISE_SIGMAS", "SHIFT_FLOOR"]
 
 NOISE_SIGMAS = 6.0    # allowed shift = floor + this many combined standard errors
@@ -187,6 +187,29 @@ def compare_relations(ref: dict[str, Any] | None, cand: dict[str, Any] | None) -
             "slope_shift": slope_shift, "slope_noise": slope_noise}
 
 
+def judge(ref: dict[str, Any] | None, cand: dict[str, Any] | None, params: dict[str, Any],
+          floor: float = SHIFT_FLOOR) -> dict[str, Any]:
+    """Both sides' modes and how far the relation moved. A side is labelled
+    on its own first; when the relation moved beyond the floor but both got
+    the same label (a fit too flat to place on its own), the direction names
+    it: processing lifts the mean residual (KL(q || p) > 0) and pulls the
+    slope toward 1/T."""
+    ref_mode, cand_mode = classify(ref, params, floor), classify(cand, params, floor)
+    comparison = compare_relations(ref, cand)
+    if comparison and comparison["shift"] > floor and ref_mode == cand_mode and matters(params):
+        t = params.get("temperature", 1.0) or 1.0
+        lifted = cand["mean_residual"] - ref["mean_residual"]
+        toward = (cand.get("slope") is not None and ref.get("slope") is not None and t != 1
+                  and abs(cand["slope"] - 1 / t) < abs(ref["slope"] - 1 / t))
+        if ref_mode == "raw" and (lifted > 0 or toward):
+            cand_mode = "processed"
+        elif ref_mode == "processed" and (lifted < 0 or not toward):
+            cand_mode = "raw"
+        else:
+            cand_mode = f"{cand_mode}, relation changed"
+    return {"reference_mode": ref_mode, "candidate_mode": cand_mode, "comparison": comparison}
+
+
 def relations_of(records: Iterable[Record]) -> dict[str, Relation]:
     out: dict[str, Relation] = {}
     for rec in records:
@@ -211,7 +234,8 @@ def compare_semantics(golden: Path, candidate: Path) -> dict[str, Any]:
         if not matters(params):
             continue
         g, c = sides["golden"].get(config), sides["candidate"].get(config)
-        gm, cm = classify(g, params), classify(c, params)
+        verdict = judge(g, c, params)
+        gm, cm = verdict["reference_mode"], verdict["candidate_mode"]
         result["golden"][config] = {"mode": gm, "relation": g, "params": describe(params)}
         result["candidate"][config] = {"mode": cm, "relation": c, "params": describe(params)}
         if gm != cm:

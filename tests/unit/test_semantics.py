@@ -116,3 +116,16 @@ def test_semantics__greedy_does_not_matter_and_few_tokens_claim_nothing():
     r.add(np.array([-1.0, -2.0]), np.array([-1.0, -2.0]))
     assert r.summary()["slope"] is None
     assert classify(r.summary(), PARAMS) == "unknown"
+
+
+def test_semantics__a_flat_fit_is_named_by_the_direction_it_moved():
+    """A peaked model puts most sampled tokens near logprob 0: the candidate's
+    own fit is too flat to place, but against an exact raw golden the lift of
+    the mean residual names it processed."""
+    from gate.semantics import judge
+
+    ref = {"tokens": 64, "slope": 1.0, "mean_residual": 0.0, "se_slope": 0.0, "se_mean": 0.0}
+    cand = {"tokens": 64, "slope": 1.12, "mean_residual": 0.01, "se_slope": 0.5, "se_mean": 0.01}
+    out = judge(ref, cand, PARAMS)
+    assert out["reference_mode"] == "raw" and out["candidate_mode"] == "processed"
+    assert out["comparison"]["shift"] > 0.02
