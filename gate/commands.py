@@ -11,30 +11,27 @@ import contextlib
 import json
 import logging
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from gate import __version__
 from gate._fsutil import StagedDir, atomic_write_text, disk_error
 from gate.compare import compare_traces
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
+from gate.replay import (arg_lines, build_manifest, build_records, check_vocab, engine_overrides, plan,
+                         prompt_where, rel_path, replay_engine_args, run_plan, start_engine, tokenize_prompts)
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
-from gate.semantics import relations_of
-from gate.suite import (Suite, check_prompt_lengths, load_suite, parse_engine_arg, prompt_hash, validate_with_vllm,
-                        workload_hash)
-from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
+from gate.suite import Suite, check_prompt_lengths, load_suite, prompt_hash, validate_with_vllm
+from gate.trace import Manifest, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, text_summary, write_verdict
 
 __all__ = ["add_arguments", "run", "record", "check", "compare"]
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.json"
-_SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")
 
 
 # ---------------------------------------------------------------- arguments
@@ -77,17 +74,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- helpers
-def _engine_overrides(items: list[str]) -> dict[str, Any]:
-    overrides = dict(parse_engine_arg(i) for i in items)
-    # The suite comes from the base branch; command-line args may come from a
-    # PR's own workflow file. Running a model's own Python code is the base
-    # branch's decision alone.
-    if overrides.get("trust_remote_code"):
-        raise BadInput("--engine-arg trust_remote_code: cannot be enabled from the command line",
-                       "set 'trust_remote_code: true' under 'engine:' in the suite (taken from the base branch)")
-    return overrides
-
-
 class _Stage(StagedDir):
     """--out is staged, then renamed into place (gate/_fsutil.StagedDir knows
     what it may replace); an infrastructure failure keeps what was written,
@@ -125,11 +111,7 @@ def _writing(out: Path) -> Iterator[None]:
         raise err from None
 
 
-def _rel(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+_rel = rel_path
 
 
 def _cmd(*parts: Any) -> str:
@@ -143,144 +125,14 @@ def _engine_flags(items: list[str]) -> list[str]:
     return out
 
 
-def _tokenize_prompts(suite: Suite, engine: Any | None, vocab: int | None) -> dict[str, list[int]]:
-    ids: dict[str, list[int]] = {}
-    for p in suite.prompts:
-        if p.token_ids is not None:
-            ids[p.id] = list(p.token_ids)
-        else:
-            assert engine is not None
-            ids[p.id] = engine.tokenize(p.text)
-            if not ids[p.id]:
-                raise BadInput(f"{_prompt_where(suite, p)} tokenizes to nothing",
-                               "give the prompt some text")
-        _check_vocab(ids[p.id], vocab, _prompt_where(suite, p))
-    return ids
-
-
-def _prompt_where(suite: Suite, p: Any) -> str:
-    """suite.yaml:LINE: prompt 'id', or prompts.jsonl:LINE: prompt 'id' for a prompts_file prompt."""
-    where = f"{suite.path}{p.where}" if not p.where or p.where.startswith(":") else p.where
-    return f"{where}: prompt {p.id!r}"
-
-
-def _check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str) -> None:
-    if vocab is None:
-        return
-    bad = next((t for t in ids if t >= vocab or t < 0), None)
-    if bad is not None:
-        raise BadInput(f"{where}: token id {bad} is beyond the model's vocabulary (size {vocab})",
-                       f"use ids in 0..{vocab - 1}, or check that the suite points at the right model")
-
-
-def _plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
-          order: list[str]) -> list[dict[str, Any]]:
-    """The batch plan: one free-run generate() per config, then one scoring
-    generate() per config, each with its requests in (prompt, sample) order."""
-    calls = []
-    for kind in ("free", "score"):
-        for name in order:
-            n = int(sampling[name]["n"])
-            keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
-            calls.append({"kind": kind, "config": name, "requests": keys})
-    return calls
-
-
 def _suite_inputs(suite: Suite) -> list[Path]:
     """What a run reads: --out may be none of these, contain none, lie in none."""
     return [suite.path, suite.model]
 
 
-def _arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
-    """Where each engine arg came from, for messages: suite file:line or --engine-arg."""
-    return dict(suite.engine_lines, **{k: f"--engine-arg {k}" for k in overrides})
-
-
-def _start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str], kind: str = "vllm"):
-    if kind == "hf":
-        from gate.hf_engine import HFEngine
-
-        engine = HFEngine(model, dtype="float32")
-    else:
-        from gate.engine import Engine  # the only import of vllm, deferred
-
-        engine = Engine(model, engine_args)
-    t = time.monotonic()
-    engine.start(lines)
-    log.info("engine started in %.1fs", time.monotonic() - t)
-    return engine
-
-
-def _run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
-              sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
-    """Replay the plan. `forced_ids` (check) gives the golden completion ids to
-    score; when None (record) the run's own free-run tokens are scored."""
-    from gate.engine import Request
-
-    state: dict[tuple, dict[str, Any]] = {}
-    for call in calls:
-        keys = [tuple(k) for k in call["requests"]]
-        params = sampling[call["config"]]
-        t = time.monotonic()
-        if call["kind"] == "free":
-            reqs = [Request(key=k, prompt_token_ids=prompts[k[1]],
-                            params=dict(params, seed=int(params["seed"]) + k[2])) for k in keys]
-            for g in engine.generate(reqs):
-                state.setdefault(g.key, {})["gen"] = g
-        elif call["kind"] == "own":  # the run's own tokens, teacher-forced: in-run semantics (semantics.py)
-            seqs = [(prompts[k[1]], state[k]["gen"].token_ids) for k in keys]
-            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
-                state[k]["own"] = scores
-        else:
-            seqs = []
-            for k in keys:
-                completion = forced_ids[k] if forced_ids is not None else state[k]["gen"].token_ids
-                seqs.append((prompts[k[1]], completion))
-            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
-                state.setdefault(k, {})["forced"] = scores
-        log.info("%s call for config %s: %d requests in %.2fs", call["kind"], call["config"], len(keys),
-                 time.monotonic() - t)
-    return state
-
-
-def _records(engine: Any, state: dict[tuple, dict], prompts: dict[str, list[int]],
-             sampling: dict[str, dict[str, Any]]) -> Iterator[Record]:
-    for key in sorted(state):
-        s = state[key]
-        g = s.get("gen")
-        completion = g.token_ids if g else []
-        yield Record(config=key[0], prompt_id=key[1], sample=key[2],
-                     seed=int(sampling[key[0]]["seed"]) + key[2], prompt_token_ids=prompts[key[1]],
-                     completion_token_ids=completion, sampler=g.sampler if g else None, forced=s.get("forced"),
-                     own=s.get("own"),
-                     prompt_tokens=engine.decode_tokens(prompts[key[1]]),
-                     completion_tokens=engine.decode_tokens(completion), finish_reason=g.finish_reason if g else None)
-
-
-def _manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
-              prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
-              calls: list[dict[str, Any]], records: list[Record] | None = None) -> Manifest:
-    resolved = engine.resolved()
-    return Manifest(
-        kind=kind, environment=engine.fingerprint(),
-        engine_args={"requested": requested, "resolved": resolved},
-        model=dict(model_id, path=_rel(suite.model)),
-        suite={"name": suite.name, "path": _rel(suite.path), "workload_sha256": workload_hash(prompts, sampling),
-               "sampling": sampling,
-               "prompts": {pid: {"sha256": prompt_hash(prompts[pid]), "text": texts.get(pid)}
-                           for pid in sorted(prompts)}},
-        batch_plan={"scheduler": {k: resolved.get(k) for k in _SCHEDULER_KEYS}, "calls": calls},
-        tool={"name": "parity-gate", "version": __version__},
-        extra={"capabilities": engine.capabilities(),
-               "scoring_paths": {"sampler": "decode", "forced": "prefill", "own": "prefill"},
-               # how this run's sampler logprobs relate to its own prefill scores (semantics.py)
-               "sampler_relation": {c: r.summary() for c, r in sorted(relations_of(records or []).items())}})
-
-
-# ---------------------------------------------------------------- record
 def record(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
-    overrides = _engine_overrides(args.engine_arg)
+    overrides = engine_overrides(args.engine_arg)
     engine_args = dict(suite.engine, **overrides)
     out: Path = args.out
     previous: set[tuple] | None = None
@@ -294,20 +146,20 @@ def record(args: argparse.Namespace) -> int:
     vocab = model_vocab_size(suite.model)
     for p in suite.prompts:
         if p.token_ids is not None:
-            _check_vocab(p.token_ids, vocab, _prompt_where(suite, p))
+            check_vocab(p.token_ids, vocab, prompt_where(suite, p))
     sampling = {s.name: s.params for s in suite.sampling}
     stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
     try:
         validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
         with _writing(out):
-            engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides))
-            prompts = _tokenize_prompts(suite, engine, vocab)
+            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides))
+            prompts = tokenize_prompts(suite, engine, vocab)
             check_prompt_lengths(suite, prompts, engine_args)
             texts = {p.id: p.text for p in suite.prompts}
-            calls = _plan(prompts, sampling, [s.name for s in suite.sampling])
-            state = _run_plan(engine, calls, prompts, sampling, None)
-            records = list(_records(engine, state, prompts, sampling))
-            manifest = _manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls,
+            calls = plan(prompts, sampling, [s.name for s in suite.sampling])
+            state = run_plan(engine, calls, prompts, sampling, None)
+            records = list(build_records(engine, state, prompts, sampling))
+            manifest = build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls,
                                  records)
             with TraceWriter(stage.dir, manifest) as writer:
                 for rec in records:
@@ -393,7 +245,7 @@ def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
 
 def check(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
-    overrides = _engine_overrides(args.engine_arg)
+    overrides = engine_overrides(args.engine_arg)
     golden_reader = read_trace(args.golden)
     golden = golden_reader.manifest
     if golden.kind != "golden":
@@ -413,7 +265,7 @@ def check(args: argparse.Namespace) -> int:
     for rec in golden_reader.records():
         g_prompts[rec.prompt_id] = list(rec.prompt_token_ids)
         g_completion[rec.key] = list(rec.completion_token_ids)
-        _check_vocab(list(rec.prompt_token_ids) + list(rec.completion_token_ids), vocab,
+        check_vocab(list(rec.prompt_token_ids) + list(rec.completion_token_ids), vocab,
                      f"{trace_path(args.golden)} record {rec.key}")
     workload = _match_workload(suite, golden, args.golden, args, list(g_completion))
     sampling = golden.suite.get("sampling") or {}
@@ -421,10 +273,7 @@ def check(args: argparse.Namespace) -> int:
     if not calls:
         raise BadInput(f"{trace_path(args.golden)}: golden has no batch plan", "re-record it with parity-gate record")
     # Replay the batch shape the golden ran with, unless the user moves it on purpose.
-    engine_args = dict(suite.engine, **overrides)
-    for key, value in ((golden.batch_plan or {}).get("scheduler") or {}).items():
-        if value is not None and key not in engine_args:
-            engine_args[key] = value
+    engine_args = replay_engine_args(suite.engine, overrides, golden)
     check_prompt_lengths(suite, g_prompts, engine_args)
     stage = _Stage(args.out, force=args.force,
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
@@ -437,7 +286,7 @@ def check(args: argparse.Namespace) -> int:
     engine = None
     try:
         with _writing(args.out):
-            engine = _start_engine(suite.model, engine_args, _arg_lines(suite, overrides), args.engine)
+            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine)
             if args.engine == "hf":  # teacher-forced only: it cannot sample
                 calls = [c for c in calls if c["kind"] == "score"]
             # The golden's plan, replayed exactly; then one more prefill call per
@@ -446,9 +295,9 @@ def check(args: argparse.Namespace) -> int:
             calls = [*calls, *({"kind": "own", "config": c["config"], "requests": c["requests"]}
                                for c in calls if c["kind"] == "free")]
             stage_name = "replay"
-            state = _run_plan(engine, calls, g_prompts, sampling, g_completion)
-            records = list(_records(engine, state, g_prompts, sampling))
-            manifest = _manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
+            state = run_plan(engine, calls, g_prompts, sampling, g_completion)
+            records = list(build_records(engine, state, g_prompts, sampling))
+            manifest = build_manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
                                  (golden.suite.get("prompts") and {k: v.get("text") for k, v in
                                                                    golden.suite["prompts"].items()}) or {},
                                  sampling, calls, records)
@@ -486,7 +335,7 @@ def check(args: argparse.Namespace) -> int:
         if stage.dir is not None:
             stage.keep_traces(exc, "compare")
         raise
-    if args.diagnose and verdict["verdict"] == "fail":
+    if args.diagnose and verdict["verdict"] != "pass":
         from gate.diagnose import diagnose_result_dir
 
         diagnosis = diagnose_result_dir(args.suite, args.golden, args.out, args.engine_arg, args.diagnose_budget,

@@ -150,8 +150,8 @@ class _Channel:
             pd = np.abs(np.exp(b) - np.exp(a))
         self.prob_diff_max = max(self.prob_diff_max, float(pd.max()))
         if dp.size:
-            fa, fb = (a, b) if pair is None else (a[pair], b[pair])
-            ppl = abs(float(fa.mean()) - float(fb.mean()))
+            # mean(a) - mean(b) over the same positions is -mean(d): no overflow at -1e308
+            ppl = abs(float(np.mean(dp)))
             self.seq_n += 1
             self.seq_ppl_sum += ppl
             self.seq_ppl_max = max(self.seq_ppl_max, ppl)

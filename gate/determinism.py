@@ -112,15 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gate import commands as c
+    from gate import replay as c
     from gate.engine import Request
     from gate.identity import model_vocab_size
     from gate.suite import load_suite
 
     suite = load_suite(args.suite)
-    engine_args = dict(suite.engine, **c._engine_overrides(args.engine_arg))
-    engine = c._start_engine(suite.model, engine_args, suite.engine_lines)
-    prompts = c._tokenize_prompts(suite, engine, model_vocab_size(suite.model))
+    engine_args = dict(suite.engine, **c.engine_overrides(args.engine_arg))
+    engine = c.start_engine(suite.model, engine_args, suite.engine_lines)
+    prompts = c.tokenize_prompts(suite, engine, model_vocab_size(suite.model))
     report: dict[str, Any] = {"engine_args": engine.resolved(), "configs": {}}
     for s in suite.sampling:
         p = s.params

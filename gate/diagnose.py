@@ -7,8 +7,11 @@ some settings are read at import), and name the knobs that restore parity,
 with numbers. When none does, the remaining drift is numeric or
 version-internal, and we say where it starts.
 
-Pure parts (`plan_ablations`, `summarize`, `drift_start`) take data and
-return data; `diagnose` takes a `runner` so tests can pass a fake one.
+Pure parts (`plan_ablations`, `summarize`, `drift_start`, `error_line`)
+take data and return data; `diagnose` takes a `runner` so tests can pass a
+fake one. `run_child` is how every engine command the gate spawns (ablations,
+calibration runs, weight-update workers) runs: one at a time, in its own
+process session, and not over until its whole process group has ended.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +36,8 @@ from gate.errors import BadInput
 from gate.trace import read_trace
 
 __all__ = ["Ablation", "AblationOutcome", "plan_ablations", "summarize", "drift_start", "diagnose",
-           "diagnose_result_dir", "subprocess_runner", "DEFAULT_BUDGET_S", "add_arguments", "run"]
+           "diagnose_result_dir", "subprocess_runner", "run_child", "ChildResult", "error_line",
+           "is_gpu_memory_error", "DEFAULT_BUDGET_S", "add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +285,17 @@ def summarize(baseline: dict[str, Any], outcomes: Sequence[AblationOutcome], fix
             where = "; ".join(bits) + "; the layer of the cause is unknown" if bits else ""
         moved = ", ".join(f"{r['key']} {_show(r.get('reference'))} -> {_show(r.get('candidate'))}" for r in fixed)
         if untested:
-            summary = (f"undetermined: {len(untested)} ablation(s) did not run within the budget"
-                       + (f" ({budget_s:.0f} s)" if budget_s else "") + "; none of those that ran restores parity")
+            failed = [f for f in untested if f["status"] == "error"]
+            skipped = [f for f in untested if f["status"] != "error"]
+            bits = []
+            if failed:
+                first = failed[0]
+                bits.append(f"{len(failed)} ablation(s) failed to run (first: {first['ablation']}: "
+                            f"{first['detail'].removeprefix('not tested: ')})")
+            if skipped:
+                bits.append(f"{len(skipped)} ablation(s) did not run within the budget"
+                            + (f" ({budget_s:.0f} s)" if budget_s else ""))
+            summary = "undetermined: " + "; ".join(bits) + "; none of those that ran restores parity"
             kind = "undetermined"
         else:
             summary = ("no engine setting that could be moved back restores parity: the remaining drift is numeric "
@@ -298,14 +312,180 @@ def summarize(baseline: dict[str, Any], outcomes: Sequence[AblationOutcome], fix
             "drift_start": start, "semantics": semantics, "baseline": baseline, "budget_s": budget_s}
 
 
+# ---------------------------------------------------------------- child processes
+# The line the CLI writes for every typed error (gate/cli.py): "parity-gate: <kind>: ...".
+_GATE_ERROR = re.compile(r"^parity-gate: (?:bad input|stale golden|infrastructure failure|internal error|error|"
+                         r"interrupted)\b.*")
+# "ValueError: ...", "torch.OutOfMemoryError: ...", also inside a vLLM log line ("ERROR ... [core.py:9] X: ...").
+_EXCEPTION = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt)(?::\s.*|:?$)")
+# Root causes worth naming even when a wrapper exception is the last word.
+_ROOT_CAUSES = ("No available memory for the cache blocks", "CUDA out of memory", "OutOfMemoryError",
+                "less than desired GPU memory utilization", "Free memory on device")
+# Wrappers that only point elsewhere ("See root cause above").
+_WRAPPERS = ("See root cause above", "Engine core initialization failed", "EngineDeadError", "EngineGenerateError")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+GPU_MEMORY_HINT = ("an engine needs its gpu_memory_utilization share of the whole card free when it starts: "
+                   "is another engine (the parent's own?) still holding GPU memory?")
+GROUP_GRACE_S = 10.0
+
+
+def _clip(line: str, n: int = 400) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= n else line[:n - 3] + "..."
+
+
+def error_line(text: str) -> str:
+    """The real error in a failed child's output, not its last line (on a GPU
+    that is an NCCL shutdown warning). The CLI's own error line first, then
+    the exception that caused it when the log names a more specific one (a
+    vLLM engine-core failure logs its cause above a generic wrapper)."""
+    lines = [_ANSI.sub("", raw).strip() for raw in text.splitlines()]
+    lines = [x for x in lines if x]
+    gate = next((x for x in reversed(lines) if _GATE_ERROR.match(x)), None)
+    exceptions = []
+    for x in lines:
+        m = None if _GATE_ERROR.match(x) or x.startswith("Traceback") else _EXCEPTION.search(x)
+        if m:
+            exceptions.append(m.group(0))
+    known = next((e for e in reversed(exceptions) if any(c in e for c in _ROOT_CAUSES)), None)
+    if known is None:
+        known = next((x for x in reversed(lines) if any(c in x for c in _ROOT_CAUSES)), None)
+    specific = next((e for e in reversed(exceptions) if not any(w in e for w in _WRAPPERS)), None)
+    cause = known or specific or (exceptions[-1] if exceptions else None)
+    if gate and cause and " ".join(cause.split())[:100] not in " ".join(gate.split()):
+        return f"{_clip(gate)}; cause in the log: {_clip(cause)}"
+    if gate or cause:
+        return _clip(gate or cause)  # type: ignore[arg-type]
+    return _clip(lines[-1]) if lines else "no output"
+
+
+def is_gpu_memory_error(text: str) -> bool:
+    return any(c in text for c in _ROOT_CAUSES)
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    returncode: int
+    seconds: float
+    timed_out: bool
+    log: Path | None
+    pid: int                     # also its process group's id
+    left_behind: int = 0         # processes of its group still running after it exited (then ended)
+
+
+def _group_members(pgid: int) -> list[int] | None:
+    """Live (non-zombie) processes of a process group, from /proc; None where
+    there is no /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    out = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _group_alive(pgid: int) -> bool:
+    members = _group_members(pgid)
+    if members is not None:
+        return bool(members)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_group(pgid: int, grace_s: float) -> int:
+    """Wait up to `grace_s` for the group to empty, then SIGTERM it, then
+    SIGKILL it. Returns how many were still running after the grace. The
+    group is the child's own session (start_new_session), so this touches
+    nothing else."""
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    members = _group_members(pgid)
+    left = len(members) if members is not None else int(_group_alive(pgid))
+    if not left:
+        return 0
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _group_alive(pgid):
+            break
+    if _group_alive(pgid):
+        log.warning("process group %d did not end after SIGKILL", pgid)
+    return left
+
+
+def run_child(cmd: Sequence[str], log_path: Path | None, timeout: float, env: dict[str, str] | None = None,
+              grace_s: float = GROUP_GRACE_S) -> ChildResult:
+    """Run one engine command in its own process session, output (stdout and
+    stderr) into `log_path`, and return only once it and everything it
+    started have ended: an engine-core helper left running would still hold
+    its share of the GPU, and the next engine could not start. On timeout
+    the whole group is killed."""
+    t = time.monotonic()
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path or os.devnull, "w") as fh:
+        proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        timed_out = False
+        try:
+            rc = proc.wait(timeout=max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # our own child's group only
+            except ProcessLookupError:
+                pass
+            rc = proc.wait()
+    left = _end_group(proc.pid, 0.0 if timed_out else grace_s)
+    if left:
+        log.warning("%s left %d process(es) running after it exited; ended them",
+                    log_path or " ".join(map(str, cmd[:4])), left)
+    return ChildResult(rc, time.monotonic() - t, timed_out, log_path, proc.pid, left)
+
+
+def _parent_gpu_memory() -> dict[str, float] | None:
+    """Free and total memory of the GPU as this process sees it, if this
+    process already uses CUDA (never initialises it)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return None
+        free, total = torch.cuda.mem_get_info()
+    except Exception:  # noqa: BLE001 - display only
+        return None
+    return {"free_gib": round(free / 2 ** 30, 2), "total_gib": round(total / 2 ** 30, 2)}
+
+
 # ---------------------------------------------------------------- running
 def subprocess_runner(suite: Path, golden: Path, engine_arg_items: Sequence[str],
-                      policy: Path | None = None, log_dir: Path | None = None) -> Runner:
+                      policy: Path | None = None, log_dir: Path | None = None,
+                      program: Sequence[str] | None = None, grace_s: float = GROUP_GRACE_S) -> Runner:
     """Each ablation is `parity-gate check` in its own process (fresh engine,
-    fresh import-time settings) with --fail-on never into a private folder."""
+    fresh import-time settings) with --fail-on never into a private folder.
+    One at a time: `run_child` returns only when the child's whole process
+    group has ended, so two ablation engines never hold GPU memory at once.
+    `program` replaces `python -m gate` (tests pass a fake child)."""
+    program = list(program or [sys.executable, "-m", "gate"])
 
     def run_one(ablation: Ablation, out: Path, timeout: float) -> AblationOutcome:
-        cmd = [sys.executable, "-m", "gate", "check", "--suite", str(suite), "--golden", str(golden),
+        cmd = [*program, "check", "--suite", str(suite), "--golden", str(golden),
                "--out", str(out), "--force", "--fail-on", "never"]
         if policy is not None:
             cmd += ["--policy", str(policy)]
@@ -319,28 +499,21 @@ def subprocess_runner(suite: Path, golden: Path, engine_arg_items: Sequence[str]
                 env.pop(k, None)
             else:
                 env[k] = v
-        t = time.monotonic()
         logf = (log_dir / f"{ablation.name}.log") if log_dir else None
-        if logf:
-            logf.parent.mkdir(parents=True, exist_ok=True)
-        with open(logf or os.devnull, "w") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=max(timeout, 1.0))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # our own child's group only
-                proc.wait()
-                return AblationOutcome(ablation, "skipped", seconds=time.monotonic() - t,
-                                       error=f"ran past the remaining budget ({timeout:.0f} s)")
-        secs = time.monotonic() - t
+        res = run_child(cmd, logf, timeout, env, grace_s)
+        if res.timed_out:
+            return AblationOutcome(ablation, "skipped", seconds=res.seconds,
+                                   error=f"ran past the remaining budget ({timeout:.0f} s)")
         vpath = out / "verdict.json"
-        if rc not in (0, 1) or not vpath.is_file():
-            tail = ""
-            if logf and logf.is_file():
-                tail = " ".join(logf.read_text(errors="replace").strip().splitlines()[-1:])[:300]
-            return AblationOutcome(ablation, "error", seconds=secs, error=f"check exited {rc}: {tail}".strip())
+        if res.returncode not in (0, 1) or not vpath.is_file():
+            text = logf.read_text(errors="replace") if logf and logf.is_file() else ""
+            line = error_line(text) if text else "no log kept"
+            hint = f" ({GPU_MEMORY_HINT})" if is_gpu_memory_error(text) else ""
+            where = f" [log: {logf}]" if logf else ""
+            return AblationOutcome(ablation, "error", seconds=res.seconds,
+                                   error=f"check exited {res.returncode}: {line}{hint}{where}")
         v = json.loads(vpath.read_text())
-        return AblationOutcome(ablation, "ran", verdict=v["verdict"], measures=_measures(v), seconds=secs,
+        return AblationOutcome(ablation, "ran", verdict=v["verdict"], measures=_measures(v), seconds=res.seconds,
                                result_dir=str(out))
 
     return run_one
@@ -354,9 +527,16 @@ def diagnose(*, suite: Path, golden: Path, verdict: dict[str, Any], work_dir: Pa
     `diagnosis` object. `engine_args` are the check's own --engine-arg items
     (KEY=VALUE strings); each ablation adds the golden's value of its knobs.
     Ablation results go under `work_dir`. Never raises for a failing rerun:
-    a rerun that breaks is a finding with status "error"."""
+    a rerun that breaks is a finding with status "error" and its real error
+    line. The ablations run one after another, each in its own process; the
+    caller must have released its own engine first (on a GPU an engine
+    takes its gpu_memory_utilization share of the whole card)."""
     plan, fixed = plan_ablations(verdict)
     runner = runner or subprocess_runner(suite, golden, engine_args, policy, log_dir=Path(work_dir) / "logs")
+    gpu = _parent_gpu_memory()
+    if gpu is not None:
+        log.info("diagnosis: GPU memory free before the ablations: %.1f of %.1f GiB", gpu["free_gib"],
+                 gpu["total_gib"])
     baseline = _measures(verdict)
     deadline = clock() + budget_s
     outcomes: list[AblationOutcome] = []
@@ -385,7 +565,9 @@ def diagnose(*, suite: Path, golden: Path, verdict: dict[str, Any], work_dir: Pa
             semantics = compare_semantics(golden, result_dir)
         except BadInput as exc:
             log.warning("diagnosis: logprob semantics not computed: %s", exc.what)
-    return summarize(baseline, outcomes, fixed, start, semantics, budget_s)
+    out = summarize(baseline, outcomes, fixed, start, semantics, budget_s)
+    out["gpu_memory_before"] = gpu
+    return out
 
 
 def diagnose_result_dir(suite: Path, golden: Path, result_dir: Path, engine_args: Sequence[str] = (),

@@ -135,7 +135,9 @@ def relation_pairs(rec: Record) -> tuple[np.ndarray, np.ndarray]:
     ys = rec.sampler.logprobs
     x = np.array([np.nan if v is None else v for v in xs], dtype=np.float64)
     y = np.array([np.nan if v is None else v for v in ys], dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
+    # A logprob below -1e4 is a probability of exactly 0 in any float format:
+    # it says nothing about a relation and would overflow the sums of squares.
+    ok = np.isfinite(x) & np.isfinite(y) & (np.abs(x) < 1e4) & (np.abs(y) < 1e4)
     return x[ok], y[ok]
 
 
@@ -159,8 +161,8 @@ def classify(summary: dict[str, Any] | None, params: dict[str, Any], floor: floa
         return "raw"
     if mean_e > floor + NOISE_SIGMAS * summary["se_mean"]:
         return "processed"
-    if slope is not None and t != 1 and abs(slope - 1 / t) < abs(slope - 1):
-        return "processed"
+    if slope is not None and not slope_ok and t != 1 and (slope - 1) * (1 / t - 1) > 0:
+        return "processed"  # the slope left 1 toward 1/T (it may stop short on a peaked model)
     return "unknown"
 
 

@@ -1,44 +1,59 @@
-"""The in-flight weight-update path (issue 5, item 4).
+"""The in-flight weight-update path (issue 5 item 4, issue 10 item 5).
 
 An RL loop keeps one vLLM engine alive and pushes new weights into it after
 every optimizer step. Anything the engine derived from the old weights and
 did not invalidate (the prefix cache's KV blocks, first of all) makes the
 next rollouts a mix of old and new policy: drift that no fresh-engine check
-can see. We reproduce that loop:
+can see. We reproduce that loop and compare like with like:
 
-1. `update` worker: an engine on weights A runs the suite's batch plan (the
-   rollouts of step N; with prefix caching on, this fills the cache), then
-   receives weights B in place through vLLM's own mechanism
+1. reference: `parity-gate record` on the new weights B (the suite's model),
+   a fresh engine -> `fresh/`, a golden with its batch plan: one free-run
+   generate() per config, then one scoring generate() per config.
+2. update worker: an engine started on the old weights A runs the plan's
+   free-run calls (the rollouts of step N; with prefix caching on, this
+   fills the cache), receives B in place through vLLM's own mechanism
    (`LLM.collective_rpc("reload_weights", weights_iterator=...)`, the
    in-place reload RL frameworks use; fallback `LLM.apply_model(lambda m:
-   m.load_weights(...))`) and runs the plan again -> trace "updated". If
-   asked it then calls `LLM.reset_prefix_cache()` and runs it a third time
-   -> trace "updated+reset" (the ablation, from the same engine).
-2. `fresh` worker: a new engine started on B scores the tokens of both
-   traces (prefill) -> the references (what policy B says of those tokens).
-3. Compare updated vs its reference (the verdict) and updated+reset vs its
-   reference (the diagnosis): stale cached state shows as drift in the
-   rollouts' sampler logprobs that the reset removes.
+   m.load_weights(...))`), then replays the reference's batch plan exactly
+   as `check` does (same requests, same order, same batches, scoring the
+   reference's tokens) -> `updated/`. Then `LLM.reset_prefix_cache()` and
+   the same replay again -> `reset/`.
+3. compare each replay with the reference, as `check` compares a run with
+   its golden: decode logprobs with decode logprobs (over the matching
+   free-run prefix), prefill scores with prefill scores. Never decode with
+   prefill: on a GPU in bf16 the two paths differ by up to ~0.04 with
+   nothing wrong (design.md section 4), which is what made the first version
+   of this path false-alarm on the correct path.
 
-Each worker is its own process (one engine per process, design.md section 7).
-The suite's `model:` is B; `--from` gives A."""
+Both sides start their measured replay with an empty prefix cache (a fresh
+engine; an updated engine after the reset), so the correct path is the same
+computation as the reference, and stale state is the only thing left to
+differ. Teacher-forced scoring bypasses vLLM's prefix cache, so stale KV
+shows in the rollouts: sampler logprobs and free runs.
+
+GPU memory: the two engines are two processes, one after the other (never
+at once), so each may take the suite's `gpu_memory_utilization` share of the
+card (vLLM's default 0.9); this process starts no engine and holds none."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from gate.diagnose import GPU_MEMORY_HINT, _fmt, error_line, is_gpu_memory_error, run_child
 from gate.errors import BadInput, InfraError
 
-__all__ = ["update_weights_in_place", "run_worker", "weight_update_check", "add_arguments", "run"]
+__all__ = ["update_weights_in_place", "replay_update", "run_worker", "judge", "weight_update_check",
+           "diagnose_update", "add_arguments", "run", "REFERENCE", "UPDATED", "RESET", "WEIGHT_UPDATE_POLICY"]
 
 log = logging.getLogger(__name__)
+
+WORK_DIR = "weight_update"
+REFERENCE, UPDATED, RESET = "fresh", "updated", "reset"
 
 
 def _weights(model_dir: Path):
@@ -65,153 +80,159 @@ def update_weights_in_place(llm: Any, model_dir: Path) -> str:
     return "apply_model(lambda m: m.load_weights(...))"
 
 
-def _write(out: Path, kind: str, engine: Any, suite: Any, engine_args: dict, model_dir: Path, prompts: dict,
-           texts: dict, sampling: dict, calls: list, state: dict, extra: dict) -> None:
-    from gate import commands as c  # the record path's own helpers: same plan, same records
-    from gate.identity import model_identity
-    from gate.trace import TraceWriter
+def replay_update(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+                  completions: dict[tuple, list[int]], sampling: dict[str, dict[str, Any]],
+                  push: Callable[[], str], reset_cache: Callable[[], Any] | None) -> tuple[dict[str, Any], dict]:
+    """The update worker's engine work, given an engine started on A.
 
-    manifest = c._manifest(kind, engine, suite, engine_args, model_identity(model_dir), prompts, texts, sampling,
-                           calls)
-    manifest.extra.update(extra)
-    with TraceWriter(out, manifest) as writer:
-        for rec in c._records(engine, state, prompts, sampling):
-            writer.write(rec)
+    Runs the plan's free-run calls (rollouts on A), `push()`es the new
+    weights, then replays `calls` exactly as `check` replays a golden
+    (`completions`: the reference's tokens, scored in the scoring calls).
+    With `reset_cache`, calls it and replays once more. Returns (info,
+    {"updated": state, "reset": state})."""
+    from gate import replay as c  # the check path's own replay: same calls, same batches
 
-
-def _rescore(engine: Any, trace_dir: Path, out: Path, info: dict[str, Any]) -> None:
-    """Reference for a rollout trace: the fresh engine on B scores the same
-    tokens in the same contexts (prefill). Its logprobs go in both channels,
-    so `sampler` compares the rollout's decode logprobs against what policy B
-    says about those very tokens: the importance ratio an RL trainer sees.
-    (Decode vs prefill: ~1e-6 apart on CPU float32, design.md section 4;
-    on GPU use forced-decode scoring where the engine offers it.)"""
-    from gate.trace import Record, TraceWriter, read_trace
-
-    reader = read_trace(trace_dir)
-    records = list(reader.records())
-    sampling = reader.manifest.suite.get("sampling") or {}
-    manifest = reader.manifest
-    manifest = type(manifest)(**{**manifest.to_json(), "kind": "golden",
-                                 "engine_args": {"requested": dict(engine.engine_args), "resolved": engine.resolved()},
-                                 "extra": dict(manifest.extra, weight_update=info,
-                                               scoring_paths={"sampler": "prefill", "forced": "prefill"})})
-    with TraceWriter(out, manifest) as writer:
-        for config in sorted({r.config for r in records}):
-            batch = [r for r in records if r.config == config]
-            k = int((sampling.get(config) or {}).get("logprobs", 0) or 0)
-            scores = engine.score([(r.prompt_token_ids, r.completion_token_ids) for r in batch], k)
-            for r, sc in zip(batch, scores):
-                samp = sc.completion(len(r.prompt_token_ids))
-                writer.write(Record(config=r.config, prompt_id=r.prompt_id, sample=r.sample, seed=r.seed,
-                                    prompt_token_ids=r.prompt_token_ids, completion_token_ids=r.completion_token_ids,
-                                    sampler=samp, forced=sc, prompt_tokens=r.prompt_tokens,
-                                    completion_tokens=r.completion_tokens, finish_reason=r.finish_reason))
+    c.run_plan(engine, [x for x in calls if x["kind"] == "free"], prompts, sampling, None)
+    t = time.monotonic()
+    info: dict[str, Any] = {"mechanism": push(), "prefix_cache_reset": False}
+    info["update_seconds"] = round(time.monotonic() - t, 3)
+    states = {UPDATED: c.run_plan(engine, calls, prompts, sampling, completions)}
+    if reset_cache is not None:
+        info["prefix_cache_reset"] = bool(reset_cache())
+        states[RESET] = c.run_plan(engine, calls, prompts, sampling, completions)
+    return info, states
 
 
-def run_worker(mode: str, suite_path: Path, out: Path, weights_from: Path | None, reset: bool,
+def run_worker(suite_path: Path, reference: Path, out: Path, weights_from: Path, reset: bool,
                overrides: list[str]) -> dict[str, Any]:
-    """One engine, in this process. mode "update": start on `weights_from`
-    (A), run the plan, push B, run the plan (-> out/updated), optionally
-    reset the prefix cache and run again (-> out/reset). mode "fresh": start
-    on the suite's model (B) and score the tokens of each of those traces
-    (-> out/fresh-updated, out/fresh-reset)."""
-    from gate import commands as c
-    from gate.identity import model_vocab_size
+    """One engine, in this process: start on `weights_from` (A), then
+    `replay_update` against the reference golden (recorded on B), writing
+    out/updated and (with `reset`) out/reset."""
+    from gate import replay as c
+    from gate.identity import model_identity
     from gate.suite import load_suite
+    from gate.trace import TraceWriter, read_trace
 
     suite = load_suite(suite_path)
-    engine_args = dict(suite.engine, **c._engine_overrides(overrides))
-    sampling = {s.name: s.params for s in suite.sampling}
-    start_on = suite.model if mode == "fresh" else Path(weights_from)  # type: ignore[arg-type]
-    engine = c._start_engine(start_on, engine_args, suite.engine_lines)
-    info: dict[str, Any] = {"mode": mode, "start_model": str(start_on)}
-    if mode == "fresh":
-        for name in ("updated", "reset"):
-            if (out / name).is_dir():
-                _rescore(engine, out / name, out / f"fresh-{name}", info)
-        return info
-    prompts = c._tokenize_prompts(suite, engine, model_vocab_size(suite.model))
-    texts = {p.id: p.text for p in suite.prompts}
-    calls = [x for x in c._plan(prompts, sampling, [s.name for s in suite.sampling]) if x["kind"] == "free"]
-    c._run_plan(engine, calls, prompts, sampling, None)  # rollouts on A: fills the caches
-    t = time.monotonic()
-    info["mechanism"] = update_weights_in_place(engine.llm, suite.model)
-    info["update_seconds"] = round(time.monotonic() - t, 3)
-    info["prefix_cache_reset"] = False
-    state = c._run_plan(engine, calls, prompts, sampling, None)
-    _write(out / "updated", "obtained", engine, suite, engine_args, suite.model, prompts, texts, sampling, calls,
-           state, {"weight_update": dict(info)})
-    if reset:
-        info["prefix_cache_reset"] = bool(engine.llm.reset_prefix_cache())
-        state = c._run_plan(engine, calls, prompts, sampling, None)
-        _write(out / "reset", "obtained", engine, suite, engine_args, suite.model, prompts, texts, sampling, calls,
-               state, {"weight_update": dict(info)})
+    ref = read_trace(reference)
+    manifest = ref.manifest
+    prompts: dict[str, list[int]] = {}
+    completions: dict[tuple, list[int]] = {}
+    for rec in ref.records():
+        prompts[rec.prompt_id] = list(rec.prompt_token_ids)
+        completions[rec.key] = list(rec.completion_token_ids)
+    sampling = manifest.suite.get("sampling") or {}
+    calls = (manifest.batch_plan or {}).get("calls") or []
+    if not calls:
+        raise BadInput(f"{reference}: reference has no batch plan", "re-run parity-gate weight-update")
+    # the reference's batch shape, as `check` replays it
+    engine_args = c.replay_engine_args(suite.engine, c.engine_overrides(overrides), manifest)
+    engine = c.start_engine(Path(weights_from), engine_args, suite.engine_lines)
+    info, states = replay_update(engine, calls, prompts, completions, sampling,
+                                 push=lambda: update_weights_in_place(engine.llm, suite.model),
+                                 reset_cache=engine.llm.reset_prefix_cache if reset else None)
+    info["start_model"] = str(weights_from)
+    texts = {k: v.get("text") for k, v in (manifest.suite.get("prompts") or {}).items()}
+    model_id = model_identity(suite.model)  # the engine holds B's weights now
+    for name, state in states.items():
+        man = c.build_manifest("obtained", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
+        man.extra.update(weight_update=dict(info, trace=name))
+        with TraceWriter(out / name, man) as writer:
+            for rec in c.build_records(engine, state, prompts, sampling):
+                writer.write(rec)
     return info
 
 
-def _spawn(args: list[str], log_path: Path, timeout: float) -> None:
-    cmd = [sys.executable, "-m", "gate.weight_update", "--worker", *args]
-    with open(log_path, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, env=dict(os.environ))
-    if proc.returncode != 0:
-        tail = " ".join(log_path.read_text(errors="replace").strip().splitlines()[-2:])[:400]
-        raise InfraError(f"weight-update worker failed (exit {proc.returncode}): {tail}", f"see {log_path}")
+def _gate_child(cmd: list[str], log_path: Path, what: str, timeout: float) -> None:
+    res = run_child(cmd, log_path, timeout)
+    if res.timed_out:
+        raise InfraError(f"weight-update: {what} ran past {timeout:.0f} s", f"see {log_path}")
+    if res.returncode != 0:
+        text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+        hint = f"see {log_path}" + (f"; {GPU_MEMORY_HINT}" if is_gpu_memory_error(text) else "")
+        raise InfraError(f"weight-update: {what} failed (exit {res.returncode}): {error_line(text)}", hint)
+
+
+# Both sides run the same engine config, batch plan and seeds, so an unchanged
+# computation reproduces every free-run token (bitwise across engine instances
+# on the GPU, design.md section 4). A divergence is evidence, and the one a
+# stale cache usually leaves: its first token already differs, so the sampler
+# channel has no matching prefix to compare. A suite's policy can relax it.
+WEIGHT_UPDATE_POLICY = {"checks": {"free_run.exact_match_rate": 1.0}}
+
+
+def _policy(suite_path: Path):
+    from gate.policy import DEFAULT_POLICY, parse_policy
+    from gate.suite import load_suite
+
+    s = load_suite(suite_path)
+    configs = {x.name for x in s.sampling}
+    base = parse_policy(WEIGHT_UPDATE_POLICY, "weight-update defaults", DEFAULT_POLICY, configs)
+    return parse_policy(s.policy, str(suite_path), base, configs) if s.policy is not None else base
+
+
+def judge(work: Path, out: Path, suite: Path, weights_from: Path, overrides: list[str] | None = None,
+          reset_in_run: bool = False, seconds: float | None = None) -> dict[str, Any]:
+    """Verdict from the traces in `work` (no engine): the gated replay
+    (`reset` with `reset_in_run`, else `updated`) against the fresh reference,
+    with a diagnosis from the reset replay when the stale one fails. Writes
+    out/verdict.json and the reports; returns the verdict."""
+    from gate.compare import compare_traces
+    from gate.policy import evaluate
+    from gate.trace import read_trace
+    from gate.verdict import build_verdict, write_verdict
+
+    t0 = time.monotonic()
+    overrides = list(overrides or [])
+    work, out = Path(work), Path(out)
+    policy = _policy(suite)
+    ref = work / REFERENCE
+    gated = work / (RESET if reset_in_run else UPDATED)
+    repro = (f"parity-gate weight-update --suite {suite} --from {weights_from} --out {out}"
+             + "".join(f" --engine-arg {o}" for o in overrides) + (" --reset-prefix-cache" if reset_in_run else ""))
+
+    def verdict_for(cand: Path, label: str) -> dict[str, Any]:
+        result = compare_traces(read_trace(ref), read_trace(cand), policy.tolerances())
+        checks = evaluate(policy, result)
+        return build_verdict(
+            mode="compare", reference=("fresh engine on B, same batch plan", str(ref), read_trace(ref).manifest),
+            candidate=(label, str(cand), read_trace(cand).manifest), result=result, checks=checks, policy=policy,
+            prompts_new=[], prompts_unused=[], warnings=[], reproduce=repro, files={"verdict": "verdict.json"})
+
+    main = verdict_for(gated, "engine updated A -> B in place" + (" + prefix cache reset" if reset_in_run else ""))
+    info = read_trace(gated).manifest.extra.get("weight_update", {})
+    if main["verdict"] != "pass" and not reset_in_run and (work / RESET).is_dir():
+        ablated = verdict_for(work / RESET, "updated + reset_prefix_cache()")
+        main["diagnosis"] = diagnose_update(main, ablated, info,
+                                            (seconds or 0.0) + time.monotonic() - t0)
+    main["weight_update"] = dict(info, reference="fresh engine on B: parity-gate record, same batch plan",
+                                 compared="decode vs decode, prefill vs prefill")
+    write_verdict(out, main)
+    from gate.report import render_result
+
+    render_result(out)
+    return main
 
 
 def weight_update_check(suite: Path, weights_from: Path, out: Path, overrides: list[str] | None = None,
                         reset_in_run: bool = False, timeout: float = 600) -> dict[str, Any]:
-    """The whole path: workers, then verdict (updated vs fresh) with a
-    diagnosis (updated+reset vs fresh). `reset_in_run` models a framework
-    that does reset the cache after each update: the gated trace is then
-    the reset one. Writes out/verdict.json + reports; returns the verdict."""
-    from gate.compare import compare_traces
-    from gate.policy import DEFAULT_POLICY, evaluate, parse_policy
-    from gate.suite import load_suite
-    from gate.trace import read_trace
-    from gate.verdict import build_verdict, write_verdict
-
+    """The whole path: the reference (a fresh engine on B), then the update
+    worker (one engine on A, updated in place), each in its own process and
+    one after the other, then `judge`. `reset_in_run` models a framework that
+    does reset the prefix cache after each update: the gated trace is then
+    the reset one. Returns the verdict."""
     overrides = list(overrides or [])
     out = Path(out)
-    work = out / "weight_update"
+    work = out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
     extra = [a for o in overrides for a in ("--engine-arg", o)]
     t0 = time.monotonic()
-    _spawn(["--mode", "update", "--suite", str(suite), "--from", str(weights_from), "--out", str(work),
-            "--reset", *extra], work / "update.log", timeout)
-    _spawn(["--mode", "fresh", "--suite", str(suite), "--out", str(work), *extra], work / "fresh.log", timeout)
-    s = load_suite(suite)
-    configs = {x.name for x in s.sampling}
-    policy = parse_policy(s.policy, str(suite), DEFAULT_POLICY, configs) if s.policy is not None else DEFAULT_POLICY
-    gated = work / ("reset" if reset_in_run else "updated")
-
-    def verdict_for(cand: Path, label: str) -> dict[str, Any]:
-        ref = work / f"fresh-{cand.name}"
-        result = compare_traces(read_trace(ref), read_trace(cand), policy.tolerances())
-        checks = evaluate(policy, result)
-        return build_verdict(
-            mode="compare", reference=("fresh engine on B, same tokens", str(ref), read_trace(ref).manifest),
-            candidate=(label, str(cand), read_trace(cand).manifest), result=result, checks=checks, policy=policy,
-            prompts_new=[], prompts_unused=[], warnings=[],
-            reproduce=f"parity-gate weight-update --suite {suite} --from {weights_from} --out {out}"
-                      + "".join(f" --engine-arg {o}" for o in overrides) + (" --reset-prefix-cache" if reset_in_run
-                                                                            else ""),
-            files={"verdict": "verdict.json"})
-
-    main = verdict_for(gated, "engine updated A -> B in place" + (" + prefix cache reset" if reset_in_run else ""))
-    info = read_trace(gated).manifest.extra.get("weight_update", {})
-    if main["verdict"] == "fail" and not reset_in_run:
-        ablated = verdict_for(work / "reset", "updated + reset_prefix_cache()")
-        main["diagnosis"] = diagnose_update(main, ablated, info, time.monotonic() - t0)
-    main["weight_update"] = info
-    write_verdict(out, main)
-    try:
-        from gate.report import render_result
-
-        render_result(out)
-    except ImportError:  # pragma: no cover
-        pass
-    return main
+    _gate_child([sys.executable, "-m", "gate", "record", "--suite", str(suite), "--out", str(work / REFERENCE),
+                 "--force", *extra], work / "fresh.log", "the fresh engine on the new weights", timeout)
+    _gate_child([sys.executable, "-m", "gate.weight_update", "--worker", "--suite", str(suite),
+                 "--from", str(weights_from), "--reference", str(work / REFERENCE), "--out", str(work), "--reset",
+                 *extra], work / "update.log", "the engine updated in place", timeout)
+    return judge(work, out, suite, weights_from, overrides, reset_in_run, time.monotonic() - t0)
 
 
 def _mx(v: dict[str, Any], ch: str) -> float | None:
@@ -221,8 +242,6 @@ def _mx(v: dict[str, Any], ch: str) -> float | None:
 def diagnose_update(stale: dict[str, Any], reset: dict[str, Any], info: dict[str, Any],
                     seconds: float) -> dict[str, Any]:
     """Pure: name the cause from the stale and the reset comparison."""
-    from gate.diagnose import _fmt
-
     restores = reset["verdict"] == "pass"
     nums = "; ".join(f"{label} max abs diff {_fmt(_mx(stale, ch))} -> {_fmt(_mx(reset, ch))}"
                      for ch, label in (("forced", "teacher-forced"), ("sampler", "sampler"))
@@ -269,24 +288,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _worker_main(argv: list[str]) -> int:
+    """`python -m gate.weight_update --worker ...`: the update worker's own
+    process. Errors end in one `parity-gate: <kind>: ...` line, like the CLI,
+    so the parent can show the real cause."""
+    from gate.errors import GateError
+
     p = argparse.ArgumentParser(prog="gate.weight_update --worker")
-    p.add_argument("--mode", choices=("fresh", "update"), required=True)
     p.add_argument("--suite", type=Path, required=True)
-    p.add_argument("--from", dest="weights_from", type=Path)
+    p.add_argument("--from", dest="weights_from", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--reset", action="store_true")
     p.add_argument("--engine-arg", action="append", default=[])
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="parity-gate: %(message)s")
-    info = run_worker(a.mode, a.suite, a.out, a.weights_from, a.reset, a.engine_arg)
+    try:
+        info = run_worker(a.suite, a.reference, a.out, a.weights_from, a.reset, a.engine_arg)
+    except GateError as exc:
+        sys.stderr.write(f"parity-gate: {exc.kind}: {exc.line()}\n")
+        return exc.exit_code
     print(json.dumps(info))
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - entry for the worker processes and a quick manual run
+if __name__ == "__main__":  # pragma: no cover - entry for the worker process
     if sys.argv[1:2] == ["--worker"]:
         sys.exit(_worker_main(sys.argv[2:]))
-    parser = argparse.ArgumentParser(prog="parity-gate weight-update")
-    add_arguments(parser, "weight-update")
-    logging.basicConfig(level=logging.INFO, format="parity-gate: %(message)s")
-    sys.exit(run(parser.parse_args()))
+    sys.exit("use 'parity-gate weight-update' (this entry point only runs the worker)")

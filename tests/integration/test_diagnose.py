@@ -3,7 +3,8 @@ found and named by the diagnosis; the trainer-side reference scores the
 golden; the in-place weight update with a stale prefix cache is caught.
 
 Engine starts: golden 1, failing check 1, diagnosis ablation 1, weight
-update 2, determinism 1."""
+update 2 (a fresh engine on B, then one engine on A updated in place; one
+after the other), determinism 1."""
 from __future__ import annotations
 
 import json
@@ -94,7 +95,7 @@ def test_hf_reference__float32_trainer_matches_vllm_cpu_to_float32_noise(golden,
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_weight_update__stale_prefix_cache_is_detected_and_named(models, tmp_path):
+def test_weight_update__stale_prefix_cache_fails_and_the_reset_path_passes(models, tmp_path):
     suite = tmp_path / "wu.yaml"
     suite.write_text(f"""name: weight-update
 model: {models['b']}
@@ -107,15 +108,22 @@ prompts:
 sampling:
   - {{name: greedy, temperature: 0.0, max_tokens: 8, logprobs: 5}}
 """)
-    from gate.weight_update import weight_update_check
+    from gate.weight_update import judge, weight_update_check
 
     v = weight_update_check(suite, models["a"], tmp_path / "r")
     assert v["verdict"] == "fail"
     d = v["diagnosis"]
     assert d["kind"] == "stale_state" and d["findings"][0]["restores_parity"] is True
     assert "stale prefix cache" in d["summary"]
-    assert v["measures"]["overall"]["sampler"]["max_abs_diff"] > 1e-3
+    assert v["measures"]["overall"]["free_run"]["exact_match_rate"] < 1
     assert v["weight_update"]["mechanism"].startswith("collective_rpc")
+    # the correct path (reset after the update), from the same engine runs: like with like, so it passes
+    ok = judge(tmp_path / "r" / "weight_update", tmp_path / "r-reset", suite, models["a"], reset_in_run=True)
+    assert ok["verdict"] == "pass", ok["headline"]
+    overall = ok["measures"]["overall"]
+    assert overall["sampler"]["path_reference"] == overall["sampler"]["path_candidate"] == "decode"
+    assert overall["forced"]["path_reference"] == overall["forced"]["path_candidate"] == "prefill"
+    assert overall["sampler"]["max_abs_diff"] == 0.0 and overall["free_run"]["exact_match_rate"] == 1.0
 
 
 def test_determinism__cpu_float32_reruns_are_bitwise_equal(suite, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gate.diagnose import Ablation, AblationOutcome, diagnose, plan_ablations, summarize
+from gate.diagnose import (Ablation, AblationOutcome, diagnose, error_line, is_gpu_memory_error, plan_ablations,
+                           summarize)
 
 
 def _row(key, ref, cand, group="engine"):
@@ -108,3 +109,142 @@ def test_diagnose__all_together_is_skipped_once_a_single_knob_restores(tmp_path:
     d = diagnose(suite=tmp_path / "s.yaml", golden=tmp_path / "g", verdict=v, work_dir=tmp_path / "w", runner=runner)
     assert seen == ["dtype", "max_num_seqs"]
     assert "dtype float32 -> bfloat16" in d["summary"] and "max_num_seqs" not in d["summary"]
+
+
+# ---------------------------------------------------------------- failed ablations and child processes
+NCCL_NOISE = ("[rank0]:[W1127 11:02:03.123456789 ProcessGroupNCCL.cpp:1496] Warning: WARNING: destroy_process_group() "
+              "was not called before program exit, which can leak resources.")
+
+
+def test_error_line__the_cli_error_and_its_cause_not_the_nccl_warning_after_them():
+    log = "\n".join([
+        "INFO 11-27 11:02:00 [core.py:95] Initializing a V1 LLM engine",
+        "ERROR 11-27 11:02:01 [core.py:700] EngineCore failed to start.",
+        "Traceback (most recent call last):",
+        '  File "vllm/v1/engine/core.py", line 691, in run_engine_core',
+        "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+        "initializing the engine.",
+        "parity-gate: infrastructure failure: vLLM engine failed to start: RuntimeError: Engine core initialization "
+        "failed. See root cause above. Failed core proc(s): {} (hint: run with -v for the engine log)",
+        NCCL_NOISE, ""])
+    line = error_line(log)
+    assert line.startswith("parity-gate: infrastructure failure: vLLM engine failed to start")
+    assert "cause in the log: ValueError: No available memory for the cache blocks" in line
+    assert "ProcessGroupNCCL" not in line
+    assert is_gpu_memory_error(log)
+
+
+def test_error_line__an_exception_without_a_cli_line():
+    log = "Traceback (most recent call last):\n  File \"a.py\", line 3\ntorch.OutOfMemoryError: CUDA out of memory. " \
+          "Tried to allocate 20.00 GiB\n" + NCCL_NOISE + "\n\n"
+    assert error_line(log).startswith("torch.OutOfMemoryError: CUDA out of memory")
+
+
+def test_error_line__the_cli_line_alone_when_it_already_names_the_exception():
+    log = "parity-gate: bad input: engine args rejected by vLLM: ValueError: max_model_len too large\n" + NCCL_NOISE
+    assert error_line(log) == ("parity-gate: bad input: engine args rejected by vLLM: ValueError: max_model_len too "
+                               "large")
+
+
+def _fake_child(tmp_path: Path) -> Path:
+    """Stands in for `python -m gate`: logs its start and end, exits 3 with a
+    real-looking error followed by noise for the ablation named 'broken',
+    and leaves a grandchild running (as a vLLM engine-core process might)."""
+    script = tmp_path / "fake_gate.py"
+    script.write_text(f"""
+import json, os, subprocess, sys, time
+events = {str(tmp_path / 'events.jsonl')!r}
+args = sys.argv[1:]
+out = args[args.index('--out') + 1]
+broken = any('broken' in a for a in args)
+helpers = {str(tmp_path / 'helpers.txt')!r}
+def running(pid):
+    try:
+        with open(f'/proc/{{pid}}/stat') as fh:
+            return fh.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+def note(what):
+    pids = [int(x) for x in open(helpers).read().split()] if os.path.exists(helpers) else []
+    with open(events, 'a') as fh:
+        fh.write(json.dumps({{'what': what, 'out': os.path.basename(out), 't': time.time(),
+                             'helpers_running': [p for p in pids if running(p)]}}) + '\\n')
+note('start')
+# a helper process in the same process group that outlives its parent
+helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+with open(helpers, 'a') as fh:
+    fh.write(f'{{helper.pid}}\\n')
+time.sleep(0.3)
+if broken:
+    sys.stderr.write('Traceback (most recent call last):\\n  File "vllm/engine.py", line 9\\n')
+    sys.stderr.write('ValueError: No available memory for the cache blocks. Try increasing '
+                     '`gpu_memory_utilization` when initializing the engine.\\n')
+    sys.stderr.write('parity-gate: infrastructure failure: vLLM engine failed to start: RuntimeError: Engine core '
+                     'initialization failed. See root cause above. (hint: run with -v for the engine log)\\n')
+    sys.stderr.write({NCCL_NOISE!r} + '\\n')
+    note('end')
+    sys.exit(3)
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, 'verdict.json'), 'w') as fh:
+    json.dump({{'verdict': 'pass', 'measures': {{'overall': {{}}}}}}, fh)
+note('end')
+""")
+    return script
+
+
+def test_subprocess_runner__ablations_run_one_at_a_time_and_show_the_real_error(tmp_path: Path):
+    import sys
+
+    from gate.diagnose import subprocess_runner
+
+    v = _verdict([_row("dtype", "float32", "bfloat16"), _row("enforce_eager", False, True)])
+    plan, _ = plan_ablations(v)
+    broken = Ablation("broken", ("dtype",), {"dtype": "broken"}, {}, "dtype float32 -> bfloat16")
+    runner = subprocess_runner(tmp_path / "s.yaml", tmp_path / "g", [], log_dir=tmp_path / "logs",
+                               program=[sys.executable, str(_fake_child(tmp_path))], grace_s=0.2)
+    outcomes = [runner(a, tmp_path / "w" / f"{i:02d}-{a.name}", 60) for i, a in enumerate([broken, plan[1]])]
+    assert outcomes[0].status == "error"
+    err = outcomes[0].error
+    assert err.startswith("check exited 3: parity-gate: infrastructure failure: vLLM engine failed to start")
+    assert "cause in the log: ValueError: No available memory for the cache blocks" in err
+    assert "gpu_memory_utilization share" in err and "ProcessGroupNCCL" not in err
+    assert outcomes[1].status == "ran" and outcomes[1].verdict == "pass"
+    # never overlapping: the second child started after the first had ended,
+    # and the first one's lingering helper was ended before that
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["what"] for e in events] == ["start", "end", "start", "end"]
+    assert events[2]["helpers_running"] == []
+    d = summarize({"forced": {"max_abs_diff": 0.1}}, outcomes[:1], [], None)
+    assert d["kind"] == "undetermined"
+    assert "1 ablation(s) failed to run (first: broken: check exited 3: parity-gate: infrastructure failure" \
+        in d["summary"]
+
+
+def test_run_child__waits_for_and_ends_what_the_child_left_running(tmp_path: Path):
+    import sys
+
+    from gate.diagnose import _group_alive, run_child
+
+    res = run_child([sys.executable, "-c", "import subprocess, sys; "
+                     "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"],
+                    tmp_path / "c.log", 30, grace_s=0.2)
+    assert res.returncode == 0 and res.left_behind == 1 and not res.timed_out
+    assert not _group_alive(res.pid)
+
+
+def test_error_line__as_seen_on_a_gpu_the_cli_line_once_when_it_holds_the_cause():
+    """The log of an ablation that could not start on an H200 (vLLM 0.26.0)
+    while another process held 95 GB: the last line is NCCL's."""
+    cause = ("ValueError: Free memory on device cuda:0 (45.64/139.8 GiB) on startup is less than desired GPU memory "
+             "utilization (0.92, 128.62 GiB). Decrease GPU memory utilization or reduce GPU memory used by other "
+             "processes.")
+    log = "\n".join([
+        "[W1127 11:29:40.426852125 socket.cpp:207] [c10d] The hostname of the client socket cannot be retrieved.",
+        f"parity-gate: infrastructure failure: vLLM engine failed to start: {cause} (hint: run with -v for the "
+        "engine log; check memory and the vLLM install)",
+        "[rank0]:[W1127 11:29:41.788981497 ProcessGroupNCCL.cpp:1575] Warning: WARNING: destroy_process_group() was "
+        "not called before program exit, which can leak resources."])
+    line = error_line(log)
+    assert line.startswith("parity-gate: infrastructure failure: vLLM engine failed to start: ValueError: Free memory")
+    assert "cause in the log" not in line and line.count("Free memory") == 1
+    assert is_gpu_memory_error(log)

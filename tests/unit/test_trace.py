@@ -96,14 +96,14 @@ def test_trace__accepts_file_path_as_location(tmp_path):
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_trace__writer_rejects_nan_and_pos_inf(tmp_path, bad):
     out = tmp_path / "t"
-    with pytest.raises(BadInput, match="not valid"):
+    with pytest.raises(BadInput, match="is not a valid logprob"):
         with TraceWriter(out, manifest()) as w:
             w.write(record(sampler=[-0.1, bad, -0.2]))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_trace__writer_rejects_nan_in_top_logprobs(tmp_path):
-    with pytest.raises(BadInput, match="not valid"):
+    with pytest.raises(BadInput, match="record .*: NaN is not a valid logprob"):
         with TraceWriter(tmp_path / "t", manifest()) as w:
             w.write(record(sampler_top_ids=[[1], [2], [3]], sampler_top_lps=[[-0.1], [math.nan], [-0.3]]))
 
@@ -255,7 +255,7 @@ def test_trace__record_missing_field(tmp_path):
 def test_trace__unknown_manifest_key_is_refused(tmp_path):
     path = _valid(tmp_path)
     _edit_header(path, lambda h: h["manifest"].update(from_the_future={}))
-    with pytest.raises(BadInput, match="unknown manifest keys"):
+    with pytest.raises(BadInput, match=r"traces.jsonl:1: header.manifest has unknown keys \[.from_the_future.\]"):
         TraceReader(path)
 
 
@@ -324,3 +324,118 @@ def test_trace__failed_write_leaves_no_folder_it_created(tmp_path):
                            sampler=Scores("trainer", [-0.5])))
             raise RuntimeError("trainer crashed mid-dump")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ format 1.1: own scores, versions
+def _own(prompt=(1, 2, 3), completion=(4, 5, 6), **kw):
+    from gate.trace import Scores
+
+    return Scores("prefill", [None] + [-0.25] * (len(prompt) + len(completion) - 1), **kw)
+
+
+def test_trace__header_says_minor_1(tmp_path):
+    from gate.trace import MINOR
+
+    header = json.loads(_lines(_valid(tmp_path))[0])
+    assert MINOR == 1 and header["minor"] == 1
+
+
+def test_trace__own_scores_round_trip(tmp_path):
+    from dataclasses import replace
+
+    top = [None] + [[7, 8]] * 5
+    rec = replace(record(), own=_own(top_ids=top, top_logprobs=[None] + [[-0.25, -2.0]] * 5))
+    (back,) = _read_all(write_trace(tmp_path / "t", [rec]))
+    assert back.own == rec.own and back.forced == rec.forced
+
+
+def test_trace__own_is_written_only_when_present(tmp_path):
+    path = write_trace(tmp_path / "t", [record()])
+    assert "own" not in json.loads(_lines(path)[1])
+    (back,) = _read_all(path)
+    assert back.own is None
+
+
+def test_trace__own_is_as_long_as_prompt_plus_own_completion(tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(BadInput, match=r"record \('greedy', 'p0', 0\): prefill scores have 5 logprobs for 6 tokens"):
+        with TraceWriter(tmp_path / "t", manifest()) as w:
+            w.write(replace(record(), own=_own(completion=(4, 5))))
+    assert not (tmp_path / "t").exists()
+
+
+def test_trace__forced_may_be_absent(tmp_path):
+    from dataclasses import replace
+
+    (back,) = _read_all(write_trace(tmp_path / "t", [replace(record(), forced=None)]))
+    assert back.forced is None and back.sampler is not None
+
+
+def _edit_record(path, edit) -> None:
+    lines = _lines(path)
+    obj = json.loads(lines[1])
+    edit(obj)
+    path.write_text(lines[0] + json.dumps(obj) + "\n" + "".join(lines[2:]), encoding="utf-8")
+
+
+def test_trace__newer_minor_keeps_reading_past_added_keys(tmp_path):
+    """Minor versions only add optional keys: a 1.1 reader reads a 1.7 file."""
+    path = write_trace(tmp_path / "t", [record()], manifest(model={"id": "m"}))
+    _edit_header(path, lambda h: (h.update(minor=7, written_by="future"), h["manifest"].update(lineage={"a": 1})))
+    _edit_record(path, lambda o: (o.update(energy_j=3.5), o["sampler"].update(entropy=[0.1, 0.2, 0.3])))
+    reader = TraceReader(path)
+    (back,) = reader.records()
+    assert reader.manifest.model == {"id": "m"} and back == record()
+
+
+@pytest.mark.parametrize("where", ["header", "manifest", "record", "scores"])
+def test_trace__unknown_key_in_a_file_of_our_minor_is_refused(tmp_path, where):
+    path = _valid(tmp_path)
+    if where in ("header", "manifest"):
+        _edit_header(path, lambda h: (h if where == "header" else h["manifest"]).update(typo=1))
+        line, key = 1, "header" if where == "header" else "header.manifest"
+    else:
+        _edit_record(path, lambda o: (o if where == "record" else o["forced"]).update(typo=1))
+        line, key = 2, "record" if where == "record" else "record.forced"
+    with pytest.raises(BadInput, match=rf"{TRACE_FILE}:{line}: {key} has unknown keys \['typo'\]") as exc:
+        _read_all(path)
+    assert "minor" in exc.value.hint
+
+
+# ------------------------------------------------------------------ the writer refuses what a reader would
+def test_trace__writer_refuses_a_lone_surrogate(tmp_path):
+    with pytest.raises(BadInput, match=r"record \('greedy', '\\ud800', 0\).prompt_id is not valid Unicode"):
+        with TraceWriter(tmp_path / "t", manifest()) as w:
+            w.write(record(prompt_id="\ud800"))
+    assert not (tmp_path / "t").exists()
+
+
+def test_trace__writer_refuses_values_json_cannot_hold(tmp_path):
+    rec = record(completion=[np.int64(4), 5, 6])
+    with pytest.raises(BadInput, match="cannot be written as JSON .*int64") as exc:
+        with TraceWriter(tmp_path / "t", manifest()) as w:
+            w.write(rec)
+    assert ".tolist()" in exc.value.hint
+
+
+def test_trace__writer_takes_numpy_floats_as_floats(tmp_path):
+    lps = [np.float64(-0.5), np.float64(-1.25), np.float64(-2.0)]
+    (back,) = _read_all(write_trace(tmp_path / "t", [record(sampler=lps)]))
+    assert back.sampler.logprobs == [-0.5, -1.25, -2.0]
+
+
+def test_trace__writer_refuses_nan_in_the_manifest(tmp_path):
+    with pytest.raises(BadInput, match="trace header: manifest holds NaN"):
+        with TraceWriter(tmp_path / "t", Manifest(kind="trainer", extra={"loss": math.nan})):
+            pass
+    assert not (tmp_path / "t").exists()
+
+
+def test_trace__reader_refuses_a_fifo_without_blocking(tmp_path):
+    import os
+
+    (tmp_path / "t").mkdir()
+    os.mkfifo(tmp_path / "t" / TRACE_FILE)
+    with pytest.raises(BadInput, match=rf"trace file .*{TRACE_FILE} is a FIFO \(named pipe\), not a regular file"):
+        TraceReader(tmp_path / "t")

@@ -1,0 +1,184 @@
+"""The engine-run pipeline shared by every command that runs vLLM (record,
+check, weight-update, determinism): engine args, the batch plan, its exact
+replay, records and the manifest. Commands and feature modules call this;
+it calls the engine adapter (gate/engine.py, the only import of vllm)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from gate import __version__
+from gate.errors import BadInput
+from gate.suite import Suite, parse_engine_arg, prompt_hash, workload_hash
+from gate.semantics import relations_of
+from gate.trace import Manifest, Record
+
+__all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
+           "start_engine", "run_plan", "build_records", "build_manifest", "replay_engine_args", "rel_path", "SCHEDULER_KEYS"]
+
+log = logging.getLogger(__name__)
+SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")
+
+
+def replay_engine_args(suite_engine: dict[str, Any], overrides: dict[str, Any], golden: Manifest) -> dict[str, Any]:
+    """The suite's engine args and the overrides, plus the golden's batch
+    shape (scheduler args) unless the user moves it on purpose."""
+    engine_args = dict(suite_engine, **overrides)
+    for key, value in ((golden.batch_plan or {}).get("scheduler") or {}).items():
+        if value is not None and key not in engine_args:
+            engine_args[key] = value
+    return engine_args
+
+
+def rel_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def engine_overrides(items: list[str]) -> dict[str, Any]:
+    overrides = dict(parse_engine_arg(i) for i in items)
+    # The suite comes from the base branch; command-line args may come from a
+    # PR's own workflow file. Running a model's own Python code is the base
+    # branch's decision alone.
+    if overrides.get("trust_remote_code"):
+        raise BadInput("--engine-arg trust_remote_code: cannot be enabled from the command line",
+                       "set 'trust_remote_code: true' under 'engine:' in the suite (taken from the base branch)")
+    return overrides
+
+
+
+def tokenize_prompts(suite: Suite, engine: Any | None, vocab: int | None) -> dict[str, list[int]]:
+    ids: dict[str, list[int]] = {}
+    for p in suite.prompts:
+        if p.token_ids is not None:
+            ids[p.id] = list(p.token_ids)
+        else:
+            assert engine is not None
+            ids[p.id] = engine.tokenize(p.text)
+            if not ids[p.id]:
+                raise BadInput(f"{prompt_where(suite, p)} tokenizes to nothing",
+                               "give the prompt some text")
+        check_vocab(ids[p.id], vocab, prompt_where(suite, p))
+    return ids
+
+
+def prompt_where(suite: Suite, p: Any) -> str:
+    """suite.yaml:LINE: prompt 'id', or prompts.jsonl:LINE: prompt 'id' for a prompts_file prompt."""
+    where = f"{suite.path}{p.where}" if not p.where or p.where.startswith(":") else p.where
+    return f"{where}: prompt {p.id!r}"
+
+
+def check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str) -> None:
+    if vocab is None:
+        return
+    bad = next((t for t in ids if t >= vocab or t < 0), None)
+    if bad is not None:
+        raise BadInput(f"{where}: token id {bad} is beyond the model's vocabulary (size {vocab})",
+                       f"use ids in 0..{vocab - 1}, or check that the suite points at the right model")
+
+
+def plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
+          order: list[str]) -> list[dict[str, Any]]:
+    """The batch plan: one free-run generate() per config, then one scoring
+    generate() per config, each with its requests in (prompt, sample) order."""
+    calls = []
+    for kind in ("free", "score"):
+        for name in order:
+            n = int(sampling[name]["n"])
+            keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
+            calls.append({"kind": kind, "config": name, "requests": keys})
+    return calls
+
+
+
+def arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
+    """Where each engine arg came from, for messages: suite file:line or --engine-arg."""
+    return dict(suite.engine_lines, **{k: f"--engine-arg {k}" for k in overrides})
+
+
+def start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str], kind: str = "vllm"):
+    if kind == "hf":
+        from gate.hf_engine import HFEngine
+
+        engine = HFEngine(model, dtype="float32")
+    else:
+        from gate.engine import Engine  # the only import of vllm, deferred
+
+        engine = Engine(model, engine_args)
+    t = time.monotonic()
+    engine.start(lines)
+    log.info("engine started in %.1fs", time.monotonic() - t)
+    return engine
+
+
+def run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+              sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
+    """Replay the plan. `forced_ids` (check) gives the golden completion ids to
+    score; when None (record) the run's own free-run tokens are scored."""
+    from gate.engine import Request
+
+    state: dict[tuple, dict[str, Any]] = {}
+    for call in calls:
+        keys = [tuple(k) for k in call["requests"]]
+        params = sampling[call["config"]]
+        t = time.monotonic()
+        if call["kind"] == "free":
+            reqs = [Request(key=k, prompt_token_ids=prompts[k[1]],
+                            params=dict(params, seed=int(params["seed"]) + k[2])) for k in keys]
+            for g in engine.generate(reqs):
+                state.setdefault(g.key, {})["gen"] = g
+        elif call["kind"] == "own":  # the run's own tokens, teacher-forced: in-run semantics (semantics.py)
+            seqs = [(prompts[k[1]], state[k]["gen"].token_ids) for k in keys]
+            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
+                state[k]["own"] = scores
+        else:
+            seqs = []
+            for k in keys:
+                completion = forced_ids[k] if forced_ids is not None else state[k]["gen"].token_ids
+                seqs.append((prompts[k[1]], completion))
+            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
+                state.setdefault(k, {})["forced"] = scores
+        log.info("%s call for config %s: %d requests in %.2fs", call["kind"], call["config"], len(keys),
+                 time.monotonic() - t)
+    return state
+
+
+def build_records(engine: Any, state: dict[tuple, dict], prompts: dict[str, list[int]],
+             sampling: dict[str, dict[str, Any]]) -> Iterator[Record]:
+    for key in sorted(state):
+        s = state[key]
+        g = s.get("gen")
+        completion = g.token_ids if g else []
+        yield Record(config=key[0], prompt_id=key[1], sample=key[2],
+                     seed=int(sampling[key[0]]["seed"]) + key[2], prompt_token_ids=prompts[key[1]],
+                     completion_token_ids=completion, sampler=g.sampler if g else None, forced=s.get("forced"),
+                     own=s.get("own"),
+                     prompt_tokens=engine.decode_tokens(prompts[key[1]]),
+                     completion_tokens=engine.decode_tokens(completion), finish_reason=g.finish_reason if g else None)
+
+
+def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
+              prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
+              calls: list[dict[str, Any]], records: list[Record] | None = None) -> Manifest:
+    resolved = engine.resolved()
+    return Manifest(
+        kind=kind, environment=engine.fingerprint(),
+        engine_args={"requested": requested, "resolved": resolved},
+        model=dict(model_id, path=rel_path(suite.model)),
+        suite={"name": suite.name, "path": rel_path(suite.path), "workload_sha256": workload_hash(prompts, sampling),
+               "sampling": sampling,
+               "prompts": {pid: {"sha256": prompt_hash(prompts[pid]), "text": texts.get(pid)}
+                           for pid in sorted(prompts)}},
+        batch_plan={"scheduler": {k: resolved.get(k) for k in SCHEDULER_KEYS}, "calls": calls},
+        tool={"name": "parity-gate", "version": __version__},
+        extra={"capabilities": engine.capabilities(),
+               "scoring_paths": {"sampler": "decode", "forced": "prefill", "own": "prefill"},
+               # how this run's sampler logprobs relate to its own prefill scores (semantics.py)
+               "sampler_relation": {c: r.summary() for c, r in sorted(relations_of(records or []).items())}})
+
+
+# ---------------------------------------------------------------- record
