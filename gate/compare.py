@@ -137,13 +137,15 @@ class _Channel:
             self.max_abs = float(absd[i])
             self.max_loc = dict(loc, position=int(positions[i]), token_id=int(token_ids[i]),
                                 reference=float(a[i]), candidate=float(b[i]))
-        with np.errstate(over="ignore"):
+        # Legal logprobs reach -1e308: their squares and exponentials are
+        # infinite, and so are those measures (reported as such, no warning).
+        with np.errstate(over="ignore", invalid="ignore"):
             rho = np.exp(dp)
             self.sum_exp_abs += float(np.exp(np.abs(dp)).sum())
             self.sum_rho2 += float(np.dot(rho, rho))
-        self.sum_k1 -= float(dp.sum())
-        self.sum_k2 += float(np.dot(dp, dp) / 2)
-        self.sum_k3 += float((np.expm1(dp) - dp).sum())  # expm1: never negative near d = 0
+            self.sum_k1 -= float(dp.sum())
+            self.sum_k2 += float(np.dot(dp, dp) / 2)
+            self.sum_k3 += float((np.expm1(dp) - dp).sum())  # expm1: never negative near d = 0
         # a one-sided -inf is a ratio of 0 or infinity: always beyond the clip range
         self.clipped += int(np.count_nonzero(np.abs(rho - 1) > CLIP_EPS)) + (0 if pair is None else one_sided)
         with np.errstate(over="ignore"):
@@ -252,7 +254,7 @@ class _Channel:
         cand_paths = sorted({p[1] for p in self.paths})
         nf = max(self.n_finite, 1)
         has = self.n_finite > 0
-        return {
+        return _no_nan({
             "tokens": self.n, "reference_tokens": self.expected, "candidate_records": self.candidate_records,
             "mismatched": self.mismatched,
             "excluded": {"null": self.excluded_null, "one_sided_inf": self.one_sided_inf,
@@ -279,7 +281,7 @@ class _Channel:
             "path_reference": ",".join(ref_paths) or None,
             "path_candidate": ",".join(cand_paths) or None,
             "tolerance": {"atol": self.tol.atol, "rtol": self.tol.rtol},
-        }
+        })
 
     def by_position(self) -> list[dict[str, Any]]:
         return [{"start": k * POSITION_BUCKET, "end": (k + 1) * POSITION_BUCKET, "count": int(self.pos_count[k]),
@@ -376,6 +378,11 @@ class ComparisonResult:
     only_candidate: list[tuple[str, str, int]]
     warnings: list[str]
     records: int
+
+
+def _no_nan(summary: dict[str, Any]) -> dict[str, Any]:
+    """inf - inf (sums of +-1e308 logprobs) has no value: null, never NaN."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}
 
 
 def _arr(values: Sequence[float | None]) -> np.ndarray:
