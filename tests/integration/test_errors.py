@@ -5,16 +5,22 @@ hint), no traceback, and nothing left on disk. The catalogue and
 docs/errors.md are checked against each other, so neither can drift.
 
 No case starts the vLLM engine: everything is refused before. Only
-`engine-arg-unknown` imports vllm (to learn the engine arg names)."""
+`engine-arg-unknown` and `sampling-rejected-by-vllm` import vllm (to learn
+the engine arg names, and to ask vLLM's own SamplingParams)."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import re
+import shutil
+import subprocess
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import pytest
 
@@ -25,6 +31,8 @@ from gate.trace import Manifest, Record, Scores, TraceWriter
 from tests._util import REPO, run_cli, tree
 
 ERRORS_DOC = REPO / "docs" / "errors.md"
+RESULT_FIXTURE = REPO / "tests" / "fixtures" / "results" / "fail"
+RUNNER_VARIABLES = ("GITHUB_", "INPUT_", "RUNNER_")  # a case sees only the runner variables it sets itself
 
 VALID_SUITE = """\
 model: {m0}
@@ -56,6 +64,8 @@ class Ctx:
     d: Path
     m0: Path
     m1: Path
+    env: dict[str, str] = field(default_factory=dict)  # for the CLI run only
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # after the CLI run, last first
 
     def write(self, name: str, text: str | bytes) -> Path:
         path = self.d / name
@@ -72,17 +82,21 @@ class Ctx:
         return name
 
     def golden(self, name: str = "golden", suite: str = "suite.yaml", model: Path | None = None,
-               kind: str = "golden", completion: tuple[int, ...] = (7, 8, 9)) -> Path:
-        """A golden as `record` would write it, crafted without an engine."""
+               kind: str = "golden", completion: tuple[int, ...] = (7, 8, 9),
+               tokenized: Mapping[str, Sequence[int]] | None = None) -> Path:
+        """A golden as `record` would write it, crafted without an engine.
+        `tokenized` gives the token ids of the suite's text prompts."""
         s = load_suite(self.d / suite)
-        prompts = {p.id: list(p.token_ids) for p in s.prompts}
+        tokenized = tokenized or {}
+        prompts = {p.id: list(p.token_ids if p.token_ids is not None else tokenized[p.id]) for p in s.prompts}
+        texts = {p.id: p.text for p in s.prompts}
         sampling = {c.name: c.params for c in s.sampling}
         calls = [{"kind": k, "config": c, "requests": [[c, p, 0] for p in sorted(prompts)]}
                  for k in ("free", "score") for c in sampling]
         manifest = Manifest(
             kind=kind, model=model_identity(model or self.m0),
             suite={"name": "suite", "workload_sha256": workload_hash(prompts, sampling), "sampling": sampling,
-                   "prompts": {p: {"sha256": prompt_hash(ids), "text": None} for p, ids in prompts.items()}},
+                   "prompts": {p: {"sha256": prompt_hash(ids), "text": texts[p]} for p, ids in prompts.items()}},
             batch_plan={"scheduler": {}, "calls": calls})
         with TraceWriter(self.d / name, manifest) as w:
             for c in sorted(sampling):
@@ -98,6 +112,57 @@ class Ctx:
     def damage(self, path: Path, edit: Callable[[list[str]], list[str]]) -> None:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         path.write_text("".join(edit(lines)), encoding="utf-8")
+
+    def damage_json(self, path: Path, line: int, edit: Callable[[dict], object]) -> None:
+        """Edit the JSON object on `line` of a trace file (1: the header)."""
+        def apply(lines: list[str]) -> list[str]:
+            obj = json.loads(lines[line - 1])
+            edit(obj)
+            return [*lines[:line - 1], json.dumps(obj) + "\n", *lines[line:]]
+        self.damage(path, apply)
+
+    def fifo(self, name: str) -> Path:
+        path = self.d / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path)
+        return path
+
+    def sparse(self, name: str, size: int) -> Path:
+        """A file of `size` bytes that takes no disk: a refusal by size comes before any read."""
+        path = self.d / name
+        with open(path, "wb") as fh:
+            fh.truncate(size)
+        return path
+
+    def result(self, name: str = "result") -> Path:
+        """A result folder as `check` writes it."""
+        return Path(shutil.copytree(RESULT_FIXTURE, self.d / name))
+
+    def hold_lock(self, out: str) -> None:
+        """Hold the lock a running parity-gate holds beside `out`, until the CLI has run."""
+        fd = os.open(self.d / f".{out}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.cleanups.append(lambda: os.close(fd))
+
+    def mount(self, name: str, options: str) -> Path:
+        """A tmpfs at `name`, unmounted after the CLI has run. Mounting needs
+        root and CAP_SYS_ADMIN (CI has both); the case skips where it is not
+        permitted."""
+        point = self.d / name
+        point.mkdir()
+        mount = shutil.which("mount")
+        if mount is None or subprocess.run([mount, "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                                           capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+        self.cleanups.append(lambda: subprocess.run(["umount", str(point)], check=True))
+        return point
+
+    def compare(self, out: str = "result", *extra: str, a: str = "a", b: str = "b") -> list[str]:
+        """`compare` of two goldens of the valid suite, into `out`."""
+        self.suite()
+        self.golden(a)
+        self.golden(b)
+        return ["compare", a, b, "--out", out, *extra]
 
     def check(self, *extra: str) -> list[str]:
         return ["check", "--suite", "suite.yaml", "--golden", "golden", "--out", "result", *extra]
@@ -123,6 +188,12 @@ def case(id: str, expect: str, kind: str = "bad input"):
         CASES[id] = Case(id, fn, expect, kind)
         return fn
     return deco
+
+
+def _contents(root: Path) -> dict[str, str]:
+    """The bytes of every regular file under root, hashed (FIFOs are never opened)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 def _suite_with(ctx: Ctx, old: str, new: str) -> str:
@@ -219,6 +290,52 @@ def _(ctx):
     return ctx.record()
 
 
+@case("suite-not-regular-file", "suite.yaml: is a FIFO (named pipe), not a regular file")
+def _(ctx):
+    ctx.fifo("suite.yaml")  # opened for reading, it would block the run forever
+    return ctx.record()
+
+
+@case("suite-too-large", "suite.yaml: is 5,242,880 bytes, over the 4 MiB limit for a suite or policy file")
+def _(ctx):
+    ctx.sparse("suite.yaml", 5 * 2**20)
+    return ctx.record()
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" mapping: each level holds 9 aliases of the one before."""
+    lines = ["  a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"]
+    lines += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@case("suite-alias-bomb", "suite.yaml:8: aliases expand the document to more than 100,000 nodes (at *a4)")
+def _(ctx):
+    # *a4 stands for 9**5 nodes: the a5 line (line 8) crosses the limit at its second *a4. Six levels
+    # keep a regression that expands them all to half a million strings, not a machine's memory.
+    _suite_with(ctx, "engine:\n", "engine:\n" + _laughs(6))
+    return ctx.record()
+
+
+@case("suite-recursive-alias", "suite.yaml:15: alias *p refers to a node that contains it")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy: &p\n  per_config: *p\n")
+    return ctx.record()
+
+
+@case("suite-nested-too-deeply", "suite.yaml: YAML nested too deeply to read")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy: " + "[" * 3000 + "]" * 3000 + "\n")
+    return ctx.record()
+
+
+@case("suite-unreadable-value", "suite.yaml:12: malformed YAML: cannot read the value (Exceeds the limit (4300 "
+                                "digits) for integer string conversion: value has 5001 digits)")
+def _(ctx):
+    _suite_with(ctx, "max_tokens: 3", "max_tokens: 3" + "0" * 5000)
+    return ctx.record()
+
+
 # ------------------------------------------------------------------ model
 @case("model-missing", "does not exist (a local path; relative paths resolve against the suite's folder)")
 def _(ctx):
@@ -290,6 +407,64 @@ def _(ctx):
     return ctx.record()
 
 
+@case("prompts-file-not-regular-file", "suite.yaml:14: prompts_file /dev/zero is a character device, "
+                                       "not a regular file")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "prompts_file: /dev/zero\n")  # read, it would never end
+    return ctx.record()
+
+
+@case("prompts-file-is-folder", "suite.yaml:14: prompts_file more is a folder, not a JSONL file")
+def _(ctx):
+    (ctx.d / "more").mkdir()
+    ctx.suite(VALID_SUITE + "prompts_file: more\n")
+    return ctx.record()
+
+
+@case("prompts-file-too-large", "suite.yaml:14: prompts_file big.jsonl is 68,157,440 bytes, over the 64 MiB limit "
+                                "for a prompts file")
+def _(ctx):
+    ctx.sparse("big.jsonl", 65 * 2**20)
+    ctx.suite(VALID_SUITE + "prompts_file: big.jsonl\n")
+    return ctx.record()
+
+
+@case("prompts-file-not-utf8", "more.jsonl:2: not UTF-8 text")
+def _(ctx):
+    ctx.write("more.jsonl", b'{"id": "c", "token_ids": [1]}\n{"id": "d", "text": "\xff\xfe"}\n')
+    ctx.suite(VALID_SUITE + "prompts_file: more.jsonl\n")
+    return ctx.record()
+
+
+@case("prompt-lone-surrogate", "prompt 'a': 'text' holds a lone surrogate '\\udc00' at character 3, which is not "
+                               "valid Unicode")
+def _(ctx):
+    _suite_with(ctx, "    token_ids: [1, 2, 3]", '    text: "hel\\udc00lo"')
+    return ctx.record()
+
+
+@case("prompt-too-long", "prompt 'a' has 1024 token ids, over the 1023 a prompt may fill (max_model_len 1024 from ")
+def _(ctx):
+    _suite_with(ctx, "token_ids: [1, 2, 3]", f"token_ids: {[5] * 1024}")
+    return ctx.record()
+
+
+@case("prompt-plus-max-tokens-too-long", "prompt 'a' has 1022 token ids; with max_tokens 3 of sampling config "
+                                         "'greedy' that is 1025, over the 1023 a prompt and its completion may fill")
+def _(ctx):
+    _suite_with(ctx, "token_ids: [1, 2, 3]", f"token_ids: {[5] * 1022}")
+    return ctx.record()
+
+
+@case("text-prompt-too-long", "prompt 'a' has 1200 token ids, over the 1023 a prompt may fill")
+def _(ctx):
+    # `record` learns a text prompt's length when its engine starts; `check` from the golden's token ids,
+    # before the engine starts
+    _suite_with(ctx, "    token_ids: [1, 2, 3]", "    text: a long document")
+    ctx.golden(tokenized={"a": [5] * 1200})
+    return ctx.check()
+
+
 # ------------------------------------------------------------------ sampling
 @case("sampling-duplicate-name", "duplicate sampling config name 'greedy'")
 def _(ctx):
@@ -321,6 +496,50 @@ def _(ctx):
     return ctx.record()
 
 
+@case("sampling-nan", "suite.yaml:10: sampling config 'greedy': temperature is NaN; write a number")
+def _(ctx):
+    _suite_with(ctx, "temperature: 0.0", "temperature: .nan")
+    return ctx.record()
+
+
+@case("sampling-infinite", "suite.yaml:10: sampling config 'greedy': temperature is .inf; write a finite number")
+def _(ctx):
+    _suite_with(ctx, "temperature: 0.0", "temperature: .inf")
+    return ctx.record()
+
+
+@case("sampling-min-tokens-over-max", "sampling config 'greedy': min_tokens 5 must be <= max_tokens 3")
+def _(ctx):
+    _suite_with(ctx, "    max_tokens: 3", "    max_tokens: 3\n    min_tokens: 5")
+    return ctx.record()
+
+
+@case("sampling-negative-min-tokens", "sampling config 'greedy': min_tokens must be >= 0")
+def _(ctx):
+    _suite_with(ctx, "    max_tokens: 3", "    max_tokens: 3\n    min_tokens: -1")
+    return ctx.record()
+
+
+@case("sampling-seed-too-large", "sampling config 'greedy': seed must be below 2**63 for every sample (samples take "
+                                 "seeds s..s+n-1), got seed 9223372036854775808")
+def _(ctx):
+    _suite_with(ctx, "    max_tokens: 3", f"    max_tokens: 3\n    seed: {2**63}")
+    return ctx.record()
+
+
+@case("sampling-name-lone-surrogate", "sampling config name 'g\\udfff' holds a lone surrogate '\\udfff' at "
+                                      "character 1, which is not valid Unicode")
+def _(ctx):
+    _suite_with(ctx, "name: greedy", 'name: "g\\udfff"')
+    return ctx.record()
+
+
+@case("sampling-rejected-by-vllm", "suite.yaml:10: sampling config 'greedy' rejected by vLLM: temperature")
+def _(ctx):
+    _suite_with(ctx, "temperature: 0.0", "temperature: 2.5")  # in parity-gate's range; this vLLM stops at 2
+    return ctx.record()
+
+
 # ------------------------------------------------------------------ policy
 @case("policy-unknown-key", "unknown policy keys ['tolerance']")
 def _(ctx):
@@ -331,6 +550,12 @@ def _(ctx):
 @case("policy-bad-value", "policy 'atol' must be a non-negative number, got '1e-4'")
 def _(ctx):
     ctx.suite(VALID_SUITE + "policy:\n  atol: 1e-4\n")  # YAML reads 1e-4 (no '.0') as a string
+    return ctx.record()
+
+
+@case("policy-bad-min-evidence", "suite.yaml:14: policy 'min_evidence' must be a share in (0, 1], got 0")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy:\n  min_evidence: 0\n")
     return ctx.record()
 
 
@@ -360,6 +585,11 @@ def _(ctx):
     ctx.golden()
     ctx.write("policy.yaml", "max_abs: 0.1\n")
     return ctx.check("--policy", "policy.yaml")
+
+
+@case("policy-file-not-regular-file", "/dev/zero: is a character device, not a regular file")
+def _(ctx):
+    return ctx.compare("result", "--policy", "/dev/zero")
 
 
 # ------------------------------------------------------------------ engine args
@@ -410,6 +640,65 @@ def _(ctx):
     ctx.suite()
     ctx.golden()
     return ["record", "--suite", "suite.yaml", "--out", "golden"]
+
+
+@case("out-empty-or-dot", "--out '.' names the current folder or a parent of it")
+def _(ctx):
+    return ctx.compare("", "--force")  # an unset CI variable; argparse reads '' as the path '.'
+
+
+@case("out-protected-folder", "--out ../work is the current folder")
+def _(ctx):
+    return ctx.compare("../work", "--force")
+
+
+@case("out-is-input", "--out a is also an input")
+def _(ctx):
+    return ctx.compare("a", "--force")
+
+
+@case("out-contains-input", "--out runs contains the input runs/a")
+def _(ctx):
+    return ctx.compare("runs", "--force", a="runs/a", b="runs/b")
+
+
+@case("out-inside-input", "--out a/result lies inside the input a")
+def _(ctx):
+    return ctx.compare("a/result", "--force")
+
+
+@case("out-symlink", "--out result is a symbolic link")
+def _(ctx):
+    (ctx.d / "elsewhere").mkdir()
+    (ctx.d / "result").symlink_to("elsewhere")
+    return ctx.compare("result", "--force")
+
+
+@case("out-parent-not-folder", "--out notes/result: notes is not a folder")
+def _(ctx):
+    ctx.write("notes", "a file")
+    return ctx.compare("notes/result")
+
+
+@case("out-not-ours", "--out result holds files parity-gate did not write (mine.txt); --force replaces only "
+                      "parity-gate's own folders")
+def _(ctx):
+    ctx.write("result/verdict.json", "{}")
+    ctx.write("result/mine.txt", "a file the user put there")
+    return ctx.compare("result", "--force")
+
+
+@case("out-locked", "--out result is being written by another parity-gate run")
+def _(ctx):
+    argv = ctx.compare("result")
+    ctx.hold_lock("result")
+    return argv
+
+
+@case("out-unwritable", "cannot write --out ro/result: Read-only file system (disk full / read-only / no permission)")
+def _(ctx):
+    ctx.mount("ro", "ro,size=1m")  # a full disk gives the same line: tests/adversarial/test_outputs.py
+    return ctx.compare("ro/result")
 
 
 # ------------------------------------------------------------------ golden / traces
@@ -541,21 +830,132 @@ def _(ctx):
     return ["compare", "a", "b", "--out", "result"]
 
 
+@case("trace-bad-value", "golden/traces.jsonl:2: record.completion_token_ids[0] must be an integer, got the "
+                         "string 'a'")
+def _(ctx):
+    ctx.suite()
+    ctx.damage_json(ctx.golden(), 2, lambda r: r["completion_token_ids"].__setitem__(0, "a"))
+    return ctx.check()
+
+
+@case("trace-pos-inf-number", "golden/traces.jsonl:2: record.sampler.logprobs[0] is +inf (a number too large for a "
+                              "float, such as 1e400, reads as +inf)")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: [lines[0], lines[1].replace('"logprobs":[-0.5', '"logprobs":[1e400', 1)]
+               + lines[2:])
+    return ctx.check()
+
+
+@case("trace-top-k-row-width", "golden/traces.jsonl:2: decode top_ids row 0 holds 3 ids but top_logprobs row 0 "
+                               "holds 2 logprobs")
+def _(ctx):
+    ctx.suite()
+    ctx.damage_json(ctx.golden(), 2, lambda r: r["sampler"].update(top_ids=[[4, 9, 11], [5, 9], [6, 9]],
+                                                                   top_logprobs=[[-0.5, -1.5]] * 3))
+    return ctx.check()
+
+
+@case("trace-nested-too-deeply", "golden/traces.jsonl:2: JSON nested too deeply to be a trace line")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    deep = "[" * 100_000 + "]" * 100_000
+    ctx.damage(path, lambda lines: [lines[0], lines[1].replace('"finish_reason":null', f'"finish_reason":{deep}', 1)]
+               + lines[2:])
+    return ctx.check()
+
+
+@case("trace-lone-surrogate", "golden/traces.jsonl:2: record.prompt_id is not valid Unicode (a lone surrogate "
+                              "escape such as \\ud800)")
+def _(ctx):
+    ctx.suite()
+    path = ctx.golden()
+    ctx.damage(path, lambda lines: [lines[0], lines[1].replace('"prompt_id":"a"', '"prompt_id":"\\ud800"', 1)]
+               + lines[2:])
+    return ctx.check()
+
+
+@case("trace-manifest-shape", "golden/traces.jsonl:1: header.manifest.suite.sampling must be an object, got an array")
+def _(ctx):
+    ctx.suite()
+    ctx.damage_json(ctx.golden(), 1, lambda h: h["manifest"]["suite"].update(sampling=["greedy"]))
+    return ctx.check()
+
+
+@case("trace-unknown-key", "golden/traces.jsonl:1: header.manifest has unknown keys ['lineage']")
+def _(ctx):
+    ctx.suite()
+    ctx.damage_json(ctx.golden(), 1, lambda h: h["manifest"].update(lineage={"run": 7}))  # same minor: a typo
+    return ctx.check()
+
+
+@case("trace-not-regular-file", "trace file golden/traces.jsonl is a FIFO (named pipe), not a regular file")
+def _(ctx):
+    ctx.suite()
+    ctx.fifo("golden/traces.jsonl")
+    return ctx.check()
+
+
+# ------------------------------------------------------------------ report, publish
+@case("verdict-bad-field", "result/verdict.json: verdict.checks[0].status must be one of 'pass', 'fail', "
+                           "'not_comparable', got 3 (see gate/schemas/verdict.schema.json)")
+def _(ctx):
+    path = ctx.result() / "verdict.json"
+    verdict = json.loads(path.read_text(encoding="utf-8"))
+    verdict["checks"][0]["status"] = 3
+    path.write_text(json.dumps(verdict), encoding="utf-8")
+    return ["report", "result"]
+
+
+@case("verdict-not-regular-file", "result/verdict.json: is a FIFO (named pipe), not a regular file")
+def _(ctx):
+    ctx.fifo("result/verdict.json")
+    return ["report", "result"]
+
+
+@case("publish-output-not-a-file", "GITHUB_OUTPUT=out: is a folder, not a file")
+def _(ctx):
+    ctx.result()
+    (ctx.d / "out").mkdir()
+    ctx.env["GITHUB_OUTPUT"] = "out"
+    return ["publish", "result"]
+
+
+@case("publish-summary-not-a-file", "GITHUB_STEP_SUMMARY=summary: is a FIFO (named pipe), not a file")
+def _(ctx):
+    ctx.result()
+    ctx.fifo("summary")
+    ctx.env["GITHUB_STEP_SUMMARY"] = "summary"
+    return ["publish", "result"]
+
+
 # ------------------------------------------------------------------ the tests
-SLOW = {"engine-arg-unknown": 60.0}  # imports vllm (never starts the engine)
+SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0}  # import vllm (never start the engine)
 
 
 @pytest.mark.parametrize("case_id", sorted(CASES))
-def test_errors__bad_input_exits_2_with_one_line_and_leaves_nothing(case_id, models, tmp_path):
+def test_errors__bad_input_exits_2_with_one_line_and_leaves_nothing(case_id, models, tmp_path, monkeypatch):
     c = CASES[case_id]
     ctx = Ctx(tmp_path / "work", *models)
     ctx.d.mkdir()
-    argv = c.setup(ctx)
-    before = tree(ctx.d)
-    models_before = {m: tree(m) for m in models}
-    t0 = time.monotonic()
-    proc = run_cli(*argv, cwd=ctx.d, timeout=SLOW.get(case_id, 60.0))
-    elapsed = time.monotonic() - t0
+    for key in [k for k in os.environ if k.startswith(RUNNER_VARIABLES)]:
+        monkeypatch.delenv(key)
+    try:
+        argv = c.setup(ctx)
+        for key, value in ctx.env.items():
+            monkeypatch.setenv(key, value)
+        before, contents = tree(ctx.d), _contents(ctx.d)
+        models_before = {m: tree(m) for m in models}
+        t0 = time.monotonic()
+        proc = run_cli(*argv, cwd=ctx.d, timeout=SLOW.get(case_id, 60.0))
+        elapsed = time.monotonic() - t0
+        after = tree(ctx.d)
+        assert _contents(ctx.d) == contents, "an input changed"
+    finally:
+        for undo in reversed(ctx.cleanups):
+            undo()
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
@@ -565,7 +965,7 @@ def test_errors__bad_input_exits_2_with_one_line_and_leaves_nothing(case_id, mod
     assert c.expect in line, line
     assert "(hint: " in line and line.endswith(")"), line
     assert proc.stdout == ""
-    assert tree(ctx.d) == before, "left files behind"
+    assert after == before, "left files behind"
     assert {m: tree(m) for m in models} == models_before
     if case_id == "engine-arg-unknown":
         assert elapsed < 15, f"took {elapsed:.1f}s: the engine must not start"
