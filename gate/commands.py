@@ -111,9 +111,6 @@ def _writing(out: Path) -> Iterator[None]:
         raise err from None
 
 
-_rel = rel_path
-
-
 def _cmd(*parts: Any) -> str:
     return "parity-gate " + " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
 
@@ -159,8 +156,8 @@ def record(args: argparse.Namespace) -> int:
             calls = plan(prompts, sampling, [s.name for s in suite.sampling])
             state = run_plan(engine, calls, prompts, sampling, None)
             records = list(build_records(engine, state, prompts, sampling))
-            manifest = build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls,
-                                 records)
+            manifest = build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling,
+                                      calls, records)
             with TraceWriter(stage.dir, manifest) as writer:
                 for rec in records:
                     writer.write(rec)
@@ -326,8 +323,8 @@ def check(args: argparse.Namespace) -> int:
                          *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                          *(["--policy", args.policy] if args.policy else []))
             verdict = build_verdict(
-                mode="check", reference=("golden", _rel(args.golden), golden),
-                candidate=("run", _rel(args.out), manifest), result=result, checks=checks, policy=policy,
+                mode="check", reference=("golden", rel_path(args.golden), golden),
+                candidate=("run", rel_path(args.out), manifest), result=result, checks=checks, policy=policy,
                 prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
                 files={"traces": "traces.jsonl", "verdict": "verdict.json"})
             code = _finish(stage, verdict, args.out)
@@ -377,8 +374,8 @@ def compare(args: argparse.Namespace) -> int:
             repro = _cmd("compare", args.reference, args.candidate, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
             verdict = build_verdict(
-                mode="compare", reference=("A", _rel(args.reference), ref.manifest),
-                candidate=("B", _rel(args.candidate), cand.manifest), result=result, checks=checks, policy=policy,
+                mode="compare", reference=("A", rel_path(args.reference), ref.manifest),
+                candidate=("B", rel_path(args.candidate), cand.manifest), result=result, checks=checks, policy=policy,
                 prompts_new=[], prompts_unused=[], warnings=warnings, reproduce=repro,
                 files={"verdict": "verdict.json"})
             verdict["rl"] = rl_measure(read_trace(args.reference), read_trace(args.candidate))

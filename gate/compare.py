@@ -210,8 +210,8 @@ class _Channel:
     def merge(self, other: "_Channel") -> None:
         """Fold another channel in (overall = the sum of the per-config channels,
         so each token's numbers are computed once)."""
-        for name in ("n", "n_finite", "expected", "candidate_records", "excluded_null", "one_sided_inf", "both_neg_inf", "mismatched",
-                     "bitwise", "sum_abs", "sum_exp_abs", "sum_k1", "sum_k2", "sum_k3",
+        for name in ("n", "n_finite", "expected", "candidate_records", "excluded_null", "one_sided_inf",
+                     "both_neg_inf", "mismatched", "bitwise", "sum_abs", "sum_exp_abs", "sum_k1", "sum_k2", "sum_k3",
                      "sum_rho2", "clipped", "seq_n", "seq_ppl_sum", "top_n", "top1_agree", "topk_overlap_sum",
                      "prompt_n", "zero"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -16,13 +16,15 @@ from gate.semantics import relations_of
 from gate.trace import Manifest, Record
 
 __all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
-           "start_engine", "run_plan", "build_records", "build_manifest", "replay_engine_args", "rel_path", "SCHEDULER_KEYS"]
+           "start_engine", "run_plan", "build_records", "build_manifest", "replay_engine_args", "rel_path",
+           "SCHEDULER_KEYS"]
 
 log = logging.getLogger(__name__)
 SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")
 
 
-def replay_engine_args(suite_engine: dict[str, Any], overrides: dict[str, Any], golden: Manifest) -> dict[str, Any]:
+def replay_engine_args(suite_engine: dict[str, Any], overrides: dict[str, Any],
+                       golden: Manifest) -> dict[str, Any]:
     """The suite's engine args and the overrides, plus the golden's batch
     shape (scheduler args) unless the user moves it on purpose."""
     engine_args = dict(suite_engine, **overrides)
@@ -48,7 +50,6 @@ def engine_overrides(items: list[str]) -> dict[str, Any]:
         raise BadInput("--engine-arg trust_remote_code: cannot be enabled from the command line",
                        "set 'trust_remote_code: true' under 'engine:' in the suite (taken from the base branch)")
     return overrides
-
 
 
 def tokenize_prompts(suite: Suite, engine: Any | None, vocab: int | None) -> dict[str, list[int]]:
@@ -92,7 +93,6 @@ def plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]
             keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
             calls.append({"kind": kind, "config": name, "requests": keys})
     return calls
-
 
 
 def arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
