@@ -1,10 +1,13 @@
-"""Atomic file writes and the one place that replaces an output folder.
+"""Atomic file writes, reads that refuse what is not a regular file, and
+the one place that replaces an output folder.
 
-A reader never sees half a file, and a crash leaves none. `StagedDir` is the
-only code that deletes or replaces a folder: it knows what it may touch (a
-folder parity-gate wrote itself, never an input, never the current, home or
-workspace folder), holds a lock against a second writer, and checks again at
-the final rename that nothing appeared meanwhile."""
+A reader never sees half a file, and a crash leaves none. `open_regular`
+opens nothing but a regular file, so no FIFO or device given as an input or
+output can hang or flood a run. `StagedDir` is the only code that deletes or
+replaces a folder: it knows what it may touch (a folder parity-gate wrote
+itself, never an input, never the current, home or workspace folder), holds
+a lock against a second writer, and checks again at the final rename that
+nothing appeared meanwhile."""
 from __future__ import annotations
 
 import contextlib
@@ -64,6 +67,80 @@ def disk_error(exc: OSError, what: str) -> BadInput | None:
         return None
     return BadInput(f"cannot write {what}: {exc.strerror} (disk full / read-only / no permission)",
                     "free space, or choose a writable folder for --out")
+
+
+class NotRegularFile(Exception):
+    """A FIFO, device or socket where a file was expected (a folder raises
+    IsADirectoryError, as open() would). The message follows the path:
+    "is a FIFO (named pipe), not a regular file"; `kind` is the noun alone."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"is {kind}, not a regular file")
+        self.kind = kind
+
+
+class TooLarge(Exception):
+    """A file over its size limit. The message follows the path:
+    "is 5,000,000 bytes, over the 4 MiB limit"."""
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def describe_file_kind(mode: int) -> str | None:
+    """None for a regular file; otherwise what it is, worded for a message
+    ("a folder", "a FIFO (named pipe)", "a character device", ...)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _check_regular(st: os.stat_result, path: Path, limit: int | None) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    kind = describe_file_kind(st.st_mode)
+    if kind:
+        raise NotRegularFile(kind)
+    if limit is not None and st.st_size > limit:
+        raise TooLarge(f"is {st.st_size:,} bytes, over the {limit / 2**20:g} MiB limit")
+
+
+def open_regular(path: Path, limit: int | None = None, *, append: bool = False) -> IO[bytes]:
+    """Open a regular file for reading (at most `limit` bytes), or for
+    appending unbuffered (`append`: a missing file is created).
+
+    Anything else is refused before it could block: a FIFO waits forever for
+    its other end and a device never ends. The path's stat is checked before
+    any open, the open itself never blocks (O_NONBLOCK), and fstat checks
+    again what was opened, in case the path was swapped in between.
+    Raises NotRegularFile, TooLarge, IsADirectoryError for a folder, and
+    whatever os.open raises (FileNotFoundError, PermissionError, ValueError
+    for a NUL in the path): each caller words its own message."""
+    try:
+        _check_regular(os.stat(path), path, limit)
+    except FileNotFoundError:
+        if not append:
+            raise
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    try:
+        _check_regular(os.fstat(fd), path, limit)
+        return os.fdopen(fd, "ab", buffering=0) if append else os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (see open_regular).
+    At most limit + 1 bytes are read: a file that grew past its stat is
+    refused too."""
+    with open_regular(path, limit) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"is over the {limit / 2**20:g} MiB limit")
+    return data
 
 
 def _protected() -> list[tuple[Path, str]]:

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from gate._fsutil import atomic_write_text
 from gate.diagnose import error_line, run_child
 from gate.errors import BadInput, InfraError
+from gate.verdict import read_verdict
 
 __all__ = ["floors", "config_floors", "suggest", "top1_bound", "p99_interval", "render_policy", "calibrate",
            "add_arguments", "run", "DEFAULT_MARGIN", "ATOL_MIN", "TOP1_RATE_MIN", "TOP1_SIGMAS"]
@@ -316,7 +317,11 @@ def calibrate(suite: Path, out: Path, runs: int = 3, batch_shapes: Sequence[int]
         if not (res / "verdict.json").is_file():
             raise InfraError(f"calibrate: run {name} wrote no verdict: {_log_error(work / f'{name}.log')}",
                              f"see {work / (name + '.log')}")
-        return json.loads((res / "verdict.json").read_text())
+        try:
+            return read_verdict(res)
+        except BadInput as exc:  # its own child wrote it: not the user's input
+            raise InfraError(f"calibrate: run {name} wrote an unusable verdict: {exc.what}",
+                             f"see {work / (name + '.log')}") from None
 
     reruns = [check(f"rerun-{i}", []) for i in range(1, runs)]
     shape_verdicts = {b: check(f"shape-{b}", ["--engine-arg", f"max_num_seqs={b}"]) for b in batch_shapes}

@@ -34,6 +34,7 @@ import numpy as np
 from gate._fsutil import atomic_write_text
 from gate.errors import BadInput
 from gate.trace import read_trace
+from gate.verdict import read_verdict, write_verdict
 
 __all__ = ["Ablation", "AblationOutcome", "plan_ablations", "summarize", "drift_start", "diagnose",
            "diagnose_result_dir", "subprocess_runner", "run_child", "ChildResult", "error_line",
@@ -512,7 +513,11 @@ def subprocess_runner(suite: Path, golden: Path, engine_arg_items: Sequence[str]
             where = f" [log: {logf}]" if logf else ""
             return AblationOutcome(ablation, "error", seconds=res.seconds,
                                    error=f"check exited {res.returncode}: {line}{hint}{where}")
-        v = json.loads(vpath.read_text())
+        try:
+            v = read_verdict(out)
+        except BadInput as exc:
+            return AblationOutcome(ablation, "error", seconds=res.seconds,
+                                   error=f"check wrote an unusable verdict: {exc.what}")
         return AblationOutcome(ablation, "ran", verdict=v["verdict"], measures=_measures(v), seconds=res.seconds,
                                result_dir=str(out))
 
@@ -576,8 +581,6 @@ def diagnose_result_dir(suite: Path, golden: Path, result_dir: Path, engine_args
     """For `check --diagnose`: read RESULT/verdict.json, run the ablations
     (outputs in RESULT/diagnosis/), write the diagnosis back into
     verdict.json and re-render the reports. Returns the diagnosis."""
-    from gate.verdict import read_verdict, write_verdict
-
     result_dir = Path(result_dir)
     verdict = read_verdict(result_dir)
     work = result_dir / ABLATION_DIR

@@ -25,6 +25,7 @@ from gate import report
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, GateError, InfraError
 from gate.github_api import ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
 from gate.github_context import GitHubContext, ResultOrigin, context_from_env
+from gate.verdict import read_verdict
 from gate.workflow_commands import (annotation, append_step_summary, check_runner_file, emit_annotations,
                                     write_outputs)
 
@@ -61,7 +62,7 @@ class Outcome:
 
 
 def load_outcome(result_dir: Path, fail_on: str | None = None) -> Outcome:
-    verdict = report.load_verdict(result_dir)  # BadInput (exit 2) when missing or malformed
+    verdict = read_verdict(result_dir)  # BadInput (exit 2) when missing or malformed
     failed = verdict["verdict"] == "fail"
     if fail_on == "regression":
         code = EXIT_REGRESSION if failed else EXIT_PASS

@@ -25,10 +25,11 @@ import jinja2
 
 from gate._fsutil import atomic_write_text
 from gate._markdown import md_code_block, md_html, md_inline, shorten, visible
-from gate.errors import BadInput, InfraError
+from gate.errors import InfraError
+from gate.verdict import read_verdict
 
-__all__ = ["COMMENT_LIMIT", "SUMMARY_LIMIT_BYTES", "OUTPUTS", "comment_marker", "load_verdict",
-           "render_comment", "render_summary", "render_html", "render_result", "add_arguments", "run"]
+__all__ = ["COMMENT_LIMIT", "SUMMARY_LIMIT_BYTES", "OUTPUTS", "comment_marker", "render_comment", "render_summary",
+           "render_html", "render_result", "add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +48,6 @@ def comment_marker(context: str = "parity-gate") -> str:
     status context, so two gates on one PR keep separate comments. The context
     is percent-encoded so it can never close the HTML comment."""
     return f"<!-- parity-gate:comment context={quote(context, safe=' /:._()[]@,+')} -->"
-
-
-def load_verdict(result_dir: Path) -> dict[str, Any]:
-    """Read and minimally validate RESULT_DIR/verdict.json; BadInput if not usable."""
-    path = Path(result_dir) / "verdict.json"
-    hint = "run 'parity-gate check' or 'parity-gate compare' with --out pointing at this directory"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no verdict.json in this result directory", hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read: {exc}", "check the file's permissions and encoding") from None
-    try:
-        verdict = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}", hint) from None
-    _validate(verdict, path, hint)
-    return verdict
 
 
 def render_comment(verdict: dict[str, Any], *, context: str = "parity-gate", max_chars: int = COMMENT_LIMIT,
@@ -96,7 +79,7 @@ def render_result(result_dir: Path, *, context: str = "parity-gate",
     """Render all outputs from RESULT_DIR/verdict.json, each written atomically.
     Returns {file name: path}."""
     result_dir = Path(result_dir)
-    verdict = load_verdict(result_dir)
+    verdict = read_verdict(result_dir)
     texts = {
         "comment.md": render_comment(verdict, context=context, report_url=report_url),
         "report.html": render_html(verdict),
@@ -121,27 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "report") -> None
 def run(args: argparse.Namespace) -> int:
     render_result(args.result_dir, context=getattr(args, "context", "parity-gate"))
     return 0
-
-
-# --------------------------------------------------------------------------- validation
-
-def _validate(v: Any, path: Path, hint: str) -> None:
-    def bad(what: str) -> BadInput:
-        return BadInput(f"{path}: {what}", hint)
-
-    if not isinstance(v, dict) or v.get("schema") != "parity-gate/verdict":
-        raise bad("not a parity-gate verdict (expected \"schema\": \"parity-gate/verdict\")")
-    if v.get("version") != 1:
-        raise BadInput(f"{path}: verdict schema version {v.get('version')!r} is not supported (this gate reads 1)",
-                       "re-run check/compare with this version of parity-gate, or upgrade parity-gate")
-    if v.get("verdict") not in ("pass", "fail"):
-        raise bad(f"\"verdict\" must be \"pass\" or \"fail\", got {v.get('verdict')!r}")
-    for key, kind in (("checks", list), ("environment_diff", list), ("headline", str), ("reproduce", str)):
-        if not isinstance(v.get(key), kind):
-            raise bad(f"\"{key}\" missing or not a {kind.__name__}")
-    for i, c in enumerate(v["checks"]):
-        if not isinstance(c, dict) or c.get("status") not in ("pass", "fail") or "title" not in c:
-            raise bad(f"checks[{i}] needs \"title\" and \"status\" pass/fail")
 
 
 # --------------------------------------------------------------------------- templates
@@ -238,13 +200,41 @@ def _fit(verdict: dict[str, Any], template: str, size: Any, limit: int, **kw: An
     return (text + note) if size(text + note) <= limit else text
 
 
+# verdict.json has no infinities: write_verdict spells them as these strings.
+_NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+
+def _float(x: Any) -> float | None:
+    """A number from the verdict as a float (inf for "Infinity"), or None for
+    anything else. Every chart and ratio reads numbers through this."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, float):
+        return x
+    if isinstance(x, int):
+        try:
+            return float(x)
+        except OverflowError:  # an int beyond the float range
+            return math.inf if x > 0 else -math.inf
+    return _NONFINITE.get(x) if isinstance(x, str) else None
+
+
+def _int(x: Any, default: int = 0) -> int:
+    """A finite number as an int (charts count and position with these)."""
+    f = _float(x)
+    return int(f) if f is not None and math.isfinite(f) else default
+
+
 def _num(x: Any) -> str:
+    """Total: any value gives a short string; inf and huge values never raise."""
     if x is None:
         return "n/a"
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, int):
-        return f"{x:,}"
+        return f"{x:,}" if abs(x) < 10 ** 30 else _num(_float(x))
+    if isinstance(x, str) and x in _NONFINITE:
+        x = _NONFINITE[x]
     if not isinstance(x, float):
         return str(x)
     if math.isnan(x):
@@ -269,12 +259,16 @@ def _env_value(x: Any) -> str:
 
 def _ratio(c: dict[str, Any]) -> str:
     """How far a failing check is past its bound, in words."""
-    value, bound = c.get("value"), c.get("bound")
-    if c.get("status") != "fail" or not isinstance(value, (int, float)) or not isinstance(bound, (int, float)):
+    value, bound = _float(c.get("value")), _float(c.get("bound"))
+    if c.get("status") != "fail" or value is None or bound is None or value != value or bound != bound:
         return ""
-    if c.get("op", "<=") in ("<=", "<") and bound > 0 and value > bound:
-        r = value / bound
-        return f"{r:,.0f}× the bound" if r >= 10 else f"{r:.2f}× the bound"
+    if c.get("op", "<=") in ("<=", "<") and 0 < bound < value:
+        if math.isinf(value):
+            return "infinitely past the bound"
+        r = value / bound  # inf when it overflows, never an exception
+        if r < 10:
+            return f"{r:.2f}× the bound"
+        return f"{r:,.0f}× the bound" if r < 1e15 else f"{_num(r)}× the bound"
     return f"off by {_num(abs(value - bound))}"
 
 
@@ -289,7 +283,8 @@ _OPS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">", "==": "="}
 def _pct(n: Any, d: Any) -> str:
     if not isinstance(n, int) or not isinstance(d, int) or d <= 0:
         return ""
-    return f"{n:,} of {d:,} ({100.0 * n / d:.2f}%)"
+    hundredths = n * 10000 // d  # integer arithmetic: a forged 300-digit count must not overflow a float
+    return f"{n:,} of {d:,} ({hundredths // 100}.{hundredths % 100:02d}%)"
 
 
 def _sort_checks(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -307,12 +302,12 @@ def _view(v: dict[str, Any], level: _Level) -> dict[str, Any]:
                 for r in env_rows if not r.get("differs") and r.get("key") in _KEY_ENV]
     other_same = [dict(r, ref=_env_value(r.get("reference")), cand=_env_value(r.get("candidate")))
                   for r in env_rows if not r.get("differs") and r.get("key") not in _KEY_ENV]
-    measures = v.get("measures") or {}
-    per_config = measures.get("per_config") or {}
-    overall = measures.get("overall") or {}
+    measures = _mapping(v.get("measures"))
+    per_config = {str(k): _group(m) for k, m in _mapping(measures.get("per_config")).items()}
+    overall = _group(measures.get("overall"))
     worst = [dict(w, before=_context(w.get("context_before"), tail=True), after=_context(w.get("context_after")))
-             for w in v.get("worst_tokens") or [] if isinstance(w, dict)]
-    prompts = v.get("prompts") or {}
+             for w in _rows(v.get("worst_tokens"))]
+    prompts = _mapping(v.get("prompts"))
     return {
         "verdict": v["verdict"],
         "passed": v["verdict"] == "pass",
@@ -327,6 +322,9 @@ def _view(v: dict[str, Any], level: _Level) -> dict[str, Any]:
         "checks_hidden": max(0, len(checks) - level.checks),
         "n_checks": len(checks),
         "failed": failed,
+        "inconclusive": v["verdict"] == "inconclusive",
+        "n_not_comparable": sum(c.get("status") == "not_comparable" for c in checks),
+        "evidence_notes": [n for n in v.get("evidence_notes") or [] if isinstance(n, str)][: level.warnings],
         "ratio": _ratio,
         "pct": _pct,
         "changed": changed[: level.env_rows],
@@ -336,20 +334,53 @@ def _view(v: dict[str, Any], level: _Level) -> dict[str, Any]:
         "other_same": other_same if level.env_unchanged else [],
         "warnings": (v.get("warnings") or [])[: level.warnings],
         "warnings_hidden": max(0, len(v.get("warnings") or []) - level.warnings),
-        "diagnosis": v.get("diagnosis") if isinstance(v.get("diagnosis"), dict) else None,
+        "diagnosis": _diagnosis(v.get("diagnosis")),
         "worst": worst[: level.worst],
         "worst_all": worst,
         "top_token": worst[0] if worst else None,
-        "chart": _mermaid(v.get("by_position") or {}) if level.chart else [],
+        "chart": _mermaid(_mapping(v.get("by_position"))) if level.chart else [],
         "per_config": per_config if level.per_config else {},
         "overall": overall,
-        "prompts_new": (prompts.get("new") or []),
-        "prompts_unused": (prompts.get("unused") or []),
+        "prompts_new": _list(prompts.get("new")),
+        "prompts_unused": _list(prompts.get("unused")),
         "prompts_cap": level.prompts,
         "reproduce": v["reproduce"],
         "note": level.note,
         "measure_keys": _MEASURE_ROWS,
     }
+
+
+# The schema leaves the insides of measures, diagnosis and charts open; the
+# templates read them through these, so a hand-edited verdict that the schema
+# accepts still renders (a wrong type shows as n/a, never a traceback).
+def _mapping(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
+def _rows(x: Any) -> list[dict[str, Any]]:
+    return [r for r in _list(x) if isinstance(r, dict)]
+
+
+def _group(m: Any) -> dict[str, Any]:
+    """One measures group: channel mappings (or None) and the free-run mapping."""
+    m = _mapping(m)
+    out = dict(m, forced=m.get("forced") if isinstance(m.get("forced"), dict) else None,
+               sampler=m.get("sampler") if isinstance(m.get("sampler"), dict) else None)
+    fr = m.get("free_run")
+    out["free_run"] = dict(fr, diverged=_rows(fr.get("diverged"))) if isinstance(fr, dict) else None
+    return out
+
+
+def _diagnosis(d: Any) -> dict[str, Any] | None:
+    if not isinstance(d, dict):
+        return None
+    findings = [dict(f, cause=str(f.get("cause") or ""), detail=str(f["detail"]) if f.get("detail") else None)
+                for f in _rows(d.get("findings"))]
+    return dict(d, summary=str(d.get("summary") or ""), findings=findings)
 
 
 def _context(tokens: Any, limit: int = 24, tail: bool = False) -> str:
@@ -372,25 +403,37 @@ _MEASURE_ROWS = (
 )
 
 
-def _merge_buckets(rows: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
-    """Merge adjacent position buckets so a chart has at most `max_points`."""
-    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("max_abs_diff"), (int, float))]
-    if len(rows) <= max_points:
-        return rows
-    k = math.ceil(len(rows) / max_points)
+def _merge_buckets(rows: Any, max_points: int) -> list[dict[str, Any]]:
+    """Merge adjacent position buckets so a chart has at most `max_points`.
+    Rows come back with float `max_abs_diff`/`mean_abs_diff` (inf allowed)
+    and int `start`/`end`/`count`; a row without a max is dropped."""
+    clean = []
+    for r in _rows(rows):
+        mx = _float(r.get("max_abs_diff"))
+        if mx is None or mx != mx:
+            continue
+        mean = _float(r.get("mean_abs_diff"))
+        clean.append(dict(r, max_abs_diff=mx, mean_abs_diff=0.0 if mean is None or mean != mean else mean,
+                          start=_int(r.get("start")), end=_int(r.get("end")), count=max(0, _int(r.get("count")))))
+    if len(clean) <= max_points:
+        return clean
+    k = math.ceil(len(clean) / max_points)
     out = []
-    for i in range(0, len(rows), k):
-        grp = rows[i:i + k]
-        count = sum(r.get("count") or 0 for r in grp)
-        mean = (sum((r.get("mean_abs_diff") or 0) * (r.get("count") or 0) for r in grp) / count) if count else 0.0
-        out.append({"start": grp[0].get("start"), "end": grp[-1].get("end"), "count": count,
+    for i in range(0, len(clean), k):
+        grp = clean[i:i + k]
+        count = sum(r["count"] for r in grp)
+        mean = (sum(r["mean_abs_diff"] * r["count"] for r in grp if r["count"]) / count) if count else 0.0
+        out.append({"start": grp[0]["start"], "end": grp[-1]["end"], "count": count,
                     "mean_abs_diff": mean, "max_abs_diff": max(r["max_abs_diff"] for r in grp)})
     return out
 
 
+_MERMAID_CAP = 1e4  # mermaid's numbers have no exponent and no infinity: larger values are drawn at the cap
+
+
 def _plain(x: float) -> str:
     """A decimal without exponent: mermaid's number grammar has none."""
-    s = f"{x:.10f}".rstrip("0").rstrip(".")
+    s = f"{min(max(x, 0.0), _MERMAID_CAP):.10f}".rstrip("0").rstrip(".")
     return s if s not in ("", "-0") else "0"
 
 
@@ -400,13 +443,16 @@ _CHANNEL_TITLE = {"forced": "teacher-forced", "sampler": "sampled-token"}
 def _mermaid(by_position: dict[str, Any]) -> list[dict[str, str]]:
     charts = []
     for channel in ("forced", "sampler"):
-        rows = _merge_buckets(by_position.get(channel) or [], 40)
+        rows = _merge_buckets(by_position.get(channel), 40)
         if not rows or max(r["max_abs_diff"] for r in rows) <= 0:
             continue
-        labels = ", ".join(f'"{int(r["start"])}-{int(r["end"]) - 1}"' for r in rows)
-        values = ", ".join(_plain(float(r["max_abs_diff"])) for r in rows)
+        labels = ", ".join(f'"{r["start"]}-{r["end"] - 1}"' for r in rows)
+        values = ", ".join(_plain(r["max_abs_diff"]) for r in rows)
+        capped = any(r["max_abs_diff"] > _MERMAID_CAP for r in rows)
+        note = f" (inf and values above {_num(_MERMAID_CAP)} drawn at {_num(_MERMAID_CAP)})" if capped else ""
         charts.append({"channel": _CHANNEL_TITLE[channel],
-                       "body": f'xychart-beta\n    title "{_CHANNEL_TITLE[channel]}: max abs diff by token position"\n'
+                       "body": f'xychart-beta\n    title "{_CHANNEL_TITLE[channel]}: max abs diff by token position'
+                               f'{note}"\n'
                                f'    x-axis "completion position" [{labels}]\n'
                                f'    y-axis "max abs diff"\n    line [{values}]'})
     return charts
@@ -415,9 +461,9 @@ def _mermaid(by_position: dict[str, Any]) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- SVG charts (HTML)
 
 def _charts(v: dict[str, Any]) -> dict[str, Any]:
-    return {"histograms": _histograms(v.get("histogram") or {}),
-            "positions": _position_charts(v.get("by_position") or {}),
-            "heatmap": _heatmap(v.get("per_prompt") or [])}
+    return {"histograms": _histograms(_mapping(v.get("histogram"))),
+            "positions": _position_charts(_mapping(v.get("by_position"))),
+            "heatmap": _heatmap(v.get("per_prompt"))}
 
 
 def _histograms(hist: dict[str, Any]) -> list[dict[str, Any]]:
@@ -426,77 +472,89 @@ def _histograms(hist: dict[str, Any]) -> list[dict[str, Any]]:
         h = hist.get(channel)
         if not isinstance(h, dict):
             continue
-        bins = [("0", int(h.get("zero") or 0))]
-        decades = sorted((d for d in h.get("decades") or [] if isinstance(d, dict)), key=lambda d: d["exp"])
-        bins += [(f"1e{int(d['exp'])}", int(d.get("count") or 0)) for d in decades]
-        top = max((c for _, c in bins), default=0)
+        decades = sorted((int(e), max(0, _int(d.get("count")))) for d in _rows(h.get("decades"))
+                         if (e := _float(d.get("exp"))) is not None and math.isfinite(e))
+        bins = [("0", max(0, _int(h.get("zero"))), False)]
+        bins += [(f"1e{e}", count, e >= -4) for e, count in decades]
+        top = max((c for _, c, _ in bins), default=0)
         if top <= 0:
             continue
         scale = math.log10(top + 1)
         w, h_px, pad = 36, 160, 30
         bars = []
-        for i, (label, count) in enumerate(bins):
+        for i, (label, count, bad) in enumerate(bins):
             height = 0.0 if count <= 0 else max(2.0, h_px * math.log10(count + 1) / scale)
             bars.append({"x": pad + i * w + 4, "y": pad + h_px - height, "w": w - 8, "h": height,
                          "label": label, "count": count, "lx": pad + i * w + w / 2, "ly": pad + h_px + 16,
-                         "cy": pad + h_px - height - 4, "bad": label != "0" and int(label[2:]) >= -4})
+                         "cy": pad + h_px - height - 4, "bad": bad})
         out.append({"channel": _CHANNEL_TITLE[channel], "bars": bars,
                     "width": pad * 2 + len(bins) * w, "height": pad + h_px + 30, "base": pad + h_px, "pad": pad})
     return out
 
 
 def _position_charts(by_position: dict[str, Any]) -> list[dict[str, Any]]:
-    """Max and mean abs diff by position, log-scale y (drift spans decades)."""
+    """Max and mean abs diff by position, log-scale y (drift spans decades).
+    The scale comes from the finite values; inf is drawn on the top edge and
+    named in the tooltip, and ticks are placed by exponent, so 1e308 never
+    needs 10.0 ** 309."""
     out = []
     for channel in ("forced", "sampler"):
-        rows = _merge_buckets(by_position.get(channel) or [], 120)
+        rows = _merge_buckets(by_position.get(channel), 120)
         if not rows:
             continue
-        vals = [float(r["max_abs_diff"]) for r in rows] + [float(r.get("mean_abs_diff") or 0) for r in rows]
-        pos = [x for x in vals if x > 0]
+        pos = [x for r in rows for x in (r["max_abs_diff"], r["mean_abs_diff"]) if 0 < x < math.inf]
         lo = math.floor(math.log10(min(pos))) if pos else -8
         hi = math.ceil(math.log10(max(pos))) if pos else 0
         hi = max(hi, lo + 1)
         W, H, L, T = 480, 180, 44, 16
 
+        def y_exp(e: float) -> float:
+            return T + H - H * (e - lo) / (hi - lo)
+
         def y(val: float) -> float:
-            if val <= 0:
+            if not val > 0:  # zero, or NaN
                 return T + H
-            return T + H - H * (math.log10(val) - lo) / (hi - lo)
+            return T if val == math.inf else y_exp(math.log10(val))
 
         def x(i: int) -> float:
             return L + (W * (i + 0.5) / len(rows))
 
-        ticks = [{"y": y(10.0 ** e), "label": f"1e{e}"} for e in range(lo, hi + 1)]
+        every = max(1, math.ceil((hi - lo) / 12))  # at most 13 tick labels, however many decades
+        ticks = [{"y": y_exp(e), "label": f"1e{e}"} for e in reversed(range(hi, lo - 1, -every))]
         step = max(1, len(rows) // 8)
-        xt = [{"x": x(i), "label": str(rows[i].get("start"))} for i in range(0, len(rows), step)]
+        xt = [{"x": x(i), "label": str(rows[i]["start"])} for i in range(0, len(rows), step)]
         out.append({"channel": _CHANNEL_TITLE[channel], "width": L + W + 10, "height": T + H + 40,
                     "left": L, "top": T, "plot_w": W, "plot_h": H, "yticks": ticks, "xticks": xt,
-                    "max_line": " ".join(f"{x(i):.1f},{y(float(r['max_abs_diff'])):.1f}" for i, r in enumerate(rows)),
-                    "mean_line": " ".join(f"{x(i):.1f},{y(float(r.get('mean_abs_diff') or 0)):.1f}"
-                                          for i, r in enumerate(rows)),
-                    "points": [{"x": x(i), "y": y(float(r["max_abs_diff"])), "start": r.get("start"),
-                                "end": r.get("end"), "max": r["max_abs_diff"], "mean": r.get("mean_abs_diff"),
-                                "count": r.get("count")} for i, r in enumerate(rows)]})
+                    "max_line": " ".join(f"{x(i):.1f},{y(r['max_abs_diff']):.1f}" for i, r in enumerate(rows)),
+                    "mean_line": " ".join(f"{x(i):.1f},{y(r['mean_abs_diff']):.1f}" for i, r in enumerate(rows)),
+                    "points": [{"x": x(i), "y": y(r["max_abs_diff"]), "start": r["start"], "end": r["end"],
+                                "max": r["max_abs_diff"], "mean": r["mean_abs_diff"], "count": r["count"]}
+                               for i, r in enumerate(rows)]})
     return out
 
 
 def _color(d: float) -> str:
     """Green (bitwise) through amber to red (>= 1e-1), by decade of abs diff."""
-    if d <= 0:
+    if not d > 0:
         return "#2e7d32"
-    t = min(1.0, max(0.0, (math.log10(d) + 8) / 7))   # 1e-8 -> 0, 1e-1 -> 1
+    t = min(1.0, max(0.0, (math.log10(d) + 8) / 7))   # 1e-8 -> 0, 1e-1 -> 1; inf -> 1
     hue = 120 * (1 - t)
     return f"hsl({hue:.0f},70%,{45 - 5 * t:.0f}%)"
 
 
-def _heatmap(per_prompt: list[dict[str, Any]], max_cells: int = 400) -> dict[str, Any]:
+def _row_max(row: dict[str, Any]) -> float:
+    """A per-prompt row's larger max abs diff (inf allowed; missing or NaN as 0)."""
+    vals = [_float(row.get("forced_max_abs_diff")), _float(row.get("sampler_max_abs_diff"))]
+    return max((v for v in vals if v is not None and v == v), default=0.0)
+
+
+def _heatmap(per_prompt: Any, max_cells: int = 400) -> dict[str, Any]:
     """Per config, one cell per (prompt, sample) colored by its max abs diff;
     adjacent prompts are merged (max) when there are more than `max_cells`."""
+    per_prompt = _rows(per_prompt)
     by_cfg: dict[str, list[dict[str, Any]]] = {}
     for row in per_prompt:
-        if isinstance(row, dict):
-            by_cfg.setdefault(str(row.get("config")), []).append(row)
+        by_cfg.setdefault(str(row.get("config")), []).append(row)
     longest = max((len(r) for r in by_cfg.values()), default=0)
     k = max(1, math.ceil(longest / max_cells))
     cell, label_w = 6 if longest > 100 else 12, 140
@@ -505,7 +563,7 @@ def _heatmap(per_prompt: list[dict[str, Any]], max_cells: int = 400) -> dict[str
         cells = []
         for i in range(0, len(items), k):
             grp = items[i:i + k]
-            d = max(max(g.get("forced_max_abs_diff") or 0.0, g.get("sampler_max_abs_diff") or 0.0) for g in grp)
+            d = max(_row_max(g) for g in grp)
             first, last = grp[0], grp[-1]
             title = (f"{visible(first.get('prompt_id'), 40)}" + (f" … {visible(last.get('prompt_id'), 40)}" if k > 1 else "")
                      + f": max abs diff {_num(d)}"
@@ -513,8 +571,7 @@ def _heatmap(per_prompt: list[dict[str, Any]], max_cells: int = 400) -> dict[str
             cells.append({"x": label_w + (i // k) * cell, "y": 8 + ri * (cell + 14) + 12, "color": _color(d),
                           "title": title, "div": not all(g.get("free_run_match", True) for g in grp)})
         rows.append({"config": cfg, "y": 8 + ri * (cell + 14) + 10, "cells": cells})
-    worst = sorted((r for r in per_prompt if isinstance(r, dict)),
-                   key=lambda r: -max(r.get("forced_max_abs_diff") or 0.0, r.get("sampler_max_abs_diff") or 0.0))[:25]
+    worst = sorted(per_prompt, key=lambda r: -_row_max(r))[:25]
     return {"rows": rows, "cell": cell, "per_cell": k, "label_w": label_w,
             "width": label_w + math.ceil(longest / k) * cell + 10, "height": 16 + len(rows) * (cell + 14),
             "worst": worst, "n": len(per_prompt)}

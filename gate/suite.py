@@ -7,14 +7,13 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from gate._fsutil import NotRegularFile, TooLarge, open_regular, read_regular
 from gate.errors import BadInput, InfraError
 from gate.identity import ContextLength, model_max_len
 
@@ -49,58 +48,8 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:g} MiB"
 
 
-class _Unreadable(Exception):
-    """Why a file was not read. `kind` is missing, folder, special, too-large
-    or os; each caller words its own message around `detail`."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind, self.detail = kind, detail
-
-
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def _check_stat(st: os.stat_result, limit: int) -> None:
-    if stat.S_ISDIR(st.st_mode):
-        raise _Unreadable("folder", "is a folder")
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _SPECIAL if test(st.st_mode)), "not a regular file")
-        raise _Unreadable("special", f"is {kind}, not a regular file")
-    if st.st_size > limit:
-        raise _Unreadable("too-large", f"is {st.st_size:,} bytes, over the {_mib(limit)} limit")
-
-
-def _open_regular(path: Path, limit: int) -> IO[bytes]:
-    """Open a regular file of at most `limit` bytes. Anything else (folder,
-    FIFO, device, socket) is refused from its stat, before any open; the
-    open itself never blocks (O_NONBLOCK) and is checked again, in case the
-    path was swapped in between."""
-    try:
-        _check_stat(os.stat(path), limit)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise _Unreadable("missing", "not found") from None
-    except OSError as exc:
-        raise _Unreadable("os", f"cannot be read ({exc.strerror})") from None
-    except ValueError:  # a NUL character in the path
-        raise _Unreadable("os", "is not a valid path") from None
-    fh = os.fdopen(fd, "rb")
-    try:
-        _check_stat(os.fstat(fd), limit)
-    except BaseException:
-        fh.close()
-        raise
-    return fh
-
-
-def _read_capped(fh: IO[bytes], limit: int) -> bytes:
-    """At most limit + 1 bytes: a file that grew past the stat is still refused."""
-    data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise _Unreadable("too-large", f"is over the {_mib(limit)} limit")
-    return data
+def _cannot_read(exc: OSError | ValueError) -> str:
+    return f"cannot be read ({exc.strerror})" if isinstance(exc, OSError) else "is not a valid path"  # NUL in it
 
 
 class _Mapping(dict):
@@ -229,21 +178,18 @@ def load_yaml(path: Path) -> Any:
     bytes, UTF-8, safe YAML with line numbers."""
     path = Path(path)
     try:
-        with _open_regular(path, SUITE_SIZE_LIMIT) as fh:
-            data = _read_capped(fh, SUITE_SIZE_LIMIT)
-    except _Unreadable as exc:
-        if exc.kind == "missing":
-            raise BadInput(f"{path}: file not found", "check the path (relative paths resolve against the cwd)") \
-                from None
-        if exc.kind == "folder":
-            raise BadInput(f"{path}: is a folder, not a YAML file", "pass the suite/policy file itself") from None
-        if exc.kind == "special":
-            raise BadInput(f"{path}: {exc.detail}", "pass the suite/policy file itself, saved as a file") from None
-        if exc.kind == "too-large":
-            raise BadInput(f"{path}: {exc.detail} for a suite or policy file",
-                           f"move long prompt lists into a prompts_file (limit {_mib(PROMPTS_FILE_SIZE_LIMIT)})") \
-                from None
-        raise BadInput(f"{path}: {exc.detail}", "check the file's permissions") from None
+        data = read_regular(path, SUITE_SIZE_LIMIT)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: file not found", "check the path (relative paths resolve against the cwd)") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a folder, not a YAML file", "pass the suite/policy file itself") from None
+    except NotRegularFile as exc:
+        raise BadInput(f"{path}: {exc}", "pass the suite/policy file itself, saved as a file") from None
+    except TooLarge as exc:
+        raise BadInput(f"{path}: {exc} for a suite or policy file",
+                       f"move long prompt lists into a prompts_file (limit {_mib(PROMPTS_FILE_SIZE_LIMIT)})") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: {_cannot_read(exc)}", "check the file's permissions") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -413,16 +359,13 @@ def _load_prompts_file(path: Path, problems: _Problems, where: str) -> list[Prom
     may hold U+2028 and the like), so line numbers match an editor's."""
     limit = PROMPTS_FILE_SIZE_LIMIT
     try:
-        fh = _open_regular(path, limit)
-    except _Unreadable as exc:
-        if exc.kind == "missing":
-            problems.add(where, f"prompts_file {path} not found (relative paths resolve against the suite's folder)")
-        elif exc.kind == "too-large":
-            problems.add(where, f"prompts_file {path} {exc.detail} for a prompts file")
-        elif exc.kind == "folder":
-            problems.add(where, f"prompts_file {path} is a folder, not a JSONL file")
-        else:
-            problems.add(where, f"prompts_file {path} {exc.detail}")
+        fh = open_regular(path, limit)
+    except (OSError, ValueError, NotRegularFile, TooLarge) as exc:
+        why = ("not found (relative paths resolve against the suite's folder)" if isinstance(exc, FileNotFoundError)
+               else "is a folder, not a JSONL file" if isinstance(exc, IsADirectoryError)
+               else f"{exc} for a prompts file" if isinstance(exc, TooLarge)
+               else str(exc) if isinstance(exc, NotRegularFile) else _cannot_read(exc))
+        problems.add(where, f"prompts_file {path} {why}")
         return []
     out = []
     with fh:

@@ -7,12 +7,9 @@ logprobs (docs/trace-format.md, "Writing traces from a trainer")."""
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import math
-import os
 import re
-import stat
 import sys
 from array import array
 from dataclasses import dataclass, field
@@ -21,7 +18,7 @@ from operator import iadd, length_hint
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Sequence
 
-from gate._fsutil import atomic_open
+from gate._fsutil import NotRegularFile, atomic_open, open_regular
 from gate._jsonschema import first_invalid_text, load_schema
 from gate.errors import BadInput
 
@@ -174,28 +171,6 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 
 
-def _open_regular(path: Path) -> BinaryIO:
-    """Open for reading, refusing what is not a regular file: a FIFO would
-    block forever and a device never ends. O_NONBLOCK makes the open itself
-    return at once; fstat then looks at what was opened, not at a name that
-    could change in between."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            what = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-                    else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                    else "not a regular file")
-            raise BadInput(f"trace file {path} is {what}, not a regular file",
-                           "pass a folder written by 'parity-gate record' or 'check', or its traces.jsonl")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 class TraceWriter:
     """Streams records into `<out>/traces.jsonl`, atomically.
 
@@ -282,12 +257,8 @@ class TraceReader:
         if not self.path.exists():
             raise BadInput(f"trace file {self.path} does not exist",
                            "pass a folder written by 'parity-gate record' or 'check'")
-        try:
-            with _open_regular(self.path) as fh:
-                first = fh.readline()
-        except OSError as exc:
-            raise BadInput(f"trace file {self.path} is not readable: {exc.strerror}",
-                           "check the path and its permissions") from None
+        with self._open() as fh:
+            first = fh.readline()
         if not first.strip():
             raise BadInput(f"{self.path}:1: trace file is empty", _REDO)
         try:
@@ -311,6 +282,16 @@ class TraceReader:
         if problem:
             raise BadInput(f"{self.path}:1: {problem}", _hint_for(problem))
         self.manifest = Manifest.from_json(header["manifest"], f"{self.path}:1", self.newer)
+
+    def _open(self) -> BinaryIO:
+        try:
+            return open_regular(self.path)
+        except NotRegularFile as exc:
+            raise BadInput(f"trace file {self.path} {exc}",
+                           "pass a folder written by 'parity-gate record' or 'check', or its traces.jsonl") from None
+        except OSError as exc:
+            raise BadInput(f"trace file {self.path} is not readable: {exc.strerror}",
+                           "check the path and its permissions") from None
 
     def _parse(self, raw: bytes, lineno: int) -> Any:
         try:
@@ -340,12 +321,7 @@ class TraceReader:
         count = 0
         last: tuple[str, str, int] | None = None
         ended = False
-        try:
-            fh = _open_regular(self.path)
-        except OSError as exc:
-            raise BadInput(f"trace file {self.path} is not readable: {exc.strerror}",
-                           "check the path and its permissions") from None
-        with fh:
+        with self._open() as fh:
             fh.readline()
             for lineno, raw in enumerate(fh, start=2):
                 if ended:

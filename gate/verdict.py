@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gate._fsutil import atomic_write_text
+from gate._fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regular
+from gate._jsonschema import first_invalid_text, load_schema
 from gate.compare import ComparisonResult
 from gate.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
 from gate.policy import CheckResult, Policy, _fmt
@@ -203,23 +204,71 @@ def write_verdict(out: Path, verdict: dict[str, Any]) -> Path:
     return path
 
 
+_MAX_DEPTH = 64  # a real verdict nests about 8 deep; rendering walks values recursively
+_MAX_BYTES = 256 << 20  # a real one is a few MB: it keeps at most a few hundred rows of each table
+
+
 def read_verdict(result_dir: Path) -> dict[str, Any]:
+    """Read RESULT_DIR/verdict.json and check it against
+    gate/schemas/verdict.schema.json; BadInput (one line) if not usable.
+    Only a regular file is read (a FIFO would block forever, a device never
+    ends), and at most _MAX_BYTES of it."""
     path = Path(result_dir) / VERDICT_FILE
-    if path.exists() and not path.is_file():  # a FIFO would block forever, a device never ends
-        raise BadInput(f"{path} is not a regular file (a FIFO, device or folder)",
-                       "pass a folder written by 'parity-gate check' or 'compare'")
+    hint = "run 'parity-gate check' or 'parity-gate compare' with --out pointing at this directory"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = read_regular(path, _MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
-        raise BadInput(f"{path} not found", "pass a folder written by 'parity-gate check' or 'compare'") from None
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON, a 5000-digit number
-        raise BadInput(f"{path} is not readable JSON ({exc})", "re-run 'parity-gate check' to regenerate it") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise BadInput(f"{path} is not a parity-gate verdict", "pass a folder written by 'parity-gate check'")
-    if data.get("version") != VERSION:
-        raise BadInput(f"{path}: verdict version {data.get('version')!r} is not supported (this parity-gate reads "
-                       f"{VERSION})", "re-run the check with this parity-gate")
-    return data
+        raise BadInput(f"{path}: no verdict.json in this result directory", hint) from None
+    except NotRegularFile as exc:
+        raise BadInput(f"{path}: {exc}", "pass the folder that 'parity-gate check' or 'compare' wrote") from None
+    except TooLarge as exc:
+        raise BadInput(f"{path}: {exc} for a verdict", "pass the verdict.json that 'parity-gate check' or "
+                       "'compare' wrote (a few MB at most)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}", "check the file's permissions and encoding") from None
+    try:
+        verdict = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}", hint) from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number; nesting deeper than Python's stack
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise BadInput(f"{path}: not a usable JSON document ({why})", hint) from None
+    _validate(verdict, path, hint)
+    return verdict
+
+
+def _validate(v: Any, path: Path, hint: str) -> None:
+    """The schema file decides what a verdict is (it evolves with the
+    verdict); the two checks before it only give the common mistakes their
+    own message and hint."""
+    if not isinstance(v, dict) or v.get("schema") != SCHEMA:
+        raise BadInput(f"{path}: not a parity-gate verdict (expected \"schema\": \"{SCHEMA}\")", hint)
+    if type(v.get("version")) is not int or v.get("version") != VERSION:
+        raise BadInput(f"{path}: verdict schema version {v.get('version')!r} is not supported (this gate reads "
+                       f"{VERSION})", "re-run check/compare with this version of parity-gate, or upgrade parity-gate")
+    problem = load_schema("verdict.schema.json").first_error(v, "verdict")
+    if problem is None and _deeper_than(v, _MAX_DEPTH):
+        problem = f"verdict nests more than {_MAX_DEPTH} levels deep"
+    if problem is None:
+        bad = first_invalid_text(v, "verdict")
+        problem = bad and f"{bad} is not valid Unicode (a lone surrogate escape such as \\ud800)"
+    if problem:
+        raise BadInput(f"{path}: {problem} (see gate/schemas/verdict.schema.json)",
+                       "regenerate it with 'parity-gate check' or 'compare'; a hand-edited verdict must keep the "
+                       "documented types")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((x, depth + 1) for x in item.values())
+        elif isinstance(item, list):
+            stack.extend((x, depth + 1) for x in item)
+    return False
 
 
 def text_summary(verdict: dict[str, Any], out: Path) -> str:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import stat
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TextIO
+from typing import BinaryIO, Callable, Iterable, Mapping, TextIO
 
+from gate._fsutil import NotRegularFile, describe_file_kind, open_regular
 from gate.errors import BadInput, InfraError
 
 __all__ = ["write_outputs", "append_step_summary", "check_runner_file", "annotation", "emit_annotations",
@@ -31,15 +31,7 @@ def _output_line(name: str, value: str) -> str:
     return f"{name}<<{delim}\n{value}\n{delim}\n"
 
 
-_NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 _FULL = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
-
-
-def _not_a_file(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for test, name in _NOT_A_FILE if test(mode)), "not a regular file")
 
 
 def _refuse(variable: str, path: Path, what: str) -> BadInput:
@@ -55,7 +47,7 @@ def check_runner_file(path: Path | None, variable: str) -> None:
     if path is None:
         return
     try:
-        kind = _not_a_file(os.stat(path).st_mode)
+        kind = describe_file_kind(os.stat(path).st_mode)
     except FileNotFoundError:
         if not Path(path).parent.is_dir():
             raise _refuse(variable, path, "its folder does not exist") from None
@@ -68,25 +60,20 @@ def check_runner_file(path: Path | None, variable: str) -> None:
         raise _refuse(variable, path, f"is {kind}, not a file")
 
 
-def _open_append(path: Path, variable: str) -> int:
-    """A descriptor for appending, opened without ever blocking: O_NONBLOCK
-    makes a FIFO without a reader fail at once, and what was opened is
-    checked again."""
+def _open_append(path: Path, variable: str) -> BinaryIO:
+    """The file, opened for appending without ever blocking (see
+    open_regular): a FIFO without a reader fails at once."""
     check_runner_file(path, variable)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
-                     0o666)
+        return open_regular(path, append=True)
+    except NotRegularFile as exc:
+        raise _refuse(variable, path, f"is {exc.kind}, not a file") from None
     except OSError as exc:
         if exc.errno in _FULL:
             raise _full(variable, path, exc) from None
         what = {errno.EISDIR: "is a folder, not a file", errno.ENXIO: "is a FIFO (named pipe), not a file"}.get(
             exc.errno or 0, f"cannot be written ({exc.strerror})")
         raise _refuse(variable, path, what) from None
-    kind = _not_a_file(os.fstat(fd).st_mode)
-    if kind:
-        os.close(fd)
-        raise _refuse(variable, path, f"is {kind}, not a file")
-    return fd
 
 
 def _full(variable: str, path: Path, exc: OSError) -> InfraError:
@@ -96,18 +83,18 @@ def _full(variable: str, path: Path, exc: OSError) -> InfraError:
 
 def _append(path: Path, variable: str, text_for: Callable[[int], str]) -> str:
     """Append `text_for(bytes already in the file)`, unbuffered; returns what was written."""
-    fd = _open_append(path, variable)
+    fh = _open_append(path, variable)
     try:
-        text = text_for(os.fstat(fd).st_size)
+        text = text_for(os.fstat(fh.fileno()).st_size)
         data = text.encode("utf-8", "backslashreplace")  # a lone surrogate is written as its escape
         while data:
-            data = data[os.write(fd, data):]
+            data = data[fh.write(data):]
     except OSError as exc:
         if exc.errno in _FULL:
             raise _full(variable, path, exc) from None
         raise
     finally:
-        os.close(fd)
+        fh.close()
     return text
 
 

@@ -3,6 +3,7 @@ per sampling config, and a suggested policy that passes the runs it came from.""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ import yaml
 from gate.calibrate import (ATOL_MIN, config_floors, floors, p99_interval, render_policy, suggest, suggest_policy,
                             top1_bound)
 from gate.compare import compare_records
+from gate.errors import InfraError
 from gate.policy import DEFAULT_POLICY, evaluate, load_policy, parse_policy
 from tests._util import record
 
@@ -159,3 +161,19 @@ def test_render_policy__bitwise_floor_is_a_valid_policy_file():
     text = render_policy(suggest(fl), fl, {}, 3, 10.0, "s.yaml")
     pol = parse_policy(yaml.safe_load(text), "calibrated.yaml")
     assert pol.default.atol == ATOL_MIN and pol.per_config == {}
+
+
+def test_calibrate__unusable_verdict_from_its_own_run_is_an_infra_error(tmp_path, monkeypatch):
+    import gate.calibrate as cal
+
+    def fake_run_gate(args, log_path, timeout, what):
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if args[0] == "check":
+            (out / "verdict.json").write_text("{}", encoding="utf-8")
+        return 0
+
+    monkeypatch.setattr(cal, "_run_gate", fake_run_gate)
+    with pytest.raises(InfraError, match=r"^calibrate: run rerun-1 wrote an unusable verdict: .*verdict\.json: "
+                                         r"not a parity-gate verdict"):
+        cal.calibrate(tmp_path / "suite.yaml", tmp_path / "policy.yaml", runs=2, work=tmp_path / "work")

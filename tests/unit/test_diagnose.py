@@ -9,6 +9,9 @@ from gate.diagnose import (Ablation, AblationOutcome, diagnose, error_line, is_g
                            summarize)
 
 
+PASS_VERDICT = Path(__file__).resolve().parents[1] / "fixtures" / "verdicts" / "pass.json"
+
+
 def _row(key, ref, cand, group="engine"):
     return {"key": key, "group": group, "reference": ref, "candidate": cand, "differs": ref != cand}
 
@@ -152,7 +155,7 @@ def _fake_child(tmp_path: Path) -> Path:
     and leaves a grandchild running (as a vLLM engine-core process might)."""
     script = tmp_path / "fake_gate.py"
     script.write_text(f"""
-import json, os, subprocess, sys, time
+import json, os, shutil, subprocess, sys, time
 events = {str(tmp_path / 'events.jsonl')!r}
 args = sys.argv[1:]
 out = args[args.index('--out') + 1]
@@ -185,8 +188,10 @@ if broken:
     note('end')
     sys.exit(3)
 os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, 'verdict.json'), 'w') as fh:
-    json.dump({{'verdict': 'pass', 'measures': {{'overall': {{}}}}}}, fh)
+if any('garbled' in a for a in args):
+    open(os.path.join(out, 'verdict.json'), 'w').write('{{}}')
+else:
+    shutil.copyfile({str(PASS_VERDICT)!r}, os.path.join(out, 'verdict.json'))
 note('end')
 """)
     return script
@@ -218,6 +223,20 @@ def test_subprocess_runner__ablations_run_one_at_a_time_and_show_the_real_error(
     assert d["kind"] == "undetermined"
     assert "1 ablation(s) failed to run (first: broken: check exited 3: parity-gate: infrastructure failure" \
         in d["summary"]
+
+
+def test_subprocess_runner__unusable_verdict_from_a_child_is_an_error_finding(tmp_path: Path):
+    import sys
+
+    from gate.diagnose import subprocess_runner
+
+    garbled = Ablation("garbled", ("dtype",), {"dtype": "garbled"}, {}, "dtype float32 -> bfloat16")
+    runner = subprocess_runner(tmp_path / "s.yaml", tmp_path / "g", [], log_dir=tmp_path / "logs",
+                               program=[sys.executable, str(_fake_child(tmp_path))], grace_s=0.2)
+    outcome = runner(garbled, tmp_path / "w" / "00-garbled", 60)
+    assert outcome.status == "error"
+    assert outcome.error.startswith("check wrote an unusable verdict: ")
+    assert "verdict.json: not a parity-gate verdict" in outcome.error
 
 
 def test_run_child__waits_for_and_ends_what_the_child_left_running(tmp_path: Path):

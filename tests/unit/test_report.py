@@ -17,6 +17,7 @@ import pytest
 
 from gate import report
 from gate.errors import BadInput
+from gate.verdict import read_verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "verdicts"
@@ -282,15 +283,15 @@ def test_render_result__invalid_json_names_line_and_column(tmp_path: Path) -> No
 @pytest.mark.parametrize("mutate, message", [
     (lambda v: v.update(version=2), "schema version 2 is not supported"),
     (lambda v: v.update(schema="other"), "not a parity-gate verdict"),
-    (lambda v: v.update(verdict="maybe"), '"verdict" must be "pass" or "fail"'),
-    (lambda v: v.pop("checks"), '"checks" missing'),
-    (lambda v: v["checks"][0].pop("status"), "checks[0] needs"),
+    (lambda v: v.update(verdict="maybe"), "verdict.verdict must be one of 'pass', 'fail'"),
+    (lambda v: v.pop("checks"), "verdict has no 'checks'"),
+    (lambda v: v["checks"][0].pop("status"), "verdict.checks[0] has no 'status'"),
 ])
-def test_load_verdict__rejects_invalid_verdict(tmp_path: Path, mutate: Any, message: str) -> None:
+def test_read_verdict__rejects_invalid_verdict(tmp_path: Path, mutate: Any, message: str) -> None:
     v = copy.deepcopy(load("pass"))
     mutate(v)
     with pytest.raises(BadInput, match=re.escape(message)):
-        report.load_verdict(_write(tmp_path, v))
+        read_verdict(_write(tmp_path, v))
     assert not (tmp_path / "comment.md").exists()
 
 
@@ -306,3 +307,26 @@ def test_render__minimal_verdict_with_nulls_renders() -> None:
     comment = report.render_comment(v)
     assert "| n/a |" in comment and "No version or engine setting differs." in comment
     assert "No token differs." in report.render_html(v)
+
+
+# ----------------------------------------------------------------- numbers at the edge of float
+
+def test_render__position_chart_spans_1e308_without_overflow() -> None:
+    rows = [{"start": 0, "end": 8, "count": 3, "mean_abs_diff": 5e-324, "max_abs_diff": 1e308},
+            {"start": 8, "end": 16, "count": 3, "mean_abs_diff": 1e-3, "max_abs_diff": "Infinity"}]
+    (chart,) = report._position_charts({"forced": rows})
+    assert chart["yticks"][-1]["label"] == "1e308" and len(chart["yticks"]) <= 13
+    assert chart["points"][1]["y"] == chart["top"] and chart["points"][1]["max"] == float("inf")
+    html = report.render_html(dict(load("fail"), by_position={"forced": rows}))
+    assert "max inf" in html and "max 1e+308" in html
+
+
+def test_render__mermaid_draws_inf_at_its_cap_and_says_so() -> None:
+    (chart,) = report._mermaid({"sampler": [{"start": 0, "end": 4, "count": 1, "max_abs_diff": "Infinity"}]})
+    assert chart["body"].endswith("line [10000]") and "inf and values above 1e+04 drawn at 1e+04" in chart["body"]
+
+
+def test_read_verdict__fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "verdict.json")
+    with pytest.raises(BadInput, match=r"verdict\.json: is a FIFO \(named pipe\), not a regular file"):
+        read_verdict(tmp_path)
