@@ -1,10 +1,15 @@
 """`parity-gate action`: the container entrypoint of action.yml.
 
-Reads the action's inputs from INPUT_* variables once, posts a `pending`
-status, runs `check` (or takes a precomputed result from `result-dir`),
-then publishes. A crash, a cancel (SIGTERM/SIGINT) or a check that exits 2
-or 3 leaves an `error` status, so a required check never hangs pending.
-Publishing problems are warnings: the exit code is the check's."""
+Reads the action's inputs from INPUT_* variables once, the token among them,
+and then removes every token variable from the process environment, before
+anything else runs: `check` runs the code under test (a new vLLM, perhaps a
+model's own code, diagnosis subprocesses) in this process and its children,
+and none of them may see a write token. Then posts a `pending` status, runs
+`check` (or takes a precomputed result from `result-dir`), and publishes. A
+crash, a cancel (SIGTERM/SIGINT), a check that exits 2 or 3, or a verdict
+the schema refuses leaves an `error` status, so a required check never
+hangs pending. Publishing problems are warnings: the exit code is the
+check's."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +21,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import requests
 
@@ -24,15 +29,41 @@ from gate._fsutil import atomic_write_text
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
 from gate.github_context import ORIGIN_FILE, ResultOrigin, context_from_env
 from gate.publish import (COMMENT_MODES, Outcome, PublishOptions, Publisher, Runtime, check_runner_files,
-                          error_outcome, load_outcome)
+                          error_outcome, invalid_outcome, load_outcome)
+from gate.verdict import VERDICT_FILE
 
-__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "check_argv"]
+__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "check_argv", "withhold_tokens",
+           "TOKEN_VARIABLES"]
 
 log = logging.getLogger(__name__)
 
 FAIL_ON = ("regression", "never")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
+
+# Credentials a runner or a workflow may put in the environment that let
+# their holder write to GitHub (statuses, comments, caches, artifacts, OIDC).
+TOKEN_VARIABLES = ("INPUT_GITHUB_TOKEN", "INPUT_GITHUB-TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_PAT",
+                   "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", "ACTIONS_RUNTIME_TOKEN",
+                   "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL")
+# ... and any name under these prefixes that says TOKEN (INPUT_*: an input a
+# workflow adds). HF_TOKEN and the like stay: the model may need them.
+_TOKEN_PREFIXES = ("INPUT_", "GITHUB_", "GH_", "ACTIONS_", "RUNNER_")
+
+
+def _is_token_variable(name: str) -> bool:
+    upper = name.upper()
+    return upper in TOKEN_VARIABLES or (upper.startswith(_TOKEN_PREFIXES) and "TOKEN" in upper)
+
+
+def withhold_tokens(environ: MutableMapping[str, str]) -> list[str]:
+    """Remove every GitHub token variable from `environ` (os.environ: also
+    from the C environment that child processes inherit). Returns the names
+    removed, never their values."""
+    names = sorted(k for k in environ if _is_token_variable(k))
+    for name in names:
+        del environ[name]
+    return names
 
 
 def _input(env: Mapping[str, str], name: str) -> tuple[str, str]:
@@ -55,6 +86,9 @@ class ActionSettings:
     engine_args: tuple[str, ...] = ()
     fail_on: str = "regression"
     check_run: bool = True
+    comment_author: str | None = None    # default: the token's own login
+    # The github-token input, else GITHUB_TOKEN: read here once, because
+    # `run` then removes both from the environment.
     github_token: str = field(default="", repr=False)
 
     @classmethod
@@ -98,7 +132,8 @@ class ActionSettings:
             status_context=context, engine_args=engine_args,
             fail_on=choice("fail-on", FAIL_ON, "regression"),
             check_run=check_run.lower() in _TRUE,
-            github_token=get("github-token")[1],
+            comment_author=get("comment-author")[1] or None,
+            github_token=get("github-token")[1] or env.get("GITHUB_TOKEN", "").strip(),
         )
 
 
@@ -143,10 +178,12 @@ def _cancel_on_signals() -> Iterator[None]:
 
 def run_action(settings: ActionSettings, rt: Runtime,
                check: Callable[[list[str]], int] = _default_check) -> int:
-    ctx = context_from_env(rt.env, token=settings.github_token or None)
+    """The token comes from `settings` alone: the caller has already removed
+    it from the environment (`run` does, with `withhold_tokens`)."""
+    ctx = context_from_env(rt.env, token=settings.github_token)
     check_runner_files(ctx)
     options = PublishOptions(status_context=settings.status_context, comment=settings.comment,
-                             check_run=settings.check_run)
+                             check_run=settings.check_run, comment_author=settings.comment_author)
     publisher = Publisher(ctx, rt.api(ctx), options, rt.stdout)
     publisher.post_pending()
 
@@ -169,24 +206,38 @@ def run_action(settings: ActionSettings, rt: Runtime,
     if result_dir.is_dir():
         # Lets a publish on workflow_run (fork PRs) find the PR and check the sha.
         atomic_write_text(result_dir / ORIGIN_FILE, ResultOrigin.from_context(ctx).to_json())
-    if code in (None, 0, 1) and (result_dir / "verdict.json").is_file():
-        outcome: Outcome = load_outcome(result_dir, settings.fail_on)
-    elif code is None:
-        raise BadInput(f"INPUT_RESULT_DIR={settings.result_dir}: no verdict.json there")
+    invalid: BadInput | None = None
+    outcome: Outcome
+    if code is None or (code in (0, 1) and os.path.lexists(result_dir / VERDICT_FILE)):
+        try:
+            outcome = load_outcome(result_dir, settings.fail_on)
+        except BadInput as exc:
+            outcome = invalid_outcome(exc, result_dir)
+            # precomputed: name the input that pointed here
+            invalid = exc if code is not None else BadInput(f"INPUT_RESULT_DIR={settings.result_dir}: {exc.what}",
+                                                            exc.hint)
     else:
         outcome = error_outcome(code if code in (EXIT_BAD_INPUT, EXIT_INFRA) else EXIT_INFRA,
                                 f"parity-gate check exited {code}; see the job log",
                                 result_dir if result_dir.is_dir() else None)
     publisher.publish(outcome)
+    if invalid is not None:
+        raise invalid  # after the `error` status, so the check does not hang pending
     return outcome.exit_code
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "action") -> None:
     parser.epilog = ("Takes its inputs from INPUT_* variables (action.yml): suite, golden, out, "
-                     "result-dir, comment, status-context, engine-args, fail-on, check-run, github-token.")
+                     "result-dir, comment, status-context, engine-args, fail-on, check-run, comment-author, "
+                     "github-token.")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, check: Callable[[list[str]], int] = _default_check) -> int:
     settings = ActionSettings.from_env(os.environ)
+    # Before any engine, thread or child starts: from here on only
+    # `settings` holds the token, hidden from its repr.
+    removed = withhold_tokens(os.environ)
+    if removed:
+        log.info("removed %s from the environment of the check", ", ".join(removed))
     with requests.Session() as session:
-        return run_action(settings, Runtime.real(session))
+        return run_action(settings, Runtime.real(session), check)

@@ -3,34 +3,42 @@
 Retries 5xx and connection errors with exponential backoff, waits out rate
 limits (429/403 with `retry-after`, else `x-ratelimit-reset` when
 `x-ratelimit-remaining` is 0, else at least 60 s), follows `Link` pagination,
-and works against GitHub Enterprise Server (any API base URL). The token goes
-only into the Authorization header of requests to that base URL; it is never
-logged and never part of an error message."""
+and works against GitHub Enterprise Server (any API base URL). A call that
+must not run twice (creating a comment) is never retried blindly: see
+`create_once`. The token goes only into the Authorization header of requests
+to that base URL; it is never logged and never part of an error message."""
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 
 from gate.errors import InfraError
 
-__all__ = ["GitHubAPI", "RetryPolicy", "ApiError", "PermissionDenied", "MaybeApplied"]
+__all__ = ["GitHubAPI", "RetryPolicy", "ApiError", "PermissionDenied", "MaybeApplied", "ACTIONS_BOT"]
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2022-11-28"
+# The author of everything GITHUB_TOKEN writes.
+ACTIONS_BOT = "github-actions[bot]"
+# GET /user's answer to an installation token (GITHUB_TOKEN, a GitHub App's).
+_INTEGRATION_DENIED = "Resource not accessible by integration"
+
+T = TypeVar("T")
 
 
 class ApiError(InfraError):
     """A GitHub call failed for good (after retries, or a 4xx that retrying can't fix)."""
 
-    def __init__(self, what: str, status: int | None = None, hint: str = "") -> None:
+    def __init__(self, what: str, status: int | None = None, hint: str = "", message: str = "") -> None:
         super().__init__(what, hint)
         self.status = status
+        self.message = message  # GitHub's own "message", if it sent one
 
 
 class PermissionDenied(ApiError):
@@ -94,6 +102,7 @@ class GitHubAPI:
         self._sleep = sleep
         self._clock = clock
         self._user_agent = user_agent
+        self._login: str | None = None
 
     def __repr__(self) -> str:  # no token
         return f"GitHubAPI(base_url={self._base!r})"
@@ -130,7 +139,7 @@ class GitHubAPI:
                     raise MaybeApplied(f"GitHub {method} {shown}: {type(exc).__name__}") from None
                 if last:
                     raise ApiError(f"GitHub {method} {shown}: {type(exc).__name__} after {policy.attempts} tries") from None
-                wait = min(policy.backoff_max_s, policy.backoff_s * 2 ** n)
+                wait = self.retry_wait_s(n)
                 log.info("GitHub %s %s: %s, retry in %.0f s", method, shown, type(exc).__name__, wait)
                 self._sleep(wait)
                 continue
@@ -147,16 +156,61 @@ class GitHubAPI:
                 self._sleep(wait)
                 continue
             if status in (401, 403):
-                raise PermissionDenied(f"GitHub {method} {shown}: HTTP {status}: {_message(resp)}", status)
+                msg = _message(resp)
+                raise PermissionDenied(f"GitHub {method} {shown}: HTTP {status}: {msg}", status, message=msg)
             if status >= 500 and not replay_safe:
                 raise MaybeApplied(f"GitHub {method} {shown}: HTTP {status}", status)
             if status >= 500 and not last:
-                wait = min(policy.backoff_max_s, policy.backoff_s * 2 ** n)
+                wait = self.retry_wait_s(n)
                 log.info("GitHub %s %s: HTTP %d, retry in %.0f s", method, shown, status, wait)
                 self._sleep(wait)
                 continue
             raise ApiError(f"GitHub {method} {shown}: HTTP {status}: {_message(resp)}", status)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def retry_wait_s(self, n: int) -> float:
+        """The wait before try n+2 of a call that failed n+1 times."""
+        return min(self._retry.backoff_max_s, self._retry.backoff_s * 2 ** n)
+
+    def create_once(self, what: str, create: Callable[[], T], lookup: Callable[[], T | None]) -> T:
+        """Run a non-replayable `create` (replay_safe=False inside) until it
+        succeeds, up to the policy's attempts (at least 3), with backoff. A
+        failure GitHub may have acted on (`MaybeApplied`: a 5xx, a lost
+        connection) is followed by `lookup`: if that finds what the lost
+        call made, it is the answer, so nothing is ever created twice.
+        GitHub outages come in runs; one retry is not enough."""
+        attempts = max(3, self._retry.attempts)
+        for n in range(attempts):
+            try:
+                return create()
+            except MaybeApplied as exc:
+                if n == attempts - 1:
+                    raise
+                wait = self.retry_wait_s(n)
+                log.info("%s: %s; looking it up in %.0f s before trying again", what, exc.what, wait)
+                self._sleep(wait)
+                found = lookup()
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def token_login(self) -> str:
+        """Who the token writes as: the login GET /user names, or
+        github-actions[bot] for GITHUB_TOKEN, an installation token, which
+        GET /user refuses with 403 "Resource not accessible by integration".
+        (A GitHub App's own installation token gets the same answer but
+        writes as <app-slug>[bot]; that case is documented, not detected.)"""
+        if self._login is None:
+            try:
+                login = self.request("GET", "user").json().get("login")
+            except PermissionDenied as exc:
+                if exc.status != 403 or _INTEGRATION_DENIED not in exc.message:
+                    raise
+                login = ACTIONS_BOT
+            if not isinstance(login, str) or not login:
+                raise ApiError("GitHub GET /user: no login in the answer")
+            self._login = login
+        return self._login
 
     def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
         """Every item of a list endpoint, following `Link: rel="next"`."""

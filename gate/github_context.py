@@ -38,17 +38,31 @@ class GitHubContext:
     pr_number: int | None = None
     # workflow_run only: the triggering run, whose result is being published.
     triggering_run_id: int | None = None
+    triggering_run_attempt: int | None = None
     from_fork: bool = False
     output_path: Path | None = None
     step_summary_path: Path | None = None
     token: str = field(default="", repr=False)
 
+    def _url_of_run(self, run_id: object, attempt: object) -> str | None:
+        if not (self.repository and run_id):
+            return None
+        url = f"{self.server_url}/{self.repository}/actions/runs/{run_id}"
+        return f"{url}/attempts/{attempt}" if str(attempt or "1") != "1" else url
+
     @property
     def run_url(self) -> str | None:
-        if not (self.repository and self.run_id):
-            return None
-        url = f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
-        return f"{url}/attempts/{self.run_attempt}" if self.run_attempt not in (None, "", "1") else url
+        """This workflow run."""
+        return self._url_of_run(self.run_id, self.run_attempt)
+
+    @property
+    def gate_run_url(self) -> str | None:
+        """The run that computed the result: on workflow_run the triggering
+        run (from the event payload, never from the artifact), where the
+        report and its log are; otherwise this run."""
+        if self.triggering_run_id is not None:
+            return self._url_of_run(self.triggering_run_id, self.triggering_run_attempt)
+        return self.run_url
 
     @property
     def can_post(self) -> bool:
@@ -133,6 +147,7 @@ def _event_facts(event: str | None, payload: Mapping[str, Any], sha: str | None)
         base_repo = (run.get("repository") or {}).get("full_name")
         return {"pr_number": prs[0].get("number") if len(prs) == 1 else None,
                 "head_sha": run.get("head_sha"), "triggering_run_id": run.get("id"),
+                "triggering_run_attempt": run.get("run_attempt"),
                 "from_fork": bool(head_repo and base_repo and head_repo != base_repo)}
     if event == "push":
         return {"head_sha": payload.get("after") or sha}
@@ -155,6 +170,10 @@ def context_from_env(env: Mapping[str, str], *, token: str | None = None) -> Git
     number = facts.get("pr_number")
     if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
         raise BadInput(f"event payload ({event}): PR number {number!r} is not an integer")
+    for key, name in (("triggering_run_id", "id"), ("triggering_run_attempt", "run_attempt")):
+        value = facts.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise BadInput(f"event payload ({event}): workflow_run.{name} {value!r} is not a positive integer")
     return GitHubContext(
         repository=repository,
         event_name=event,
@@ -166,6 +185,7 @@ def context_from_env(env: Mapping[str, str], *, token: str | None = None) -> Git
         head_sha=head_sha,
         pr_number=number,
         triggering_run_id=facts.get("triggering_run_id"),
+        triggering_run_attempt=facts.get("triggering_run_attempt"),
         from_fork=bool(facts.get("from_fork")),
         output_path=Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None,
         step_summary_path=Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None,

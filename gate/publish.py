@@ -1,15 +1,20 @@
 """`parity-gate publish RESULT_DIR`: post a result to GitHub.
 
-Sticky PR comment (found again by a hidden marker on every page, updated in
-place, one per status context), commit status on the head sha, a check run
-with the Markdown summary where the token may create one, the job summary,
-step outputs and annotations. A token that may not write (a fork PR) gets
-one warning that explains the two-workflow pattern; the report stays on disk.
+Sticky PR comment (found again by a hidden marker and its author, the
+token's own identity, on every page; updated in place, one per status
+context), commit status on the head sha, a check run with the Markdown
+summary where the token may create one, the job summary, step outputs and
+annotations. A token that may not write (a fork PR) gets one warning that
+explains the two-workflow pattern; the report stays on disk.
+
+A result folder may come from a fork (an artifact, on workflow_run): only
+its schema-checked verdict.json is read. The comment and summary are always
+rendered here from it, never taken from Markdown files in the folder; a
+verdict the schema refuses is published as an `error` status.
 """
 from __future__ import annotations
 
 import argparse
-import html
 import logging
 import os
 import sys
@@ -18,19 +23,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
-import jinja2
 import requests
 
 from gate import report
-from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, GateError, InfraError
-from gate.github_api import ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
+from gate._markdown import md_inline
+from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
+from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
 from gate.github_context import GitHubContext, ResultOrigin, context_from_env
-from gate.verdict import read_verdict
+from gate.verdict import VERDICT_FILE, read_verdict
 from gate.workflow_commands import (annotation, append_step_summary, check_runner_file, emit_annotations,
                                     write_outputs)
 
 __all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publisher", "PublishReport",
-           "load_outcome", "error_outcome", "comment_marker", "COMMENT_LIMIT", "DESCRIPTION_LIMIT"]
+           "load_outcome", "error_outcome", "invalid_outcome", "comment_marker", "COMMENT_LIMIT",
+           "DESCRIPTION_LIMIT"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,17 @@ def error_outcome(exit_code: int, reason: str, result_dir: Path | None = None) -
     return Outcome("error", exit_code, f"ERROR ({kind}): {reason}", None, result_dir)
 
 
+def invalid_outcome(exc: BadInput, result_dir: Path) -> Outcome:
+    """What is published for a result whose verdict.json the schema-checked
+    loader refused (missing, malformed, forged): an `error`, never a pass.
+    The folder's path is left out, so the 140-character status keeps the why."""
+    what = exc.what
+    path = str(Path(result_dir) / VERDICT_FILE)
+    if what.startswith(path):
+        what = VERDICT_FILE + what[len(path):]
+    return error_outcome(EXIT_BAD_INPUT, f"the result is invalid: {what}", result_dir)
+
+
 def _shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
@@ -91,40 +108,31 @@ def comment_marker(context: str) -> str:
     return report.comment_marker(context)
 
 
-def _read(result_dir: Path | None, name: str) -> str | None:
-    if result_dir is None:
-        return None
-    try:
-        return (result_dir / name).read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError):
-        return None
+_HEADLINE_CHARS = 300
 
 
 def _fallback_markdown(outcome: Outcome, run_url: str | None) -> str:
-    """Used only when neither gate.report nor a rendered comment.md is there.
-    Check messages carry model text: escape it and keep it inside <pre>."""
-    lines = [f"### parity-gate: {html.escape(outcome.headline)}", ""]
-    checks = [c for c in (outcome.verdict or {}).get("checks", []) if c.get("status") == "fail"]
-    if checks:
-        lines += ["<pre>", *(html.escape(str(c.get("message", c.get("id", "")))) for c in checks), "</pre>", ""]
-    reproduce = (outcome.verdict or {}).get("reproduce")
-    if reproduce:
-        lines += ["Reproduce:", "<pre>", html.escape(str(reproduce)), "</pre>", ""]
+    """For an error outcome, or when rendering failed: a short fixed text
+    around the headline, which may come from a fork's verdict, escaped."""
+    lines = [f"### parity-gate: {md_inline(outcome.headline, _HEADLINE_CHARS)}", ""]
+    if outcome.verdict is not None:
+        lines += ["The full report could not be rendered here; it is in the workflow run.", ""]
     if run_url:
         lines.append(f"[Workflow run]({run_url})")
     return "\n".join(lines) + "\n"
 
 
 def _rendered(outcome: Outcome, name: str, render: Callable[[], str]) -> str | None:
-    """The report module's rendering; if it fails (templates missing from a
-    broken install), what `check` already wrote into the result dir."""
+    """The report module's rendering of the validated verdict, or None (then
+    the escaped fallback). Never the Markdown files in the result folder:
+    on workflow_run those are a fork's, and would be posted as the bot."""
     if outcome.verdict is None:
         return None
     try:
         return render()
-    except (GateError, jinja2.TemplateError) as exc:
-        log.warning("could not render %s (%s); using the one in the result dir", name, exc)
-        return _read(outcome.result_dir, name)
+    except Exception as exc:  # noqa: BLE001 - untrusted input: a rendering bug must not stop the status
+        log.warning("could not render %s (%s: %s); posting a short fallback", name, type(exc).__name__, exc)
+        return None
 
 
 def _comment_body(outcome: Outcome, context: str, run_url: str | None) -> str:
@@ -153,8 +161,12 @@ class PublishOptions:
     status_context: str = "parity-gate"
     comment: str = "always"           # always | on-fail | never
     check_run: bool = True
-    target_url: str | None = None     # default: the workflow run
+    target_url: str | None = None     # default: the run that computed the result
     annotations: bool = True
+    # Who writes the sticky comment. Default: the token's own login (GET
+    # /user), github-actions[bot] for GITHUB_TOKEN. A GitHub App's
+    # installation token writes as <app-slug>[bot]: name it here.
+    comment_author: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,17 +212,21 @@ class Publisher:
         self._skipped: list[str] = []
         self._warned_permission = False
         self._skipped_no_token = False
+        self._warnings = 0  # annotations this step already holds (GitHub shows 10 a level)
         self._result_dir: Path | None = None
 
     @property
     def target_url(self) -> str | None:
-        return self.options.target_url or self.ctx.run_url
+        """The status, check run and comment link: the run that computed the
+        result (on workflow_run, the gate run, not this publish run)."""
+        return self.options.target_url or self.ctx.gate_run_url
 
     def report(self) -> PublishReport:
         return PublishReport(tuple(self._posted), tuple(self._denied), tuple(self._failed), tuple(self._skipped))
 
     def _warn(self, message: str) -> None:
         log.warning("%s", message)
+        self._warnings += 1
         self.out.write(annotation("warning", message, "parity-gate"))
         self.out.flush()
 
@@ -259,8 +275,11 @@ class Publisher:
         return self.report()
 
     def _find_comment(self, marker: str) -> dict[str, Any] | None:
+        """Our sticky comment: the marker alone is not enough, since anyone
+        who can comment can write it; the author must be the token's own."""
+        login = self.options.comment_author or self.api.token_login()
         for comment in self.api.issue_comments(self.ctx.repository, self.ctx.pr_number):
-            if marker in (comment.get("body") or ""):
+            if (comment.get("user") or {}).get("login") == login and marker in (comment.get("body") or ""):
                 return comment
         return None
 
@@ -275,28 +294,30 @@ class Publisher:
         body = _comment_body(outcome, context, self.target_url)
         marker = comment_marker(context)
 
-        def upsert() -> str:
+        def update_existing(done: str) -> str | None:
             existing = self._find_comment(marker)
-            if existing is not None:
-                if existing.get("body") != body:
-                    self.api.update_comment(self.ctx.repository, existing["id"], body)
-                return "updated"
+            if existing is None:
+                return None
+            if existing.get("body") != body:
+                self.api.update_comment(self.ctx.repository, existing["id"], body)
+            return done
+
+        def create() -> str:
+            self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
+            return "created"
+
+        def upsert() -> str:
+            done = update_existing("updated")
+            if done is not None:
+                return done
             # on-fail: no comment on a clean pass, but an existing one is
             # still updated above, so a stale FAIL never stays up.
             if mode == "on-fail" and outcome.passed:
                 return "none"
-            try:
-                self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
-            except MaybeApplied:
-                # The POST may have landed before the error: look again, so a
-                # retry never leaves two sticky comments.
-                existing = self._find_comment(marker)
-                if existing is not None:
-                    if existing.get("body") != body:
-                        self.api.update_comment(self.ctx.repository, existing["id"], body)
-                    return "created"
-                self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
-            return "created"
+            # A failed POST may have landed before the error: look again
+            # before each retry, so there are never two sticky comments.
+            return self.api.create_once("create the pull request comment", create,
+                                        lambda: update_existing("created"))
 
         done = self._call("write the pull request comment", upsert)
         if done == "none":
@@ -325,7 +346,7 @@ class Publisher:
                    quiet_denied=True)
 
     def write_local(self, outcome: Outcome, summary: str) -> None:
-        """Job summary, step outputs and annotations: no network, never denied."""
+        """Job summary and step outputs: no network, never denied."""
         append_step_summary(self.ctx.step_summary_path, summary,
                             "\n\n*(summary truncated at the 1 MiB step-summary limit)*\n")
         rd = outcome.result_dir
@@ -338,6 +359,10 @@ class Publisher:
                 if (rd / name).is_file():
                     outputs[key] = str(rd / name)
         write_outputs(self.ctx.output_path, outputs)
+
+    def write_annotations(self, outcome: Outcome) -> None:
+        """Last, after every warning of this step's own: GitHub shows 10 of
+        a level per step, and the closing "N more" note must be one of them."""
         if not self.options.annotations:
             return
         items: list[tuple[str, str, str]] = []
@@ -350,7 +375,7 @@ class Publisher:
                     items.append((level, f"parity-gate: {check.get('title') or check.get('id')}",
                                   str(check.get("message") or check.get("id"))))
             items += [("warning", "parity-gate", str(w)) for w in outcome.verdict.get("warnings") or []]
-        emit_annotations(self.out, items)
+        emit_annotations(self.out, items, used={"warning": self._warnings})
 
     def publish(self, outcome: Outcome) -> PublishReport:
         self._result_dir = outcome.result_dir
@@ -359,6 +384,7 @@ class Publisher:
         self.post_status(outcome.state, outcome.headline)
         self.upsert_comment(outcome)
         self.create_check_run(outcome, summary)
+        self.write_annotations(outcome)
         return self.report()
 
 
@@ -397,6 +423,9 @@ def add_publish_options(parser: argparse.ArgumentParser) -> None:
                         help="exit 1 on a regression, or never (default: the verdict's exit_code)")
     parser.add_argument("--target-url", default=None, help="status/check link (default: the workflow run)")
     parser.add_argument("--no-check-run", action="store_true", help="do not create a check run")
+    parser.add_argument("--comment-author", default=None, metavar="LOGIN",
+                        help="the login the token comments as, e.g. my-app[bot] for a GitHub App's token "
+                             "(default: from GET /user; github-actions[bot] for GITHUB_TOKEN)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "publish") -> None:
@@ -411,7 +440,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "publish") -> Non
 
 def options_from_args(args: argparse.Namespace) -> PublishOptions:
     return PublishOptions(status_context=args.status_context, comment=args.comment,
-                          check_run=not args.no_check_run, target_url=args.target_url)
+                          check_run=not args.no_check_run, target_url=args.target_url,
+                          comment_author=args.comment_author or None)
 
 
 def check_runner_files(ctx: GitHubContext) -> None:
@@ -429,14 +459,21 @@ def publish_command(args: argparse.Namespace, rt: Runtime) -> int:
     check_runner_files(ctx)
     if args.sha or args.pr:
         ctx = replace(ctx, head_sha=args.sha or ctx.head_sha, pr_number=args.pr or ctx.pr_number)
-    if args.exit_code is not None and not (result_dir / "verdict.json").is_file():
+    invalid: BadInput | None = None
+    if args.exit_code is not None and not (result_dir / VERDICT_FILE).is_file():
         outcome = error_outcome(args.exit_code, args.reason, result_dir)
     else:
-        outcome = load_outcome(result_dir, args.fail_on)
+        try:
+            outcome = load_outcome(result_dir, args.fail_on)
+        except BadInput as exc:
+            # An `error` status, so a forged or broken result never leaves the check pending.
+            invalid, outcome = exc, invalid_outcome(exc, result_dir)
     api = rt.api(ctx)
     ctx = verify_origin(ctx, result_dir, api)
     publisher = Publisher(ctx, api, options_from_args(args), rt.stdout)
     report = publisher.publish(outcome)
+    if invalid is not None:
+        raise invalid
     if not report.posted:
         why = "; ".join(report.skipped + report.denied + report.failed) or "nothing to post"
         raise InfraError(f"publish could post nothing to GitHub ({why}); outputs and summary were written",

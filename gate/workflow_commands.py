@@ -13,10 +13,12 @@ from gate._fsutil import NotRegularFile, describe_file_kind, open_regular
 from gate.errors import BadInput, InfraError
 
 __all__ = ["write_outputs", "append_step_summary", "check_runner_file", "annotation", "emit_annotations",
-           "STEP_SUMMARY_LIMIT", "ANNOTATION_LIMIT"]
+           "STEP_SUMMARY_LIMIT", "ANNOTATIONS_PER_LEVEL"]
 
 STEP_SUMMARY_LIMIT = 1024 * 1024  # bytes per step; GitHub rejects the whole summary beyond it
-ANNOTATION_LIMIT = 50
+# GitHub shows at most 10 annotations of each level (error, warning, notice)
+# per step and drops the rest without a word.
+ANNOTATIONS_PER_LEVEL = 10
 
 
 def _output_line(name: str, value: str) -> str:
@@ -142,15 +144,30 @@ def annotation(level: str, message: str, title: str | None = None) -> str:
     return f"::{level}{props}::{_escape_data(message)}\n"
 
 
-def emit_annotations(out: TextIO, items: Iterable[tuple[str, str, str]], limit: int = ANNOTATION_LIMIT) -> int:
-    """Write (level, title, message) annotations, at most `limit`; one last
-    warning says how many were left out. Returns how many were written."""
+def emit_annotations(out: TextIO, items: Iterable[tuple[str, str, str]], per_level: int = ANNOTATIONS_PER_LEVEL,
+                     used: Mapping[str, int] | None = None) -> int:
+    """Write (level, title, message) annotations, in order, at most
+    `per_level` of each level, counting the `used` ones this step already
+    wrote. When any are left out, one closing warning says how many, and
+    room is kept for it among the shown warnings, so GitHub never drops it.
+    Returns how many items were written (the note not counted)."""
     items = list(items)
-    shown = items if len(items) <= limit else items[: limit - 1]
-    for level, title, message in shown:
-        out.write(annotation(level, message, title))
-    if len(shown) < len(items):
-        out.write(annotation("warning", f"{len(items) - len(shown)} more annotations left out; "
+    used = dict(used or {})
+    counts: dict[str, int] = {}
+    for level, _, _ in items:
+        counts[level] = counts.get(level, 0) + 1
+    room = {level: max(0, per_level - used.get(level, 0)) for level in counts}
+    if any(n > room[level] for level, n in counts.items()):
+        room["warning"] = max(0, min(room.get("warning", per_level), per_level - used.get("warning", 0)) - 1)
+    written: dict[str, int] = {}
+    shown = 0
+    for level, title, message in items:
+        if written.get(level, 0) < room.get(level, 0):
+            written[level] = written.get(level, 0) + 1
+            out.write(annotation(level, message, title))
+            shown += 1
+    if shown < len(items) and used.get("warning", 0) < per_level:
+        out.write(annotation("warning", f"{len(items) - shown} more annotations left out; "
                                         "see the job summary", "parity-gate"))
     out.flush()
-    return len(shown)
+    return shown

@@ -1,12 +1,19 @@
 """A fake GitHub REST API: a real threaded HTTP server on loopback.
 
 Implements what the gate calls (issue comments with Link pagination, create,
-update; commit statuses; check runs; one pull request), records every
-request, and injects faults (5xx, 429/403 with retry-after, 403 forbidden,
-slow responses) by method and path.
+update; commit statuses; check runs; one pull request; GET /user), records
+every request, and injects faults (5xx, 429/403 with retry-after, 403
+forbidden, slow responses) by method and path.
+
+The token has an identity, as on GitHub: by default an installation token
+(GITHUB_TOKEN), which GET /user refuses with 403 "Resource not accessible by
+integration" and whose comments are by github-actions[bot]; with
+`login="octocat"` a personal access token of that user. Comments carry their
+author; like a token with write access on GitHub, any comment can be PATCHed,
+whoever wrote it.
 
     with FakeGitHub(token="t0ken") as gh:
-        gh.add_comments("o/r", 7, ["hello"] * 120)
+        gh.add_comments("o/r", 7, ["hello"] * 120)  # by "someone"
         gh.fail("GET", r"/comments", status=502, times=2)
         ... GITHUB_API_URL=gh.url ...
         gh.requests  # [Recorded(method, path, query, headers, body), ...]
@@ -23,7 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeGitHub", "Fault", "Recorded"]
+__all__ = ["FakeGitHub", "Fault", "Recorded", "ACTIONS_BOT"]
+
+ACTIONS_BOT = "github-actions[bot]"
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,9 @@ class Fault:
 
 class FakeGitHub:
     def __init__(self, token: str | None = "fake-token", prefix: str = "", read_only: bool = False,
-                 per_page_default: int = 30, max_per_page: int = 100) -> None:
+                 per_page_default: int = 30, max_per_page: int = 100, login: str | None = None) -> None:
         self.token = token
+        self.login = login                      # None: an installation token (GITHUB_TOKEN)
         self.prefix = prefix.rstrip("/")        # "/api/v3" behaves like GitHub Enterprise Server
         self.read_only = read_only              # every write gets 403, like a fork PR's token
         self.per_page_default = per_page_default
@@ -114,6 +124,13 @@ class FakeGitHub:
                 ids.append(cid)
             return ids
 
+    @property
+    def author(self) -> dict[str, str]:
+        """Who the token writes as."""
+        if self.login is None:
+            return {"login": ACTIONS_BOT, "type": "Bot"}
+        return {"login": self.login, "type": "User"}
+
     def add_pull(self, repo: str, number: int, head_sha: str) -> None:
         self.pulls[(repo, number)] = {"number": number, "head": {"sha": head_sha}}
 
@@ -170,8 +187,7 @@ class FakeGitHub:
                 return self._page(path, query, self.comments.get(key, []))
             if method == "POST":
                 with self._lock:
-                    item = {"id": next(self._ids), "body": body["body"],
-                            "user": {"login": "github-actions[bot]", "type": "Bot"}}
+                    item = {"id": next(self._ids), "body": body["body"], "user": dict(self.author)}
                     self.comments.setdefault(key, []).append(item)
                 return 201, {}, item
         if (m := re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)", path)) and method == "PATCH":
@@ -191,6 +207,11 @@ class FakeGitHub:
             item = {"id": next(self._ids), **body}
             self.check_runs.append(item)
             return 201, {}, item
+        if path == "/user" and method == "GET":
+            if self.login is None:
+                return 403, {}, {"message": "Resource not accessible by integration",
+                                 "documentation_url": "https://docs.github.com/rest/users/users"}
+            return 200, {}, {"login": self.login, "id": 1, "type": "User"}
         if (m := re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)) and method == "GET":
             pull = self.pulls.get((m[1], int(m[2])))
             return (200, {}, pull) if pull else (404, {}, {"message": "Not Found"})

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gate import publish
+from gate import publish, report
 from gate.errors import BadInput, InfraError
 from gate.github_api import RetryPolicy
 from gate.github_context import ResultOrigin
 from gate.publish import Runtime, comment_marker
-from tests.fake_github import FakeGitHub
+from tests.fake_github import ACTIONS_BOT, FakeGitHub
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TOKEN = "ghs_publish-token-XYZ987"
@@ -205,11 +205,13 @@ def test_publish__error_exit_code_without_verdict_posts_error(gh, session, tmp_p
     assert "::error title=parity-gate::ERROR" in out and _outputs(tmp_path)["verdict"] == "error"
 
 
-def test_publish__missing_verdict_is_bad_input(gh, session, tmp_path):
+def test_publish__missing_verdict_is_bad_input_and_an_error_status(gh, session, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="verdict.json"):
         _publish([str(tmp_path / "empty")], _env(gh, tmp_path), session)
-    assert gh.requests == []
+    (status,) = gh.statuses  # a required check must not hang pending on a result with no verdict
+    assert status["state"] == "error" and "invalid" in status["description"]
+    assert str(tmp_path) not in status["description"]
 
 
 def test_publish__push_posts_status_but_no_comment(gh, session, passed, tmp_path):
@@ -253,3 +255,139 @@ def test_publish__long_comment_is_cut_to_the_limit(gh, session, result, tmp_path
     (comment,) = gh.comments[("octo/gate", 7)]
     assert len(comment["body"]) <= 65536
     assert len(gh.statuses[0]["description"]) == 140
+
+
+# ------------------------------------------------------------------ the sticky comment is ours alone
+def test_publish__marker_comment_by_another_user_is_never_patched(gh, session, result, tmp_path):
+    marker = comment_marker("parity-gate")
+    (theirs,) = gh.add_comments("octo/gate", 7, [f"{marker}\nPASS, trust me"], login="mallory")
+    (ours,) = gh.add_comments("octo/gate", 7, [f"{marker}\nold report"], login=ACTIONS_BOT)
+    _publish([str(result)], _env(gh, tmp_path), session)
+    (patch,) = gh.requests_to("PATCH", "/issues/comments/")
+    assert patch.path.endswith(f"/{ours}")
+    comments = {c["id"]: c for c in gh.comments[("octo/gate", 7)]}
+    assert comments[theirs]["body"] == f"{marker}\nPASS, trust me" and "FAIL" in comments[ours]["body"]
+    assert gh.requests_to("POST", "/comments") == []
+
+
+def test_publish__only_a_foreign_marker_comment_means_a_new_one(gh, session, result, tmp_path):
+    marker = comment_marker("parity-gate")
+    gh.add_comments("octo/gate", 7, [f"{marker}\nhijack"], login="mallory")
+    _publish([str(result)], _env(gh, tmp_path), session)
+    _publish([str(result)], _env(gh, tmp_path), session)
+    assert gh.requests_to("PATCH", "/issues/comments/") == []
+    theirs, ours = gh.comments[("octo/gate", 7)]
+    assert theirs["body"].endswith("hijack") and ours["user"]["login"] == ACTIONS_BOT
+    assert len(gh.requests_to("POST", "/comments")) == 1
+
+
+def test_publish__personal_token_finds_its_user_comment_not_the_bots(session, result, tmp_path):
+    marker = comment_marker("parity-gate")
+    with FakeGitHub(token=TOKEN, login="octocat") as gh:
+        bot, mine = gh.add_comments("octo/gate", 7, [f"{marker}\nbot"], login=ACTIONS_BOT) + \
+            gh.add_comments("octo/gate", 7, [f"{marker}\nmine"], login="octocat")
+        _publish([str(result)], _env(gh, tmp_path), session)
+        (patch,) = gh.requests_to("PATCH", "/issues/comments/")
+        assert patch.path.endswith(f"/{mine}")
+        assert len(gh.requests_to("GET", "^/user$")) == 1
+
+
+def test_publish__comment_author_names_a_github_apps_bot(gh, session, result, tmp_path):
+    marker = comment_marker("parity-gate")
+    gh.add_comments("octo/gate", 7, [f"{marker}\nactions"], login=ACTIONS_BOT)
+    (app,) = gh.add_comments("octo/gate", 7, [f"{marker}\napp"], login="parity-app[bot]")
+    _publish([str(result), "--comment-author", "parity-app[bot]"], _env(gh, tmp_path), session)
+    (patch,) = gh.requests_to("PATCH", "/issues/comments/")
+    assert patch.path.endswith(f"/{app}") and gh.requests_to("GET", "^/user$") == []
+
+
+def test_publish__comment_post_502_502_then_success_posts_once(gh, session, result, tmp_path):
+    gh.fail("POST", "/issues/7/comments", 502, times=2)
+    sleeps = Sleeps()
+    code, out = _publish([str(result)], _env(gh, tmp_path), session, sleeps)
+    assert code == 1 and len(gh.comments[("octo/gate", 7)]) == 1
+    assert [r.status for r in gh.requests_to("POST", "/issues/7/comments")] == [502, 502, 201]
+    assert sleeps == [1.0, 2.0] and "could not write" not in out
+
+
+def test_publish__comment_post_failing_every_time_warns_and_posts_nothing_twice(gh, session, result, tmp_path):
+    gh.fail("POST", "/issues/7/comments", 502, times=-1)
+    code, out = _publish([str(result)], _env(gh, tmp_path), session, Sleeps())
+    assert code == 1 and ("octo/gate", 7) not in gh.comments
+    assert len(gh.requests_to("POST", "/issues/7/comments")) == RetryPolicy().attempts
+    assert "could not write the pull request comment" in out and gh.statuses[0]["state"] == "failure"
+
+
+# ------------------------------------------------------------------ forged results
+FORGED = "FORGED-MARKDOWN [click](https://evil.example) @octo/team"
+
+
+def _forge(result: Path, **changes) -> None:
+    verdict = json.loads((result / "verdict.json").read_text())
+    verdict.update(changes)
+    (result / "verdict.json").write_text(json.dumps(verdict))
+
+
+def _assert_no_forged_markdown(gh: FakeGitHub, tmp_path: Path) -> None:
+    for comment in gh.comments.get(("octo/gate", 7), []):
+        assert "FORGED" not in comment["body"]
+    for check in gh.check_runs:
+        assert "FORGED" not in check["output"]["summary"]
+    assert "FORGED" not in (tmp_path / "summary").read_text()
+
+
+@pytest.mark.parametrize("forgery", [
+    {"warnings": {}},
+    {"checks": [{"id": "x", "status": "pass"}]},   # a check missing its fields
+    {"verdict": "pass", "exit_code": 0, "headline": "PASS", "checks": "all good"},
+])
+def test_publish__forged_verdict_is_an_error_status_never_fork_markdown(gh, session, result, tmp_path, forgery):
+    (result / "comment.md").write_text(FORGED)
+    (result / "summary.md").write_text(FORGED)
+    _forge(result, **forgery)
+    with pytest.raises(BadInput, match="verdict.json"):
+        _publish([str(result)], _env(gh, tmp_path), session)
+    (status,) = gh.statuses
+    assert status["state"] == "error" and status["description"].startswith("ERROR (bad input): the result is invalid")
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "the result is invalid" in comment["body"]
+    _assert_no_forged_markdown(gh, tmp_path)
+    assert _outputs(tmp_path)["verdict"] == "error"
+
+
+def test_publish__valid_verdict_is_rendered_here_never_taken_from_the_folder(gh, session, result, tmp_path):
+    (result / "comment.md").write_text(FORGED)
+    (result / "summary.md").write_text(FORGED)
+    _publish([str(result)], _env(gh, tmp_path), session)
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "FAIL" in comment["body"]
+    _assert_no_forged_markdown(gh, tmp_path)
+
+
+def test_publish__rendering_failure_posts_the_escaped_fallback(gh, session, result, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise TypeError("a template bug")
+
+    monkeypatch.setattr(report, "render_comment", broken)
+    monkeypatch.setattr(report, "render_summary", broken)
+    (result / "comment.md").write_text(FORGED)
+    (result / "summary.md").write_text(FORGED)
+    _forge(result, headline="FAIL: <img src=x onerror=alert(1)> [x](https://evil.example) @octo/team")
+    code, _ = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1 and gh.statuses[0]["state"] == "failure"
+    (comment,) = gh.comments[("octo/gate", 7)]
+    body = comment["body"]
+    assert comment_marker("parity-gate") in body and "could not be rendered" in body
+    assert "<img" not in body and "&lt;img" in body and "\\[x\\]" in body and "@octo" not in body
+    _assert_no_forged_markdown(gh, tmp_path)
+
+
+# ------------------------------------------------------------------ workflow_run links the gate run
+def test_publish__workflow_run_links_the_gate_run(gh, session, result, tmp_path):
+    (result / "github.json").write_text(ResultOrigin("octo/gate", 7, HEAD, "pull_request", "1").to_json())
+    gh.add_pull("octo/gate", 7, HEAD)
+    _publish([str(result)], _env(gh, tmp_path, "workflow_run", "workflow_run_fork"), session)
+    gate_run = "https://github.example/octo/gate/actions/runs/556"  # workflow_run.id, not GITHUB_RUN_ID
+    assert gh.statuses[0]["target_url"] == gate_run
+    assert gh.check_runs[0]["details_url"] == gate_run
+    assert "/runs/4242" not in gh.comments[("octo/gate", 7)][0]["body"]

@@ -1,7 +1,9 @@
 """`parity-gate action` (the container entrypoint) against the fake GitHub server."""
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -10,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gate import cli
-from gate.action import ActionSettings, run_action
+from gate import action, cli, diagnose
+from gate.action import ActionSettings, run_action, withhold_tokens
 from gate.errors import BadInput, InfraError
 from gate.publish import Runtime
 from tests.fake_github import FakeGitHub
@@ -63,6 +65,97 @@ def test_action__settings_accept_docker_style_hyphen_names_and_hide_token():
                                  "INPUT_FAIL-ON": "never"})
     assert s.github_token == "tok123" and "tok123" not in repr(s)
     assert s.engine_args == ("enforce_eager=true", "max_num_seqs=64") and s.fail_on == "never"
+
+
+def test_action__settings_fall_back_to_github_token():
+    s = ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "GITHUB_TOKEN": "from-env"})
+    assert s.github_token == "from-env"
+    s = ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "GITHUB_TOKEN": "from-env",
+                                 "INPUT_GITHUB_TOKEN": "from-input"})
+    assert s.github_token == "from-input"
+
+
+def test_action__withhold_tokens_removes_every_github_token_and_keeps_the_rest():
+    env = {"INPUT_GITHUB_TOKEN": "a", "INPUT_GITHUB-TOKEN": "b", "GITHUB_TOKEN": "c", "GH_TOKEN": "d",
+           "ACTIONS_RUNTIME_TOKEN": "e", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "f", "ACTIONS_ID_TOKEN_REQUEST_URL": "g",
+           "INPUT_RELEASE_TOKEN": "h", "GITHUB_PAT": "i", "HF_TOKEN": "keep", "GITHUB_REPOSITORY": "o/r",
+           "INPUT_SUITE": "s"}
+    removed = withhold_tokens(env)
+    assert env == {"HF_TOKEN": "keep", "GITHUB_REPOSITORY": "o/r", "INPUT_SUITE": "s"}
+    assert set(removed) == set("INPUT_GITHUB_TOKEN INPUT_GITHUB-TOKEN GITHUB_TOKEN GH_TOKEN ACTIONS_RUNTIME_TOKEN "
+                               "ACTIONS_ID_TOKEN_REQUEST_TOKEN ACTIONS_ID_TOKEN_REQUEST_URL INPUT_RELEASE_TOKEN "
+                               "GITHUB_PAT".split())
+
+
+SECRETS = {"INPUT_GITHUB_TOKEN": TOKEN, "GITHUB_TOKEN": TOKEN, "GH_TOKEN": "gh-cli-LEAKCHECK-1",
+           "ACTIONS_RUNTIME_TOKEN": "runtime-LEAKCHECK-2", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "oidc-LEAKCHECK-3"}
+# What code under test would run to look for a token: its environment, as
+# Python and as the kernel see it.
+PROBE = ("import json, os; print(json.dumps([dict(os.environ), "
+         "open('/proc/self/environ', 'rb').read().decode('utf-8', 'replace')]))")
+
+
+def test_action__no_process_started_by_the_check_can_read_the_token(gh, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith(("GITHUB_", "INPUT_", "ACTIONS_", "GH_"))]:
+        monkeypatch.delenv(key)
+    for key, value in {**_env(gh, tmp_path), **SECRETS, "HF_TOKEN": "hf-model-access"}.items():
+        monkeypatch.setenv(key, value)
+    seen: dict[str, str] = {}
+    copy = _copy_result("fail")
+
+    def check(argv: list[str]) -> int:
+        # The engine's own process, a child it starts, and a diagnosis child.
+        seen["check's process"] = json.dumps(dict(os.environ))
+        seen["child"] = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                                       check=True, timeout=60).stdout
+        log = tmp_path / "diagnosis.log"
+        assert diagnose.run_child([sys.executable, "-c", PROBE], log, 60).returncode == 0
+        seen["diagnosis child"] = log.read_text()
+        return copy(argv)
+
+    assert action.run(argparse.Namespace(), check=check) == 1
+    assert set(seen) == {"check's process", "child", "diagnosis child"}
+    for where, text in seen.items():
+        for name, secret in SECRETS.items():
+            assert secret not in text, f"{name} is readable in the {where}"
+            assert f'"{name}"' not in text and f"{name}=" not in text, f"{name} is set in the {where}"
+        assert "hf-model-access" in text  # a model's own credentials stay
+    # ... while the publish step still writes, with the token from the settings
+    assert [s["state"] for s in gh.statuses] == ["pending", "failure"]
+    assert gh.comments[("octo/gate", 7)] and gh.check_runs
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in gh.requests)
+
+
+def test_action__forged_precomputed_verdict_posts_error_not_pending(gh, session, tmp_path):
+    result = tmp_path / "precomputed"
+    shutil.copytree(FIXTURES / "results" / "pass", result)
+    verdict = json.loads((result / "verdict.json").read_text())
+    verdict["warnings"] = {}
+    (result / "verdict.json").write_text(json.dumps(verdict))
+    (result / "comment.md").write_text("FORGED-MARKDOWN")
+    env = _env(gh, tmp_path, result_dir=str(result), suite="", golden="")
+    with pytest.raises(BadInput, match="INPUT_RESULT_DIR=.*warnings"):
+        _run(env, session, lambda argv: pytest.fail("check must not run"))
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+    assert "the result is invalid" in gh.statuses[-1]["description"]
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "FORGED" not in comment["body"]
+
+
+def test_action__check_that_wrote_a_forged_verdict_is_an_error(gh, session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy = _copy_result("pass")
+
+    def check(argv: list[str]) -> int:
+        copy(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "verdict.json").write_text('{"schema": "parity-gate/verdict", "version": 1, "verdict": "pass"}')
+        return 0
+
+    with pytest.raises(BadInput, match="verdict.json"):
+        _run(_env(gh, tmp_path), session, check)
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
 
 
 def test_action__pending_then_result_and_check_argv(gh, session, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
+from gate.github_api import ACTIONS_BOT, ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
 from tests.fake_github import FakeGitHub
 
 TOKEN = "ghs_unit-token-0123456789"
@@ -157,3 +157,60 @@ def test_github_api__token_not_sent_to_other_hosts(gh, session):
 
 def test_github_api__repr_has_no_token(gh, session):
     assert TOKEN not in repr(_api(gh, session))
+
+
+# ------------------------------------------------------------------ who the token is
+def test_github_api__installation_token_writes_as_github_actions_bot(gh, session):
+    api = _api(gh, session)
+    assert api.token_login() == ACTIONS_BOT == gh.author["login"]
+    assert api.token_login() == ACTIONS_BOT
+    assert [r.status for r in gh.requests_to("GET", "^/user$")] == [403]  # asked once
+
+
+def test_github_api__personal_token_writes_as_its_user(session):
+    with FakeGitHub(token=TOKEN, login="octocat") as gh:
+        assert _api(gh, session).token_login() == "octocat"
+
+
+def test_github_api__bad_credentials_are_not_taken_for_an_installation_token(gh, session):
+    api = GitHubAPI(session, gh.url, "wrong-token", sleep=Sleeps())
+    with pytest.raises(PermissionDenied, match="Bad credentials"):
+        api.token_login()
+
+
+# ------------------------------------------------------------------ creating exactly once
+def _create_comment_once(api: GitHubAPI, body: str = "hi") -> dict:
+    def lookup():
+        return next((c for c in api.issue_comments("o/r", 1) if c["body"] == body), None)
+    return api.create_once("create the comment", lambda: api.create_comment("o/r", 1, body), lookup)
+
+
+def test_github_api__create_once_502_502_then_created_once(gh, session):
+    gh.fail("POST", "/issues/1/comments", 502, times=2)
+    sleeps = Sleeps()
+    made = _create_comment_once(_api(gh, session, sleeps))
+    assert [(r.method, r.status) for r in gh.requests] == [
+        ("POST", 502), ("GET", 200), ("POST", 502), ("GET", 200), ("POST", 201)]
+    assert sleeps == [1.0, 2.0] and made["body"] == "hi" and len(gh.comments[("o/r", 1)]) == 1
+
+
+def test_github_api__create_once_finds_what_a_lost_answer_created(gh, session):
+    gh.fail("POST", "/issues/1/comments", 502, times=2, after=True)  # created, answer lost
+    made = _create_comment_once(_api(gh, session))
+    assert len(gh.requests_to("POST", "/comments")) == 1 and len(gh.comments[("o/r", 1)]) == 1
+    assert made["id"] == gh.comments[("o/r", 1)][0]["id"]
+
+
+def test_github_api__create_once_gives_up_after_attempts(gh, session):
+    gh.fail("POST", "/issues/1/comments", 502, times=-1)
+    sleeps = Sleeps()
+    with pytest.raises(MaybeApplied, match="HTTP 502"):
+        _create_comment_once(_api(gh, session, sleeps, attempts=3))
+    assert len(gh.requests_to("POST", "/comments")) == 3 and sleeps == [1.0, 2.0]
+    assert ("o/r", 1) not in gh.comments
+
+
+def test_github_api__create_once_tries_at_least_3_times(gh, session):
+    gh.fail("POST", "/issues/1/comments", 503, times=2)
+    _create_comment_once(_api(gh, session, attempts=1))
+    assert len(gh.comments[("o/r", 1)]) == 1

@@ -46,6 +46,28 @@ def test_github_context__workflow_run_takes_head_sha_and_pr_from_payload():
     assert (ctx.pr_number, ctx.head_sha, ctx.triggering_run_id, ctx.from_fork) == (7, HEAD, 555, False)
 
 
+def test_github_context__workflow_run_links_the_gate_run_not_this_one(tmp_path):
+    ctx = context_from_env(_env("workflow_run", GITHUB_SERVER_URL="https://github.example"))
+    assert ctx.run_url == "https://github.example/octo/gate/actions/runs/99"
+    assert ctx.gate_run_url == "https://github.example/octo/gate/actions/runs/555"
+    payload = json.loads((EVENTS / "workflow_run.json").read_text())
+    payload["workflow_run"]["run_attempt"] = 2
+    (tmp_path / "e.json").write_text(json.dumps(payload))
+    ctx = context_from_env(_env("workflow_run", GITHUB_EVENT_PATH=str(tmp_path / "e.json"), GITHUB_RUN_ATTEMPT="3"))
+    assert ctx.gate_run_url == "https://github.com/octo/gate/actions/runs/555/attempts/2"
+
+
+def test_github_context__other_events_link_this_run():
+    ctx = context_from_env(_env("pull_request", GITHUB_RUN_ATTEMPT="2"))
+    assert ctx.gate_run_url == ctx.run_url == "https://github.com/octo/gate/actions/runs/99/attempts/2"
+
+
+def test_github_context__workflow_run_bad_run_attempt(tmp_path):
+    (tmp_path / "e.json").write_text(json.dumps({"workflow_run": {"id": 5, "run_attempt": "2"}}))
+    with pytest.raises(BadInput, match="workflow_run.run_attempt '2' is not a positive integer"):
+        context_from_env({"GITHUB_EVENT_NAME": "workflow_run", "GITHUB_EVENT_PATH": str(tmp_path / "e.json")})
+
+
 def test_github_context__workflow_run_of_fork_has_no_pr_until_origin_fills_it():
     ctx = context_from_env(_env("workflow_run", "workflow_run_fork"))
     assert (ctx.pr_number, ctx.head_sha, ctx.from_fork) == (None, HEAD, True)

@@ -69,12 +69,38 @@ def test_workflow_commands__annotation_escapes_untrusted_text():
     assert line.count("\n") == 1
 
 
-def test_workflow_commands__at_most_50_annotations():
+def test_workflow_commands__at_most_10_annotations_a_level_and_the_note_is_shown():
     out = io.StringIO()
     written = emit_annotations(out, [("error", "t", f"m{i}") for i in range(120)])
     lines = out.getvalue().splitlines()
-    assert written == 49 and len(lines) == 50
-    assert lines[-1].startswith("::warning") and "71 more annotations" in lines[-1]
+    assert written == 10 and len(lines) == 11
+    assert sum(line.startswith("::error") for line in lines) == 10
+    assert lines[-1].startswith("::warning") and "110 more annotations" in lines[-1]
+
+
+def test_workflow_commands__too_many_warnings_keep_room_for_the_note():
+    out = io.StringIO()
+    items = [("error", "t", f"e{i}") for i in range(5)] + [("warning", "t", f"w{i}") for i in range(30)]
+    assert emit_annotations(out, items) == 14
+    lines = out.getvalue().splitlines()
+    warnings = [line for line in lines if line.startswith("::warning")]
+    assert sum(line.startswith("::error") for line in lines) == 5
+    assert len(warnings) == 10  # GitHub shows 10: nine of ours and the note
+    assert warnings[-1] == lines[-1] and "21 more annotations left out" in lines[-1]
+
+
+def test_workflow_commands__warnings_already_written_in_the_step_count():
+    out = io.StringIO()
+    assert emit_annotations(out, [("warning", "t", f"w{i}") for i in range(12)], used={"warning": 3}) == 6
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 7 and "6 more annotations" in lines[-1]
+
+
+def test_workflow_commands__within_the_limits_no_note():
+    out = io.StringIO()
+    items = [(level, "t", f"{level}{i}") for level in ("error", "warning", "notice") for i in range(10)]
+    assert emit_annotations(out, items) == 30
+    assert "more annotations" not in out.getvalue()
 
 
 # ------------------------------------------------------------------ runner files that are not files
