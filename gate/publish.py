@@ -69,7 +69,7 @@ class Outcome:
 
 def load_outcome(result_dir: Path, fail_on: str | None = None) -> Outcome:
     verdict = read_verdict(result_dir)  # BadInput (exit 2) when missing or malformed
-    failed = verdict["verdict"] == "fail"
+    failed = verdict["verdict"] != "pass"  # fail, and inconclusive: never a green check on missing evidence
     if fail_on == "regression":
         code = EXIT_REGRESSION if failed else EXIT_PASS
     elif fail_on == "never":
@@ -350,7 +350,7 @@ class Publisher:
         append_step_summary(self.ctx.step_summary_path, summary,
                             "\n\n*(summary truncated at the 1 MiB step-summary limit)*\n")
         rd = outcome.result_dir
-        outputs = {"verdict": {"success": "pass", "failure": "fail"}.get(outcome.state, "error"),
+        outputs = {"verdict": (outcome.verdict or {}).get("verdict") or "error",
                    "exit-code": str(outcome.exit_code), "headline": outcome.headline}
         if rd is not None:
             outputs["result-dir"] = str(rd)

@@ -391,3 +391,21 @@ def test_publish__workflow_run_links_the_gate_run(gh, session, result, tmp_path)
     assert gh.statuses[0]["target_url"] == gate_run
     assert gh.check_runs[0]["details_url"] == gate_run
     assert "/runs/4242" not in gh.comments[("octo/gate", 7)][0]["body"]
+
+
+def test_publish__inconclusive_verdict_is_a_failure_status_never_a_green_check(gh, session, passed, tmp_path):
+    """Not enough evidence must not turn a required check green, whatever
+    --fail-on regression makes of the exit code."""
+    import json
+
+    vpath = passed / "verdict.json"
+    v = json.loads(vpath.read_text())
+    v.update(verdict="inconclusive", exit_code=1,
+             headline="INCONCLUSIVE: not enough evidence to pass 1 of 1 configs ('hot': no check had enough evidence)")
+    vpath.write_text(json.dumps(v))
+    code, _ = _publish([str(passed), "--fail-on", "regression"], _env(gh, tmp_path), session)
+    assert code == 1
+    assert [s["state"] for s in gh.statuses] == ["failure"]
+    assert _outputs(tmp_path)["verdict"] == "inconclusive"
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "INCONCLUSIVE" in comment["body"]
