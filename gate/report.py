@@ -311,7 +311,7 @@ def _view(v: dict[str, Any], level: _Level) -> dict[str, Any]:
     return {
         "verdict": v["verdict"],
         "passed": v["verdict"] == "pass",
-        "blocking": v.get("exit_code", 1 if v["verdict"] == "fail" else 0) != 0,
+        "blocking": v.get("exit_code", 1 if v["verdict"] != "pass" else 0) != 0,
         "mode": v.get("mode", "check"),
         "headline": v["headline"],
         # The headline already starts with "FAIL:"/"PASS:"; the title says that.
