@@ -63,7 +63,7 @@ def _suite(work: Path, model: Path, cpu: bool) -> Path:
     rng = random.Random(20261127)
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     n, lo, hi, new = (8, 8, 24, 16) if cpu else (N_PROMPTS, MIN_LEN, MAX_LEN, NEW_TOKENS)
-    lines = [f"name: gpu-tier", f"model: {model}", "engine:",
+    lines = ["name: gpu-tier", f"model: {model}", "engine:",
              f"  dtype: {'float32' if cpu else 'bfloat16'}", "  seed: 0", "  max_model_len: 512",
              "  logprobs_mode: raw_logprobs", "  enable_prefix_caching: false"]
     if not cpu:

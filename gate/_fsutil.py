@@ -152,7 +152,7 @@ def _protected() -> list[tuple[Path, str]]:
     return out
 
 
-def _owned(folder: Path, names: frozenset[str]) -> list[str]:
+def _foreign(folder: Path, names: frozenset[str]) -> list[str]:
     """Entries of `folder` that parity-gate did not write (empty: all ours).
     Leftover temp files of an interrupted atomic write are ours too."""
     return sorted(e.name for e in os.scandir(folder)
@@ -233,7 +233,7 @@ class StagedDir:
             return "empty"
         if not force:
             raise BadInput(f"{self.what} {self.out} exists and is not empty", "choose an empty folder or pass --force")
-        foreign = _owned(self.out, self._owned)
+        foreign = _foreign(self.out, self._owned)
         if foreign:
             raise BadInput(f"{self.what} {self.out} holds files parity-gate did not write ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}); --force replaces only parity-gate's own folders",
@@ -292,7 +292,7 @@ class StagedDir:
         elif not self.out.exists() or not any(self.out.iterdir()):
             now = "empty"
         else:
-            now = "ours" if self._start_state == "ours" and not _owned(self.out, self._owned) else "foreign"
+            now = "ours" if self._start_state == "ours" and not _foreign(self.out, self._owned) else "foreign"
         if now == "foreign":
             kept, self.dir = self.dir, None  # not ours to replace, and not ours to throw away
             raise InfraError(f"{self.what} {self.out} was written by something else while this run ran; "

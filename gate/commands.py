@@ -274,14 +274,10 @@ def check(args: argparse.Namespace) -> int:
     check_prompt_lengths(suite, g_prompts, engine_args)
     stage = _Stage(args.out, force=args.force,
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
-    try:
-        validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
-    except BaseException:
-        stage.discard()
-        raise
     stage_name = "engine start"
     engine = None
     try:
+        validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
         with _writing(args.out):
             engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine)
             if args.engine == "hf":  # teacher-forced only: it cannot sample

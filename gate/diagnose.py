@@ -33,6 +33,7 @@ import numpy as np
 
 from gate._fsutil import atomic_write_text
 from gate.errors import BadInput
+from gate.semantics import semantics_sentence
 from gate.trace import read_trace
 from gate.verdict import read_verdict, write_verdict
 
@@ -564,12 +565,7 @@ def diagnose(*, suite: Path, golden: Path, verdict: dict[str, Any], work_dir: Pa
             start = drift_start(golden, result_dir, tol)
         except BadInput as exc:  # the traces are optional evidence
             log.warning("diagnosis: drift start not computed: %s", exc.what)
-        try:
-            from gate.semantics import compare_semantics
-
-            semantics = compare_semantics(golden, result_dir)
-        except BadInput as exc:
-            log.warning("diagnosis: logprob semantics not computed: %s", exc.what)
+        semantics = semantics_sentence((verdict.get("measures") or {}).get("per_config") or {})
     out = summarize(baseline, outcomes, fixed, start, semantics, budget_s)
     out["gpu_memory_before"] = gpu
     return out

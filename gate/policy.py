@@ -210,8 +210,6 @@ def _evidence(spec: CheckSpec, group: dict[str, Any]) -> tuple[int, int]:
     if spec.channel == "free_run":
         n = summary.get("sequences") or 0
         return n, n
-    if spec.channel == "semantics":
-        return summary.get("tokens") or 0, summary.get("reference_tokens") or 0
     return summary.get("tokens") or 0, summary.get("reference_tokens") or 0
 
 

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from gate.trace import Record, Scores, read_trace
+from gate.trace import Record, Scores
 
 __all__ = ["Relation", "own_scores", "relation_pairs", "relations_of", "compare_relations", "classify", "judge",
-           "compare_semantics", "describe", "matters", "NOISE_SIGMAS", "SHIFT_FLOOR"]
+           "semantics_sentence", "describe", "matters", "NOISE_SIGMAS", "SHIFT_FLOOR"]
 
 NOISE_SIGMAS = 6.0    # allowed shift = floor + this many combined standard errors
 SHIFT_FLOOR = 0.02    # default floor: GPU bf16 raw slopes spread 0.9984..0.9998; T=0.7 moves the slope by 0.43
@@ -221,30 +220,23 @@ def relations_of(records: Iterable[Record]) -> dict[str, Relation]:
     return out
 
 
-def compare_semantics(golden: Path, candidate: Path) -> dict[str, Any]:
-    """Both sides' semantics per config, and one plain sentence (diagnosis)."""
-    sides = {}
-    sampling: dict[str, Any] = {}
-    for name, loc in (("golden", golden), ("candidate", candidate)):
-        reader = read_trace(loc)
-        sampling = {**(reader.manifest.suite.get("sampling") or {}), **sampling}
-        sides[name] = {c: r.summary() for c, r in relations_of(reader.records()).items()}
+def semantics_sentence(per_config: dict[str, Any]) -> dict[str, Any]:
+    """Both sides' semantics per config, and one plain sentence (diagnosis),
+    from what the comparison already judged (`measures.per_config[*].semantics`
+    of a verdict): nothing is read or fitted twice."""
     lines, changed = [], False
     result: dict[str, Any] = {"golden": {}, "candidate": {}}
-    for config in sorted(set(sides["golden"]) | set(sides["candidate"])):
-        params = sampling.get(config) or {}
-        if not matters(params):
+    for config in sorted(per_config):
+        sem = (per_config[config] or {}).get("semantics") or {}
+        if not sem.get("matters"):
             continue
-        g, c = sides["golden"].get(config), sides["candidate"].get(config)
-        verdict = judge(g, c, params)
-        gm, cm = verdict["reference_mode"], verdict["candidate_mode"]
-        result["golden"][config] = {"mode": gm, "relation": g, "params": describe(params)}
-        result["candidate"][config] = {"mode": cm, "relation": c, "params": describe(params)}
+        gm, cm, params = sem.get("reference_mode"), sem.get("candidate_mode"), sem.get("params")
+        result["golden"][config] = {"mode": gm, "relation": sem.get("reference"), "params": params}
+        result["candidate"][config] = {"mode": cm, "relation": sem.get("candidate"), "params": params}
         if gm != cm:
             changed = True
-            lines.append(f"config '{config}' ({describe(params)}): golden sampler logprobs were {gm}; "
-                         f"under test they are {cm}")
+            lines.append(f"config '{config}' ({params}): golden sampler logprobs were {gm}; under test they are {cm}")
         else:
-            lines.append(f"config '{config}' ({describe(params)}): both {gm}")
+            lines.append(f"config '{config}' ({params}): both {gm}")
     result.update(changed=changed, summary="; ".join(lines) or None)
     return result
