@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gate._fsutil import atomic_write_text
+from gate.compare import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
 from gate.diagnose import error_line, run_child
 from gate.errors import BadInput, InfraError
 from gate.verdict import read_verdict
@@ -121,7 +122,6 @@ def p99_interval(value: float | None) -> tuple[float, float] | None:
         return None
     if value <= 0:
         return (0.0, 0.0)
-    from gate.compare import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
 
     low, high = 10.0 ** HIST_MIN_EXP, 10.0 ** HIST_MAX_EXP
     if value <= low * (1 + 1e-9):

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from gate._fsutil import StagedDir, atomic_write_text, disk_error
 from gate.compare import compare_traces
+from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
@@ -329,8 +330,6 @@ def check(args: argparse.Namespace) -> int:
             stage.keep_traces(exc, "compare")
         raise
     if args.diagnose and verdict["verdict"] != "pass":
-        from gate.diagnose import diagnose_result_dir
-
         diagnosis = diagnose_result_dir(args.suite, args.golden, args.out, args.engine_arg, args.diagnose_budget,
                                         args.policy)
         print(f"  diagnosis: {diagnosis['summary']}")

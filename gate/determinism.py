@@ -20,7 +20,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gate import replay
 from gate._fsutil import atomic_write_text
+from gate.engine import Request
+from gate.identity import model_vocab_size
+from gate.suite import load_suite
 
 __all__ = ["measure_determinism", "compare_scores", "add_arguments", "run"]
 
@@ -112,15 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gate import replay as c
-    from gate.engine import Request
-    from gate.identity import model_vocab_size
-    from gate.suite import load_suite
-
     suite = load_suite(args.suite)
-    engine_args = dict(suite.engine, **c.engine_overrides(args.engine_arg))
-    engine = c.start_engine(suite.model, engine_args, suite.engine_lines)
-    prompts = c.tokenize_prompts(suite, engine, model_vocab_size(suite.model))
+    engine_args = dict(suite.engine, **replay.engine_overrides(args.engine_arg))
+    engine = replay.start_engine(suite.model, engine_args, suite.engine_lines)
+    prompts = replay.tokenize_prompts(suite, engine, model_vocab_size(suite.model))
     report: dict[str, Any] = {"engine_args": engine.resolved(), "configs": {}}
     for s in suite.sampling:
         p = s.params

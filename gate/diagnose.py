@@ -33,6 +33,7 @@ import numpy as np
 
 from gate._fsutil import atomic_write_text
 from gate.errors import BadInput
+from gate.report import render_result
 from gate.semantics import semantics_sentence
 from gate.trace import read_trace
 from gate.verdict import read_verdict, write_verdict
@@ -586,8 +587,6 @@ def diagnose_result_dir(suite: Path, golden: Path, result_dir: Path, engine_args
                          budget_s=budget_s, policy=policy, result_dir=result_dir, runner=runner)
     verdict["diagnosis"] = diagnosis
     write_verdict(result_dir, verdict)
-    from gate.report import render_result
-
     render_result(result_dir)
     atomic_write_text(work / "diagnosis.json", json.dumps(diagnosis, indent=1, default=str) + "\n")
     return diagnosis

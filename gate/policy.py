@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gate._yaml import load_yaml
 from gate.compare import ComparisonResult, Tolerance
 from gate.errors import BadInput
 from gate.semantics import SHIFT_FLOOR
@@ -166,8 +167,6 @@ def parse_policy(data: Any, where: str, base: Policy = DEFAULT_POLICY,
 
 
 def load_policy(path: Path, base: Policy = DEFAULT_POLICY, configs: set[str] | None = None) -> Policy:
-    from gate.suite import load_yaml  # one YAML loader with line numbers for the whole project
-
     data = load_yaml(path)
     return parse_policy(data, str(path), base, configs)
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gate import __version__
+from gate.engine import Engine, Request
 from gate.errors import BadInput
+from gate.hf_engine import HFEngine
 from gate.suite import Suite, parse_engine_arg, prompt_hash, workload_hash
 from gate.semantics import relations_of
 from gate.trace import Manifest, Record
@@ -101,14 +103,8 @@ def arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
 
 
 def start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str], kind: str = "vllm"):
-    if kind == "hf":
-        from gate.hf_engine import HFEngine
-
-        engine = HFEngine(model, dtype="float32")
-    else:
-        from gate.engine import Engine  # the only import of vllm, deferred
-
-        engine = Engine(model, engine_args)
+    # Both adapters import vllm / torch only when the engine starts.
+    engine = HFEngine(model, dtype="float32") if kind == "hf" else Engine(model, engine_args)
     t = time.monotonic()
     engine.start(lines)
     log.info("engine started in %.1fs", time.monotonic() - t)
@@ -119,8 +115,6 @@ def run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[i
               sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
     """Replay the plan. `forced_ids` (check) gives the golden completion ids to
     score; when None (record) the run's own free-run tokens are scored."""
-    from gate.engine import Request
-
     state: dict[tuple, dict[str, Any]] = {}
     for call in calls:
         keys = [tuple(k) for k in call["requests"]]

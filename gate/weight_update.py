@@ -44,8 +44,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from gate import replay  # the check path's own replay: same calls, same batches
+from gate.compare import compare_traces
 from gate.diagnose import GPU_MEMORY_HINT, _fmt, error_line, is_gpu_memory_error, run_child
-from gate.errors import BadInput, InfraError
+from gate.errors import BadInput, GateError, InfraError
+from gate.identity import model_identity
+from gate.policy import DEFAULT_POLICY, evaluate, parse_policy
+from gate.report import render_result
+from gate.suite import load_suite
+from gate.trace import TraceWriter, read_trace
+from gate.verdict import build_verdict, write_verdict
 
 __all__ = ["update_weights_in_place", "replay_update", "run_worker", "judge", "weight_update_check",
            "diagnose_update", "add_arguments", "run", "REFERENCE", "UPDATED", "RESET", "WEIGHT_UPDATE_POLICY"]
@@ -90,16 +98,14 @@ def replay_update(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, l
     (`completions`: the reference's tokens, scored in the scoring calls).
     With `reset_cache`, calls it and replays once more. Returns (info,
     {"updated": state, "reset": state})."""
-    from gate import replay as c  # the check path's own replay: same calls, same batches
-
-    c.run_plan(engine, [x for x in calls if x["kind"] == "free"], prompts, sampling, None)
+    replay.run_plan(engine, [x for x in calls if x["kind"] == "free"], prompts, sampling, None)
     t = time.monotonic()
     info: dict[str, Any] = {"mechanism": push(), "prefix_cache_reset": False}
     info["update_seconds"] = round(time.monotonic() - t, 3)
-    states = {UPDATED: c.run_plan(engine, calls, prompts, sampling, completions)}
+    states = {UPDATED: replay.run_plan(engine, calls, prompts, sampling, completions)}
     if reset_cache is not None:
         info["prefix_cache_reset"] = bool(reset_cache())
-        states[RESET] = c.run_plan(engine, calls, prompts, sampling, completions)
+        states[RESET] = replay.run_plan(engine, calls, prompts, sampling, completions)
     return info, states
 
 
@@ -108,11 +114,6 @@ def run_worker(suite_path: Path, reference: Path, out: Path, weights_from: Path,
     """One engine, in this process: start on `weights_from` (A), then
     `replay_update` against the reference golden (recorded on B), writing
     out/updated and (with `reset`) out/reset."""
-    from gate import replay as c
-    from gate.identity import model_identity
-    from gate.suite import load_suite
-    from gate.trace import TraceWriter, read_trace
-
     suite = load_suite(suite_path)
     ref = read_trace(reference)
     manifest = ref.manifest
@@ -126,8 +127,8 @@ def run_worker(suite_path: Path, reference: Path, out: Path, weights_from: Path,
     if not calls:
         raise BadInput(f"{reference}: reference has no batch plan", "re-run parity-gate weight-update")
     # the reference's batch shape, as `check` replays it
-    engine_args = c.replay_engine_args(suite.engine, c.engine_overrides(overrides), manifest)
-    engine = c.start_engine(Path(weights_from), engine_args, suite.engine_lines)
+    engine_args = replay.replay_engine_args(suite.engine, replay.engine_overrides(overrides), manifest)
+    engine = replay.start_engine(Path(weights_from), engine_args, suite.engine_lines)
     info, states = replay_update(engine, calls, prompts, completions, sampling,
                                  push=lambda: update_weights_in_place(engine.llm, suite.model),
                                  reset_cache=engine.llm.reset_prefix_cache if reset else None)
@@ -135,10 +136,10 @@ def run_worker(suite_path: Path, reference: Path, out: Path, weights_from: Path,
     texts = {k: v.get("text") for k, v in (manifest.suite.get("prompts") or {}).items()}
     model_id = model_identity(suite.model)  # the engine holds B's weights now
     for name, state in states.items():
-        man = c.build_manifest("obtained", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
+        man = replay.build_manifest("obtained", engine, suite, engine_args, model_id, prompts, texts, sampling, calls)
         man.extra.update(weight_update=dict(info, trace=name))
         with TraceWriter(out / name, man) as writer:
-            for rec in c.build_records(engine, state, prompts, sampling):
+            for rec in replay.build_records(engine, state, prompts, sampling):
                 writer.write(rec)
     return info
 
@@ -162,9 +163,6 @@ WEIGHT_UPDATE_POLICY = {"checks": {"free_run.exact_match_rate": 1.0}}
 
 
 def _policy(suite_path: Path):
-    from gate.policy import DEFAULT_POLICY, parse_policy
-    from gate.suite import load_suite
-
     s = load_suite(suite_path)
     configs = {x.name for x in s.sampling}
     base = parse_policy(WEIGHT_UPDATE_POLICY, "weight-update defaults", DEFAULT_POLICY, configs)
@@ -177,11 +175,6 @@ def judge(work: Path, out: Path, suite: Path, weights_from: Path, overrides: lis
     (`reset` with `reset_in_run`, else `updated`) against the fresh reference,
     with a diagnosis from the reset replay when the stale one fails. Writes
     out/verdict.json and the reports; returns the verdict."""
-    from gate.compare import compare_traces
-    from gate.policy import evaluate
-    from gate.trace import read_trace
-    from gate.verdict import build_verdict, write_verdict
-
     t0 = time.monotonic()
     overrides = list(overrides or [])
     work, out = Path(work), Path(out)
@@ -208,8 +201,6 @@ def judge(work: Path, out: Path, suite: Path, weights_from: Path, overrides: lis
     main["weight_update"] = dict(info, reference="fresh engine on B: parity-gate record, same batch plan",
                                  compared="decode vs decode, prefill vs prefill")
     write_verdict(out, main)
-    from gate.report import render_result
-
     render_result(out)
     return main
 
@@ -291,8 +282,6 @@ def _worker_main(argv: list[str]) -> int:
     """`python -m gate.weight_update --worker ...`: the update worker's own
     process. Errors end in one `parity-gate: <kind>: ...` line, like the CLI,
     so the parent can show the real cause."""
-    from gate.errors import GateError
-
     p = argparse.ArgumentParser(prog="gate.weight_update --worker")
     p.add_argument("--suite", type=Path, required=True)
     p.add_argument("--from", dest="weights_from", type=Path, required=True)
