@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("gate.commands", "run the suite on vLLM and write golden traces"),
     "check": ("gate.commands", "run the vLLM under test and compare against a golden"),
     "compare": ("gate.commands", "compare two trace sets offline (no engine)"),
+    "merge": ("gate.commands", "merge the results of 'check --shard I/N' into one verdict and report"),
     "report": ("gate.report", "re-render comment.md, report.html and summary.md from a result dir"),
     "publish": ("gate.publish", "post a result to GitHub: sticky comment, commit status, outputs"),
     "action": ("gate.action", "container entrypoint: check, then publish, from the action's inputs"),
@@ -103,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"parity-gate: {exc.kind}: {_one_line(exc.line())}\n")
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        sys.stderr.write(f"parity-gate: interrupted{' (SIGTERM)' if isinstance(exc, _Terminated) else ''}\n")
+        # record/check add how much engine work is saved for a resume
+        saved = getattr(exc, "resume", None)
+        sys.stderr.write(f"parity-gate: interrupted{' (SIGTERM)' if isinstance(exc, _Terminated) else ''}"
+                         f"{'; ' + _one_line(saved) if saved else ''}\n")
         return EXIT_INFRA
     except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and a documented code
         if args.verbose:

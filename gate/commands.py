@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import shlex
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,15 +23,18 @@ from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
-from gate.replay import (arg_lines, build_manifest, build_records, check_vocab, engine_overrides, plan,
-                         prompt_where, rel_path, replay_engine_args, run_plan, start_engine, tokenize_prompts)
+from gate.checkpoint import Checkpoint, file_sha256, run_identity
+from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
+                         plan, prompt_where, rel_path, replay_engine_args, run_calls, start_engine, tokenize_prompts)
+from gate.semantics import relations_of
+from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, restrict, shard_info, shard_prompts
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
-from gate.suite import Suite, check_prompt_lengths, load_suite, prompt_hash, validate_with_vllm
+from gate.suite import Suite, check_prompt_lengths, load_suite, prompt_hash, validate_with_vllm, workload_hash
 from gate.trace import Manifest, TraceWriter, read_trace, trace_path
-from gate.verdict import build_verdict, text_summary, write_verdict
+from gate.verdict import build_verdict, read_verdict, text_summary, write_verdict
 
-__all__ = ["add_arguments", "run", "record", "check", "compare"]
+__all__ = ["add_arguments", "run", "record", "check", "compare", "merge"]
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.json"
@@ -58,7 +63,25 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="on failure, rerun ablations to name the likely cause (docs/diagnosis.md)")
         parser.add_argument("--diagnose-budget", type=float, default=300.0, metavar="SECONDS",
                             help="time budget for --diagnose (default 300)")
-    if name in ("check", "compare"):
+    if name in ("record", "check"):
+        parser.add_argument("--shard", metavar="I/N",
+                            help="run shard I of N: the suite's prompts split round robin by sorted id "
+                                 "(merge the shards' results with 'parity-gate merge')")
+        parser.add_argument("--no-resume", action="store_true",
+                            help="start over instead of continuing an unfinished run into the same --out")
+        parser.add_argument("--quiet", action="store_true", help="no progress output")
+        parser.add_argument("--progress-interval", type=float, default=30.0, metavar="SECONDS",
+                            help="without a terminal, print a progress line at most this often (default 30)")
+    if name == "record":
+        parser.add_argument("--call-size", type=int, default=DEFAULT_CALL_SIZE, metavar="N",
+                            help=f"requests per generate() call in the batch plan (default {DEFAULT_CALL_SIZE}); "
+                                 "check replays it")
+    if name == "merge":
+        parser.add_argument("results", type=Path, nargs="+", metavar="RESULT",
+                            help="the result folders of 'parity-gate check --shard I/N', one per shard")
+        parser.add_argument("--suite", required=True, type=Path, help="the suite YAML the shards ran")
+        parser.add_argument("--golden", required=True, type=Path, help="the golden the shards ran against")
+    if name in ("check", "compare", "merge"):
         parser.add_argument("--out", required=True, type=Path, help="result folder to write")
         parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
         parser.add_argument("--policy", type=Path, help="policy YAML overriding the suite's thresholds")
@@ -67,11 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "record":
-        return record(args)
-    if args.command == "check":
-        return check(args)
-    return compare(args)
+    return {"record": record, "check": check, "compare": compare, "merge": merge}[args.command](args)
 
 
 # ---------------------------------------------------------------- helpers
@@ -128,10 +147,83 @@ def _suite_inputs(suite: Suite) -> list[Path]:
     return [suite.path, suite.model]
 
 
+class _Progress:
+    """Engine calls done, tokens per second and the time left, on stderr: one
+    line rewritten in place on a terminal, else a line at most every
+    `interval` seconds (CI logs), and always one at the end."""
+
+    def __init__(self, quiet: bool, interval: float, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self.interval = max(0.0, interval)
+        self.start = time.monotonic()
+        self.last = float("-inf")
+        self.busy = 0.0
+        self.ran = 0
+        self.tokens = 0
+
+    def __call__(self, done: int, total: int, requests: int, tokens: int, seconds: float) -> None:
+        self.ran += 1
+        self.tokens += tokens
+        self.busy += seconds
+        now = time.monotonic()
+        if self.quiet or not (self.tty or done == total or now - self.last >= self.interval):
+            return
+        self.last = now
+        rate = self.tokens / self.busy if self.busy > 0 else 0.0
+        left = (total - done) * self.busy / self.ran
+        line = (f"parity-gate: engine calls {done}/{total} ({100 * done // total}%), {rate:,.0f} tokens/s, "
+                f"{'done' if done == total else 'about ' + _duration(left) + ' left'}")
+        self.stream.write(("\r\033[K" + line + ("\n" if done == total else "")) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _resumable(exc: BaseException, checkpoint: Checkpoint | None) -> None:
+    """Say, in the error's one line, that the finished engine calls are kept."""
+    if checkpoint is None or not checkpoint.done_count:
+        return
+    saved = f"{checkpoint.describe()}: run the same command again to resume"
+    if isinstance(exc, KeyboardInterrupt):
+        exc.resume = saved  # type: ignore[attr-defined]  # gate/cli.py prints it
+    elif isinstance(exc, GateError):
+        exc.hint = f"{exc.hint}; {saved}" if exc.hint else saved
+
+
+def _run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+                sampling: dict[str, dict[str, Any]], forced: dict[tuple, list[int]] | None, checkpoint: Checkpoint,
+                args: argparse.Namespace) -> None:
+    if checkpoint.resumed:
+        print(f"resuming: {checkpoint.resumed} of {len(calls)} engine calls were done by an earlier run",
+              file=sys.stderr)
+    run_calls(engine, calls, prompts, sampling, forced, checkpoint,
+              _Progress(args.quiet, args.progress_interval))
+
+
+def _write_trace(stage: _Stage, engine: Any, checkpoint: Checkpoint, prompts: dict[str, list[int]],
+                 sampling: dict[str, dict[str, Any]], manifest_of: Any) -> tuple[Manifest, int]:
+    """The checkpoint's calls joined into traces.jsonl, in key order: one pass
+    for the header's sampler relation, one to write."""
+    manifest = manifest_of(build_records(engine, checkpoint.fragments(), prompts, sampling))
+    with TraceWriter(stage.dir, manifest) as writer:
+        for rec in build_records(engine, checkpoint.fragments(), prompts, sampling):
+            writer.write(rec)
+    return manifest, writer.count
+
+
 def record(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     overrides = engine_overrides(args.engine_arg)
     engine_args = dict(suite.engine, **overrides)
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.call_size < 1:
+        raise BadInput(f"--call-size {args.call_size} is below 1", f"use a positive number (default {DEFAULT_CALL_SIZE})")
     out: Path = args.out
     previous: set[tuple] | None = None
     if out.is_dir() and not out.is_symlink() and any(out.iterdir()) and (out / "traces.jsonl").is_file() \
@@ -147,32 +239,41 @@ def record(args: argparse.Namespace) -> int:
             check_vocab(p.token_ids, vocab, prompt_where(suite, p))
     sampling = {s.name: s.params for s in suite.sampling}
     stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
+    checkpoint = None
+    engine = None
     try:
         validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
         with _writing(out):
             engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides))
             prompts = tokenize_prompts(suite, engine, vocab)
             check_prompt_lengths(suite, prompts, engine_args)
+            keep = shard_prompts(prompts, shard)
+            prompts = {pid: ids for pid, ids in prompts.items() if pid in keep}
             texts = {p.id: p.text for p in suite.prompts}
-            calls = plan(prompts, sampling, [s.name for s in suite.sampling])
-            state = run_plan(engine, calls, prompts, sampling, None)
-            records = list(build_records(engine, state, prompts, sampling))
-            manifest = build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts, sampling,
-                                      calls, records)
-            with TraceWriter(stage.dir, manifest) as writer:
-                for rec in records:
-                    writer.write(rec)
+            calls = plan(prompts, sampling, [s.name for s in suite.sampling], args.call_size)
+            checkpoint = Checkpoint(out, run_identity(command="record", workload=workload_hash(prompts, sampling),
+                                                      engine_args=engine_args, model=model_id, shard=shard),
+                                    calls, resume=not args.no_resume)
+            _run_engine(engine, calls, prompts, sampling, None, checkpoint, args)
+            info = shard_info(shard, suite_sha256=file_sha256(suite.path)) if shard else None
+            manifest, count = _write_trace(stage, engine, checkpoint, prompts, sampling, lambda records: build_manifest(
+                "golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls, records, info))
             stage.commit()
-    except BaseException:
-        stage.discard()  # a partial golden is worse than none
+    except BaseException as exc:
+        stage.discard()  # a partial golden is worse than none; the engine's calls stay in the checkpoint
+        _resumable(exc, checkpoint)
         raise
-    keys = set(state)
+    finally:
+        _close(engine)
+    checkpoint.remove()
+    keys = {tuple(k) for c in calls for k in c["requests"]}
+    what = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     if previous is None:
-        print(f"recorded {writer.count} golden records ({len(prompts)} prompts x {len(sampling)} configs) "
+        print(f"recorded {count} golden records ({len(prompts)} prompts x {len(sampling)} configs){what} "
               f"into {out}")
     else:
         created, updated, unused = keys - previous, keys & previous, previous - keys
-        print(f"re-recorded golden {out}: {len(created)} created, {len(updated)} updated, "
+        print(f"re-recorded golden {out}{what}: {len(created)} created, {len(updated)} updated, "
               f"{len(unused)} unused (dropped)")
     print(f"  model {model_id['id']} ({model_id['name']}), workload {manifest.suite['workload_sha256']}, "
           f"vllm {manifest.environment.get('vllm_version')}")
@@ -241,99 +342,158 @@ def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
     return int(verdict["exit_code"])
 
 
-def check(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
-    overrides = engine_overrides(args.engine_arg)
-    golden_reader = read_trace(args.golden)
-    golden = golden_reader.manifest
+@dataclass(frozen=True)
+class _Golden:
+    """A golden, read once for a replay: its header and its requests (ids only)."""
+    path: Path
+    manifest: Manifest
+    prompts: dict[str, list[int]]
+    completions: dict[tuple, list[int]]
+
+
+def _read_golden(suite: Suite, path: Path, args: argparse.Namespace) -> _Golden:
+    reader = read_trace(path)
+    golden = reader.manifest
     if golden.kind != "golden":
-        raise BadInput(f"{trace_path(args.golden)}: trace kind is {golden.kind!r}, not a golden",
+        raise BadInput(f"{trace_path(path)}: trace kind is {golden.kind!r}, not a golden",
                        "pass a folder written by 'parity-gate record'")
     model_id = model_identity(suite.model)
     if not same_model(golden.model, model_id):
         raise StaleGolden(f"golden was recorded from model {golden.model.get('id')} ({golden.model.get('name')}), "
                           f"the suite's model is {model_id['id']} ({model_id['name']})",
                           f"point the suite at the golden's model, or re-record: "
-                          f"{_cmd('record', '--suite', args.suite, '--out', args.golden, '--update')}")
-    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+                          f"{_cmd('record', '--suite', args.suite, '--out', path, '--update')}")
     vocab = model_vocab_size(suite.model)
-    # Load the golden's requests once (ids only): the replay needs them.
-    g_prompts: dict[str, list[int]] = {}
-    g_completion: dict[tuple, list[int]] = {}
-    for rec in golden_reader.records():
-        g_prompts[rec.prompt_id] = list(rec.prompt_token_ids)
-        g_completion[rec.key] = list(rec.completion_token_ids)
+    prompts: dict[str, list[int]] = {}
+    completions: dict[tuple, list[int]] = {}
+    for rec in reader.records():
+        prompts[rec.prompt_id] = list(rec.prompt_token_ids)
+        completions[rec.key] = list(rec.completion_token_ids)
         check_vocab(list(rec.prompt_token_ids) + list(rec.completion_token_ids), vocab,
-                     f"{trace_path(args.golden)} record {rec.key}")
-    workload = _match_workload(suite, golden, args.golden, args, list(g_completion))
-    sampling = golden.suite.get("sampling") or {}
-    calls = (golden.batch_plan or {}).get("calls")
-    if not calls:
-        raise BadInput(f"{trace_path(args.golden)}: golden has no batch plan", "re-record it with parity-gate record")
+                    f"{trace_path(path)} record {rec.key}")
+    if not (golden.batch_plan or {}).get("calls"):
+        raise BadInput(f"{trace_path(path)}: golden has no batch plan", "re-record it with parity-gate record")
+    return _Golden(path, golden, prompts, completions)
+
+
+def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golden, workload: _Workload,
+           policy: Policy, candidate: tuple[str, Manifest], repro: str) -> int:
+    """Compare the staged traces with the golden, then the verdict, the
+    report and the exit code: the tail of `check`, and of `merge`."""
+    with _writing(args.out):
+        result = compare_traces(read_trace(golden.path), read_trace(stage.dir), policy.tolerances(),
+                                include=workload.include)
+        checks = evaluate(policy, result, ("golden", "run"))
+        verdict = build_verdict(
+            mode="check", reference=("golden", rel_path(golden.path), golden.manifest),
+            candidate=(candidate[0], rel_path(args.out), candidate[1]), result=result, checks=checks, policy=policy,
+            prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
+            files={"traces": "traces.jsonl", "verdict": "verdict.json"})
+        return _finish(stage, verdict, args.out)
+
+
+def check(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    overrides = engine_overrides(args.engine_arg)
+    shard = parse_shard(args.shard) if args.shard else None
+    golden = _read_golden(suite, args.golden, args)
+    model_id = model_identity(suite.model)
+    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+    mine = shard_prompts(golden.prompts, shard)
+    workload = _match_workload(suite, golden.manifest, args.golden, args,
+                               [k for k in golden.completions if k[1] in mine])
+    sampling = golden.manifest.suite.get("sampling") or {}
+    calls = restrict(golden.manifest.batch_plan["calls"], mine)
     # Replay the batch shape the golden ran with, unless the user moves it on purpose.
-    engine_args = replay_engine_args(suite.engine, overrides, golden)
-    check_prompt_lengths(suite, g_prompts, engine_args)
+    engine_args = replay_engine_args(suite.engine, overrides, golden.manifest)
+    check_prompt_lengths(suite, golden.prompts, engine_args)
+    golden_sha = file_sha256(trace_path(args.golden))
     stage = _Stage(args.out, force=args.force,
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
     stage_name = "engine start"
-    engine = None
+    engine = checkpoint = None
     try:
         validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
         with _writing(args.out):
-            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine)
             if args.engine == "hf":  # teacher-forced only: it cannot sample
                 calls = [c for c in calls if c["kind"] == "score"]
             # The golden's plan, replayed exactly; then one more prefill call per
-            # config scoring the run's own free-run tokens, after every replayed
+            # free-run call scoring the run's own tokens, after every replayed
             # call so it cannot change their batches or cache state.
             calls = [*calls, *({"kind": "own", "config": c["config"], "requests": c["requests"]}
                                for c in calls if c["kind"] == "free")]
+            checkpoint = Checkpoint(args.out, run_identity(command="check", golden=golden_sha, engine=args.engine,
+                                                           engine_args=engine_args, model=model_id, shard=shard),
+                                    calls, resume=not args.no_resume)
+            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine)
             stage_name = "replay"
-            state = run_plan(engine, calls, g_prompts, sampling, g_completion)
-            records = list(build_records(engine, state, g_prompts, sampling))
-            manifest = build_manifest("obtained", engine, suite, engine_args, model_id, g_prompts,
-                                 (golden.suite.get("prompts") and {k: v.get("text") for k, v in
-                                                                   golden.suite["prompts"].items()}) or {},
-                                 sampling, calls, records)
+            _run_engine(engine, calls, golden.prompts, sampling, golden.completions, checkpoint, args)
             stage_name = "writing traces"
-            with TraceWriter(stage.dir, manifest) as writer:
-                for rec in records:
-                    writer.write(rec)
+            texts = {k: v.get("text") for k, v in (golden.manifest.suite.get("prompts") or {}).items()}
+            info = shard_info(shard, golden_sha256=golden_sha, suite_sha256=file_sha256(suite.path)) \
+                if shard else None
+            manifest, _ = _write_trace(stage, engine, checkpoint, golden.prompts, sampling,
+                                       lambda records: build_manifest("obtained", engine, suite, engine_args,
+                                                                      model_id, golden.prompts, texts, sampling,
+                                                                      calls, records, info))
     except InfraError as exc:
         _close(engine)
+        _resumable(exc, checkpoint)
         stage.save_error(exc, stage_name)
         raise
-    except BaseException:
+    except BaseException as exc:
         _close(engine)
         stage.discard()
+        _resumable(exc, checkpoint)
         raise
     # The engine's work is on disk (staged) from here on: a failure below keeps
     # traces.jsonl and error.json. The engine goes first, so that its GPU
     # memory is free for the ablations of --diagnose.
     _close(engine)
     try:
-        with _writing(args.out):
-            result = compare_traces(read_trace(args.golden), read_trace(stage.dir), policy.tolerances(),
-                                    include=workload.include)
-            checks = evaluate(policy, result, ("golden", "run"))
-            repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
-                         *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
-                         *(["--policy", args.policy] if args.policy else []))
-            verdict = build_verdict(
-                mode="check", reference=("golden", rel_path(args.golden), golden),
-                candidate=("run", rel_path(args.out), manifest), result=result, checks=checks, policy=policy,
-                prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
-                files={"traces": "traces.jsonl", "verdict": "verdict.json"})
-            code = _finish(stage, verdict, args.out)
+        repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
+                     *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
+                     *(["--shard", args.shard] if shard else []),
+                     *(["--policy", args.policy] if args.policy else []))
+        code = _judge(stage, args, suite, golden, workload, policy, ("run", manifest), repro)
     except BaseException as exc:
         if stage.dir is not None:
             stage.keep_traces(exc, "compare")
         raise
+    checkpoint.remove()
+    verdict = read_verdict(args.out)
     if args.diagnose and verdict["verdict"] != "pass":
         diagnosis = diagnose_result_dir(args.suite, args.golden, args.out, args.engine_arg, args.diagnose_budget,
                                         args.policy)
         print(f"  diagnosis: {diagnosis['summary']}")
     return code
+
+
+def merge(args: argparse.Namespace) -> int:
+    """The shards of one check (`--shard I/N`) -> the one result an unsharded
+    check would have written: every shard's records under one header, then
+    the same comparison, verdict and report (gate/shards.py)."""
+    suite = load_suite(args.suite)
+    golden = _read_golden(suite, args.golden, args)
+    shards = read_shards(args.results, {"golden_sha256": file_sha256(trace_path(args.golden)),
+                                        "suite_sha256": file_sha256(suite.path)})
+    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+    workload = _match_workload(suite, golden.manifest, args.golden, args, list(golden.completions))
+    stage = _Stage(args.out, force=args.force, inputs=[*_suite_inputs(suite), args.golden, *args.results,
+                                                       *([args.policy] if args.policy else [])])
+    try:
+        with _writing(args.out):
+            manifest = merged_manifest(shards, merged_records(shards), relations_of)
+            with TraceWriter(stage.dir, manifest) as writer:
+                for rec in merged_records(shards):
+                    writer.write(rec)
+            repro = _cmd("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
+                         *(["--policy", args.policy] if args.policy else []))
+            return _judge(stage, args, suite, golden, workload, policy,
+                          (f"run ({len(shards)} shards merged)", manifest), repro)
+    except BaseException:
+        stage.discard()
+        raise
 
 
 def _close(engine: Any) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from gate import __version__
+from gate.checkpoint import Checkpoint, scores_from_json, scores_to_json
 from gate.engine import Engine, Request
 from gate.errors import BadInput
 from gate.hf_engine import HFEngine
@@ -17,12 +18,14 @@ from gate.suite import Suite, parse_engine_arg, prompt_hash, workload_hash
 from gate.semantics import relations_of
 from gate.trace import Manifest, Record
 
-__all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
-           "start_engine", "run_plan", "build_records", "build_manifest", "replay_engine_args", "rel_path",
-           "SCHEDULER_KEYS"]
+__all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines", "start_engine", "run_calls", "run_plan", "build_records",
+           "build_manifest", "replay_engine_args", "rel_path", "Progress", "SCHEDULER_KEYS", "DEFAULT_CALL_SIZE"]
 
 log = logging.getLogger(__name__)
 SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")
+# Requests per generate() call in a new golden's plan: the gate holds one
+# call's outputs at a time, and a killed run loses at most one call.
+DEFAULT_CALL_SIZE = 256
 
 
 def replay_engine_args(suite_engine: dict[str, Any], overrides: dict[str, Any],
@@ -85,15 +88,18 @@ def check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str)
 
 
 def plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
-          order: list[str]) -> list[dict[str, Any]]:
-    """The batch plan: one free-run generate() per config, then one scoring
-    generate() per config, each with its requests in (prompt, sample) order."""
+         order: list[str], call_size: int | None = None) -> list[dict[str, Any]]:
+    """The batch plan: the free-run generate() calls of every config, then its
+    scoring calls, each with its requests in (prompt, sample) order and at
+    most `call_size` requests (None: one call per config and kind)."""
     calls = []
     for kind in ("free", "score"):
         for name in order:
             n = int(sampling[name]["n"])
             keys = [[name, pid, i] for pid in sorted(suite_prompts) for i in range(n)]
-            calls.append({"kind": kind, "config": name, "requests": keys})
+            step = call_size or max(1, len(keys))
+            for at in range(0, len(keys), step):
+                calls.append({"kind": kind, "config": name, "requests": keys[at:at + step]})
     return calls
 
 
@@ -111,53 +117,100 @@ def start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str]
     return engine
 
 
+class Progress(Protocol):
+    def __call__(self, done: int, total: int, requests: int, tokens: int, seconds: float) -> None: ...
+
+
+def _execute(engine: Any, call: dict[str, Any], prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
+             completion_of: Callable[[tuple], list[int]]) -> tuple[list[dict[str, Any]], int]:
+    """One batch-plan call -> its fragments (see gate/checkpoint.py) and the
+    number of tokens it processed."""
+    keys = [tuple(k) for k in call["requests"]]
+    params = sampling[call["config"]]
+    if call["kind"] == "free":
+        reqs = [Request(key=k, prompt_token_ids=prompts[k[1]], params=dict(params, seed=int(params["seed"]) + k[2]))
+                for k in keys]
+        gens = engine.generate(reqs)
+        frags = [{"key": list(g.key), "gen": {"completion_token_ids": list(g.token_ids),
+                                              "finish_reason": g.finish_reason,
+                                              "sampler": scores_to_json(g.sampler)}} for g in gens]
+        return frags, sum(len(prompts[k[1]]) for k in keys) + sum(len(g.token_ids) for g in gens)
+    # "score": the golden's tokens in check, the run's own in record; "own":
+    # the run's own tokens in check (in-run semantics, gate/semantics.py)
+    seqs = [(prompts[k[1]], completion_of(k)) for k in keys]
+    channel = "own" if call["kind"] == "own" else "forced"
+    scores = engine.score(seqs, int(params["logprobs"]))
+    return ([{"key": list(k), channel: scores_to_json(sc)} for k, sc in zip(keys, scores)],
+            sum(len(p) + len(c) for p, c in seqs))
+
+
+def run_calls(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+              sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None,
+              checkpoint: Checkpoint, progress: Progress | None = None) -> None:
+    """Replay the plan into `checkpoint`, skipping the calls it already holds.
+    Scoring calls score `forced_ids` (check: the golden's tokens) or, when
+    None (record), the run's own free-run tokens; "own" calls always score the
+    run's own tokens. Free-run tokens are read back from the checkpoint, one
+    call's worth at a time."""
+    free_of = {tuple(k): i for i, c in enumerate(calls) if c["kind"] == "free" for k in c["requests"]}
+    loaded: dict[str, Any] = {"call": None, "ids": {}}
+
+    def own_tokens(k: tuple) -> list[int]:
+        if loaded["call"] != free_of[k]:
+            loaded["call"], loaded["ids"] = free_of[k], checkpoint.completions(free_of[k])
+        return loaded["ids"][k]
+
+    total = len(calls)
+    for i, call in enumerate(calls):
+        if checkpoint.done(i):
+            continue
+        scored = (lambda k: forced_ids[k]) if call["kind"] == "score" and forced_ids is not None else own_tokens
+        t = time.monotonic()
+        frags, tokens = _execute(engine, call, prompts, sampling, scored)
+        checkpoint.save(i, frags)
+        seconds = time.monotonic() - t
+        log.info("%s call %d/%d for config %s: %d requests in %.2fs", call["kind"], i + 1, total, call["config"],
+                 len(frags), seconds)
+        if progress is not None:
+            progress(i + 1, total, len(frags), tokens, seconds)
+
+
 def run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
-              sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
-    """Replay the plan. `forced_ids` (check) gives the golden completion ids to
-    score; when None (record) the run's own free-run tokens are scored."""
+             sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
+    """`run_calls` held in memory, for the small workloads of weight-update:
+    key -> {"gen", "forced", "own"} fragments."""
     state: dict[tuple, dict[str, Any]] = {}
     for call in calls:
-        keys = [tuple(k) for k in call["requests"]]
-        params = sampling[call["config"]]
-        t = time.monotonic()
-        if call["kind"] == "free":
-            reqs = [Request(key=k, prompt_token_ids=prompts[k[1]],
-                            params=dict(params, seed=int(params["seed"]) + k[2])) for k in keys]
-            for g in engine.generate(reqs):
-                state.setdefault(g.key, {})["gen"] = g
-        elif call["kind"] == "own":  # the run's own tokens, teacher-forced: in-run semantics (semantics.py)
-            seqs = [(prompts[k[1]], state[k]["gen"].token_ids) for k in keys]
-            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
-                state[k]["own"] = scores
-        else:
-            seqs = []
-            for k in keys:
-                completion = forced_ids[k] if forced_ids is not None else state[k]["gen"].token_ids
-                seqs.append((prompts[k[1]], completion))
-            for k, scores in zip(keys, engine.score(seqs, int(params["logprobs"]))):
-                state.setdefault(k, {})["forced"] = scores
-        log.info("%s call for config %s: %d requests in %.2fs", call["kind"], call["config"], len(keys),
-                 time.monotonic() - t)
+        frags, _ = _execute(engine, call, prompts, sampling,
+                            (lambda k: forced_ids[k]) if call["kind"] == "score" and forced_ids is not None
+                            else (lambda k: state[k]["gen"]["completion_token_ids"]))
+        for f in frags:
+            state.setdefault(tuple(f["key"]), {}).update((n, v) for n, v in f.items() if n != "key")
     return state
 
 
-def build_records(engine: Any, state: dict[tuple, dict], prompts: dict[str, list[int]],
-             sampling: dict[str, dict[str, Any]]) -> Iterator[Record]:
-    for key in sorted(state):
-        s = state[key]
-        g = s.get("gen")
-        completion = g.token_ids if g else []
+def build_records(engine: Any, joined: Iterable[tuple[tuple, dict[str, Any]]] | dict[tuple, dict],
+                  prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]]) -> Iterator[Record]:
+    """Records from per-key fragments (`Checkpoint.fragments()`, or
+    `run_plan`'s state), in key order."""
+    items = sorted(joined.items()) if isinstance(joined, dict) else joined
+    for key, s in items:
+        g = s.get("gen") or {}
+        completion = g.get("completion_token_ids") or []
         yield Record(config=key[0], prompt_id=key[1], sample=key[2],
                      seed=int(sampling[key[0]]["seed"]) + key[2], prompt_token_ids=prompts[key[1]],
-                     completion_token_ids=completion, sampler=g.sampler if g else None, forced=s.get("forced"),
-                     own=s.get("own"),
+                     completion_token_ids=completion, sampler=scores_from_json(g.get("sampler")),
+                     forced=scores_from_json(s.get("forced")), own=scores_from_json(s.get("own")),
                      prompt_tokens=engine.decode_tokens(prompts[key[1]]),
-                     completion_tokens=engine.decode_tokens(completion), finish_reason=g.finish_reason if g else None)
+                     completion_tokens=engine.decode_tokens(completion), finish_reason=g.get("finish_reason"))
 
 
 def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
               prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
-              calls: list[dict[str, Any]], records: list[Record] | None = None) -> Manifest:
+              calls: list[dict[str, Any]], records: Iterable[Record] = (),
+              shard: dict[str, Any] | None = None) -> Manifest:
+    """The trace header. `records` (read once, streamed) give the sampler
+    relation; `shard` marks one shard of a run (gate/shards.py)."""
     resolved = engine.resolved()
     return Manifest(
         kind=kind, environment=engine.fingerprint(),
@@ -172,7 +225,5 @@ def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, An
         extra={"capabilities": engine.capabilities(),
                "scoring_paths": {"sampler": "decode", "forced": "prefill", "own": "prefill"},
                # how this run's sampler logprobs relate to its own prefill scores (semantics.py)
-               "sampler_relation": {c: r.summary() for c, r in sorted(relations_of(records or []).items())}})
-
-
-# ---------------------------------------------------------------- record
+               "sampler_relation": {c: r.summary() for c, r in sorted(relations_of(records).items())},
+               **({"shard": shard} if shard else {})})

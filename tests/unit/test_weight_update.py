@@ -87,7 +87,7 @@ def _fresh():
 
 def test_replay_update__runs_the_references_calls_in_the_same_order_and_batches():
     fresh, state = _fresh()
-    completions = {k: s["gen"].token_ids for k, s in state.items()}
+    completions = {k: s["gen"]["completion_token_ids"] for k, s in state.items()}
     upd = _FakeEngine("A")
     info, states = replay_update(upd, _calls(), PROMPTS, completions, SAMPLING,
                                  push=lambda: upd.push("B"), reset_cache=upd.reset)
@@ -110,7 +110,7 @@ def _write(out: Path, state, kind: str, extra=None) -> None:
 @pytest.fixture
 def work(tmp_path: Path) -> tuple[Path, Path]:
     fresh, state = _fresh()
-    completions = {k: s["gen"].token_ids for k, s in state.items()}
+    completions = {k: s["gen"]["completion_token_ids"] for k, s in state.items()}
     upd = _FakeEngine("A")
     info, states = replay_update(upd, _calls(), PROMPTS, completions, SAMPLING,
                                  push=lambda: upd.push("B"), reset_cache=upd.reset)

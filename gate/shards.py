@@ -1,0 +1,138 @@
+"""Shards: one suite split across runners (`--shard I/N`), and the merge of
+their results into the one result an unsharded run would have written.
+
+A shard is a set of prompt ids: round robin over the sorted ids, so shards
+differ by at most one prompt and depend on nothing but the ids. A shard
+replays the golden's batch plan restricted to its prompts. Its trace header
+says which shard it is and of what (`extra.shard`): the golden's and the
+suite's hashes. `merge` refuses shards of different suites, goldens,
+engines or shard counts, a repeated shard and a missing one, then joins the
+shards' records in key order under one header, whose batch plan is the
+shards' calls in shard order."""
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from gate.errors import BadInput
+from gate.trace import Manifest, Record, TraceReader, read_trace, trace_path
+
+__all__ = ["parse_shard", "shard_prompts", "restrict", "shard_info", "read_shards", "merged_manifest",
+           "merged_records", "MERGE_KEYS"]
+
+# What every shard of one run must share (environment keys, then manifest parts).
+MERGE_KEYS = ("vllm_version", "vllm_commit", "torch_version", "cuda_version", "device_name", "env")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """--shard I/N: shard I (1-based) of N."""
+    i, sep, n = str(text).partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit() or not 1 <= int(i) <= int(n):
+        raise BadInput(f"--shard {text!r} is not I/N with 1 <= I <= N", "e.g. --shard 2/4 runs the second of 4 shards")
+    return int(i), int(n)
+
+
+def shard_prompts(prompt_ids: Iterable[str], shard: tuple[int, int] | None) -> set[str]:
+    ids = sorted(set(prompt_ids))
+    if shard is None:
+        return set(ids)
+    i, n = shard
+    return {pid for at, pid in enumerate(ids) if at % n == i - 1}
+
+
+def restrict(calls: list[dict[str, Any]], prompt_ids: set[str]) -> list[dict[str, Any]]:
+    """The plan's calls with only these prompts' requests (empty calls dropped)."""
+    out = []
+    for c in calls:
+        keys = [k for k in c["requests"] if k[1] in prompt_ids]
+        if keys:
+            out.append(dict(c, requests=keys))
+    return out
+
+
+def shard_info(shard: tuple[int, int], **of: str) -> dict[str, Any]:
+    return {"index": shard[0], "count": shard[1], "of": dict(of)}
+
+
+def _where(reader: TraceReader) -> str:
+    return str(reader.path.parent if reader.path.name == "traces.jsonl" else reader.path)
+
+
+def read_shards(results: list[Path], expect: dict[str, str]) -> list[TraceReader]:
+    """The shard results, in shard order, after every refusal of the module
+    doc. `expect`: what the merge itself was given (golden and suite hashes)."""
+    readers = []
+    for r in results:
+        reader = read_trace(r)
+        info = reader.manifest.extra.get("shard")
+        if reader.manifest.kind != "obtained" or not isinstance(info, dict):
+            raise BadInput(f"{trace_path(r)}: not a shard of a check",
+                           "pass the result folders of 'parity-gate check --shard I/N'")
+        readers.append(reader)
+    infos = [(x, x.manifest.extra["shard"]) for x in readers]
+    counts = sorted({info["count"] for _, info in infos})
+    if len(counts) > 1:
+        raise BadInput("shards of different shard counts: " + ", ".join(
+            f"{_where(x)} is {info['index']}/{info['count']}" for x, info in infos),
+            "merge the shards of one run (one --shard I/N with the same N)")
+    n = counts[0]
+    seen: dict[int, TraceReader] = {}
+    for x, info in infos:
+        if info["index"] in seen:
+            raise BadInput(f"shard {info['index']}/{n} given twice ({_where(seen[info['index']])} and {_where(x)})",
+                           "pass each shard's result folder once")
+        seen[info["index"]] = x
+    missing = [f"{i}/{n}" for i in range(1, n + 1) if i not in seen]
+    if missing:
+        raise BadInput(f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing "
+                       f"({len(seen)} of {n} given)", "wait for every shard's job, and pass all N result folders")
+    for x, info in infos:
+        for key, value in expect.items():
+            got = (info.get("of") or {}).get(key)
+            if got != value:
+                what = {"golden_sha256": "golden", "suite_sha256": "suite"}.get(key, key)
+                raise BadInput(f"{_where(x)} (shard {info['index']}/{n}) was run against another {what} than this "
+                               f"merge's ({(got or 'none')[:12]} vs {value[:12]})",
+                               "merge shards of one run, with the same --suite and --golden they ran with")
+    first = seen[1]
+    for x, info in infos:
+        _same_run(first, x, n)
+    return [seen[i] for i in range(1, n + 1)]
+
+
+def _same_run(a: TraceReader, b: TraceReader, n: int) -> None:
+    ma, mb = a.manifest, b.manifest
+    pairs = [(f"environment.{k}", ma.environment.get(k), mb.environment.get(k)) for k in MERGE_KEYS]
+    pairs += [("tool.version", ma.tool.get("version"), mb.tool.get("version")),
+              ("engine_args.resolved", ma.engine_args.get("resolved"), mb.engine_args.get("resolved")),
+              ("suite.workload_sha256", ma.suite.get("workload_sha256"), mb.suite.get("workload_sha256"))]
+    for name, va, vb in pairs:
+        if va != vb:
+            shown = (lambda v: repr(v) if len(repr(v)) < 60 else repr(v)[:57] + "...")
+            raise BadInput(f"shards {ma.extra['shard']['index']}/{n} ({_where(a)}) and {mb.extra['shard']['index']}/"
+                           f"{n} ({_where(b)}) differ in {name}: {shown(va)} vs {shown(vb)}",
+                           "run every shard with the same image, engine args and hardware, then merge")
+
+
+def merged_manifest(shards: list[TraceReader], records: Iterable[Record], relations: Any) -> Manifest:
+    """Shard 1's header with every shard's calls (in shard order) and the
+    sampler relation of all records."""
+    first = shards[0].manifest
+    calls = [c for s in shards for c in (s.manifest.batch_plan or {}).get("calls") or []]
+    extra = {k: v for k, v in first.extra.items() if k != "shard"}
+    extra["sampler_relation"] = {c: r.summary() for c, r in sorted(relations(records).items())}
+    extra["merged_shards"] = {"count": len(shards), "of": first.extra["shard"].get("of")}
+    return Manifest(kind=first.kind, environment=first.environment, engine_args=first.engine_args,
+                    model=first.model, suite=first.suite,
+                    batch_plan=dict(first.batch_plan or {}, calls=calls), tool=first.tool, extra=extra)
+
+
+def merged_records(shards: list[TraceReader]) -> Iterator[Record]:
+    """Every shard's records in key order (shards hold disjoint prompts)."""
+    last = None
+    for rec in heapq.merge(*(s.records() for s in shards), key=lambda r: r.key):
+        if rec.key == last:
+            raise BadInput(f"record {rec.key} appears in two shards", "merge the shards of one run")
+        last = rec.key
+        yield rec
