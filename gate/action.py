@@ -229,7 +229,7 @@ def run_action(settings: ActionSettings, rt: Runtime,
 def add_arguments(parser: argparse.ArgumentParser, name: str = "action") -> None:
     parser.epilog = ("Takes its inputs from INPUT_* variables (action.yml): suite, golden, out, "
                      "result-dir, comment, status-context, engine-args, fail-on, check-run, comment-author, "
-                     "github-token.")
+                     "github-token; and PARITY_GATE_GOLDEN_SHA, the commit the suite and golden came from.")
 
 
 def run(args: argparse.Namespace, check: Callable[[list[str]], int] = _default_check) -> int:

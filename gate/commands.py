@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("results", type=Path, nargs="+", metavar="RESULT",
                             help="the result folders of 'parity-gate check --shard I/N', one per shard")
         parser.add_argument("--suite", required=True, type=Path, help="the suite YAML the shards ran")
-        parser.add_argument("--golden", required=True, type=Path, help="the golden the shards ran against")
+        parser.add_argument("--golden", type=Path,
+                            help="the golden a check's shards ran against (none for a record's shards)")
     if name in ("check", "compare", "merge"):
         parser.add_argument("--out", required=True, type=Path, help="result folder to write")
         parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -470,13 +471,22 @@ def check(args: argparse.Namespace) -> int:
 
 
 def merge(args: argparse.Namespace) -> int:
-    """The shards of one check (`--shard I/N`) -> the one result an unsharded
-    check would have written: every shard's records under one header, then
-    the same comparison, verdict and report (gate/shards.py)."""
+    """The shards of one run -> what the unsharded run would have written:
+    every shard's records under one header. A check's shards (`check --shard
+    I/N`) are then compared with the golden, as `check` would: one verdict,
+    one report. A record's shards become one golden (gate/shards.py)."""
     suite = load_suite(args.suite)
+    suite_sha = file_sha256(suite.path)
+    if read_trace(args.results[0]).manifest.kind == "golden":
+        if args.golden is not None:
+            raise BadInput(f"--golden {args.golden} given, but {args.results[0]} is a shard of a record",
+                           "merge a record's shards without --golden; --golden is for a check's shards")
+        return _merge_golden(args, suite, read_shards(args.results, {"suite_sha256": suite_sha}, "golden"))
+    if args.golden is None:
+        raise BadInput("merging a check's shards needs --golden", "pass the golden the shards were checked against")
     golden = _read_golden(suite, args.golden, args)
     shards = read_shards(args.results, {"golden_sha256": file_sha256(trace_path(args.golden)),
-                                        "suite_sha256": file_sha256(suite.path)})
+                                        "suite_sha256": suite_sha}, "obtained")
     policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
     workload = _match_workload(suite, golden.manifest, args.golden, args, list(golden.completions))
     stage = _Stage(args.out, force=args.force, inputs=[*_suite_inputs(suite), args.golden, *args.results,
@@ -494,6 +504,28 @@ def merge(args: argparse.Namespace) -> int:
     except BaseException:
         stage.discard()
         raise
+
+
+def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
+    prompts = {r.prompt_id: list(r.prompt_token_ids) for r in merged_records(shards)}
+    sampling = shards[0].manifest.suite.get("sampling") or {}
+    whole = dict(shards[0].manifest.suite, workload_sha256=workload_hash(prompts, sampling),
+                 prompts={pid: info for s in shards for pid, info in (s.manifest.suite.get("prompts") or {}).items()})
+    stage = _Stage(args.out, force=args.force, inputs=[*_suite_inputs(suite), *args.results])
+    try:
+        with _writing(args.out):
+            manifest = merged_manifest(shards, merged_records(shards), relations_of, whole)
+            with TraceWriter(stage.dir, manifest) as writer:
+                for rec in merged_records(shards):
+                    writer.write(rec)
+            stage.commit()
+    except BaseException:
+        stage.discard()
+        raise
+    print(f"merged {len(shards)} golden shards into {args.out}: {writer.count} records ({len(prompts)} prompts x "
+          f"{len(sampling)} configs), workload {whole['workload_sha256']}")
+    print(f"  next: {_cmd('check', '--suite', args.suite, '--golden', args.out, '--out', 'RESULT_DIR')}")
+    return EXIT_PASS
 
 
 def _close(engine: Any) -> None:

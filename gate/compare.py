@@ -87,7 +87,7 @@ class _Channel:
     pos_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
-            token_ids: np.ndarray, tops: tuple[list | None, list | None] | None) -> np.ndarray:
+            token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
         """Fold in one sequence; returns abs diffs aligned with `a` (0 where a
         side has no number), for worst-token tracking.
 
@@ -96,9 +96,19 @@ class _Channel:
         infinite difference: a mismatch, clipped, and the max; the moment
         measures (mean abs, k1, k2, k3, chi2, mult-prob, log-ppl) are over the
         finite pairs, and the verdict says how many tokens they left out."""
-        size = a.size
-        if size == 0:
+        if a.size == 0:
             return a
+        finite = np.isfinite(a)
+        finite &= np.isfinite(b)
+        if finite.all():
+            return self._add_finite(a, b, positions, loc, token_ids, tops)
+        return self._add_general(a, b, positions, loc, token_ids, tops)
+
+    def _add_general(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
+                     token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
+        """`add` for any sequence, nulls and -inf included."""
+        size = a.size
+        token_ids = np.asarray(token_ids, dtype=np.int64)
         known = ~(np.isnan(a) | np.isnan(b))
         full_known = bool(known.all())
         if not full_known:
@@ -182,6 +192,68 @@ class _Channel:
         out = np.zeros(size)
         out[known] = absd
         return out
+
+    def _add_finite(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
+                    token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
+        """`add` where every number on both sides is finite (nearly every
+        sequence): the same numpy reductions over the same arrays as
+        `_add_general`, without the passes that only matter for null or -inf.
+        Each float sum is still one reduction per sequence, added in sequence
+        order, so every measure is bit-for-bit what `_add_general` gives
+        (tests/unit/test_compare.py holds the two to that)."""
+        size = a.size
+        d = b - a
+        absd = np.abs(d)
+        if self.tol.rtol:
+            bound = self.tol.atol + self.tol.rtol * np.abs(a)
+            self.mismatched += int(np.count_nonzero(absd > bound))
+        else:
+            self.mismatched += int(np.count_nonzero(absd > self.tol.atol))
+        self.n += size
+        self.n_finite += size
+        self.bitwise += int(np.count_nonzero(a == b))
+        self.sum_abs += float(absd.sum())
+        i = int(absd.argmax())
+        if absd[i] > self.max_abs:
+            self.max_abs = float(absd[i])
+            self.max_loc = dict(loc, position=int(positions[i]), token_id=int(token_ids[i]),
+                                reference=float(a[i]), candidate=float(b[i]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(d.sum())
+            rho = np.exp(d)
+            self.sum_exp_abs += float(np.exp(absd).sum())
+            self.sum_rho2 += float(np.dot(rho, rho))
+            self.sum_k1 -= total
+            self.sum_k2 += float(np.dot(d, d) / 2)
+            self.sum_k3 += float((np.expm1(d) - d).sum())
+        self.clipped += int(np.count_nonzero(np.abs(rho - 1) > CLIP_EPS))
+        with np.errstate(over="ignore"):
+            pd = np.abs(np.exp(b) - np.exp(a))
+        self.prob_diff_max = max(self.prob_diff_max, float(pd.max()))
+        ppl = abs(total / size)  # what np.mean(d) computes: the same sum, divided once
+        self.seq_n += 1
+        self.seq_ppl_sum += ppl
+        self.seq_ppl_max = max(self.seq_ppl_max, ppl)
+        nz = absd[absd > 0]
+        self.zero += size - nz.size
+        if nz.size:
+            idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
+                           * HIST_BINS_PER_DECADE).astype(np.int64) + 1
+            idx = np.minimum(np.maximum(idx, 0), self.hist.size - 1)
+            self.hist += np.bincount(idx, minlength=self.hist.size)
+        buckets = positions // POSITION_BUCKET
+        nb = int(buckets[-1]) + 1  # positions are ascending
+        if nb > self.pos_count.size:
+            grow = nb - self.pos_count.size
+            self.pos_count = np.concatenate([self.pos_count, np.zeros(grow, np.int64)])
+            self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
+            self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
+        self.pos_count[:nb] += np.bincount(buckets, minlength=nb)
+        self.pos_sum[:nb] += np.bincount(buckets, weights=absd, minlength=nb)
+        np.maximum.at(self.pos_max, buckets, absd)
+        if tops is not None:
+            self._add_tops(*tops)
+        return absd
 
     def _add_tops(self, ta: Sequence, tb: Sequence) -> None:
         if ta == tb and all(ta):  # identical top-k rows (the common case): a C-speed list compare
@@ -394,6 +466,24 @@ def _arr(values: Sequence[float | None]) -> np.ndarray:
         return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
+def _as_list(xs: Sequence[int]) -> list[int]:
+    """Token ids as a list, to compare with == (the reader's are lists already: no copy)."""
+    return xs if type(xs) is list else list(xs)
+
+
+def _prompt_max_abs(pa: np.ndarray, pb: np.ndarray) -> float:
+    """Greatest |d| over the prompt positions: -inf on both sides counts 0,
+    a null side (NaN) is left out."""
+    with np.errstate(invalid="ignore"):
+        pd = np.abs(pb - pa)
+    pm = float(np.max(pd, initial=0.0))
+    if pm == pm:  # no NaN, so no null side and no -inf on both sides: that is the answer
+        return pm
+    both = np.isneginf(pa) & np.isneginf(pb)
+    pd = np.where(both, 0.0, pd)
+    return float(np.max(np.where(np.isnan(pd), 0.0, pd), initial=0.0))
+
+
 def _tokens(rec: Record, full: bool) -> list[str] | None:
     if rec.completion_tokens is None:
         return None
@@ -442,9 +532,10 @@ class _Comparator:
         g.sampler.candidate_records += cand.sampler is not None
         g.relation_cand.add(*relation_pairs(cand))
 
-    def _track_worst(self, channel: str, absd: np.ndarray, a: np.ndarray, b: np.ndarray,
-                     positions: np.ndarray, ids: np.ndarray, rec: Record) -> None:
-        if absd.size == 0 or (len(self.worst) == WORST_TOKENS and absd.max() <= self.worst[0][0]):
+    def _track_worst(self, channel: str, absd: np.ndarray, top: float, a: np.ndarray, b: np.ndarray,
+                     positions: np.ndarray, ids: Sequence[int], rec: Record) -> None:
+        """`top` is absd's max (0.0 when empty), which the caller has already."""
+        if absd.size == 0 or (len(self.worst) == WORST_TOKENS and top <= self.worst[0][0]):
             return
         k = min(WORST_TOKENS, absd.size)
         cand = np.argpartition(-absd, k - 1)[:k] if absd.size > k else np.arange(absd.size)
@@ -473,9 +564,9 @@ class _Comparator:
                                    free_run_match=None, first_divergence=None)
         # forced channel: the same (reference) tokens in the same contexts
         if ref.forced is not None and cand.forced is not None:
-            ref_ids = list(ref.forced.completion_token_ids or ref.completion_token_ids)
-            cand_ids = list(cand.forced.completion_token_ids or cand.completion_token_ids)
-            if list(ref.prompt_token_ids) != list(cand.prompt_token_ids) or ref_ids != cand_ids:
+            ref_ids = _as_list(ref.forced.completion_token_ids or ref.completion_token_ids)
+            cand_ids = _as_list(cand.forced.completion_token_ids or cand.completion_token_ids)
+            if _as_list(ref.prompt_token_ids) != _as_list(cand.prompt_token_ids) or ref_ids != cand_ids:
                 self._warn_once(f"forced-ids:{ref.key}",
                                 f"teacher-forced scores of config '{ref.config}' prompt '{ref.prompt_id}' sample "
                                 f"{ref.sample} are of different tokens on the two sides; not compared")
@@ -487,30 +578,27 @@ class _Comparator:
                 p = len(ref.prompt_token_ids)
                 a, b = _arr(ref.forced.logprobs[p:]), _arr(cand.forced.logprobs[p:])
                 positions = np.arange(a.size)
-                ids = np.array(ref_ids, dtype=np.int64)
+                ids = ref_ids  # ints the reader checked; an array only where nulls must be dropped
                 tops = None
                 if ref.forced.top_ids is not None and cand.forced.top_ids is not None:
                     tops = (ref.forced.top_ids[p:], cand.forced.top_ids[p:])
                 if p > 1:
-                    pa, pb = _arr(ref.forced.logprobs[1:p]), _arr(cand.forced.logprobs[1:p])
-                    both = np.isneginf(pa) & np.isneginf(pb)
-                    with np.errstate(invalid="ignore"):
-                        pd = np.where(both, 0.0, np.abs(pb - pa))
-                    pm = float(np.max(np.where(np.isnan(pd), 0.0, pd), initial=0.0))  # NaN: a null side
+                    pm = _prompt_max_abs(_arr(ref.forced.logprobs[1:p]), _arr(cand.forced.logprobs[1:p]))
                 for g in groups:
                     g.forced.paths.add((ref.forced.path, cand.forced.path))
                     absd = g.forced.add(a, b, positions, loc, ids, tops)
                     if p > 1:
                         g.forced.prompt_n += p - 1
                         g.forced.prompt_max_abs = max(g.forced.prompt_max_abs, pm)
-                self._track_worst("forced", absd, a, b, positions, ids, ref)
-                row["forced_max_abs_diff"] = float(absd.max()) if absd.size else 0.0
+                top = float(absd.max()) if absd.size else 0.0
+                self._track_worst("forced", absd, top, a, b, positions, ids, ref)
+                row["forced_max_abs_diff"] = top
         # free run + sampler channel over the matching prefix
-        ref_c, cand_c = list(ref.completion_token_ids), list(cand.completion_token_ids)
         if ref.sampler is not None and cand.sampler is not None:
+            ref_c, cand_c = _as_list(ref.completion_token_ids), _as_list(cand.completion_token_ids)
             n = min(len(ref_c), len(cand_c))
-            first = next((i for i in range(n) if ref_c[i] != cand_c[i]), n)
             match = ref_c == cand_c
+            first = n if match else next((i for i in range(n) if ref_c[i] != cand_c[i]), n)
             row["free_run_match"] = match
             row["first_divergence"] = None if match else first
             gap = None
@@ -530,15 +618,16 @@ class _Comparator:
                         fr.diverged.append(dict(loc, position=first, near_tie=near, top2_gap=gap))
             a, b = _arr(ref.sampler.logprobs[:first]), _arr(cand.sampler.logprobs[:first])
             positions = np.arange(first)
-            ids = np.array(ref_c[:first], dtype=np.int64)
+            ids = ref_c[:first]
             tops = None
             if ref.sampler.top_ids is not None and cand.sampler.top_ids is not None:
                 tops = (ref.sampler.top_ids[:first], cand.sampler.top_ids[:first])
             for g in groups:
                 g.sampler.paths.add((ref.sampler.path, cand.sampler.path))
                 absd = g.sampler.add(a, b, positions, loc, ids, tops)
-            self._track_worst("sampler", absd, a, b, positions, ids, ref)
-            row["sampler_max_abs_diff"] = float(absd.max()) if absd.size else 0.0
+            top = float(absd.max()) if absd.size else 0.0
+            self._track_worst("sampler", absd, top, a, b, positions, ids, ref)
+            row["sampler_max_abs_diff"] = top
         self._keep_row(row)
 
     @staticmethod
@@ -577,8 +666,16 @@ class _Comparator:
 
 def merge_records(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tuple[Record | None, Record | None]]:
     """Merge-join two key-sorted record streams (a side is None where only
-    the other has the key)."""
-    r, c = next(ref, None), next(cand, None)
+    the other has the key).
+
+    Each old record is dropped as soon as its side's next one is read, never
+    both after both: a record is hundreds of small lists, and holding two
+    pairs at once crosses the collector's threshold (700 new containers) on
+    every pair, which cost compare a tenth of the parse time. A consumer
+    keeps that benefit by dropping its own references before asking for the
+    next pair (as compare_records does)."""
+    r = next(ref, None)
+    c = next(cand, None)
     while r is not None or c is not None:
         if c is None or (r is not None and r.key < c.key):
             yield r, None
@@ -588,7 +685,8 @@ def merge_records(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tup
             c = next(cand, None)
         else:
             yield r, c
-            r, c = next(ref, None), next(cand, None)
+            r = next(ref, None)
+            c = next(cand, None)
 
 
 def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
@@ -603,19 +701,19 @@ def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
     records = 0
     for r, c in merge_records(iter(reference), iter(candidate)):
         key = (r or c).key  # type: ignore[union-attr]
-        if include is not None and key not in include:
-            continue
-        if r is not None:
-            comp.expect(r)
-        if c is not None:
-            comp.observe(c)
-        if c is None:
-            only_ref.append(key)
-        elif r is None:
-            only_cand.append(key)
-        else:
-            comp.add(r, c)
-            records += 1
+        if include is None or key in include:
+            if r is not None:
+                comp.expect(r)
+            if c is not None:
+                comp.observe(c)
+            if c is None:
+                only_ref.append(key)
+            elif r is None:
+                only_cand.append(key)
+            else:
+                comp.add(r, c)
+                records += 1
+        r = c = None  # see merge_records: let each record go before the next one is read
     return comp.result(only_ref, only_cand, records)
 
 

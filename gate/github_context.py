@@ -14,13 +14,21 @@ from typing import Any, Mapping
 
 from gate.errors import BadInput
 
-__all__ = ["GitHubContext", "ResultOrigin", "ORIGIN_FILE", "context_from_env", "read_event"]
+__all__ = ["GitHubContext", "ResultOrigin", "ORIGIN_FILE", "UNVERIFIED_SUFFIX", "GOLDEN_SHA_VARIABLE",
+           "context_from_env", "read_event", "unverified_context"]
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_SERVER_URL = "https://github.com"
 # Written beside verdict.json by `action`, so a later `publish` on
 # workflow_run knows which PR and commit the result belongs to.
 ORIGIN_FILE = "github.json"
+# The commit the suite and golden were read from (action.yml's golden step).
+GOLDEN_SHA_VARIABLE = "PARITY_GATE_GOLDEN_SHA"
+# A result computed by a workflow that a fork controls is published under
+# "<context> (fork, unverified)", never under the required context itself.
+# action.yml's error step appends the same suffix.
+UNVERIFIED_SUFFIX = " (fork, unverified)"
+_CONTEXT_LIMIT = 255
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
@@ -39,7 +47,9 @@ class GitHubContext:
     # workflow_run only: the triggering run, whose result is being published.
     triggering_run_id: int | None = None
     triggering_run_attempt: int | None = None
+    triggering_event: str | None = None     # workflow_run.event
     from_fork: bool = False
+    golden_sha: str | None = None           # where suite and golden came from
     output_path: Path | None = None
     step_summary_path: Path | None = None
     token: str = field(default="", repr=False)
@@ -65,6 +75,18 @@ class GitHubContext:
         return self.run_url
 
     @property
+    def unverified(self) -> bool:
+        """The result was computed by a workflow file and code that a fork
+        controls: a `pull_request` from a fork, or a `workflow_run` of one.
+        It can say whatever it likes, so it must never turn the required
+        check green. `pull_request_target` runs the base's workflow: trusted."""
+        if not self.from_fork:
+            return False
+        if self.event_name == "workflow_run":
+            return self.triggering_event != "pull_request_target"
+        return self.event_name != "pull_request_target"
+
+    @property
     def can_post(self) -> bool:
         return bool(self.token and self.repository and self.head_sha)
 
@@ -72,7 +94,13 @@ class GitHubContext:
         """Fill PR number and head sha from a result's github.json where the
         event did not give them (workflow_run of a fork PR)."""
         return replace(self, pr_number=self.pr_number or origin.pr_number,
-                       head_sha=self.head_sha or origin.head_sha)
+                       head_sha=self.head_sha or origin.head_sha,
+                       golden_sha=self.golden_sha or origin.golden_sha)
+
+
+def unverified_context(context: str) -> str:
+    """The status context a fork's result is published under."""
+    return context[: _CONTEXT_LIMIT - len(UNVERIFIED_SUFFIX)] + UNVERIFIED_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -84,16 +112,17 @@ class ResultOrigin:
     head_sha: str | None
     event_name: str | None
     run_id: str | None
+    golden_sha: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({"schema": "parity-gate/github-origin", "version": 1,
                            "repository": self.repository, "pr_number": self.pr_number,
                            "head_sha": self.head_sha, "event_name": self.event_name,
-                           "run_id": self.run_id}, indent=2) + "\n"
+                           "run_id": self.run_id, "golden_sha": self.golden_sha}, indent=2) + "\n"
 
     @classmethod
     def from_context(cls, ctx: GitHubContext) -> "ResultOrigin":
-        return cls(ctx.repository, ctx.pr_number, ctx.head_sha, ctx.event_name, ctx.run_id)
+        return cls(ctx.repository, ctx.pr_number, ctx.head_sha, ctx.event_name, ctx.run_id, ctx.golden_sha)
 
     @classmethod
     def read(cls, result_dir: Path) -> "ResultOrigin | None":
@@ -110,9 +139,11 @@ class ResultOrigin:
         sha = data.get("head_sha")
         if pr is not None and (not isinstance(pr, int) or isinstance(pr, bool) or pr <= 0):
             raise BadInput(f"{path}: pr_number must be a positive integer, got {pr!r}")
-        if sha is not None and not (isinstance(sha, str) and _SHA.match(sha)):
-            raise BadInput(f"{path}: head_sha must be 40 hex digits, got {sha!r}")
-        return cls(data.get("repository"), pr, sha, data.get("event_name"), data.get("run_id"))
+        golden = data.get("golden_sha")
+        for key, value in (("head_sha", sha), ("golden_sha", golden)):
+            if value is not None and not (isinstance(value, str) and _SHA.match(value)):
+                raise BadInput(f"{path}: {key} must be 40 hex digits, got {value!r}")
+        return cls(data.get("repository"), pr, sha, data.get("event_name"), data.get("run_id"), golden)
 
 
 def read_event(path: str | None) -> dict[str, Any]:
@@ -148,7 +179,12 @@ def _event_facts(event: str | None, payload: Mapping[str, Any], sha: str | None)
         return {"pr_number": prs[0].get("number") if len(prs) == 1 else None,
                 "head_sha": run.get("head_sha"), "triggering_run_id": run.get("id"),
                 "triggering_run_attempt": run.get("run_attempt"),
+                "triggering_event": run.get("event") if isinstance(run.get("event"), str) else None,
                 "from_fork": bool(head_repo and base_repo and head_repo != base_repo)}
+    if event == "merge_group":
+        # A merge queue's temporary branch: the required check is read on
+        # its head commit. There is no pull request to comment on.
+        return {"head_sha": (payload.get("merge_group") or {}).get("head_sha") or sha}
     if event == "push":
         return {"head_sha": payload.get("after") or sha}
     # workflow_dispatch, schedule, ...: the commit the workflow runs on.
@@ -170,6 +206,9 @@ def context_from_env(env: Mapping[str, str], *, token: str | None = None) -> Git
     number = facts.get("pr_number")
     if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
         raise BadInput(f"event payload ({event}): PR number {number!r} is not an integer")
+    golden_sha = env.get(GOLDEN_SHA_VARIABLE) or None
+    if golden_sha is not None and not _SHA.match(golden_sha):
+        raise BadInput(f"{GOLDEN_SHA_VARIABLE}={golden_sha!r} is not 40 hex digits")
     for key, name in (("triggering_run_id", "id"), ("triggering_run_attempt", "run_attempt")):
         value = facts.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
@@ -186,7 +225,9 @@ def context_from_env(env: Mapping[str, str], *, token: str | None = None) -> Git
         pr_number=number,
         triggering_run_id=facts.get("triggering_run_id"),
         triggering_run_attempt=facts.get("triggering_run_attempt"),
+        triggering_event=facts.get("triggering_event"),
         from_fork=bool(facts.get("from_fork")),
+        golden_sha=golden_sha,
         output_path=Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None,
         step_summary_path=Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None,
         token=(token if token is not None else env.get("GITHUB_TOKEN")) or "",

@@ -11,6 +11,12 @@ A result folder may come from a fork (an artifact, on workflow_run): only
 its schema-checked verdict.json is read. The comment and summary are always
 rendered here from it, never taken from Markdown files in the folder; a
 verdict the schema refuses is published as an `error` status.
+
+A result computed by a workflow a fork controls (`pull_request` from a fork,
+or `workflow_run` of one) is published under "<context> (fork, unverified)":
+it can say anything, so it never speaks for the required context. Every
+comment and summary ends with the commit the result was computed for and the
+commit its suite and golden came from.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from gate import report
 from gate._markdown import md_inline
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
 from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
-from gate.github_context import GitHubContext, ResultOrigin, context_from_env
+from gate.github_context import GitHubContext, ResultOrigin, context_from_env, unverified_context
 from gate.verdict import VERDICT_FILE, read_verdict
 from gate.workflow_commands import (annotation, append_step_summary, check_runner_file, emit_annotations,
                                     write_outputs)
@@ -135,24 +141,46 @@ def _rendered(outcome: Outcome, name: str, render: Callable[[], str]) -> str | N
         return None
 
 
-def _comment_body(outcome: Outcome, context: str, run_url: str | None) -> str:
+def provenance(ctx: GitHubContext, required_context: str) -> str:
+    """The closing line of comment and summary: which commit the result was
+    computed for, which commit the suite and golden came from, and, for a
+    fork's result, that it does not count. Shas are checked 40-hex strings."""
+    parts = []
+    if ctx.head_sha:
+        parts.append(f"Computed for {ctx.head_sha}")
+    if ctx.golden_sha:
+        parts.append(f"suite and golden from {ctx.golden_sha}")
+    line = "; ".join(parts) + "." if parts else ""
+    if ctx.unverified:
+        line += (f" **Unverified**: computed by a workflow run from a fork; it does not count for the "
+                 f"required check `{md_inline(required_context, 255).replace('`', '')}`.")
+    return line.strip()
+
+
+def _with_footer(body: str, footer: str, limit: int, run_url: str | None) -> str:
+    tail = f"\n\n{footer}\n" if footer else ""
+    if len(body) + len(tail) > limit:
+        note = (f"\n\n*Comment truncated at {limit} characters; the full report is in the "
+                f"workflow run{': ' + run_url if run_url else ''}.*\n")
+        body = body[: limit - len(note) - len(tail)] + note
+    return body.rstrip("\n") + "\n" + tail if tail else body
+
+
+def _comment_body(outcome: Outcome, context: str, run_url: str | None, footer: str = "") -> str:
     marker = comment_marker(context)
     body = _rendered(outcome, "comment.md", lambda: report.render_comment(
         dict(outcome.verdict or {}), context=context, report_url=run_url))
     body = body or _fallback_markdown(outcome, run_url)
     if marker not in body:
         body = f"{marker}\n{body}"
-    if len(body) > COMMENT_LIMIT:
-        note = (f"\n\n*Comment truncated at {COMMENT_LIMIT} characters; the full report is in the "
-                f"workflow run{': ' + run_url if run_url else ''}.*\n")
-        body = body[: COMMENT_LIMIT - len(note)] + note
-    return body
+    return _with_footer(body, footer, COMMENT_LIMIT, run_url)
 
 
-def _summary_markdown(outcome: Outcome, run_url: str | None) -> str:
+def _summary_markdown(outcome: Outcome, run_url: str | None, footer: str = "") -> str:
     body = _rendered(outcome, "summary.md", lambda: report.render_summary(
         dict(outcome.verdict or {}), report_url=run_url))
-    return body or _fallback_markdown(outcome, run_url)
+    body = body or _fallback_markdown(outcome, run_url)
+    return body.rstrip("\n") + f"\n\n{footer}\n" if footer else body
 
 
 # --- options and runtime ---------------------------------------------------
@@ -204,8 +232,16 @@ class Publisher:
     def __init__(self, ctx: GitHubContext, api: GitHubAPI, options: PublishOptions, out: TextIO) -> None:
         self.ctx = ctx
         self.api = api
-        self.options = options
         self.out = out
+        self.footer = provenance(ctx, options.status_context)
+        if ctx.unverified:
+            # The fork rule, in the one place every post goes through.
+            unverified = unverified_context(options.status_context)
+            out.write(annotation("notice", f"this result comes from a workflow run of a fork: it is published as "
+                                           f"'{unverified}', never as the required '{options.status_context}' "
+                                           "(docs/github.md, pull requests from forks)", "parity-gate"))
+            options = replace(options, status_context=unverified)
+        self.options = options
         self._posted: list[str] = []
         self._denied: list[str] = []
         self._failed: list[str] = []
@@ -234,7 +270,13 @@ class Publisher:
         if not self.ctx.token:
             if not self._skipped_no_token:
                 self._skipped_no_token = True
-                self._warn("no GitHub token (github-token input or GITHUB_TOKEN): nothing is posted to GitHub")
+                # A notice, not a warning: computing with no token and
+                # publishing from another job is the recommended split.
+                log.info("no GitHub token: nothing is posted to GitHub")
+                self.out.write(annotation("notice", "no GitHub token (github-token input or GITHUB_TOKEN): nothing "
+                                                    "is posted to GitHub; publish the result from a later step or "
+                                                    "job (docs/github.md)", "parity-gate"))
+                self.out.flush()
             self._skipped.append(f"{what}: no token")
             return None
         try:
@@ -291,7 +333,7 @@ class Publisher:
             self._skipped.append("comment: no pull request")
             return
         context = self.options.status_context
-        body = _comment_body(outcome, context, self.target_url)
+        body = _comment_body(outcome, context, self.target_url, self.footer)
         marker = comment_marker(context)
 
         def update_existing(done: str) -> str | None:
@@ -379,7 +421,7 @@ class Publisher:
 
     def publish(self, outcome: Outcome) -> PublishReport:
         self._result_dir = outcome.result_dir
-        summary = _summary_markdown(outcome, self.target_url)
+        summary = _summary_markdown(outcome, self.target_url, self.footer)
         self.write_local(outcome, summary)
         self.post_status(outcome.state, outcome.headline)
         self.upsert_comment(outcome)
@@ -410,7 +452,8 @@ def verify_origin(ctx: GitHubContext, result_dir: Path, api: GitHubAPI) -> GitHu
                            f"{(pull.get('head') or {}).get('sha')}, not workflow_run.head_sha {ctx.head_sha}",
                            "the PR moved on or the artifact is forged; the next gate run publishes")
         return ctx.with_origin(origin)
-    return ctx
+    # Only where the suite and golden came from: a 40-hex sha, shown in the footer.
+    return replace(ctx, golden_sha=ctx.golden_sha or origin.golden_sha)
 
 
 # --- CLI -------------------------------------------------------------------

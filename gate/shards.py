@@ -59,16 +59,18 @@ def _where(reader: TraceReader) -> str:
     return str(reader.path.parent if reader.path.name == "traces.jsonl" else reader.path)
 
 
-def read_shards(results: list[Path], expect: dict[str, str]) -> list[TraceReader]:
-    """The shard results, in shard order, after every refusal of the module
-    doc. `expect`: what the merge itself was given (golden and suite hashes)."""
+def read_shards(results: list[Path], expect: dict[str, str], kind: str) -> list[TraceReader]:
+    """The shards (of a check: kind "obtained"; of a record: "golden"), in
+    shard order, after every refusal of the module doc. `expect`: what the
+    merge itself was given (golden and suite hashes)."""
     readers = []
+    command = "check" if kind == "obtained" else "record"
     for r in results:
         reader = read_trace(r)
         info = reader.manifest.extra.get("shard")
-        if reader.manifest.kind != "obtained" or not isinstance(info, dict):
-            raise BadInput(f"{trace_path(r)}: not a shard of a check",
-                           "pass the result folders of 'parity-gate check --shard I/N'")
+        if reader.manifest.kind != kind or not isinstance(info, dict):
+            raise BadInput(f"{trace_path(r)}: not a shard of a {command}",
+                           f"pass only the output folders of 'parity-gate {command} --shard I/N'")
         readers.append(reader)
     infos = [(x, x.manifest.extra["shard"]) for x in readers]
     counts = sorted({info["count"] for _, info in infos})
@@ -106,7 +108,9 @@ def _same_run(a: TraceReader, b: TraceReader, n: int) -> None:
     pairs = [(f"environment.{k}", ma.environment.get(k), mb.environment.get(k)) for k in MERGE_KEYS]
     pairs += [("tool.version", ma.tool.get("version"), mb.tool.get("version")),
               ("engine_args.resolved", ma.engine_args.get("resolved"), mb.engine_args.get("resolved")),
-              ("suite.workload_sha256", ma.suite.get("workload_sha256"), mb.suite.get("workload_sha256"))]
+              ("suite.sampling", ma.suite.get("sampling"), mb.suite.get("sampling"))]
+    if ma.kind == "obtained":  # a check's shards replay one golden: one workload; a record's each have their own
+        pairs.append(("suite.workload_sha256", ma.suite.get("workload_sha256"), mb.suite.get("workload_sha256")))
     for name, va, vb in pairs:
         if va != vb:
             shown = (lambda v: repr(v) if len(repr(v)) < 60 else repr(v)[:57] + "...")
@@ -115,16 +119,17 @@ def _same_run(a: TraceReader, b: TraceReader, n: int) -> None:
                            "run every shard with the same image, engine args and hardware, then merge")
 
 
-def merged_manifest(shards: list[TraceReader], records: Iterable[Record], relations: Any) -> Manifest:
-    """Shard 1's header with every shard's calls (in shard order) and the
-    sampler relation of all records."""
+def merged_manifest(shards: list[TraceReader], records: Iterable[Record], relations: Any,
+                    suite: dict[str, Any] | None = None) -> Manifest:
+    """Shard 1's header with every shard's calls (in shard order), the
+    sampler relation of all records and (a record's shards) the whole suite."""
     first = shards[0].manifest
     calls = [c for s in shards for c in (s.manifest.batch_plan or {}).get("calls") or []]
     extra = {k: v for k, v in first.extra.items() if k != "shard"}
     extra["sampler_relation"] = {c: r.summary() for c, r in sorted(relations(records).items())}
     extra["merged_shards"] = {"count": len(shards), "of": first.extra["shard"].get("of")}
     return Manifest(kind=first.kind, environment=first.environment, engine_args=first.engine_args,
-                    model=first.model, suite=first.suite,
+                    model=first.model, suite=suite or first.suite,
                     batch_plan=dict(first.batch_plan or {}, calls=calls), tool=first.tool, extra=extra)
 
 
