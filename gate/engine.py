@@ -148,6 +148,8 @@ def _resolved_config(llm: Any) -> dict[str, Any]:
         "enable_chunked_prefill": getattr(sc, "enable_chunked_prefill", None),
         "tensor_parallel_size": getattr(pc, "tensor_parallel_size", None),
         "pipeline_parallel_size": getattr(pc, "pipeline_parallel_size", None),
+        "data_parallel_size": getattr(pc, "data_parallel_size", None),
+        "distributed_executor_backend": getattr(pc, "distributed_executor_backend", None),
         "compilation_mode": str(getattr(comp, "mode", getattr(comp, "level", None))) if comp else None,
         "cudagraph_mode": str(getattr(comp, "cudagraph_mode", None)) if comp else None,
         "attention_backend": os.environ.get("VLLM_ATTENTION_BACKEND") or _attention_backend(llm),

@@ -22,7 +22,10 @@ SCHEMA = "parity-gate/verdict"
 VERSION = 1
 _ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "cuda_version", "device_name", "driver_version",
              "python_version", "platform")
-_HARDWARE = ("device_name", "driver_version", "tensor_parallel_size", "pipeline_parallel_size")
+# Tensor and pipeline parallelism split each matmul or layer stack across
+# cards: other reduction orders, other numerics. Data parallelism changes
+# which requests share a batch.
+_HARDWARE = ("device_name", "driver_version", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
 
 
 def _row(key: str, group: str, ref: dict[str, Any], cand: dict[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -66,8 +69,8 @@ def _hardware_warnings(diff: list[dict[str, Any]]) -> list[str]:
     if not moved:
         return []
     what = ", ".join(f"{r['key']} {r['reference']!r} -> {r['candidate']!r}" for r in moved)
-    return [f"golden and run were made on different hardware ({what}); compared anyway, so drift may be "
-            f"the hardware's, not the version's"]
+    return [f"golden and run were made on different hardware or parallel layout ({what}); compared anyway, so "
+            f"drift may be the hardware's or the layout's, not the version's"]
 
 
 def config_status(config: str, checks: list[CheckResult], group: dict[str, Any],
