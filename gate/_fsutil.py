@@ -143,6 +143,19 @@ def read_regular(path: Path, limit: int) -> bytes:
     return data
 
 
+def workspace_root() -> Path:
+    """The folder --strict-paths confines inputs to: GITHUB_WORKSPACE on a
+    runner, else the current folder."""
+    return Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd()).resolve()
+
+
+def outside(path: Path, root: Path) -> Path | None:
+    """Where `path` really is (symlinks followed) when that is outside `root`;
+    None when it is inside."""
+    real = Path(path).resolve()
+    return None if real == root or root in real.parents else real
+
+
 def _protected() -> list[tuple[Path, str]]:
     out = [(Path.cwd().resolve(), "the current folder"), (Path.home().resolve(), "the home folder"),
            (Path("/"), "the file-system root")]

@@ -30,7 +30,8 @@ from gate.semantics import relations_of
 from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, restrict, shard_info, shard_prompts
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
-from gate.suite import Suite, check_prompt_lengths, load_suite, prompt_hash, validate_with_vllm, workload_hash
+from gate.suite import (Suite, check_prompt_lengths, confine, load_suite, prompt_hash, validate_with_vllm,
+                        workload_hash)
 from gate.trace import Manifest, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, read_verdict, text_summary, write_verdict
 
@@ -70,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--no-resume", action="store_true",
                             help="start over instead of continuing an unfinished run into the same --out")
         parser.add_argument("--quiet", action="store_true", help="no progress output")
+    if name in ("record", "check", "merge"):
+        parser.add_argument("--strict-paths", action="store_true",
+                            help="refuse a suite, prompts_file or --policy whose real path (symlinks followed) is "
+                                 "outside the workspace (GITHUB_WORKSPACE, else the current folder)")
         parser.add_argument("--progress-interval", type=float, default=30.0, metavar="SECONDS",
                             help="without a terminal, print a progress line at most this often (default 30)")
     if name == "record":
@@ -219,7 +224,7 @@ def _write_trace(stage: _Stage, engine: Any, checkpoint: Checkpoint, prompts: di
 
 
 def record(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.strict_paths)
     overrides = engine_overrides(args.engine_arg)
     engine_args = dict(suite.engine, **overrides)
     shard = parse_shard(args.shard) if args.shard else None
@@ -325,7 +330,9 @@ def _match_workload(suite: Suite, golden: Manifest, golden_path: Path, args: arg
 
 
 def _policy(suite_policy: Any, suite_path: str, policy_file: Path | None, fail_on: str | None,
-            configs: set[str]) -> Policy:
+            configs: set[str], strict_paths: bool = False) -> Policy:
+    if policy_file is not None and strict_paths:
+        confine(policy_file, "--policy")
     policy = parse_policy(suite_policy, suite_path, DEFAULT_POLICY, configs) if suite_policy is not None \
         else DEFAULT_POLICY
     if policy_file is not None:
@@ -394,12 +401,13 @@ def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golde
 
 
 def check(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.strict_paths)
     overrides = engine_overrides(args.engine_arg)
     shard = parse_shard(args.shard) if args.shard else None
     golden = _read_golden(suite, args.golden, args)
     model_id = model_identity(suite.model)
-    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
+                     args.strict_paths)
     mine = shard_prompts(golden.prompts, shard)
     workload = _match_workload(suite, golden.manifest, args.golden, args,
                                [k for k in golden.completions if k[1] in mine])
@@ -475,7 +483,7 @@ def merge(args: argparse.Namespace) -> int:
     every shard's records under one header. A check's shards (`check --shard
     I/N`) are then compared with the golden, as `check` would: one verdict,
     one report. A record's shards become one golden (gate/shards.py)."""
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.strict_paths)
     suite_sha = file_sha256(suite.path)
     if read_trace(args.results[0]).manifest.kind == "golden":
         if args.golden is not None:
@@ -487,7 +495,8 @@ def merge(args: argparse.Namespace) -> int:
     golden = _read_golden(suite, args.golden, args)
     shards = read_shards(args.results, {"golden_sha256": file_sha256(trace_path(args.golden)),
                                         "suite_sha256": suite_sha}, "obtained")
-    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
+                     args.strict_paths)
     workload = _match_workload(suite, golden.manifest, args.golden, args, list(golden.completions))
     stage = _Stage(args.out, force=args.force, inputs=[*_suite_inputs(suite), args.golden, *args.results,
                                                        *([args.policy] if args.policy else [])])

@@ -14,14 +14,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from gate import engine as adapter  # imports vllm only when asked to
-from gate._fsutil import NotRegularFile, TooLarge, open_regular
+from gate._fsutil import NotRegularFile, TooLarge, open_regular, outside, workspace_root
 from gate._yaml import (PROMPTS_FILE_SIZE_LIMIT, SUITE_SIZE_LIMIT, YAML_ALIAS_LIMIT, cannot_read, load_yaml,
                         mib)
 from gate.errors import BadInput, InfraError
 from gate.identity import ContextLength, model_max_len
 from gate.policy import parse_policy  # validated with the suite, so a bad policy fails before the engine starts
 
-__all__ = ["Prompt", "SamplingConfig", "Suite", "load_suite", "load_yaml", "parse_engine_arg",
+__all__ = ["Prompt", "SamplingConfig", "Suite", "load_suite", "confine", "load_yaml", "parse_engine_arg",
            "check_prompt_lengths", "validate_with_vllm", "workload_hash", "SAMPLING_DEFAULTS",
            "SUITE_SIZE_LIMIT", "PROMPTS_FILE_SIZE_LIMIT", "YAML_ALIAS_LIMIT"]
 
@@ -403,8 +403,21 @@ def validate_with_vllm(suite: Suite) -> None:
                        "use values this vLLM accepts (see docs/suite-format.md)")
 
 
-def load_suite(path: Path) -> Suite:
+def confine(path: Path, what: str) -> None:
+    """--strict-paths: refuse an input whose real path is outside the workspace."""
+    real = outside(path, workspace_root())
+    if real is not None:
+        raise BadInput(f"{what} {path} resolves to {real}, outside the workspace {workspace_root()} (--strict-paths)",
+                       "keep the file inside the workspace (not a symlink out of it), or drop --strict-paths")
+
+
+def load_suite(path: Path, strict_paths: bool = False) -> Suite:
+    """`strict_paths`: the suite file and its prompts_file must really lie in
+    the workspace (gate/_fsutil.workspace_root); a symlink out of it is
+    refused, so a PR can't point the gate at files elsewhere on the runner."""
     path = Path(path)
+    if strict_paths:
+        confine(path, "suite")
     data = load_yaml(path)
     problems = _Problems(path)
     if data is None:
@@ -453,7 +466,12 @@ def load_suite(path: Path) -> Suite:
         if not isinstance(pf, str) or not pf:
             problems.add(_line(data, "prompts_file"), "'prompts_file' must be a path to a JSONL file")
         else:
-            prompts.extend(_load_prompts_file(base / pf, problems, _line(data, "prompts_file")))
+            real = outside(base / pf, workspace_root()) if strict_paths else None
+            if real is not None:
+                problems.add(_line(data, "prompts_file"), f"prompts_file {pf} resolves to {real}, outside the "
+                                                          f"workspace {workspace_root()} (--strict-paths)")
+            else:
+                prompts.extend(_load_prompts_file(base / pf, problems, _line(data, "prompts_file")))
     seen: dict[str, str] = {}
     for p in prompts:
         if p.id in seen:

@@ -462,3 +462,27 @@ def test_identity__broken_config_json_is_named(folder):
     with pytest.raises(BadInput, match="config.json is not valid JSON"):
         model_max_len(folder / "model")
     assert "config.json is not valid JSON" in _problem(folder, SUITE)
+
+
+def test_load_suite__strict_paths_refuses_a_suite_or_prompts_file_linked_out_of_the_workspace(tmp_path, monkeypatch):
+    from gate.errors import BadInput as _BadInput
+
+    ws, elsewhere = tmp_path / "ws", tmp_path / "elsewhere"
+    ws.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(ws))
+    model = ws / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (elsewhere / "secret.jsonl").write_text('{"id": "x", "text": "from outside"}\n')
+    (ws / "prompts.jsonl").symlink_to(elsewhere / "secret.jsonl")
+    suite = ws / "suite.yaml"
+    suite.write_text("model: model\nprompts_file: prompts.jsonl\nsampling:\n  - name: g\n    temperature: 0\n")
+    assert [p.id for p in load_suite(suite).prompts] == ["x"]  # without the flag, links are followed
+    with pytest.raises(_BadInput, match=r"suite.yaml:2: prompts_file prompts.jsonl resolves to .*elsewhere/secret"
+                                        r".jsonl, outside the workspace .*ws \(--strict-paths\)"):
+        load_suite(suite, strict_paths=True)
+    (elsewhere / "suite.yaml").write_text(suite.read_text())
+    (ws / "linked.yaml").symlink_to(elsewhere / "suite.yaml")
+    with pytest.raises(_BadInput, match=r"suite .*linked.yaml resolves to .*elsewhere/suite.yaml, outside"):
+        load_suite(ws / "linked.yaml", strict_paths=True)
