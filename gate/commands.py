@@ -359,19 +359,23 @@ class _Golden:
     completions: dict[tuple, list[int]]
 
 
-def _read_golden(suite: Suite, path: Path, args: argparse.Namespace) -> _Golden:
+def _read_golden(suite: Suite, path: Path, args: argparse.Namespace,
+                 model_id: dict[str, Any] | None | bool = True) -> _Golden:
+    """`model_id`: the suite model's identity (True: hash its files now;
+    None: no model here, as in merge, whose shards each checked it)."""
     reader = read_trace(path)
     golden = reader.manifest
     if golden.kind != "golden":
         raise BadInput(f"{trace_path(path)}: trace kind is {golden.kind!r}, not a golden",
                        "pass a folder written by 'parity-gate record'")
-    model_id = model_identity(suite.model)
-    if not same_model(golden.model, model_id):
+    if model_id is True:
+        model_id = model_identity(suite.model)
+    if model_id is not None and not same_model(golden.model, model_id):
         raise StaleGolden(f"golden was recorded from model {golden.model.get('id')} ({golden.model.get('name')}), "
                           f"the suite's model is {model_id['id']} ({model_id['name']})",
                           f"point the suite at the golden's model, or re-record: "
                           f"{_cmd('record', '--suite', args.suite, '--out', path, '--update')}")
-    vocab = model_vocab_size(suite.model)
+    vocab = model_vocab_size(suite.model) if model_id is not None else None
     prompts: dict[str, list[int]] = {}
     completions: dict[tuple, list[int]] = {}
     for rec in reader.records():
@@ -404,8 +408,8 @@ def check(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, args.strict_paths)
     overrides = engine_overrides(args.engine_arg)
     shard = parse_shard(args.shard) if args.shard else None
-    golden = _read_golden(suite, args.golden, args)
     model_id = model_identity(suite.model)
+    golden = _read_golden(suite, args.golden, args, model_id)
     policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
                      args.strict_paths)
     mine = shard_prompts(golden.prompts, shard)
@@ -483,7 +487,7 @@ def merge(args: argparse.Namespace) -> int:
     every shard's records under one header. A check's shards (`check --shard
     I/N`) are then compared with the golden, as `check` would: one verdict,
     one report. A record's shards become one golden (gate/shards.py)."""
-    suite = load_suite(args.suite, args.strict_paths)
+    suite = load_suite(args.suite, args.strict_paths, need_model=False)  # the shards ran the model
     suite_sha = file_sha256(suite.path)
     if read_trace(args.results[0]).manifest.kind == "golden":
         if args.golden is not None:
@@ -492,13 +496,17 @@ def merge(args: argparse.Namespace) -> int:
         return _merge_golden(args, suite, read_shards(args.results, {"suite_sha256": suite_sha}, "golden"))
     if args.golden is None:
         raise BadInput("merging a check's shards needs --golden", "pass the golden the shards were checked against")
-    golden = _read_golden(suite, args.golden, args)
+    golden = _read_golden(suite, args.golden, args, model_id=None)
     shards = read_shards(args.results, {"golden_sha256": file_sha256(trace_path(args.golden)),
                                         "suite_sha256": suite_sha}, "obtained")
+    for shard in shards:
+        if not same_model(shard.manifest.model, golden.manifest.model):
+            raise StaleGolden(f"{shard.path} ran model {shard.manifest.model.get('id')}, the golden is of model "
+                              f"{golden.manifest.model.get('id')}", "merge the shards of one check of this golden")
     policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
                      args.strict_paths)
     workload = _match_workload(suite, golden.manifest, args.golden, args, list(golden.completions))
-    stage = _Stage(args.out, force=args.force, inputs=[*_suite_inputs(suite), args.golden, *args.results,
+    stage = _Stage(args.out, force=args.force, inputs=[suite.path, args.golden, *args.results,
                                                        *([args.policy] if args.policy else [])])
     try:
         with _writing(args.out):
@@ -520,7 +528,7 @@ def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
     sampling = shards[0].manifest.suite.get("sampling") or {}
     whole = dict(shards[0].manifest.suite, workload_sha256=workload_hash(prompts, sampling),
                  prompts={pid: info for s in shards for pid, info in (s.manifest.suite.get("prompts") or {}).items()})
-    stage = _Stage(args.out, force=args.force, inputs=[*_suite_inputs(suite), *args.results])
+    stage = _Stage(args.out, force=args.force, inputs=[suite.path, *args.results])
     try:
         with _writing(args.out):
             manifest = merged_manifest(shards, merged_records(shards), relations_of, whole)

@@ -411,10 +411,12 @@ def confine(path: Path, what: str) -> None:
                        "keep the file inside the workspace (not a symlink out of it), or drop --strict-paths")
 
 
-def load_suite(path: Path, strict_paths: bool = False) -> Suite:
+def load_suite(path: Path, strict_paths: bool = False, need_model: bool = True) -> Suite:
     """`strict_paths`: the suite file and its prompts_file must really lie in
     the workspace (gate/_fsutil.workspace_root); a symlink out of it is
-    refused, so a PR can't point the gate at files elsewhere on the runner."""
+    refused, so a PR can't point the gate at files elsewhere on the runner.
+    `need_model=False` (merge, on a runner without the model): the model
+    folder is not looked at."""
     path = Path(path)
     if strict_paths:
         confine(path, "suite")
@@ -436,7 +438,9 @@ def load_suite(path: Path, strict_paths: bool = False) -> Suite:
         problems.add(_line(data, "model") or ":1", "'model' must be a local path (string)")
     else:
         model_path = (base / model).resolve() if not Path(model).is_absolute() else Path(model)
-        if not model_path.is_dir():
+        if not need_model:
+            pass
+        elif not model_path.is_dir():
             problems.add(_line(data, "model"), f"model folder {model_path} does not exist "
                                               "(a local path; relative paths resolve against the suite's folder)")
         elif not (model_path / "config.json").is_file():
