@@ -56,7 +56,7 @@ def test_workflow_files__action_yml_matches_the_github_actions_schema():
 
 
 def test_workflow_files__examples_match_the_github_workflows_schema():
-    assert {p.name for p in WORKFLOWS} == {"gate.yml", "publish.yml", "rerecord.yml"}
+    assert {p.name for p in WORKFLOWS} == {"gate.yml", "gate-trusted.yml", "publish.yml", "rerecord.yml"}
     _check_jsonschema("vendor.github-workflows", WORKFLOWS)
 
 
@@ -71,26 +71,97 @@ def test_workflow_files__actionlint_really_reports_problems(tmp_path):
     assert any("nope" in line for line in _actionlint([bad]))
 
 
+def _load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "examples" / "workflows" / name).read_text())
+
+
+def _steps(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
 def test_workflow_files__action_is_composite_passing_gpus_and_runner_user():
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
-    script = action["runs"]["steps"][-1]["run"]
-    for needle in ("docker run", "--ipc=host", '--gpus "$GPUS"', '--user "$(id -u):$(id -g)"',
-                   "-e INPUT_GITHUB_TOKEN", "-e GITHUB_EVENT_PATH", '-v "$RUNNER_TEMP:$RUNNER_TEMP"'):
+    script = next(s for s in action["runs"]["steps"] if s["id"] == "gate")["run"]
+    for needle in ("docker run", '--gpus "$gpus"', '--user "$(id -u):$(id -g)"', "-e INPUT_GITHUB_TOKEN",
+                   "-e GITHUB_EVENT_PATH", "-e INPUT_CHECK_RUN", "-e INPUT_COMMENT_AUTHOR", "--shm-size",
+                   "trap 'on_signal SIGTERM 143' TERM"):
         assert needle in script
-    assert "${{" not in script  # inputs reach the script through env, never spliced into it
-    assert set(action["outputs"]) >= {"verdict", "result-dir", "report-path"}
+    assert "--ipc=host" not in script and '"$RUNNER_TEMP:$RUNNER_TEMP"' not in script
+    for step in action["runs"]["steps"]:
+        assert "${{" not in step["run"], step["id"]  # inputs reach scripts through env, never spliced in
+    assert set(action["outputs"]) >= {"verdict", "result-dir", "report-path", "headline", "golden-sha"}
     assert set(action["inputs"]) >= {"suite", "golden", "vllm-version", "image", "github-token", "comment",
-                                     "status-context", "engine-args", "fail-on"}
+                                     "status-context", "engine-args", "fail-on", "check-run", "comment-author",
+                                     "golden-from", "base-sha", "cache-dir", "shm-size", "docker-args"}
+    assert action["inputs"]["check-run"]["default"] == "false"
+    assert action["inputs"]["golden-from"]["default"] == "base"
+    error = action["runs"]["steps"][-1]
+    assert error["if"] == "failure() || cancelled()" and "PARITY_GATE_TOKEN" in error["env"]
 
 
-def test_workflow_files__gate_takes_suite_and_golden_from_base_and_publish_never_checks_out_pr():
-    gate = yaml.safe_load((ROOT / "examples" / "workflows" / "gate.yml").read_text())
-    steps = gate["jobs"]["gate"]["steps"]
-    base = next(s for s in steps if s.get("with", {}).get("path") == ".parity-base")
-    assert base["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
-    run = next(s for s in steps if s.get("id") == "gate")["with"]
-    assert run["suite"].startswith(".parity-base/") and run["golden"].startswith(".parity-base/")
-    assert "concurrency" in gate and gate["jobs"]["gate"]["timeout-minutes"]
+def test_workflow_files__headline_output_is_one_the_gate_writes():
+    from gate import publish
+    assert '"headline": outcome.headline' in Path(publish.__file__).read_text()
+
+
+def test_workflow_files__no_expression_in_any_run_script_and_no_persisted_credentials():
+    for path in WORKFLOWS:
+        for step in _steps(yaml.safe_load(path.read_text())):
+            assert "${{" not in step.get("run", ""), (path.name, step)
+            if str(step.get("uses", "")).startswith("actions/checkout"):
+                assert step["with"]["persist-credentials"] is False, path.name
+
+
+def test_workflow_files__gate_is_split_merge_queue_ready_and_never_runs_forks():
+    gate = _load("gate.yml")
+    on = gate.get("on") or gate.get(True)
+    assert set(on) == {"pull_request", "merge_group"}
+    assert gate["permissions"] == {}
+    group = gate["concurrency"]["group"]
+    assert "github.event.pull_request.number || github.ref || github.run_id" in group
+    plan, gpu, post = gate["jobs"]["plan"], gate["jobs"]["gate"], gate["jobs"]["publish"]
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in plan["if"]
+    assert "merge_group" in plan["if"]
+    # The job that runs vLLM holds a read-only token and gives the action none.
+    assert gpu["permissions"] == {"contents": "read"} and gpu["timeout-minutes"]
+    action = next(s for s in gpu["steps"] if s.get("id") == "gate")["with"]
+    assert action["github-token"] == "" and action["base-sha"] == "${{ needs.plan.outputs.base }}"
+    assert "golden-from" not in action  # the default: the base commit
+    checkout = next(s for s in gpu["steps"] if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
+    upload = next(s for s in gpu["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert "steps." not in upload["with"]["path"]
+    assert post["permissions"] == {"pull-requests": "write", "statuses": "write"}
+    assert "--no-check-run" in post["steps"][-1]["run"]
+    plan_script = next(s for s in plan["steps"] if s.get("id") == "plan")["run"]
+    assert "git diff --quiet \"$base\" HEAD -- parity .github" in plan_script
+    assert "MERGE_GROUP_BASE_SHA" in plan_script
+
+
+def test_workflow_files__trusted_fork_path_checks_out_no_pr_code():
+    trusted = _load("gate-trusted.yml")
+    on = trusted.get("on") or trusted.get(True)
+    assert set(on) == {"pull_request_target"}
+    for step in _steps(trusted):
+        if str(step.get("uses", "")).startswith("actions/checkout"):
+            assert "ref" not in step.get("with", {}) and "repository" not in step.get("with", {})
+    pin = trusted["jobs"]["pin"]["steps"][0]["run"]
+    assert "contents/requirements.txt?ref=${HEAD_SHA}" in pin and "[[ ! \"$version\" =~" in pin
+    assert trusted["jobs"]["gate"]["permissions"] == {"contents": "read"}
+
+
+def test_workflow_files__publish_never_checks_out_pr_and_only_handles_forks():
     publish = (ROOT / "examples" / "workflows" / "publish.yml").read_text()
     assert "actions/checkout" not in publish and "workflow_run" in publish
+    job = _load("publish.yml")["jobs"]["publish"]
+    assert "head_repository.full_name != github.repository" in job["if"]
+
+
+def test_workflow_files__rerecord_opens_its_pr_with_an_app_token():
+    rerecord = _load("rerecord.yml")
+    assert rerecord["jobs"]["record"]["permissions"] == {"contents": "read"}
+    steps = rerecord["jobs"]["pull-request"]["steps"]
+    assert any(str(s.get("uses", "")).startswith("actions/create-github-app-token") for s in steps)
+    assert steps[-1]["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token }}"
+    assert "--ipc=host" not in json.dumps(rerecord)

@@ -129,8 +129,8 @@ def test_shards__merge_equals_the_unsharded_check(sharded):
     mv = json.loads((root / "merged" / "verdict.json").read_text())
     bv = json.loads((base / "verdict.json").read_text())
     assert mv["measures"] == bv["measures"] and mv["verdict"] == bv["verdict"]
-    assert [(c["name"], c["value"], c["evidence"]) for c in mv["checks"]] == \
-        [(c["name"], c["value"], c["evidence"]) for c in bv["checks"]]
+    assert [(c["id"], c["config"], c["value"], c["evidence"]) for c in mv["checks"]] == \
+        [(c["id"], c["config"], c["value"], c["evidence"]) for c in bv["checks"]]
     # each shard compared only its own prompts, and together they cover the suite once
     seen = [json.loads(line)["prompt_id"] for i in (1, 2)
             for line in (root / f"s{i}" / "traces.jsonl").read_text().splitlines()[1:]

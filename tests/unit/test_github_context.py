@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gate.errors import BadInput
-from gate.github_context import ResultOrigin, context_from_env
+from gate.github_context import UNVERIFIED_SUFFIX, ResultOrigin, context_from_env, unverified_context
 
 EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 HEAD, MERGE = "a" * 40, "c" * 40
@@ -123,3 +123,51 @@ def test_github_context__origin_round_trips_and_rejects_bad_values(tmp_path):
     (tmp_path / "github.json").write_text(json.dumps({"schema": "parity-gate/github-origin", "pr_number": "7"}))
     with pytest.raises(BadInput, match="pr_number"):
         ResultOrigin.read(tmp_path)
+
+
+def _payload(tmp_path: Path, data: dict) -> str:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_github_context__merge_group_posts_on_the_queue_head(tmp_path):
+    event = _payload(tmp_path, {"merge_group": {"head_sha": "d" * 40, "base_sha": "b" * 40}})
+    ctx = context_from_env({"GITHUB_EVENT_NAME": "merge_group", "GITHUB_EVENT_PATH": event, "GITHUB_SHA": MERGE})
+    assert (ctx.head_sha, ctx.pr_number, ctx.unverified) == ("d" * 40, None, False)
+
+
+@pytest.mark.parametrize("event, payload, unverified", [
+    ("pull_request", "pull_request", False),
+    ("pull_request_target", "pull_request_target", False),   # the base's workflow: trusted
+    ("workflow_run", "workflow_run_fork", True),
+    ("workflow_run", "workflow_run", False),
+])
+def test_github_context__unverified_is_a_forks_own_workflow(event, payload, unverified):
+    assert context_from_env(_env(event, payload)).unverified is unverified
+
+
+def test_github_context__fork_pull_request_and_its_trusted_rerun(tmp_path):
+    data = json.loads((EVENTS / "workflow_run_fork.json").read_text())
+    ctx = context_from_env(_env("workflow_run", GITHUB_EVENT_PATH=_payload(tmp_path, data)))
+    assert ctx.triggering_event == "pull_request" and ctx.unverified
+    data["workflow_run"]["event"] = "pull_request_target"
+    ctx = context_from_env(_env("workflow_run", GITHUB_EVENT_PATH=_payload(tmp_path, data)))
+    assert ctx.from_fork and not ctx.unverified
+
+
+def test_github_context__unverified_context_keeps_the_255_limit():
+    assert unverified_context("parity-gate") == "parity-gate (fork, unverified)"
+    assert len(unverified_context("x" * 255)) == 255 and unverified_context("x" * 255).endswith(UNVERIFIED_SUFFIX)
+
+
+def test_github_context__golden_sha_from_the_action_and_github_json(tmp_path):
+    ctx = context_from_env(_env("pull_request", PARITY_GATE_GOLDEN_SHA="b" * 40))
+    assert ctx.golden_sha == "b" * 40
+    origin = ResultOrigin.from_context(ctx)
+    (tmp_path / "github.json").write_text(origin.to_json())
+    assert ResultOrigin.read(tmp_path).golden_sha == "b" * 40
+    filled = context_from_env(_env("pull_request")).with_origin(origin)
+    assert filled.golden_sha == "b" * 40
+    with pytest.raises(BadInput, match="PARITY_GATE_GOLDEN_SHA"):
+        context_from_env(_env("pull_request", PARITY_GATE_GOLDEN_SHA="HEAD~1"))

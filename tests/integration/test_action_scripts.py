@@ -1,0 +1,709 @@
+"""action.yml's own bash steps, really run.
+
+Each `run:` script is taken from action.yml and run with bash as the runner
+would (`bash --noprofile --norc -eo pipefail`), with its `env:` expressions
+evaluated here (inputs, github.event, steps.*.outputs) and a stub `docker`
+first on PATH. The stub records its argv (one JSON line a call), builds and
+inspects images in a list, answers `ps` from a list of containers with
+docker's filters, and can fail, or hang in `run` until `stop`. The error step
+posts to the fake GitHub server on loopback; the golden step reads a real git
+repository made here."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gate.github_context import UNVERIFIED_SUFFIX
+from tests.fake_github import FakeGitHub
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
+STEPS = ACTION["runs"]["steps"]
+TOKEN = "ghs_action-scripts-LEAKCHECK-71d2"
+HEAD = "a" * 40
+REPO = "octo/gate"
+
+STUB = r'''#!{python}
+import json, os, signal, sys, time
+from pathlib import Path
+
+state = Path(os.environ["DOCKER_STUB_DIR"])
+argv = sys.argv[1:]
+keys = [k for k in os.environ.get("DOCKER_STUB_ENV_KEYS", "").split(",") if k]
+with open(state / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"argv": argv, "env": {k: os.environ.get(k) for k in keys}}) + "\n")
+cmd = "inspect" if argv[:2] == ["image", "inspect"] else (argv[0] if argv else "")
+fail = json.loads(os.environ.get("DOCKER_STUB_FAIL") or "{}")
+if cmd in fail:
+    print(f"docker stub: {cmd} fails", file=sys.stderr)
+    sys.exit(fail[cmd])
+images = state / "images"
+if cmd == "inspect":
+    sys.exit(0 if images.exists() and argv[2] in images.read_text().split() else 1)
+if cmd == "build":
+    with open(images, "a") as fh:
+        fh.write(argv[argv.index("-t") + 1] + "\n")
+    sys.exit(0)
+if cmd == "ps":
+    listed = state / "containers.json"
+    filters = [argv[i + 1] for i, a in enumerate(argv) if a == "--filter"]
+    labels = [f[len("label="):] for f in filters if f.startswith("label=")]
+    states = [f[len("status="):] for f in filters if f.startswith("status=")]
+    for c in json.loads(listed.read_text()) if listed.exists() else []:
+        ok = all(c["labels"].get(l.partition("=")[0]) == l.partition("=")[2] if "=" in l else l in c["labels"]
+                 for l in labels)
+        if ok and (not states or c["state"] in states):
+            print(c["id"])
+    sys.exit(0)
+if cmd == "run":
+    (state / "run.pid").write_text(str(os.getpid()))
+    if os.environ.get("DOCKER_STUB_RUN_HANG"):
+        # The container's gate: SIGTERM (docker stop) posts its error and exits 3.
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+        while True:
+            time.sleep(0.05)
+    sys.exit(int(os.environ.get("DOCKER_STUB_RUN_RC", "0")))
+if cmd == "stop":
+    pid = state / "run.pid"
+    if not pid.exists():
+        print("Error response from daemon: No such container", file=sys.stderr)
+        sys.exit(1)
+    os.kill(int(pid.read_text()), signal.SIGTERM)
+sys.exit(0)
+'''
+
+_EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def _lookup(ctx: dict[str, Any], path: str) -> Any:
+    value: Any = ctx
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def evaluate(expr: str, ctx: dict[str, Any]) -> Any:
+    """The subset of GitHub's expressions action.yml uses: context paths,
+    'literals' and `||` (the first truthy value, else the last)."""
+    value: Any = None
+    for alt in (a.strip() for a in expr.split("||")):
+        value = alt[1:-1].replace("''", "'") if alt.startswith("'") else _lookup(ctx, alt)
+        if value not in (None, "", False, 0):
+            return value
+    return value
+
+
+def render(text: str, ctx: dict[str, Any]) -> str:
+    def one(m: re.Match[str]) -> str:
+        value = evaluate(m[1], ctx)
+        return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return _EXPR.sub(one, str(text))
+
+
+def _parse_outputs(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and "=" not in line.split("<<")[0]:
+            name, delim = line.split("<<", 1)
+            body = []
+            for inner in lines:
+                if inner == delim:
+                    break
+                body.append(inner)
+            out[name] = "\n".join(body)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            out[name] = value
+    return out
+
+
+@dataclass
+class StepRun:
+    id: str
+    rc: int | None              # None: skipped
+    stdout: str = ""
+    stderr: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Runner:
+    """One job's worth of runner state: workspace, RUNNER_TEMP, the event, a stub docker."""
+
+    root: Path
+    event_name: str = "pull_request"
+    event: dict[str, Any] = field(default_factory=dict)
+    action_path: Path = ROOT
+    api_url: str = "http://127.0.0.1:9"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, StepRun] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workspace = self.root / "work" / "gate"
+        self.temp = self.root / "runner-temp"
+        self.bin = self.root / "bin"
+        self.state = self.root / "docker-state"
+        for d in (self.workspace, self.temp, self.bin, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        stub = self.bin / "docker"
+        stub.write_text(STUB.replace("{python}", sys.executable))
+        stub.chmod(0o755)
+        (self.bin / "python3").symlink_to(sys.executable)
+        if not self.event:
+            self.event = pr_event()
+        self.event_path = self.temp / "_github_workflow" / "event.json"
+        self.event_path.parent.mkdir(parents=True, exist_ok=True)
+        self.event_path.write_text(json.dumps(self.event))
+        self.summary = self.temp / "_runner_file_commands" / "step_summary"
+        self.summary.parent.mkdir(parents=True, exist_ok=True)
+
+    # --- what the runner provides --------------------------------------------
+    def env(self) -> dict[str, str]:
+        return {"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}", "HOME": str(self.root),
+                "LANG": "C.UTF-8", "CI": "true", "GITHUB_ACTIONS": "true",
+                "GITHUB_WORKSPACE": str(self.workspace), "RUNNER_TEMP": str(self.temp),
+                "RUNNER_NAME": "gpu-runner-1", "GITHUB_EVENT_NAME": self.event_name,
+                "GITHUB_EVENT_PATH": str(self.event_path), "GITHUB_REPOSITORY": REPO,
+                "GITHUB_API_URL": self.api_url, "GITHUB_SERVER_URL": "https://github.example",
+                "GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SHA": "c" * 40,
+                "GITHUB_REF": "refs/pull/7/merge", "GITHUB_STEP_SUMMARY": str(self.summary),
+                "DOCKER_STUB_DIR": str(self.state), **self.extra_env}
+
+    def context(self, inputs: dict[str, str]) -> dict[str, Any]:
+        github = {"event": self.event, "event_name": self.event_name, "action_path": str(self.action_path),
+                  "token": TOKEN}
+        values = {}
+        for name, spec in ACTION["inputs"].items():
+            values[name] = inputs[name] if name in inputs else render(spec.get("default", ""), {"github": github})
+        return {"inputs": values, "github": github,
+                "steps": {k: {"outputs": v.outputs} for k, v in self.steps.items()}}
+
+    def _prepare(self, step: dict[str, Any], inputs: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+        ctx = self.context(inputs)
+        output = self.temp / "_runner_file_commands" / f"set_output_{step['id']}"
+        output.write_text("")
+        env = {**self.env(), "GITHUB_OUTPUT": str(output)}
+        env.update({k: render(v, ctx) for k, v in (step.get("env") or {}).items()})
+        script = self.root / f"step-{step['id']}.sh"
+        script.write_text(step["run"])
+        return ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], env, output
+
+    def start(self, step_id: str, inputs: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        step = next(s for s in STEPS if s["id"] == step_id)
+        argv, env, output = self._prepare(step, inputs or {})
+        return subprocess.Popen(argv, env=env, cwd=self.workspace, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True), output
+
+    def finish(self, step_id: str, proc: subprocess.Popen, output: Path, timeout: float = 60) -> StepRun:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        run = StepRun(step_id, proc.returncode, stdout, stderr, _parse_outputs(output.read_text()))
+        self.steps[step_id] = run
+        return run
+
+    def step(self, step_id: str, inputs: dict[str, str] | None = None, timeout: float = 60) -> StepRun:
+        proc, output = self.start(step_id, inputs)
+        return self.finish(step_id, proc, output, timeout)
+
+    def action(self, inputs: dict[str, str] | None = None, cancelled: bool = False) -> dict[str, StepRun]:
+        """All steps in order, as the runner runs a composite action: after
+        a failure only steps whose `if` asks for failure() or cancelled() run."""
+        self.steps = {}
+        failed = False
+        for step in STEPS:
+            cond = step.get("if", "success()")
+            wanted = ((not failed and not cancelled and "success()" in cond)
+                      or (failed and "failure()" in cond) or (cancelled and "cancelled()" in cond)
+                      or "always()" in cond)
+            if not wanted:
+                self.steps[step["id"]] = StepRun(step["id"], None)
+                continue
+            run = self.step(step["id"], inputs)
+            failed = failed or run.rc != 0
+        return self.steps
+
+    # --- what the stub saw ---------------------------------------------------
+    def calls(self, sub: str | None = None) -> list[dict[str, Any]]:
+        path = self.state / "calls.jsonl"
+        calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [c for c in calls if sub is None or c["argv"][:1] == [sub]]
+
+    def run_argv(self) -> list[str]:
+        (call,) = self.calls("run")
+        return call["argv"]
+
+
+def pr_event(head_repo: str = REPO, base_sha: str = "b" * 40, base_ref: str = "main") -> dict[str, Any]:
+    return {"number": 7, "pull_request": {
+        "number": 7, "head": {"sha": HEAD, "ref": "bump", "repo": {"full_name": head_repo}},
+        "base": {"sha": base_sha, "ref": base_ref, "repo": {"full_name": REPO}}}}
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+@pytest.fixture
+def runner(tmp_path) -> Runner:
+    return Runner(tmp_path)
+
+
+# A run that needs no base commit: the workspace's own suite and golden.
+WS = {"golden-from": "workspace", "vllm-version": "0.32.0"}
+
+
+# ------------------------------------------------------------------ image tag
+def _copy_action(dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("Dockerfile", "pyproject.toml", "README.md", "action.yml"):
+        shutil.copy2(ROOT / name, dst / name)
+    for name in ("gate", "templates"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
+
+
+def test_action_scripts__image_tag_is_a_content_hash_and_an_upgrade_rebuilds(tmp_path):
+    action = _copy_action(tmp_path / "action")  # no .git: as a runner downloads it
+    r = Runner(tmp_path / "job", action_path=action)
+
+    def tag() -> str:
+        r.steps = {}
+        assert r.step("setup", {"vllm-version": "0.32.0"}).rc == 0
+        assert r.step("image").rc == 0, r.steps["image"].stderr
+        return r.steps["image"].outputs["image"]
+
+    first = tag()
+    assert re.fullmatch(r"parity-gate:vllm-0\.32\.0-[0-9a-f]{16}", first)
+    assert tag() == first
+    (action / "README.md").write_text("edited\n")
+    (action / "docs").mkdir()
+    (action / "docs" / "new.md").write_text("a doc\n")
+    (action / "gate" / "__pycache__").mkdir()
+    (action / "gate" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
+    assert tag() == first  # nothing the image is built from changed
+    builds = [c["argv"] for c in r.calls("build")]
+    assert len(builds) == 1 and builds[0][-3:] == ["-t", first, str(action)]
+
+    with open(action / "gate" / "cli.py", "a") as fh:
+        fh.write("# a new release of the action\n")
+    upgraded = tag()
+    assert upgraded != first and upgraded.startswith("parity-gate:vllm-0.32.0-")
+    assert [c["argv"][-2] for c in r.calls("build")] == [first, upgraded]  # the upgrade rebuilt
+    (action / "templates" / "comment.md.j2").write_text("changed\n")
+    assert tag() != upgraded
+
+
+@pytest.mark.parametrize("given", ["v0.32.0", "V0.32.0", "0.32.0"])
+def test_action_scripts__leading_v_of_vllm_version_is_stripped(runner, given):
+    assert runner.step("setup", {"vllm-version": given}).rc == 0
+    assert runner.step("image").rc == 0
+    (build,) = runner.calls("build")
+    assert "VLLM_VERSION=0.32.0" in build["argv"]
+    assert runner.steps["image"].outputs["image"].startswith("parity-gate:vllm-0.32.0-")
+    assert not any("vv" in a for a in build["argv"])
+
+
+def test_action_scripts__prebuilt_image_is_pulled_not_built(runner):
+    runner.action({**WS, "image": "registry.example/gate@sha256:" + "1" * 64})
+    assert runner.calls("pull")[0]["argv"] == ["pull", "registry.example/gate@sha256:" + "1" * 64]
+    assert runner.calls("build") == [] and runner.run_argv()[-1] == "registry.example/gate@sha256:" + "1" * 64
+
+
+# ------------------------------------------------------------------ failure before the container
+def _with_gh(tmp_path: Path, gh: FakeGitHub, **kw: Any) -> Runner:
+    return Runner(tmp_path / "job", api_url=gh.url, **kw)
+
+
+def test_action_scripts__bad_vllm_version_posts_an_error_status(gh, tmp_path):
+    r = _with_gh(tmp_path, gh)
+    steps = r.action({**WS, "vllm-version": "0.32.0; touch PWNED"})
+    assert steps["setup"].rc == 2 and steps["gate"].rc is None and steps["error"].rc == 0
+    assert "::error title=parity-gate::vllm-version '0.32.0; touch PWNED' is not a vLLM release" in steps["setup"].stdout
+    (status,) = gh.statuses
+    assert (status["sha"], status["state"], status["context"]) == (HEAD, "error", "parity-gate")
+    assert status["description"].startswith("ERROR: vllm-version '0.32.0; touch PWNED' is not")
+    assert len(status["description"]) <= 140
+    assert status["target_url"] == "https://github.example/octo/gate/actions/runs/77"
+    assert gh.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert r.calls() == [] and not (r.workspace / "PWNED").exists()
+    assert TOKEN not in steps["error"].stdout + steps["error"].stderr
+
+
+def test_action_scripts__failed_build_posts_an_error_status(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_FAIL": '{"build": 1}'})
+    steps = r.action(WS)
+    assert steps["image"].rc == 3 and steps["gate"].rc is None
+    (status,) = gh.statuses
+    assert status["state"] == "error" and "docker build of parity-gate:vllm-0.32.0-" in status["description"]
+
+
+def test_action_scripts__failed_pull_posts_an_error_status(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_FAIL": '{"pull": 1}'})
+    r.action({**WS, "image": "registry.example/gate:1"})
+    assert "could not pull the image 'registry.example/gate:1'" in gh.statuses[0]["description"]
+
+
+@pytest.mark.parametrize("rc, expected", [
+    (125, "docker run failed before the gate started (exit 125; --gpus needs the NVIDIA Container Toolkit)"),
+    (137, "the gate container ended without a result (exit 137"),
+])
+def test_action_scripts__docker_run_that_never_ran_the_gate_posts_an_error(gh, tmp_path, rc, expected):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
+    steps = r.action(WS)
+    assert steps["gate"].rc == 3
+    (status,) = gh.statuses
+    assert status["state"] == "error" and expected in status["description"]
+
+
+@pytest.mark.parametrize("rc", [0, 1, 2, 3])
+def test_action_scripts__a_gate_that_ran_posts_its_own_status_and_the_error_step_stays_quiet(gh, tmp_path, rc):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
+    steps = r.action(WS)
+    assert steps["gate"].rc == rc
+    assert gh.requests == []  # the stub posts nothing; the real gate posts its own result
+
+
+def test_action_scripts__empty_github_token_posts_nothing(gh, tmp_path):
+    r = _with_gh(tmp_path, gh)
+    steps = r.action({**WS, "vllm-version": "not a version", "github-token": ""})
+    assert steps["error"].rc == 0 and "github-token is empty: no error status posted" in steps["error"].stdout
+    assert gh.requests == []
+
+
+def test_action_scripts__error_of_a_forks_run_is_never_on_the_required_context(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, event=pr_event(head_repo="mallory/gate"))
+    r.action({**WS, "vllm-version": "x"})
+    assert gh.statuses[0]["context"] == "parity-gate" + UNVERIFIED_SUFFIX
+    assert UNVERIFIED_SUFFIX in next(s for s in STEPS if s["id"] == "error")["run"]
+
+
+def test_action_scripts__error_status_survives_one_502(gh, tmp_path):
+    gh.fail("POST", "/statuses/", 502, times=1)
+    r = _with_gh(tmp_path, gh)
+    r.action({**WS, "vllm-version": "x"})
+    assert [x.status for x in gh.requests] == [502, 201] and gh.statuses[0]["state"] == "error"
+
+
+# ------------------------------------------------------------------ docker run arguments
+def test_action_scripts__docker_args_are_split_like_a_shell_and_never_run(runner):
+    args = ('-v "/data/my models:/models:ro"\n'
+            "  --env 'GREETING=hello world'\n"
+            '-e QUOTED=\\"q\\" --label "x=$(touch PWNED)" `touch PWNED2`\n')
+    runner.action({**WS, "docker-args": args})
+    argv = runner.run_argv()
+    tail = argv[argv.index("HF_HUB_DISABLE_TELEMETRY=1") + 1:]  # docker-args come last, before the image
+    assert tail == ["-v", "/data/my models:/models:ro", "--env", "GREETING=hello world", "-e", 'QUOTED="q"',
+                    "--label", "x=$(touch PWNED)", "`touch", "PWNED2`", runner.steps["image"].outputs["image"]]
+    assert not list(runner.root.rglob("PWNED*"))
+
+
+def test_action_scripts__unbalanced_quote_in_docker_args_is_a_clear_error(gh, tmp_path):
+    r = _with_gh(tmp_path, gh)
+    steps = r.action({**WS, "docker-args": "-v 'unclosed"})
+    assert steps["gate"].rc == 2 and r.calls("run") == []
+    assert "docker-args can't be split like a shell would: No closing quotation" in steps["gate"].stdout
+    assert "No closing quotation" in gh.statuses[0]["description"]
+
+
+@pytest.mark.parametrize("visible, gpus, expected", [
+    ("1,2", "all", ['"device=1,2"']),
+    ("GPU-3f2a9c1e-0000-1111-2222-333344445555", "all", ['"device=GPU-3f2a9c1e-0000-1111-2222-333344445555"']),
+    (None, "all", ["all"]),
+    ("1,2", "device=3", ["device=3"]),   # an explicit choice stands
+    ("1,2", "", []),
+])
+def test_action_scripts__cuda_visible_devices_selects_the_gpus(tmp_path, visible, gpus, expected):
+    r = Runner(tmp_path, extra_env={"CUDA_VISIBLE_DEVICES": visible} if visible else {})
+    r.action({**WS, "gpus": gpus})
+    argv = r.run_argv()
+    assert _pairs(argv, "--gpus") == expected
+    assert "-e" in argv and "CUDA_VISIBLE_DEVICES" not in " ".join(argv)  # the container numbers its own
+
+
+def test_action_scripts__container_environment(tmp_path):
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    proxy = "http://user:proxy-secret@proxy.example:3128"
+    r = Runner(tmp_path / "job", extra_env={
+        "HTTP_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "localhost", "no_proxy": "localhost",
+        "SSL_CERT_FILE": str(ca), "REQUESTS_CA_BUNDLE": str(ca),
+        "DOCKER_STUB_ENV_KEYS": "INPUT_CHECK_RUN,INPUT_COMMENT_AUTHOR,INPUT_GITHUB_TOKEN,INPUT_SUITE"})
+    r.action({**WS, "comment-author": "my-app[bot]", "cache-dir": str(tmp_path / "cache")})
+    argv = r.run_argv()
+    env = _pairs(argv, "-e")
+    for name in ("HTTP_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                 "INPUT_GITHUB_TOKEN", "INPUT_CHECK_RUN", "INPUT_COMMENT_AUTHOR", "PARITY_GATE_GOLDEN_SHA"):
+        assert name in env, name  # by name: values stay off the command line
+    assert "HTTPS_PROXY" not in env and "ALL_PROXY" not in env  # unset ones are not named
+    assert "proxy-secret" not in " ".join(argv) and TOKEN not in " ".join(argv)
+    assert f"{ca}:{ca}:ro" in _pairs(argv, "-v")
+    for pair in ("VLLM_NO_USAGE_STATS=1", "HF_HUB_OFFLINE=1", "USER=parity-gate",
+                 "TORCHINDUCTOR_CACHE_DIR=/parity-gate-cache/torchinductor", "HF_HOME=/parity-gate-cache/huggingface",
+                 "VLLM_CACHE_ROOT=/parity-gate-cache/vllm"):
+        assert pair in env, pair
+    key = r.steps["setup"].outputs["key"]
+    assert f"{tmp_path / 'cache' / key}:/parity-gate-cache" in _pairs(argv, "-v")
+    assert (tmp_path / "cache" / key).is_dir() and key.startswith("vllm-0.32.0-")
+    assert _pairs(argv, "--shm-size") == ["16g"] and "--ipc=host" not in argv
+    assert _pairs(argv, "--user") and "--init" in argv and "--rm" in argv
+    (call,) = r.calls("run")
+    assert call["env"]["INPUT_CHECK_RUN"] == "false"  # the default: see docs/github.md
+    assert call["env"]["INPUT_COMMENT_AUTHOR"] == "my-app[bot]"
+    assert call["env"]["INPUT_GITHUB_TOKEN"] == TOKEN
+    assert call["env"]["INPUT_SUITE"] == "parity/suite.yaml"
+
+
+def test_action_scripts__mounts_keep_git_and_runner_command_files_out_of_reach(runner):
+    (runner.workspace / ".git").mkdir()
+    runner.action(WS)
+    mounts = _pairs(runner.run_argv(), "-v")
+    ws, temp = runner.workspace, runner.temp
+    assert f"{ws}:{ws}" in mounts and f"{ws}/.git:{ws}/.git:ro" in mounts
+    assert f"{temp}:{temp}" not in mounts  # not the runner's set_env/add_path files
+    assert f"{runner.event_path}:{runner.event_path}:ro" in mounts and f"{runner.summary}:{runner.summary}" in mounts
+    output = temp / "_runner_file_commands" / "set_output_gate"
+    assert f"{output}:{output}" in mounts
+
+
+def test_action_scripts__no_cache_dir_keeps_caches_in_the_container(runner):
+    runner.action(WS)
+    argv = runner.run_argv()
+    assert "TORCHINDUCTOR_CACHE_DIR=/tmp/parity-gate-home/.cache/torchinductor" in _pairs(argv, "-e")
+    assert not any(m.endswith(":/parity-gate-cache") for m in _pairs(argv, "-v"))
+
+
+def test_action_scripts__shm_size_can_be_dropped_for_ipc_host(runner):
+    runner.action({**WS, "shm-size": "", "docker-args": "--ipc=host"})
+    argv = runner.run_argv()
+    assert "--shm-size" not in argv and "--ipc=host" in argv
+
+
+def test_action_scripts__links_the_container_left_in_the_result_are_removed(runner, tmp_path):
+    out = runner.workspace / "parity-gate-result"
+    out.mkdir()
+    (out / "verdict.json").write_text("{}")
+    (out / "credentials").symlink_to(tmp_path / "runner-credentials")
+    runner.action(WS)
+    assert (out / "verdict.json").is_file() and not os.path.lexists(out / "credentials")
+
+
+# ------------------------------------------------------------------ name, labels, stale containers, cancel
+def test_action_scripts__container_is_named_and_labelled(runner):
+    runner.action(WS)
+    argv = runner.run_argv()
+    (name,) = _pairs(argv, "--name")
+    assert re.fullmatch(r"parity-gate-77-1-[0-9a-f]{8}", name)
+    labels = _pairs(argv, "--label")
+    assert {"parity-gate.action=1", "parity-gate.run=77-1", "parity-gate.runner=gpu-runner-1",
+            f"parity-gate.runner-temp={runner.temp}"} <= set(labels)
+
+
+def test_action_scripts__stale_containers_of_this_runner_and_exited_ones_are_removed(runner):
+    mine = {"parity-gate.action": "1", "parity-gate.runner": "gpu-runner-1",
+            "parity-gate.runner-temp": str(runner.temp)}
+    other = {"parity-gate.action": "1", "parity-gate.runner": "gpu-runner-2", "parity-gate.runner-temp": "/r2/_temp"}
+    (runner.state / "containers.json").write_text(json.dumps([
+        {"id": "left1", "labels": mine, "state": "running"},        # a cancelled job on this runner
+        {"id": "busy2", "labels": other, "state": "running"},       # another runner's job, maybe of this run
+        {"id": "done3", "labels": other, "state": "exited"},
+        {"id": "othr4", "labels": {"app": "x"}, "state": "exited"},  # not ours
+        {"id": "same5", "labels": {**mine, "parity-gate.runner": "gpu-runner-1x"}, "state": "running"},
+    ]))
+    runner.action(WS)
+    (rm,) = runner.calls("rm")
+    assert rm["argv"] == ["rm", "-f", "done3", "left1"]
+    assert runner.calls()[-1]["argv"][0] == "run"  # removed before the new one starts
+
+
+def _ended(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has ended
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_action_scripts__cancel_stops_the_container_by_name(runner, sig, code):
+    assert runner.step("setup", WS).rc == 0 and runner.step("golden", WS).rc == 0 and runner.step("image").rc == 0
+    runner.extra_env["DOCKER_STUB_RUN_HANG"] = "1"
+    proc, output = runner.start("gate", WS)
+    _wait_for(lambda: (runner.state / "run.pid").exists() and runner.calls("run"))
+    proc.send_signal(sig)
+    step = runner.finish("gate", proc, output)
+    assert step.rc == code
+    (name,) = _pairs(runner.run_argv(), "--name")
+    assert [c["argv"] for c in runner.calls("stop")] == [["stop", "--time", "8", name]]
+    # The container got SIGTERM and reports its own error: the error step has nothing to add.
+    assert not (Path(runner.steps["setup"].outputs["dir"]) / "failure").exists()
+
+
+def test_action_scripts__cancel_before_the_container_exists_leaves_the_reason(gh, tmp_path):
+    r = _with_gh(tmp_path, gh)
+    assert r.step("setup", WS).rc == 0 and r.step("golden", WS).rc == 0 and r.step("image").rc == 0
+    r.extra_env["DOCKER_STUB_RUN_HANG"] = "1"
+    r.extra_env["DOCKER_STUB_FAIL"] = '{"stop": 1}'  # no such container yet (still pulling)
+    proc, output = r.start("gate", WS)
+    _wait_for(lambda: bool(r.calls("run")))
+    proc.send_signal(signal.SIGTERM)
+    assert r.finish("gate", proc, output).rc == 143
+    _wait_for(lambda: _ended(int((r.state / "run.pid").read_text())))  # the docker CLI too: it can't start one late
+    assert r.step("error").rc == 0
+    assert gh.statuses[0]["description"] == "ERROR: cancelled (SIGTERM) before the gate container started"
+
+
+# ------------------------------------------------------------------ suite and golden from the base commit
+def _git(repo: Path, *args: str) -> str:
+    env = {"PATH": os.environ["PATH"], "HOME": str(repo.parent), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example"}
+    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(runner) -> dict[str, str]:
+    """The runner's workspace as a checkout: base commit A, then the PR's B,
+    which edits its own suite and golden (what the gate must not read)."""
+    ws = runner.workspace
+    _git(ws, "init", "-q", "-b", "main")
+    a = _commit(ws, {"parity/suite.yaml": "name: base-A\n", "parity/prompts.txt": "prompts of A\n",
+                     "parity/golden/traces.jsonl": "golden of A\n", "requirements.txt": "vllm==0.31.0\n"}, "A")
+    _git(ws, "switch", "-q", "-c", "bump")
+    b = _commit(ws, {"parity/suite.yaml": "name: pr-B\n", "parity/golden/traces.jsonl": "golden of B\n",
+                     "requirements.txt": "vllm==0.32.0\n"}, "B")
+    return {"A": a, "B": b}
+
+
+def _golden(runner: Runner, inputs: dict[str, str] | None = None) -> StepRun:
+    inputs = {"vllm-version": "0.32.0", **(inputs or {})}
+    assert runner.step("setup", inputs).rc == 0
+    return runner.step("golden", inputs)
+
+
+def test_action_scripts__suite_and_golden_come_from_the_base_commit(runner, repo):
+    runner.event = pr_event(base_sha=repo["A"])
+    runner.event_path.write_text(json.dumps(runner.event))
+    step = _golden(runner)
+    assert step.rc == 0, step.stdout + step.stderr
+    out = step.outputs
+    assert out["sha"] == repo["A"]
+    assert Path(out["suite"]).read_text() == "name: base-A\n"
+    assert Path(out["golden"], "traces.jsonl").read_text() == "golden of A\n"
+    assert Path(out["suite"]).with_name("prompts.txt").read_text() == "prompts of A\n"  # the suite's folder
+    assert Path(out["suite"]).is_relative_to(runner.temp)
+    assert f"suite and golden from {repo['A']} (pull_request.base.sha)" in step.stdout
+    assert _git(runner.workspace, "status", "--porcelain") == ""  # the checkout is untouched
+
+    runner.extra_env["DOCKER_STUB_ENV_KEYS"] = "INPUT_SUITE,INPUT_GOLDEN,PARITY_GATE_GOLDEN_SHA"
+    assert runner.step("image").rc == 0 and runner.step("gate").rc == 0
+    (call,) = runner.calls("run")
+    assert call["env"] == {"INPUT_SUITE": out["suite"], "INPUT_GOLDEN": out["golden"],
+                           "PARITY_GATE_GOLDEN_SHA": repo["A"]}
+    assert f"{out['dir']}:{out['dir']}:ro" in _pairs(call["argv"], "-v")
+
+
+def test_action_scripts__a_rerun_reads_the_base_branch_tip_not_the_stale_event(runner, repo):
+    ws = runner.workspace
+    _git(ws, "switch", "-q", "main")
+    c = _commit(ws, {"parity/golden/traces.jsonl": "golden of C (re-recorded)\n"}, "C")
+    _git(ws, "update-ref", "refs/remotes/origin/main", c)
+    _git(ws, "switch", "-q", "bump")
+    runner.event = pr_event(base_sha=repo["A"])  # the re-run replays the old event
+    runner.event_path.write_text(json.dumps(runner.event))
+    step = _golden(runner)
+    assert step.rc == 0 and step.outputs["sha"] == c
+    assert Path(step.outputs["golden"], "traces.jsonl").read_text() == "golden of C (re-recorded)\n"
+    assert "(the tip of origin/main)" in step.stdout
+
+
+def test_action_scripts__merge_group_reads_the_queue_base(runner, repo):
+    runner.event_name = "merge_group"
+    runner.event = {"merge_group": {"head_sha": repo["B"], "base_sha": repo["A"], "base_ref": "refs/heads/main"}}
+    runner.event_path.write_text(json.dumps(runner.event))
+    step = _golden(runner)
+    assert step.rc == 0 and step.outputs["sha"] == repo["A"]
+    assert Path(step.outputs["suite"]).read_text() == "name: base-A\n"
+
+
+def test_action_scripts__base_sha_input_wins(runner, repo):
+    step = _golden(runner, {"base-sha": repo["A"][:12]})
+    assert step.rc == 0 and step.outputs["sha"] == repo["A"]
+
+
+def test_action_scripts__golden_from_workspace_reads_the_checkout(runner, repo):
+    step = _golden(runner, {"golden-from": "workspace"})
+    assert step.rc == 0 and step.outputs == {"suite": "parity/suite.yaml", "golden": "parity/golden", "sha": "",
+                                             "dir": ""}
+
+
+def test_action_scripts__push_has_no_base_and_reads_the_workspace(runner, repo):
+    runner.event_name, runner.event = "push", {"after": repo["B"]}
+    runner.event_path.write_text(json.dumps(runner.event))
+    step = _golden(runner)
+    assert step.rc == 0 and step.outputs["sha"] == "" and "no base commit for a push run" in step.stdout
+
+
+def test_action_scripts__missing_base_commit_is_one_clear_error(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, event=pr_event(base_sha="f" * 40))
+    _git(r.workspace, "init", "-q", "-b", "main")
+    _commit(r.workspace, {"parity/suite.yaml": "x\n", "parity/golden/t.jsonl": "y\n"}, "shallow")
+    steps = r.action({"vllm-version": "0.32.0"})
+    assert steps["golden"].rc == 2 and steps["image"].rc is None and r.calls() == []
+    errors = [line for line in steps["golden"].stdout.splitlines() if line.startswith("::error")]
+    assert errors == [f"::error title=parity-gate::base commit {'f' * 40} (pull_request.base.sha) is not in the "
+                      f"checkout: check out with fetch-depth: 0, or fetch it (git fetch origin {'f' * 40}), "
+                      "or set golden-from: workspace"]
+    (status,) = gh.statuses
+    assert status["state"] == "error" and status["description"].startswith(f"ERROR: base commit {'f' * 40}")
+
+
+def test_action_scripts__suite_missing_in_the_base_commit(runner, repo):
+    step = _golden(runner, {"base-sha": repo["A"], "suite": "parity/new-suite.yaml"})
+    assert step.rc == 2
+    assert f"parity/new-suite.yaml is not in base commit {repo['A']}" in step.stdout
+
+
+@pytest.mark.parametrize("bad", ["../outside/suite.yaml", "/etc/suite.yaml"])
+def test_action_scripts__paths_outside_the_repository_are_refused(runner, repo, bad):
+    step = _golden(runner, {"base-sha": repo["A"], "suite": bad})
+    assert step.rc == 2 and "paths inside the repository" in step.stdout
+
+
+def test_action_scripts__not_a_checkout_says_so(runner):
+    step = _golden(runner, {"base-sha": "b" * 40})
+    assert step.rc == 2 and "golden-from: base needs a git checkout" in step.stdout
+
+
+def test_action_scripts__bad_golden_from(runner):
+    step = _golden(runner, {"golden-from": "pr"})
+    assert step.rc == 2 and "golden-from 'pr' must be base or workspace" in step.stdout
