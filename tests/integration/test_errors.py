@@ -5,8 +5,9 @@ hint), no traceback, and nothing left on disk. The catalogue and
 docs/errors.md are checked against each other, so neither can drift.
 
 No case starts the vLLM engine: everything is refused before. Only
-`engine-arg-unknown` and `sampling-rejected-by-vllm` import vllm (to learn
-the engine arg names, and to ask vLLM's own SamplingParams)."""
+`engine-arg-unknown`, `sampling-rejected-by-vllm` and `checkpoint-not-ours`
+import vllm (to learn the engine arg names, and to ask vLLM's own
+SamplingParams, which `check` does before it opens its checkpoint)."""
 from __future__ import annotations
 
 import fcntl
@@ -20,7 +21,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import pytest
 
@@ -83,12 +84,15 @@ class Ctx:
 
     def golden(self, name: str = "golden", suite: str = "suite.yaml", model: Path | None = None,
                kind: str = "golden", completion: tuple[int, ...] = (7, 8, 9),
-               tokenized: Mapping[str, Sequence[int]] | None = None) -> Path:
+               tokenized: Mapping[str, Sequence[int]] | None = None, only: Collection[str] | None = None,
+               extra: Mapping[str, Any] | None = None) -> Path:
         """A golden as `record` would write it, crafted without an engine.
-        `tokenized` gives the token ids of the suite's text prompts."""
+        `tokenized` gives the token ids of the suite's text prompts; `only`
+        keeps these prompt ids (a shard's)."""
         s = load_suite(self.d / suite)
         tokenized = tokenized or {}
-        prompts = {p.id: list(p.token_ids if p.token_ids is not None else tokenized[p.id]) for p in s.prompts}
+        prompts = {p.id: list(p.token_ids if p.token_ids is not None else tokenized[p.id]) for p in s.prompts
+                   if only is None or p.id in only}
         texts = {p.id: p.text for p in s.prompts}
         sampling = {c.name: c.params for c in s.sampling}
         calls = [{"kind": k, "config": c, "requests": [[c, p, 0] for p in sorted(prompts)]}
@@ -97,7 +101,7 @@ class Ctx:
             kind=kind, model=model_identity(model or self.m0),
             suite={"name": "suite", "workload_sha256": workload_hash(prompts, sampling), "sampling": sampling,
                    "prompts": {p: {"sha256": prompt_hash(ids), "text": texts[p]} for p, ids in prompts.items()}},
-            batch_plan={"scheduler": {}, "calls": calls})
+            batch_plan={"scheduler": {}, "calls": calls}, extra=dict(extra or {}))
         with TraceWriter(self.d / name, manifest) as w:
             for c in sorted(sampling):
                 for p in sorted(prompts):
@@ -108,6 +112,23 @@ class Ctx:
                                    forced=Scores("prefill", [None] + [-1.0] * (len(ids) + len(completion) - 1),
                                                  completion_token_ids=list(completion))))
         return self.d / name / "traces.jsonl"
+
+    def shard(self, name: str, index: int, count: int, kind: str = "obtained", golden: str = "golden",
+              only: Collection[str] | None = None) -> Path:
+        """Shard index/count as `check --shard` (kind "obtained", run against
+        `golden`) or `record --shard` (kind "golden") writes it: the suite's
+        prompts round robin by sorted id, unless `only` names them."""
+        of = {"suite_sha256": _sha256(self.d / "suite.yaml")}
+        if kind == "obtained":
+            of["golden_sha256"] = _sha256(self.d / golden / "traces.jsonl")
+        if only is None:
+            only = sorted(p.id for p in load_suite(self.d / "suite.yaml").prompts)[index - 1::count]
+        return self.golden(name, kind=kind, only=only,
+                           extra={"shard": {"index": index, "count": count, "of": of}})
+
+    def merge(self, *results: str, golden: str | None = "golden") -> list[str]:
+        return ["merge", *results, "--suite", "suite.yaml", *(["--golden", golden] if golden else []),
+                "--out", "merged"]
 
     def damage(self, path: Path, edit: Callable[[list[str]], list[str]]) -> None:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -190,9 +211,13 @@ def case(id: str, expect: str, kind: str = "bad input"):
     return deco
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _contents(root: Path) -> dict[str, str]:
     """The bytes of every regular file under root, hashed (FIFOs are never opened)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(root)): _sha256(p)
             for p in sorted(Path(root).rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
@@ -898,6 +923,113 @@ def _(ctx):
     return ctx.check()
 
 
+# ------------------------------------------------------------------ run flags, checkpoint
+@case("shard-bad-value", "--shard '3/2' is not I/N with 1 <= I <= N")
+def _(ctx):
+    ctx.suite()
+    return ctx.record("--shard", "3/2")
+
+
+@case("call-size-below-1", "--call-size 0 is below 1")
+def _(ctx):
+    ctx.suite()
+    return ctx.record("--call-size", "0")
+
+
+@case("checkpoint-not-ours", ".result.run exists and is not a parity-gate checkpoint folder")
+def _(ctx):
+    # `record` opens its checkpoint only once its engine has started; `check` opens it before
+    ctx.suite()
+    ctx.golden()
+    ctx.write(".result.run/notes.txt", "a folder the user put there; never removed")
+    return ctx.check()
+
+
+# ------------------------------------------------------------------ merge
+@case("merge-not-a-shard", "run/traces.jsonl: not a shard of a check")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("s1", 1, 2)
+    ctx.golden("run", kind="obtained")  # an unsharded check's traces
+    return ctx.merge("s1", "run")
+
+
+@case("merge-shard-counts-differ", "shards of different shard counts: s1 is 1/2, s2 is 2/3")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("s1", 1, 2)
+    ctx.shard("s2", 2, 3)
+    return ctx.merge("s1", "s2")
+
+
+@case("merge-shard-twice", "shard 1/2 given twice (s1 and s1-retry)")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("s1", 1, 2)
+    ctx.shard("s1-retry", 1, 2)
+    ctx.shard("s2", 2, 2)
+    return ctx.merge("s1", "s1-retry", "s2")
+
+
+@case("merge-shard-missing", "shard 2/3 missing (2 of 3 given)")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("s1", 1, 3)
+    ctx.shard("s3", 3, 3)
+    return ctx.merge("s1", "s3")
+
+
+@case("merge-other-golden", "s1 (shard 1/2) was run against another golden than this merge's (")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.golden("old-golden", completion=(7, 8, 10))
+    ctx.shard("s1", 1, 2, golden="old-golden")
+    ctx.shard("s2", 2, 2, golden="old-golden")
+    return ctx.merge("s1", "s2")
+
+
+@case("merge-shards-differ", "shards 1/2 (s1) and 2/2 (s2) differ in environment.vllm_version: '0.10.0' vs "
+                             "'0.10.1'")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    for name, index, version in (("s1", 1, "0.10.0"), ("s2", 2, "0.10.1")):
+        ctx.damage_json(ctx.shard(name, index, 2), 1,
+                        lambda h, v=version: h["manifest"]["environment"].update(vllm_version=v))
+    return ctx.merge("s1", "s2")
+
+
+@case("merge-golden-with-record-shards", "--golden golden given, but g1 is a shard of a record")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("g1", 1, 2, kind="golden")
+    ctx.shard("g2", 2, 2, kind="golden")
+    return ctx.merge("g1", "g2")
+
+
+@case("merge-check-without-golden", "merging a check's shards needs --golden")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("s1", 1, 2)
+    ctx.shard("s2", 2, 2)
+    return ctx.merge("s1", "s2", golden=None)
+
+
+@case("merge-record-in-two-shards", "record ('greedy', 'a', 0) appears in two shards")
+def _(ctx):
+    ctx.suite()
+    ctx.shard("g1", 1, 2, kind="golden")
+    ctx.shard("g2", 2, 2, kind="golden", only=("a", "b"))
+    return ctx.merge("g1", "g2", golden=None)
+
+
 # ------------------------------------------------------------------ report, publish
 @case("verdict-bad-field", "result/verdict.json: verdict.checks[0].status must be one of 'pass', 'fail', "
                            "'not_comparable', got 3 (see gate/schemas/verdict.schema.json)")
@@ -932,7 +1064,8 @@ def _(ctx):
 
 
 # ------------------------------------------------------------------ the tests
-SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0}  # import vllm (never start the engine)
+SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0,  # import vllm (never start the engine)
+        "checkpoint-not-ours": 120.0}
 
 
 @pytest.mark.parametrize("case_id", sorted(CASES))
