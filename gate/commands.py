@@ -27,7 +27,7 @@ from gate.checkpoint import Checkpoint, file_sha256, run_identity
 from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
                          plan, prompt_where, rel_path, replay_engine_args, run_calls, start_engine, tokenize_prompts)
 from gate.semantics import relations_of
-from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, restrict, shard_info, shard_prompts
+from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
 from gate.suite import (Suite, check_prompt_lengths, confine, load_suite, prompt_hash, validate_with_vllm,
@@ -244,6 +244,10 @@ def record(args: argparse.Namespace) -> int:
         if p.token_ids is not None:
             check_vocab(p.token_ids, vocab, prompt_where(suite, p))
     sampling = {s.name: s.params for s in suite.sampling}
+    order = [s.name for s in suite.sampling]
+    # the plan's shape needs only the prompt ids: a --shard that can't be cut fails before the engine starts
+    shard_calls(plan({p.id: [] for p in suite.prompts}, sampling, order, args.call_size), shard,
+                "the suite's batch plan")
     stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
     checkpoint = None
     engine = None
@@ -253,10 +257,10 @@ def record(args: argparse.Namespace) -> int:
             engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides))
             prompts = tokenize_prompts(suite, engine, vocab)
             check_prompt_lengths(suite, prompts, engine_args)
-            keep = shard_prompts(prompts, shard)
-            prompts = {pid: ids for pid, ids in prompts.items() if pid in keep}
+            calls = shard_calls(plan(prompts, sampling, order, args.call_size), shard, "the suite's batch plan")
+            mine = {k[1] for c in calls for k in c["requests"]}
+            prompts = {pid: ids for pid, ids in prompts.items() if pid in mine}
             texts = {p.id: p.text for p in suite.prompts}
-            calls = plan(prompts, sampling, [s.name for s in suite.sampling], args.call_size)
             checkpoint = Checkpoint(out, run_identity(command="record", workload=workload_hash(prompts, sampling),
                                                       engine_args=engine_args, model=model_id, shard=shard),
                                     calls, resume=not args.no_resume)
@@ -274,9 +278,11 @@ def record(args: argparse.Namespace) -> int:
     checkpoint.remove()
     keys = {tuple(k) for c in calls for k in c["requests"]}
     what = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-    if previous is None:
-        print(f"recorded {count} golden records ({len(prompts)} prompts x {len(sampling)} configs){what} "
-              f"into {out}")
+    if previous is None and shard:
+        print(f"recorded {count} golden records{what}: {len(calls)} of the plan's engine calls, {len(prompts)} "
+              f"prompts, into {out}")
+    elif previous is None:
+        print(f"recorded {count} golden records ({len(prompts)} prompts x {len(sampling)} configs) into {out}")
     else:
         created, updated, unused = keys - previous, keys & previous, previous - keys
         print(f"re-recorded golden {out}{what}: {len(created)} created, {len(updated)} updated, "
@@ -412,11 +418,10 @@ def check(args: argparse.Namespace) -> int:
     golden = _read_golden(suite, args.golden, args, model_id)
     policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
                      args.strict_paths)
-    mine = shard_prompts(golden.prompts, shard)
-    workload = _match_workload(suite, golden.manifest, args.golden, args,
-                               [k for k in golden.completions if k[1] in mine])
+    calls = shard_calls(golden.manifest.batch_plan["calls"], shard, f"{trace_path(args.golden)}'s batch plan")
+    mine = {tuple(k) for c in calls for k in c["requests"]}
+    workload = _match_workload(suite, golden.manifest, args.golden, args, [k for k in golden.completions if k in mine])
     sampling = golden.manifest.suite.get("sampling") or {}
-    calls = restrict(golden.manifest.batch_plan["calls"], mine)
     # Replay the batch shape the golden ran with, unless the user moves it on purpose.
     engine_args = replay_engine_args(suite.engine, overrides, golden.manifest)
     check_prompt_lengths(suite, golden.prompts, engine_args)

@@ -1,11 +1,15 @@
 """Shards: one suite split across runners (`--shard I/N`), and the merge of
 their results into the one result an unsharded run would have written.
 
-A shard is a set of prompt ids: round robin over the sorted ids, so shards
-differ by at most one prompt and depend on nothing but the ids. A shard
-replays the golden's batch plan restricted to its prompts. Its trace header
-says which shard it is and of what (`extra.shard`): the golden's and the
-suite's hashes. `merge` refuses shards of different suites, goldens,
+The batch plan (gate/replay.plan: calls of at most --call-size requests in
+sorted prompt-id order) is cut into units, a free-run call with the scoring
+calls of the same requests, and the units are dealt round robin. A shard
+runs whole calls only, the very batches of the plan: on a GPU, replaying a
+call with fewer requests changes the numerics (bf16 decode logprobs moved by
+up to 0.03 on an H200 when shards replayed their prompts' slice of each
+call), so a prompt-level split would false-alarm. Its trace header says
+which shard it is and of what (`extra.shard`): the golden's and the suite's
+hashes. `merge` refuses shards of different suites, goldens,
 engines or shard counts, a repeated shard and a missing one, then joins the
 shards' records in key order under one header, whose batch plan is the
 shards' calls in shard order."""
@@ -18,7 +22,7 @@ from typing import Any, Iterable, Iterator
 from gate.errors import BadInput
 from gate.trace import Manifest, Record, TraceReader, read_trace, trace_path
 
-__all__ = ["parse_shard", "shard_prompts", "restrict", "shard_info", "read_shards", "merged_manifest",
+__all__ = ["parse_shard", "units", "shard_calls", "shard_info", "read_shards", "merged_manifest",
            "merged_records", "MERGE_KEYS"]
 
 # What every shard of one run must share (environment keys, then manifest parts).
@@ -33,22 +37,45 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def shard_prompts(prompt_ids: Iterable[str], shard: tuple[int, int] | None) -> set[str]:
-    ids = sorted(set(prompt_ids))
+def units(calls: list[dict[str, Any]]) -> list[list[int]]:
+    """The plan's calls grouped into units that share no request: a free-run
+    call with the scoring calls of the same requests. In plan order."""
+    parent = list(range(len(calls)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[tuple, int] = {}
+    for i, call in enumerate(calls):
+        for k in call["requests"]:
+            j = owner.setdefault(tuple(k), i)
+            if root(j) != root(i):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(calls)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values())
+
+
+def shard_calls(calls: list[dict[str, Any]], shard: tuple[int, int] | None, where: str) -> list[dict[str, Any]]:
+    """Shard I of N: the plan's units dealt round robin, whole. A shard runs
+    exactly the calls, with exactly the batches, that the plan holds, so
+    its outputs are those of the unsharded run (on a GPU too, where a
+    smaller batch changes the numerics)."""
     if shard is None:
-        return set(ids)
+        return calls
     i, n = shard
-    return {pid for at, pid in enumerate(ids) if at % n == i - 1}
-
-
-def restrict(calls: list[dict[str, Any]], prompt_ids: set[str]) -> list[dict[str, Any]]:
-    """The plan's calls with only these prompts' requests (empty calls dropped)."""
-    out = []
-    for c in calls:
-        keys = [k for k in c["requests"] if k[1] in prompt_ids]
-        if keys:
-            out.append(dict(c, requests=keys))
-    return out
+    groups = units(calls)
+    if len(groups) < n:
+        raise BadInput(f"--shard {i}/{n}: {where} holds {len(groups)} independent call"
+                       f"{'s' if len(groups) != 1 else ''} (a free-run call and its scoring calls), fewer than "
+                       f"{n} shards", "use fewer shards, or record the golden with a smaller --call-size "
+                                      "(calls of at most that many requests)")
+    mine = sorted(c for g in groups[i - 1::n] for c in g)
+    return [calls[c] for c in mine]
 
 
 def shard_info(shard: tuple[int, int], **of: str) -> dict[str, Any]:

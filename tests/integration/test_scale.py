@@ -131,11 +131,11 @@ def test_shards__merge_equals_the_unsharded_check(sharded):
     assert mv["measures"] == bv["measures"] and mv["verdict"] == bv["verdict"]
     assert [(c["id"], c["config"], c["value"], c["evidence"]) for c in mv["checks"]] == \
         [(c["id"], c["config"], c["value"], c["evidence"]) for c in bv["checks"]]
-    # each shard compared only its own prompts, and together they cover the suite once
-    seen = [json.loads(line)["prompt_id"] for i in (1, 2)
-            for line in (root / f"s{i}" / "traces.jsonl").read_text().splitlines()[1:]
-            if '"prompt_id"' in line]
-    assert sorted(set(seen)) == ["fox", "ids", "rl"] and len(seen) == len(base_lines) - 2
+    # each shard ran whole calls of the golden's plan (here: one config each); together, every record once
+    seen = [tuple(json.loads(line)[k] for k in ("config", "prompt_id", "sample")) for i in (1, 2)
+            for line in (root / f"s{i}" / "traces.jsonl").read_text().splitlines()[1:] if '"prompt_id"' in line]
+    assert len(seen) == len(set(seen)) == len(base_lines) - 2
+    assert {c for c, _, _ in seen[:1]} != {c for c, _, _ in seen[-1:]}
 
 
 def test_shards__merge_refuses_a_missing_shard_and_leaves_nothing(sharded, suite):
@@ -161,5 +161,6 @@ def test_record__shards_merge_into_the_unsharded_golden(suite, cycle, tmp_path):
     assert merged["suite"]["prompts"] == base["suite"]["prompts"]
     assert (tmp_path / "golden" / "traces.jsonl").read_text().splitlines()[1:] == \
         (whole / "traces.jsonl").read_text().splitlines()[1:]
-    # the merged plan is the shards' calls, shard 1's first
-    assert [k[1] for c in merged["batch_plan"]["calls"][:1] for k in c["requests"]] == ["fox", "rl"]
+    # the merged plan holds the unsharded plan's calls (shard 1's first), each exactly once
+    assert sorted(map(json.dumps, merged["batch_plan"]["calls"])) == sorted(map(json.dumps, base["batch_plan"]["calls"]))
+    assert merged["batch_plan"]["calls"][0]["config"] == "greedy" and merged["batch_plan"]["calls"][1]["kind"] == "score"

@@ -8,7 +8,7 @@ import pytest
 
 from gate.errors import BadInput
 from gate.replay import plan
-from gate.shards import merged_records, parse_shard, read_shards, restrict, shard_info, shard_prompts
+from gate.shards import merged_records, parse_shard, read_shards, shard_calls, shard_info, units
 from gate.trace import Manifest, Record, TraceWriter
 
 SAMPLING = {"greedy": {"n": 1, "seed": 0}, "hot": {"n": 2, "seed": 7}}
@@ -25,22 +25,38 @@ def test_parse_shard__reads_i_of_n():
     assert parse_shard("2/4") == (2, 4) and parse_shard("1/1") == (1, 1)
 
 
-def test_shard_prompts__disjoint_cover_balanced_and_independent_of_order():
-    parts = [shard_prompts(IDS, (i, 3)) for i in (1, 2, 3)]
-    assert set().union(*parts) == set(IDS) and sum(map(len, parts)) == len(IDS)
-    assert sorted(map(len, parts)) == [3, 4, 4]
-    assert shard_prompts(list(reversed(IDS)), (2, 3)) == parts[1]
-    assert shard_prompts(IDS, None) == set(IDS)
-
-
-def test_restrict__keeps_call_order_and_drops_empty_calls():
+def test_units__a_free_call_with_the_scoring_calls_of_the_same_requests():
     calls = plan({pid: [1] for pid in IDS[:4]}, SAMPLING, ["greedy", "hot"], call_size=2)
-    mine = shard_prompts(IDS[:4], (2, 2))  # p01, p03
-    sub = restrict(calls, mine)
-    assert all(k[1] in mine for c in sub for k in c["requests"])
-    assert [(c["kind"], c["config"], len(c["requests"])) for c in sub] == [
-        ("free", "greedy", 1), ("free", "greedy", 1), ("free", "hot", 2), ("free", "hot", 2),
-        ("score", "greedy", 1), ("score", "greedy", 1), ("score", "hot", 2), ("score", "hot", 2)]
+    # free: greedy 2 calls, hot 4 calls; score: the same again
+    assert units(calls) == [[0, 6], [1, 7], [2, 8], [3, 9], [4, 10], [5, 11]]
+    own = [*calls, *({"kind": "own", "config": c["config"], "requests": c["requests"]} for c in calls[:6])]
+    assert units(own) == [[0, 6, 12], [1, 7, 13], [2, 8, 14], [3, 9, 15], [4, 10, 16], [5, 11, 17]]
+    # calls that share any request are one unit, whatever their order
+    odd = [{"kind": "free", "config": "g", "requests": [["g", "a", 0], ["g", "b", 0]]},
+           {"kind": "score", "config": "g", "requests": [["g", "b", 0]]},
+           {"kind": "score", "config": "g", "requests": [["g", "c", 0]]},
+           {"kind": "free", "config": "g", "requests": [["g", "c", 0]]},
+           {"kind": "score", "config": "g", "requests": [["g", "a", 0]]}]
+    assert units(odd) == [[0, 1, 4], [2, 3]]
+
+
+def test_shard_calls__whole_calls_dealt_round_robin_disjoint_and_covering():
+    calls = plan({pid: [1] for pid in IDS[:5]}, SAMPLING, ["greedy", "hot"], call_size=4)
+    parts = [shard_calls(calls, (i, 3), "plan") for i in (1, 2, 3)]
+    assert sorted(id(c) for p in parts for c in p) == sorted(id(c) for c in calls)  # each call exactly once
+    for p in parts:  # whole calls, in plan order
+        assert [calls.index(c) for c in p] == sorted(calls.index(c) for c in p)
+    keys = [tuple(k) for p in parts for c in p if c["kind"] == "free" for k in c["requests"]]
+    assert len(keys) == len(set(keys)) == 5 + 10
+    assert shard_calls(calls, None, "plan") is calls
+
+
+def test_shard_calls__refuses_more_shards_than_units():
+    calls = plan({pid: [1] for pid in IDS[:3]}, SAMPLING, ["greedy", "hot"])  # one call per config and kind
+    assert len(shard_calls(calls, (2, 2), "plan")) == 2
+    with pytest.raises(BadInput, match=r"--shard 1/3: golden's plan holds 2 independent calls \(a free-run call "
+                                       r"and its scoring calls\), fewer than 3 shards"):
+        shard_calls(calls, (1, 3), "golden's plan")
 
 
 def test_plan__call_size_splits_each_config_in_order():
