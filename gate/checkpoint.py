@@ -33,7 +33,7 @@ from gate._fsutil import MARKER, atomic_write_text
 from gate.errors import BadInput
 from gate.trace import Scores
 
-__all__ = ["Checkpoint", "run_identity", "scores_to_json", "scores_from_json"]
+__all__ = ["Checkpoint", "checkpoint_folder", "check_checkpoint_folder", "file_sha256", "run_identity", "scores_to_json", "scores_from_json"]
 
 log = logging.getLogger(__name__)
 FORMAT = "parity-gate-checkpoint"
@@ -67,9 +67,7 @@ class Checkpoint:
         self.identity = identity
         self.calls = calls
         self.resumed = 0
-        if self.folder.is_symlink() or (self.folder.exists() and not self.folder.is_dir()):
-            raise BadInput(f"{self.folder} exists and is not a parity-gate checkpoint folder",
-                           "move it away; parity-gate keeps the work of an unfinished run there")
+        check_checkpoint_folder(out)
         if self.folder.is_dir():
             if resume and self._matches():
                 self.resumed = sum(1 for i in range(len(calls)) if self.done(i))
@@ -77,9 +75,6 @@ class Checkpoint:
                     log.warning("resuming an unfinished run: %d of %d engine calls are already done",
                                 self.resumed, len(calls))
                 return
-            if not (self.folder / MARKER).is_file():
-                raise BadInput(f"{self.folder} exists and is not a parity-gate checkpoint folder",
-                               "move it away; parity-gate keeps the work of an unfinished run there")
             if resume:
                 log.warning("discarding the checkpoint of a different run into the same --out (%s)", self.folder)
             shutil.rmtree(self.folder)
@@ -148,6 +143,15 @@ class Checkpoint:
 
 def checkpoint_folder(out: Path) -> Path:
     return Path(out).parent / f".{Path(out).name}.run"
+
+
+def check_checkpoint_folder(out: Path) -> None:
+    """Refuse a `.OUT.run` that parity-gate did not write (a file, a link, a
+    folder without the marker): it is never resumed, and never removed."""
+    folder = checkpoint_folder(out)
+    if folder.is_symlink() or (folder.exists() and not (folder.is_dir() and (folder / MARKER).is_file())):
+        raise BadInput(f"--out {out}: its checkpoint path {folder.name} exists and was not written by parity-gate",
+                       "move it away: parity-gate keeps an unfinished run's engine calls there, to resume it")
 
 
 def file_sha256(path: Path) -> str:

@@ -23,7 +23,7 @@ from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
-from gate.checkpoint import Checkpoint, file_sha256, run_identity
+from gate.checkpoint import Checkpoint, check_checkpoint_folder, file_sha256, run_identity
 from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
                          plan, prompt_where, rel_path, replay_engine_args, run_calls, start_engine, tokenize_prompts)
 from gate.semantics import relations_of
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--strict-paths", action="store_true",
                             help="refuse a suite, prompts_file or --policy whose real path (symlinks followed) is "
                                  "outside the workspace (GITHUB_WORKSPACE, else the current folder)")
-        parser.add_argument("--progress-interval", type=float, default=30.0, metavar="SECONDS",
+        parser.add_argument("--progress-interval", type=_seconds, default=30.0, metavar="SECONDS",
                             help="without a terminal, print a progress line at most this often (default 30)")
     if name == "record":
         parser.add_argument("--call-size", type=int, default=DEFAULT_CALL_SIZE, metavar="N",
@@ -93,6 +93,16 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--policy", type=Path, help="policy YAML overriding the suite's thresholds")
         parser.add_argument("--fail-on", choices=("regression", "never"),
                             help="'never' reports a regression but exits 0")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is below 0")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,6 +258,7 @@ def record(args: argparse.Namespace) -> int:
     # the plan's shape needs only the prompt ids: a --shard that can't be cut fails before the engine starts
     shard_calls(plan({p.id: [] for p in suite.prompts}, sampling, order, args.call_size), shard,
                 "the suite's batch plan")
+    check_checkpoint_folder(out)
     stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
     checkpoint = None
     engine = None
@@ -426,6 +437,7 @@ def check(args: argparse.Namespace) -> int:
     engine_args = replay_engine_args(suite.engine, overrides, golden.manifest)
     check_prompt_lengths(suite, golden.prompts, engine_args)
     golden_sha = file_sha256(trace_path(args.golden))
+    check_checkpoint_folder(args.out)
     stage = _Stage(args.out, force=args.force,
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
     stage_name = "engine start"
@@ -494,7 +506,11 @@ def merge(args: argparse.Namespace) -> int:
     one report. A record's shards become one golden (gate/shards.py)."""
     suite = load_suite(args.suite, args.strict_paths, need_model=False)  # the shards ran the model
     suite_sha = file_sha256(suite.path)
-    if read_trace(args.results[0]).manifest.kind == "golden":
+    first = read_trace(args.results[0]).manifest
+    if not isinstance(first.extra.get("shard"), dict):
+        raise BadInput(f"{trace_path(args.results[0])}: not a shard (its {first.kind} trace has no shard header)",
+                       "pass only the output folders of 'parity-gate check --shard I/N' (or 'record --shard I/N')")
+    if first.kind == "golden":
         if args.golden is not None:
             raise BadInput(f"--golden {args.golden} given, but {args.results[0]} is a shard of a record",
                            "merge a record's shards without --golden; --golden is for a check's shards")

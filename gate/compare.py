@@ -472,11 +472,11 @@ def _as_list(xs: Sequence[int]) -> list[int]:
 
 
 def _prompt_max_abs(pa: np.ndarray, pb: np.ndarray) -> float:
-    """Greatest |d| over the prompt positions: -inf on both sides counts 0,
-    a null side (NaN) is left out."""
+    """Greatest |d| over the scored prompt positions (at least one): -inf on
+    both sides counts 0, a null side (NaN) is left out."""
     with np.errstate(invalid="ignore"):
         pd = np.abs(pb - pa)
-    pm = float(np.max(pd, initial=0.0))
+    pm = float(pd.max())  # an abs is never below 0.0, the floor the general path starts from
     if pm == pm:  # no NaN, so no null side and no -inf on both sides: that is the answer
         return pm
     both = np.isneginf(pa) & np.isneginf(pb)

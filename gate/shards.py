@@ -121,8 +121,9 @@ def read_shards(results: list[Path], expect: dict[str, str], kind: str) -> list[
             got = (info.get("of") or {}).get(key)
             if got != value:
                 what = {"golden_sha256": "golden", "suite_sha256": "suite"}.get(key, key)
+                flag = "--golden" if what == "golden" else "--suite"
                 raise BadInput(f"{_where(x)} (shard {info['index']}/{n}) was run against another {what} than this "
-                               f"merge's ({(got or 'none')[:12]} vs {value[:12]})",
+                               f"merge's (shard: {(got or 'none')[:12]}, {flag}: {value[:12]})",
                                "merge shards of one run, with the same --suite and --golden they ran with")
     first = seen[1]
     for x, info in infos:
@@ -160,11 +161,17 @@ def merged_manifest(shards: list[TraceReader], records: Iterable[Record], relati
                     batch_plan=dict(first.batch_plan or {}, calls=calls), tool=first.tool, extra=extra)
 
 
+def _tagged(reader: TraceReader) -> Iterator[tuple[Record, str]]:
+    for rec in reader.records():
+        yield rec, _where(reader)
+
+
 def merged_records(shards: list[TraceReader]) -> Iterator[Record]:
-    """Every shard's records in key order (shards hold disjoint prompts)."""
-    last = None
-    for rec in heapq.merge(*(s.records() for s in shards), key=lambda r: r.key):
-        if rec.key == last:
-            raise BadInput(f"record {rec.key} appears in two shards", "merge the shards of one run")
-        last = rec.key
+    """Every shard's records in key order (shards hold disjoint requests)."""
+    last: tuple[Record, str] | None = None
+    for rec, where in heapq.merge(*(_tagged(s) for s in shards), key=lambda t: t[0].key):
+        if last is not None and rec.key == last[0].key:
+            raise BadInput(f"record {rec.key} appears in two shards ({last[1]} and {where})",
+                           "merge the shards of one run")
+        last = (rec, where)
         yield rec

@@ -5,9 +5,8 @@ hint), no traceback, and nothing left on disk. The catalogue and
 docs/errors.md are checked against each other, so neither can drift.
 
 No case starts the vLLM engine: everything is refused before. Only
-`engine-arg-unknown`, `sampling-rejected-by-vllm` and `checkpoint-not-ours`
-import vllm (to learn the engine arg names, and to ask vLLM's own
-SamplingParams, which `check` does before it opens its checkpoint)."""
+`engine-arg-unknown` and `sampling-rejected-by-vllm` import vllm (to learn
+the engine arg names, and to ask vLLM's own SamplingParams)."""
 from __future__ import annotations
 
 import fcntl
@@ -116,8 +115,9 @@ class Ctx:
     def shard(self, name: str, index: int, count: int, kind: str = "obtained", golden: str = "golden",
               only: Collection[str] | None = None) -> Path:
         """Shard index/count as `check --shard` (kind "obtained", run against
-        `golden`) or `record --shard` (kind "golden") writes it: the suite's
-        prompts round robin by sorted id, unless `only` names them."""
+        `golden`) or `record --shard` (kind "golden") writes it, holding the
+        suite's prompts round robin by sorted id unless `only` names them
+        (a merge takes any disjoint split)."""
         of = {"suite_sha256": _sha256(self.d / "suite.yaml")}
         if kind == "obtained":
             of["golden_sha256"] = _sha256(self.d / golden / "traces.jsonl")
@@ -936,13 +936,51 @@ def _(ctx):
     return ctx.record("--call-size", "0")
 
 
-@case("checkpoint-not-ours", ".result.run exists and is not a parity-gate checkpoint folder")
+@case("checkpoint-not-ours", "--out result: its checkpoint path .result.run exists and was not written by "
+                             "parity-gate")
 def _(ctx):
-    # `record` opens its checkpoint only once its engine has started; `check` opens it before
     ctx.suite()
     ctx.golden()
     ctx.write(".result.run/notes.txt", "a folder the user put there; never removed")
     return ctx.check()
+
+
+@case("shard-too-few-calls", "--shard 1/2: golden/traces.jsonl's batch plan holds 1 independent call (a free-run "
+                             "call and its scoring calls), fewer than 2 shards")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()  # one config: one free-run call and its scoring call
+    return ctx.check("--shard", "1/2")
+
+
+def _outside(ctx: Ctx, name: str, text: str) -> Path:
+    """A file outside the workspace (the CLI's cwd), linked into it as `name`."""
+    target = ctx.d.parent / "elsewhere" / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(textwrap.dedent(text).replace("{m0}", str(ctx.m0)), encoding="utf-8")
+    (ctx.d / name).symlink_to(target)
+    return target
+
+
+@case("strict-paths-suite", "suite suite.yaml resolves to ")
+def _(ctx):
+    _outside(ctx, "suite.yaml", VALID_SUITE)
+    return ctx.record("--strict-paths")
+
+
+@case("strict-paths-prompts-file", "suite.yaml:4: prompts_file more.jsonl resolves to ")
+def _(ctx):
+    ctx.suite(VALID_SUITE.replace("prompts:\n", "prompts_file: more.jsonl\nprompts:\n"))
+    _outside(ctx, "more.jsonl", '{"id": "c", "token_ids": [6, 7]}\n')
+    return ctx.record("--strict-paths")
+
+
+@case("strict-paths-policy", "--policy policy.yaml resolves to ")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    _outside(ctx, "policy.yaml", "default:\n  checks: {}\n")
+    return ctx.check("--strict-paths", "--policy", "policy.yaml")
 
 
 # ------------------------------------------------------------------ merge
@@ -953,6 +991,14 @@ def _(ctx):
     ctx.shard("s1", 1, 2)
     ctx.golden("run", kind="obtained")  # an unsharded check's traces
     return ctx.merge("s1", "run")
+
+
+@case("merge-unsharded-input", "golden/traces.jsonl: not a shard (its golden trace has no shard header)")
+def _(ctx):
+    ctx.suite()
+    ctx.golden()
+    ctx.shard("s1", 1, 2)
+    return ctx.merge("golden", "s1")
 
 
 @case("merge-shard-counts-differ", "shards of different shard counts: s1 is 1/2, s2 is 2/3")
@@ -1064,8 +1110,7 @@ def _(ctx):
 
 
 # ------------------------------------------------------------------ the tests
-SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0,  # import vllm (never start the engine)
-        "checkpoint-not-ours": 120.0}
+SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0}  # import vllm (never start the engine)
 
 
 @pytest.mark.parametrize("case_id", sorted(CASES))

@@ -96,11 +96,11 @@ def test_read_shards__orders_by_index_and_merged_records_are_sorted(tmp_path):
     ("count", r"shards of different shard counts: .* is 1/2, .* is 2/3"),
     ("twice", r"shard 1/2 given twice"),
     ("missing", r"shard 2/2 missing \(1 of 2 given\)"),
-    ("golden", r"\(shard 2/2\) was run against another golden than this merge's \(hhhhhhhhhhhh vs gggggggggggg\)"),
+    ("golden", r"\(shard 2/2\) was run against another golden than this merge's \(shard: hhhhhhhhhhhh, --golden: gggggggggggg\)"),
     ("suite", r"\(shard 2/2\) was run against another suite"),
     ("vllm", r"shards 1/2 \(.*\) and 2/2 \(.*\) differ in environment.vllm_version: '0.32.0' vs '0.33.0'"),
     ("kind", r"not a shard of a check"),
-    ("overlap", r"record \('greedy', 'p0', 0\) appears in two shards"),
+    ("overlap", r"record \('greedy', 'p0', 0\) appears in two shards \(.*a and .*b\)"),
 ])
 def test_read_shards__refuses(tmp_path, case, message):
     a = _shard(tmp_path / "a", 1, 2, ["p0"])
