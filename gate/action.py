@@ -25,11 +25,13 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import requests
 
+from gate import cli
 from gate._fsutil import atomic_write_text
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
 from gate.github_context import ORIGIN_FILE, ResultOrigin, context_from_env
 from gate.publish import (COMMENT_MODES, Outcome, PublishOptions, Publisher, Runtime, check_runner_files,
                           error_outcome, invalid_outcome, load_outcome)
+from gate.shards import parse_shard
 from gate.verdict import VERDICT_FILE
 
 __all__ = ["ActionSettings", "add_arguments", "run", "run_action", "check_argv", "withhold_tokens",
@@ -86,6 +88,8 @@ class ActionSettings:
     engine_args: tuple[str, ...] = ()
     fail_on: str = "regression"
     check_run: bool = True
+    shard: str | None = None             # check --shard I/N (merge the shards' results in a later job)
+    strict_paths: bool = False           # check --strict-paths: suite and golden read from the workspace
     comment_author: str | None = None    # default: the token's own login
     # The github-token input, else GITHUB_TOKEN: read here once, because
     # `run` then removes both from the environment.
@@ -122,6 +126,15 @@ class ActionSettings:
         check_key, check_run = get("check-run", "true")
         if check_run.lower() not in _TRUE + _FALSE:
             raise BadInput(f"{check_key}={check_run!r}: must be true or false")
+        shard_key, shard = get("shard")
+        if shard:
+            try:
+                parse_shard(shard)
+            except BadInput as exc:
+                raise BadInput(f"{shard_key}={shard!r}: {exc.what}", exc.hint) from None
+        strict_key, strict = get("strict-paths", "false")
+        if strict.lower() not in _TRUE + _FALSE:
+            raise BadInput(f"{strict_key}={strict!r}: must be true or false")
         context_key, context = get("status-context", "parity-gate")
         if len(context) > 255 or "\n" in context:
             raise BadInput(f"{context_key}: a status context is one line of at most 255 characters")
@@ -132,6 +145,7 @@ class ActionSettings:
             status_context=context, engine_args=engine_args,
             fail_on=choice("fail-on", FAIL_ON, "regression"),
             check_run=check_run.lower() in _TRUE,
+            shard=shard or None, strict_paths=strict.lower() in _TRUE,
             comment_author=get("comment-author")[1] or None,
             github_token=get("github-token")[1] or env.get("GITHUB_TOKEN", "").strip(),
         )
@@ -142,11 +156,14 @@ def check_argv(s: ActionSettings, out: Path) -> list[str]:
             "--fail-on", s.fail_on]
     for arg in s.engine_args:
         argv += ["--engine-arg", arg]
+    if s.shard:
+        argv += ["--shard", s.shard]
+    if s.strict_paths:
+        argv.append("--strict-paths")
     return argv
 
 
 def _default_check(argv: list[str]) -> int:
-    from gate import cli
     try:
         return cli.main(argv)
     except SystemExit as exc:  # argparse usage errors exit through SystemExit

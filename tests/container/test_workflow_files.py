@@ -56,7 +56,8 @@ def test_workflow_files__action_yml_matches_the_github_actions_schema():
 
 
 def test_workflow_files__examples_match_the_github_workflows_schema():
-    assert {p.name for p in WORKFLOWS} == {"gate.yml", "gate-trusted.yml", "publish.yml", "rerecord.yml"}
+    assert {p.name for p in WORKFLOWS} == {"gate.yml", "gate-trusted.yml", "publish.yml", "rerecord.yml",
+                                           "sharded.yml"}
     _check_jsonschema("vendor.github-workflows", WORKFLOWS)
 
 
@@ -165,3 +166,21 @@ def test_workflow_files__rerecord_opens_its_pr_with_an_app_token():
     assert any(str(s.get("uses", "")).startswith("actions/create-github-app-token") for s in steps)
     assert steps[-1]["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token }}"
     assert "--ipc=host" not in json.dumps(rerecord)
+
+
+def test_workflow_files__sharded_runs_a_matrix_without_a_token_and_one_merge_posts():
+    wf = _load("sharded.yml")
+    shard, merge = wf["jobs"]["shard"], wf["jobs"]["merge"]
+    assert wf["jobs"]["plan"] == _load("gate.yml")["jobs"]["plan"]  # the same base sha, pin and skip
+    assert shard["strategy"]["fail-fast"] is False and shard["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    assert shard["permissions"] == {"contents": "read"}
+    action = next(s for s in shard["steps"] if str(s.get("uses", "")).startswith("parity-gate/"))["with"]
+    assert action["shard"] == "${{ matrix.shard }}/4" and action["github-token"] == ""
+    assert "pull-requests" not in shard["permissions"] and "statuses" not in shard["permissions"]
+    # the merge reads the base commit only, needs every shard, and is the one job that posts
+    checkout = next(s for s in merge["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
+    assert checkout["with"]["ref"] == "${{ needs.plan.outputs.base }}"
+    assert merge["needs"] == ["plan", "shard"] and merge["if"].startswith("always()")
+    script = next(s for s in merge["steps"] if s.get("id") == "merge")["run"]
+    assert "parity-gate merge" in script and "--golden base/parity/golden" in script and "for i in 1 2 3 4" in script
+    assert "parity-gate publish merged" in merge["steps"][-1]["run"]

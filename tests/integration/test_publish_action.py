@@ -262,3 +262,14 @@ def test_publish__token_never_appears_when_everything_fails(tmp_path, capfd, mon
     captured = capfd.readouterr()
     assert "could post nothing" in captured.err
     _assert_no_token({"stdout": captured.out.encode(), "stderr": captured.err.encode()}, tmp_path)
+
+
+def test_action__shard_and_strict_paths_reach_the_check_argv():
+    env = {"INPUT_SUITE": "s.yaml", "INPUT_GOLDEN": "g", "INPUT_SHARD": "2/4", "INPUT_STRICT_PATHS": "true"}
+    argv = action.check_argv(ActionSettings.from_env(env), Path("out"))
+    assert argv[argv.index("--shard") + 1] == "2/4" and "--strict-paths" in argv
+    plain = action.check_argv(ActionSettings.from_env({"INPUT_SUITE": "s.yaml", "INPUT_GOLDEN": "g",
+                                                       "INPUT_STRICT_PATHS": "false"}), Path("out"))
+    assert "--shard" not in plain and "--strict-paths" not in plain
+    with pytest.raises(BadInput, match=r"INPUT_SHARD='5/4': --shard '5/4' is not I/N with 1 <= I <= N"):
+        ActionSettings.from_env(dict(env, INPUT_SHARD="5/4"))
