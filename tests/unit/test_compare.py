@@ -3,11 +3,12 @@ section 3 against values worked out by hand."""
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import pytest
 
-from gate.compare import HIST_BINS_PER_DECADE, Tolerance, compare_records, compare_traces
+from gate.compare import HIST_BINS_PER_DECADE, Tolerance, _Channel, compare_records, compare_traces
 from gate.trace import TraceReader
 from tests._util import record, write_trace
 
@@ -405,3 +406,67 @@ def test_compare__tiny_diffs_below_the_bins_report_an_upper_bound():
     cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(b), sampler=b)
     s = compare_records([ref], [cand]).overall["forced"]
     assert 0 < s["p99_abs_diff"] <= 1e-12 and s["p99_bin"][0] == 0.0
+
+
+# ------------------------------------------------------------------ speed without a change of result
+def _state(channel: _Channel) -> str:
+    # repr tells every float apart bit for bit (and NaN from NaN); arrays as lists
+    return repr({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in sorted(vars(channel).items())})
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1e-3])
+def test_compare__finite_fast_path_is_bit_for_bit_the_general_path(rtol):
+    rng = np.random.default_rng(11)
+    tol = Tolerance(1e-4, rtol)
+    fast_all, general_all = _Channel(tol), _Channel(tol)
+    for n in [1, 2, 7, 8, 9, 16, 100, 127, 128, 129, 250, 300] * 3:
+        a = -rng.exponential(2.0, n)
+        a[rng.random(n) < 0.05] = -1e300  # squares and exponentials overflow; sums stay finite
+        d = rng.choice([0.0, 0.0, 1e-13, 1e-6, 1e-4, 1e-3, 0.05, 0.4, 3.0], n) * rng.normal(0.0, 1.0, n)
+        b = np.minimum(a + d, 0.0)
+        ids = rng.integers(0, 1000, n).tolist()
+        tops_a = [[int(x) for x in rng.choice(50, 5, replace=False)] for _ in range(n)]
+        tops_b = tops_a if rng.random() < 0.5 else [[r[1], r[0], *r[2:]] for r in tops_a]
+        loc = {"config": "c", "prompt_id": f"p{n}", "sample": 0}
+        # one sequence alone (a last-bit difference in its sums would show) and folded into the running totals
+        for fast, general in ((_Channel(tol), _Channel(tol)), (fast_all, general_all)):
+            got = fast.add(a, b, np.arange(n), loc, ids, (tops_a, tops_b))  # every number finite: the fast path
+            want = general._add_general(a, b, np.arange(n), loc, ids, (tops_a, tops_b))
+            assert repr(got.tolist()) == repr(want.tolist())
+            assert _state(fast) == _state(general)
+    assert fast_all.sum_abs > 0 and fast_all.mismatched > 0 and fast_all.zero > 0 and fast_all.top1_agree > 0
+
+
+def test_compare__reads_each_record_while_holding_at_most_two():
+    """A parsed record is hundreds of small lists. Holding the last pair while
+    both next records are read crossed the garbage collector's threshold on
+    every pair: a tenth of the parse time at 1M tokens (bench/RESULTS.md)."""
+    made: list[weakref.ref] = []
+    held: list[int] = []
+
+    def stream(values):
+        rec = None
+        for i in range(20):
+            rec = None  # this stream's own reference, as the reader drops it
+            held.append(sum(r() is not None for r in made))
+            rec = record(prompt_id=f"p{i:02d}", prompt=PROMPT, completion=COMPLETION, forced=_forced(values),
+                         sampler=values)
+            made.append(weakref.ref(rec))
+            yield rec
+
+    res = compare_records(stream(A), stream(B))
+    assert res.records == 20 and res.overall["forced"]["tokens"] == 80
+    assert max(held) <= 2
+
+
+@pytest.mark.parametrize("ref_prompt, cand_prompt, expected", [
+    ([None, -3.0, -4.0], [None, -3.5, -4.0], 0.5),                  # every number finite: the fast path
+    ([None, -math.inf, -4.0], [None, -math.inf, -4.25], 0.25),      # -inf on both sides counts 0
+    ([None, None, -4.0], [None, -9.0, -4.125], 0.125),              # a null side is left out
+    ([None, -math.inf, -4.0], [None, -3.0, -4.0], math.inf),        # -inf on one side is infinite
+])
+def test_compare__prompt_max_abs_diff_on_both_paths(ref_prompt, cand_prompt, expected):
+    ref = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(A, ref_prompt), sampler=A)
+    cand = record(prompt=PROMPT, completion=COMPLETION, forced=_forced(A, cand_prompt), sampler=A)
+    s = compare_records([ref], [cand]).overall["forced"]
+    assert s["prompt_tokens"] == 2 and s["prompt_max_abs_diff"] == expected
