@@ -21,7 +21,7 @@ from gate._fsutil import StagedDir, atomic_write_text, disk_error
 from gate.compare import compare_traces
 from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
-from gate.identity import model_identity, model_vocab_size, same_model
+from gate.identity import model_differences, model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
 from gate.checkpoint import Checkpoint, check_checkpoint_folder, file_sha256, run_identity
 from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
@@ -389,7 +389,8 @@ def _read_golden(suite: Suite, path: Path, args: argparse.Namespace,
         model_id = model_identity(suite.model)
     if model_id is not None and not same_model(golden.model, model_id):
         raise StaleGolden(f"golden was recorded from model {golden.model.get('id')} ({golden.model.get('name')}), "
-                          f"the suite's model is {model_id['id']} ({model_id['name']})",
+                          f"the suite's model is {model_id['id']} ({model_id['name']}): their "
+                          f"{' and '.join(model_differences(golden.model, model_id))} differ",
                           f"point the suite at the golden's model, or re-record: "
                           f"{_cmd('record', '--suite', args.suite, '--out', path, '--update')}")
     vocab = model_vocab_size(suite.model) if model_id is not None else None

@@ -51,8 +51,18 @@ def model_identity(model_dir: Path) -> dict[str, Any]:
     return {"id": combined[:16], "name": model_dir.name, **ident}
 
 
+_PARTS = {"config_sha256": "config.json", "weights_sha256": "weight files", "tokenizer_sha256": "tokenizer files"}
+
+
 def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("config_sha256", "weights_sha256", "tokenizer_sha256"))
+    return all(a.get(k) == b.get(k) for k in _PARTS)
+
+
+def model_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Which files of two model identities differ: 'config.json', 'weight
+    files', 'tokenizer files' (a golden whose tokenizer moved reads other
+    text from the same ids)."""
+    return [name for key, name in _PARTS.items() if a.get(key) != b.get(key)]
 
 
 _CONFIG_LIMIT = 16 * 1024 * 1024  # a config.json is a few KiB; the cap only stops /dev/zero and the like

@@ -830,6 +830,16 @@ def _(ctx):
     return ctx.check()
 
 
+@case("golden-other-tokenizer", "(m0-retokenized): their tokenizer files differ", kind="stale golden")
+def _(ctx):
+    model = Path(shutil.copytree(ctx.m0, ctx.d / "m0-retokenized"))
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps(dict(config, model_max_length=999)))
+    ctx.suite(VALID_SUITE.replace("{m0}", str(model)))
+    ctx.golden()  # recorded from m0, whose weights are the same
+    return ctx.check()
+
+
 @case("golden-stale-sampling", "sampling config 'greedy' changed since the golden was recorded (max_tokens)",
       kind="stale golden")
 def _(ctx):
