@@ -33,7 +33,8 @@ from gate._fsutil import MARKER, atomic_write_text
 from gate.errors import BadInput
 from gate.trace import Scores
 
-__all__ = ["Checkpoint", "checkpoint_folder", "check_checkpoint_folder", "file_sha256", "run_identity", "scores_to_json", "scores_from_json"]
+__all__ = ["Checkpoint", "checkpoint_folder", "check_checkpoint_folder", "file_sha256", "run_identity",
+           "scores_to_json", "scores_from_json"]
 
 log = logging.getLogger(__name__)
 FORMAT = "parity-gate-checkpoint"

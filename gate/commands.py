@@ -1,9 +1,13 @@
-"""`record`, `check` and `compare`: the data flow of design.md section 2,
-suite -> engine -> traces -> comparison -> verdict -> report -> exit code.
+"""`record`, `check`, `compare` and `merge`: the data flow of design.md
+section 2, suite -> engine -> traces -> comparison -> verdict -> report ->
+exit code. The engine work itself is gate/replay.py's (the batch plan, its
+replay, records, the manifest), saved call by call in gate/checkpoint.py;
+shards and their merge are gate/shards.py's.
 
 Everything is validated before the engine starts; outputs are staged in a
 temp folder beside --out and renamed into place, so bad input leaves nothing
-behind and a crash leaves only what it could save (with error.json)."""
+behind, a crash leaves only what it could save (with error.json), and a
+killed run resumes from its saved engine calls."""
 from __future__ import annotations
 
 import argparse
@@ -18,18 +22,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gate._fsutil import StagedDir, atomic_write_text, disk_error
+from gate.checkpoint import Checkpoint, check_checkpoint_folder, file_sha256, run_identity
 from gate.compare import compare_traces
 from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.identity import model_differences, model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
-from gate.checkpoint import Checkpoint, check_checkpoint_folder, file_sha256, run_identity
 from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
                          plan, prompt_where, rel_path, replay_engine_args, run_calls, start_engine, tokenize_prompts)
-from gate.semantics import relations_of
-from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
+from gate.semantics import relations_of
+from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
 from gate.suite import (Suite, check_prompt_lengths, confine, load_suite, prompt_hash, validate_with_vllm,
                         workload_hash)
 from gate.trace import Manifest, TraceWriter, read_trace, trace_path
@@ -66,17 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="time budget for --diagnose (default 300)")
     if name in ("record", "check"):
         parser.add_argument("--shard", metavar="I/N",
-                            help="run shard I of N: the suite's prompts split round robin by sorted id "
-                                 "(merge the shards' results with 'parity-gate merge')")
+                            help="run shard I of N: whole calls of the batch plan, dealt round robin "
+                                 "(merge the shards' results with 'parity-gate merge'; docs/scale.md)")
         parser.add_argument("--no-resume", action="store_true",
                             help="start over instead of continuing an unfinished run into the same --out")
         parser.add_argument("--quiet", action="store_true", help="no progress output")
+        parser.add_argument("--progress-interval", type=_seconds, default=30.0, metavar="SECONDS",
+                            help="without a terminal, print a progress line at most this often (default 30)")
     if name in ("record", "check", "merge"):
         parser.add_argument("--strict-paths", action="store_true",
                             help="refuse a suite, prompts_file or --policy whose real path (symlinks followed) is "
                                  "outside the workspace (GITHUB_WORKSPACE, else the current folder)")
-        parser.add_argument("--progress-interval", type=_seconds, default=30.0, metavar="SECONDS",
-                            help="without a terminal, print a progress line at most this often (default 30)")
     if name == "record":
         parser.add_argument("--call-size", type=int, default=DEFAULT_CALL_SIZE, metavar="N",
                             help=f"requests per generate() call in the batch plan (default {DEFAULT_CALL_SIZE}); "
@@ -239,7 +243,8 @@ def record(args: argparse.Namespace) -> int:
     engine_args = dict(suite.engine, **overrides)
     shard = parse_shard(args.shard) if args.shard else None
     if args.call_size < 1:
-        raise BadInput(f"--call-size {args.call_size} is below 1", f"use a positive number (default {DEFAULT_CALL_SIZE})")
+        raise BadInput(f"--call-size {args.call_size} is below 1",
+                       f"use a positive number (default {DEFAULT_CALL_SIZE})")
     out: Path = args.out
     previous: set[tuple] | None = None
     if out.is_dir() and not out.is_symlink() and any(out.iterdir()) and (out / "traces.jsonl").is_file() \

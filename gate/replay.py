@@ -1,6 +1,7 @@
 """The engine-run pipeline shared by every command that runs vLLM (record,
-check, weight-update, determinism): engine args, the batch plan, its exact
-replay, records and the manifest. Commands and feature modules call this;
+check, weight-update, determinism): engine args, the batch plan (calls of
+at most --call-size requests), its exact replay call by call into a
+checkpoint (gate/checkpoint.py), records and the manifest. Commands and feature modules call this;
 it calls the engine adapter (gate/engine.py, the only import of vllm)."""
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from gate.suite import Suite, parse_engine_arg, prompt_hash, workload_hash
 from gate.semantics import relations_of
 from gate.trace import Manifest, Record
 
-__all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines", "start_engine", "run_calls", "run_plan", "build_records",
-           "build_manifest", "replay_engine_args", "rel_path", "Progress", "SCHEDULER_KEYS", "DEFAULT_CALL_SIZE"]
+__all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
+           "start_engine", "run_calls", "run_plan", "build_records", "build_manifest", "replay_engine_args",
+           "rel_path", "Progress", "SCHEDULER_KEYS", "DEFAULT_CALL_SIZE"]
 
 log = logging.getLogger(__name__)
 SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")

@@ -92,7 +92,8 @@ def test_checkpoint__refuses_a_folder_it_did_not_write(tmp_path):
     folder = checkpoint_folder(tmp_path / "out")
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
-    with pytest.raises(BadInput, match=r"--out .*out: its checkpoint path \.out\.run exists and was not written by parity-gate"):
+    with pytest.raises(BadInput, match=r"--out .*out: its checkpoint path \.out\.run exists and was not written "
+                                       r"by parity-gate"):
         Checkpoint(tmp_path / "out", run_identity(x=1), _calls())
     assert (folder / "notes.txt").read_text() == "mine"
 
