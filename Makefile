@@ -45,6 +45,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/compare_throughput.py
+	$(PY) bench/gate_overhead.py
+	$(PY) bench/detection_matrix.py
+	$(PY) bench/record_memory.py
 
 clean:
 	rm -rf $(VENV) .cache demo-out artifacts
