@@ -32,7 +32,7 @@ from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_rec
                          plan, prompt_where, rel_path, replay_engine_args, run_calls, start_engine, tokenize_prompts)
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
-from gate.semantics import relations_of
+from gate.semantics import Relation, add_relation
 from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
 from gate.suite import (Suite, check_prompt_lengths, confine, load_suite, prompt_hash, validate_with_vllm,
                         workload_hash)
@@ -228,13 +228,19 @@ def _run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, lis
 
 def _write_trace(stage: _Stage, engine: Any, checkpoint: Checkpoint, prompts: dict[str, list[int]],
                  sampling: dict[str, dict[str, Any]], manifest_of: Any) -> tuple[Manifest, int]:
-    """The checkpoint's calls joined into traces.jsonl, in key order: one pass
-    for the header's sampler relation, one to write."""
-    manifest = manifest_of(build_records(engine, checkpoint.fragments(), prompts, sampling))
-    with TraceWriter(stage.dir, manifest) as writer:
+    """The checkpoint's calls joined into traces.jsonl, in key order, in one
+    pass; the header, whose sampler relation needs every record, comes last."""
+    relations: dict[str, Relation] = {}
+    made: list[Manifest] = []
+
+    def header() -> Manifest:
+        made.append(manifest_of(relations))
+        return made[0]
+
+    with TraceWriter(stage.dir, header) as writer:
         for rec in build_records(engine, checkpoint.fragments(), prompts, sampling):
-            writer.write(rec)
-    return manifest, writer.count
+            writer.write(add_relation(relations, rec))
+    return made[0], writer.count
 
 
 def record(args: argparse.Namespace) -> int:
@@ -282,8 +288,8 @@ def record(args: argparse.Namespace) -> int:
                                     calls, resume=not args.no_resume)
             _run_engine(engine, calls, prompts, sampling, None, checkpoint, args)
             info = shard_info(shard, suite_sha256=file_sha256(suite.path)) if shard else None
-            manifest, count = _write_trace(stage, engine, checkpoint, prompts, sampling, lambda records: build_manifest(
-                "golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls, records, info))
+            manifest, count = _write_trace(stage, engine, checkpoint, prompts, sampling, lambda relations: build_manifest(
+                "golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls, relations, info))
             stage.commit()
     except BaseException as exc:
         stage.discard()  # a partial golden is worse than none; the engine's calls stay in the checkpoint
@@ -469,9 +475,9 @@ def check(args: argparse.Namespace) -> int:
             info = shard_info(shard, golden_sha256=golden_sha, suite_sha256=file_sha256(suite.path)) \
                 if shard else None
             manifest, _ = _write_trace(stage, engine, checkpoint, golden.prompts, sampling,
-                                       lambda records: build_manifest("obtained", engine, suite, engine_args,
-                                                                      model_id, golden.prompts, texts, sampling,
-                                                                      calls, records, info))
+                                       lambda relations: build_manifest("obtained", engine, suite, engine_args,
+                                                                        model_id, golden.prompts, texts, sampling,
+                                                                        calls, relations, info))
     except InfraError as exc:
         _close(engine)
         _resumable(exc, checkpoint)
@@ -537,10 +543,11 @@ def merge(args: argparse.Namespace) -> int:
                                                        *([args.policy] if args.policy else [])])
     try:
         with _writing(args.out):
-            manifest = merged_manifest(shards, merged_records(shards), relations_of)
-            with TraceWriter(stage.dir, manifest) as writer:
+            relations: dict[str, Relation] = {}
+            with TraceWriter(stage.dir, lambda: merged_manifest(shards, relations)) as writer:
                 for rec in merged_records(shards):
-                    writer.write(rec)
+                    writer.write(add_relation(relations, rec))
+            manifest = read_trace(stage.dir).manifest
             repro = _cmd("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
             return _judge(stage, args, suite, golden, workload, policy,
@@ -558,10 +565,10 @@ def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
     stage = _Stage(args.out, force=args.force, inputs=[suite.path, *args.results])
     try:
         with _writing(args.out):
-            manifest = merged_manifest(shards, merged_records(shards), relations_of, whole)
-            with TraceWriter(stage.dir, manifest) as writer:
+            relations: dict[str, Relation] = {}
+            with TraceWriter(stage.dir, lambda: merged_manifest(shards, relations, whole)) as writer:
                 for rec in merged_records(shards):
-                    writer.write(rec)
+                    writer.write(add_relation(relations, rec))
             stage.commit()
     except BaseException:
         stage.discard()

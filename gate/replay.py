@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from gate import __version__
 from gate.checkpoint import Checkpoint, scores_from_json, scores_to_json
@@ -16,7 +16,7 @@ from gate.engine import Engine, Request
 from gate.errors import BadInput
 from gate.hf_engine import HFEngine
 from gate.suite import Suite, parse_engine_arg, prompt_hash, workload_hash
-from gate.semantics import relations_of
+from gate.semantics import Relation
 from gate.trace import Manifest, Record
 
 __all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
@@ -209,10 +209,11 @@ def build_records(engine: Any, joined: Iterable[tuple[tuple, dict[str, Any]]] | 
 
 def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
               prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
-              calls: list[dict[str, Any]], records: Iterable[Record] = (),
+              calls: list[dict[str, Any]], relations: Mapping[str, Relation] | None = None,
               shard: dict[str, Any] | None = None) -> Manifest:
-    """The trace header. `records` (read once, streamed) give the sampler
-    relation; `shard` marks one shard of a run (gate/shards.py)."""
+    """The trace header. `relations`: the run's sampler relation per config
+    (gate/semantics.py, folded in while the records are written); `shard`
+    marks one shard of a run (gate/shards.py)."""
     resolved = engine.resolved()
     return Manifest(
         kind=kind, environment=engine.fingerprint(),
@@ -227,5 +228,5 @@ def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, An
         extra={"capabilities": engine.capabilities(),
                "scoring_paths": {"sampler": "decode", "forced": "prefill", "own": "prefill"},
                # how this run's sampler logprobs relate to its own prefill scores (semantics.py)
-               "sampler_relation": {c: r.summary() for c, r in sorted(relations_of(records).items())},
+               "sampler_relation": {c: r.summary() for c, r in sorted((relations or {}).items())},
                **({"shard": shard} if shard else {})})

@@ -32,7 +32,7 @@ import numpy as np
 
 from gate.trace import Record, Scores
 
-__all__ = ["Relation", "own_scores", "relation_pairs", "relations_of", "compare_relations", "classify", "judge",
+__all__ = ["Relation", "own_scores", "relation_pairs", "relations_of", "add_relation", "compare_relations", "classify", "judge",
            "semantics_sentence", "describe", "matters", "NOISE_SIGMAS", "SHIFT_FLOOR"]
 
 NOISE_SIGMAS = 6.0    # allowed shift = floor + this many combined standard errors
@@ -214,10 +214,16 @@ def judge(ref: dict[str, Any] | None, cand: dict[str, Any] | None, params: dict[
 def relations_of(records: Iterable[Record]) -> dict[str, Relation]:
     out: dict[str, Relation] = {}
     for rec in records:
-        x, y = relation_pairs(rec)
-        if x.size:
-            out.setdefault(rec.config, Relation()).add(x, y)
+        add_relation(out, rec)
     return out
+
+
+def add_relation(relations: dict[str, Relation], rec: Record) -> Record:
+    """Fold one record into per-config relations (streaming writers)."""
+    x, y = relation_pairs(rec)
+    if x.size:
+        relations.setdefault(rec.config, Relation()).add(x, y)
+    return rec
 
 
 def semantics_sentence(per_config: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, Mapping
 
 from gate.errors import BadInput
 from gate.trace import Manifest, Record, TraceReader, read_trace, trace_path
@@ -147,14 +147,15 @@ def _same_run(a: TraceReader, b: TraceReader, n: int) -> None:
                            "run every shard with the same image, engine args and hardware, then merge")
 
 
-def merged_manifest(shards: list[TraceReader], records: Iterable[Record], relations: Any,
+def merged_manifest(shards: list[TraceReader], relations: Mapping[str, Any],
                     suite: dict[str, Any] | None = None) -> Manifest:
     """Shard 1's header with every shard's calls (in shard order), the
-    sampler relation of all records and (a record's shards) the whole suite."""
+    sampler relation of all records (`relations`, per config) and (a
+    record's shards) the whole suite."""
     first = shards[0].manifest
     calls = [c for s in shards for c in (s.manifest.batch_plan or {}).get("calls") or []]
     extra = {k: v for k, v in first.extra.items() if k != "shard"}
-    extra["sampler_relation"] = {c: r.summary() for c, r in sorted(relations(records).items())}
+    extra["sampler_relation"] = {c: r.summary() for c, r in sorted(relations.items())}
     extra["merged_shards"] = {"count": len(shards), "of": first.extra["shard"].get("of")}
     return Manifest(kind=first.kind, environment=first.environment, engine_args=first.engine_args,
                     model=first.model, suite=suite or first.suite,

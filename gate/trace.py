@@ -10,13 +10,15 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 import sys
+import tempfile
 from array import array
 from dataclasses import dataclass, field
 from functools import reduce
 from operator import iadd, length_hint
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from gate._fsutil import NotRegularFile, atomic_open, open_regular
 from gate._jsonschema import first_invalid_text, load_schema
@@ -178,17 +180,21 @@ class TraceWriter:
     must come sorted by (config, prompt id, sample). Each line is read back
     as a reader would, so the writer refuses what a reader would refuse."""
 
-    def __init__(self, out: Path, manifest: Manifest) -> None:
+    def __init__(self, out: Path, manifest: Manifest | Callable[[], Manifest]) -> None:
+        """`manifest` may be a function, called when the writer closes: for a
+        header that depends on the records (the sampler relation), written in
+        one pass. The records then wait in a temp file beside the trace."""
         # a folder (existing or not) gets traces.jsonl inside; only a *.jsonl path is the file itself
         self.path = Path(out) if Path(out).suffix == ".jsonl" else Path(out) / TRACE_FILE
         self._manifest = manifest
         self._ctx = atomic_open(self.path, "w")
-        self._fh = None
+        self._fh: Any = None
+        self._body: Any = None
         self._last: tuple[str, str, int] | None = None
         self.count = 0
 
-    def __enter__(self) -> "TraceWriter":
-        header = {"format": FORMAT, "version": MAJOR, "minor": MINOR, "manifest": self._manifest.to_json()}
+    def _header(self, manifest: Manifest) -> str:
+        header = {"format": FORMAT, "version": MAJOR, "minor": MINOR, "manifest": manifest.to_json()}
         line = self._line(header, "trace header")
         try:
             problem = _SCHEMA.at("#/$defs/header").first_error(json.loads(line, parse_constant=_reject_constant),
@@ -197,6 +203,14 @@ class TraceWriter:
             problem = f"manifest holds {str(exc).split()[0]}, which a reader refuses"
         if problem:
             raise BadInput(f"trace header: {problem}", "pass a Manifest of JSON-compatible mappings")
+        return line
+
+    def __enter__(self) -> "TraceWriter":
+        if callable(self._manifest):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._body = self._fh = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
+            return self
+        line = self._header(self._manifest)
         self._fh = self._ctx.__enter__()
         self._fh.write(line + "\n")
         return self
@@ -239,6 +253,16 @@ class TraceWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._fh is None:  # __enter__ refused the header: nothing was opened
+            return False
+        if self._body is not None:  # header last: header, then the records, into the trace
+            with self._body:
+                if exc_type is None:
+                    line = self._header(self._manifest())  # type: ignore[operator]
+                    with self._ctx as fh:
+                        fh.write(line + "\n")
+                        self._body.seek(0)
+                        shutil.copyfileobj(self._body, fh, 1 << 20)
+                        fh.write(_dumps({"end": True, "records": self.count}) + "\n")
             return False
         if exc_type is None:
             self._fh.write(_dumps({"end": True, "records": self.count}) + "\n")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gate.errors import BadInput
-from gate.trace import FORMAT, MAJOR, TRACE_FILE, Manifest, TraceReader, TraceWriter, read_trace
+from gate.trace import FORMAT, MAJOR, TRACE_FILE, Manifest, Record, TraceReader, TraceWriter, read_trace
 from tests._util import manifest, record, write_trace
 
 
@@ -439,3 +439,24 @@ def test_trace__reader_refuses_a_fifo_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "t" / TRACE_FILE)
     with pytest.raises(BadInput, match=rf"trace file .*{TRACE_FILE} is a FIFO \(named pipe\), not a regular file"):
         TraceReader(tmp_path / "t")
+
+
+def test_trace_writer__a_header_made_at_close_gives_the_same_bytes_and_nothing_on_failure(tmp_path):
+    recs = [Record(config="c", prompt_id=f"p{i}", sample=0, prompt_token_ids=[1, 2], completion_token_ids=[3])
+            for i in range(3)]
+    seen: list[int] = []
+    with TraceWriter(tmp_path / "eager", Manifest(kind="golden", extra={"n": 3})) as w:
+        for r in recs:
+            w.write(r)
+    with TraceWriter(tmp_path / "late", lambda: Manifest(kind="golden", extra={"n": len(seen)})) as w:
+        for r in recs:
+            w.write(r)
+            seen.append(1)
+        assert not (tmp_path / "late" / "traces.jsonl").exists()  # nothing in place before the header
+    assert (tmp_path / "late" / "traces.jsonl").read_bytes() == (tmp_path / "eager" / "traces.jsonl").read_bytes()
+    with pytest.raises(RuntimeError):
+        with TraceWriter(tmp_path / "failed", lambda: Manifest(kind="golden")) as w:
+            w.write(recs[0])
+            raise RuntimeError("engine died")
+    assert not (tmp_path / "failed" / "traces.jsonl").exists()
+    assert [p.name for p in (tmp_path / "failed").iterdir()] == []  # the records' temp file is gone too
