@@ -7,8 +7,8 @@ next rollouts a mix of old and new policy: drift that no fresh-engine check
 can see. We reproduce that loop and compare like with like:
 
 1. reference: `parity-gate record` on the new weights B (the suite's model),
-   a fresh engine -> `fresh/`, a golden with its batch plan: one free-run
-   generate() per config, then one scoring generate() per config.
+   a fresh engine -> `fresh/`, a golden with its batch plan: the free-run
+   generate() calls of every config, then its scoring calls.
 2. update worker: an engine started on the old weights A runs the plan's
    free-run calls (the rollouts of step N; with prefix caching on, this
    fills the cache), receives B in place through vLLM's own mechanism
