@@ -71,10 +71,7 @@ class Checkpoint:
         check_checkpoint_folder(out)
         if self.folder.is_dir():
             if resume and self._matches():
-                self.resumed = sum(1 for i in range(len(calls)) if self.done(i))
-                if self.resumed:
-                    log.warning("resuming an unfinished run: %d of %d engine calls are already done",
-                                self.resumed, len(calls))
+                self.resumed = self.done_count  # the command says so, on stderr
                 return
             if resume:
                 log.warning("discarding the checkpoint of a different run into the same --out (%s)", self.folder)
