@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from gate._fsutil import StagedDir, atomic_write_text, disk_error
-from gate.checkpoint import Checkpoint, check_checkpoint_folder, file_sha256, run_identity
+from gate.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, file_sha256, run_identity
 from gate.compare import compare_traces
 from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
@@ -450,7 +450,9 @@ def check(args: argparse.Namespace) -> int:
     check_prompt_lengths(suite, golden.prompts, engine_args)
     golden_sha = file_sha256(trace_path(args.golden))
     check_checkpoint_folder(args.out)
-    stage = _Stage(args.out, force=args.force,
+    # A run that stopped after its engine work may have left its traces and
+    # error.json in --out: the same command resumes, so it may replace them.
+    stage = _Stage(args.out, force=args.force or checkpoint_folder(args.out).is_dir(),
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
     stage_name = "engine start"
     engine = checkpoint = None
@@ -491,8 +493,8 @@ def check(args: argparse.Namespace) -> int:
     # The engine's work is on disk (staged) from here on: a failure below keeps
     # traces.jsonl and error.json. The engine goes first, so that its GPU
     # memory is free for the ablations of --diagnose.
-    _close(engine)
     try:
+        _close(engine)
         repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                      *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                      *(["--shard", args.shard] if shard else []),
