@@ -1,8 +1,9 @@
 """The engine-run pipeline shared by every command that runs vLLM (record,
 check, weight-update, determinism): engine args, the batch plan (calls of
 at most --call-size requests), its exact replay call by call into a
-checkpoint (gate/checkpoint.py), records and the manifest. Commands and feature modules call this;
-it calls the engine adapter (gate/engine.py, the only import of vllm)."""
+checkpoint (gate/checkpoint.py), records and the manifest. Commands and
+feature modules call this; it calls the engine adapters (gate/engine.py,
+the only import of vllm; gate/hf_engine.py)."""
 from __future__ import annotations
 
 import logging
