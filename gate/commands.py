@@ -491,10 +491,13 @@ def check(args: argparse.Namespace) -> int:
         _resumable(exc, checkpoint)
         raise
     # The engine's work is on disk (staged) from here on: a failure below keeps
-    # traces.jsonl and error.json. The engine goes first, so that its GPU
-    # memory is free for the ablations of --diagnose.
+    # traces.jsonl and error.json. With --diagnose the engine goes first, so
+    # that its GPU memory is free for the ablations; otherwise it goes with
+    # the process, as any vLLM program's does (an explicit shutdown here
+    # cost a second of every check).
     try:
-        _close(engine)
+        if args.diagnose:
+            _close(engine)
         repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                      *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                      *(["--shard", args.shard] if shard else []),
