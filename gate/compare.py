@@ -167,24 +167,7 @@ class _Channel:
             self.seq_n += 1
             self.seq_ppl_sum += ppl
             self.seq_ppl_max = max(self.seq_ppl_max, ppl)
-        nz = absd[absd > 0]
-        self.zero += int(absd.size - nz.size)
-        if nz.size:
-            with np.errstate(divide="ignore"):
-                idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
-                               * HIST_BINS_PER_DECADE).astype(np.int64) + 1
-            self.hist += np.bincount(np.clip(idx, 0, self.hist.size - 1), minlength=self.hist.size)
-        buckets = positions // POSITION_BUCKET
-        nb = int(buckets[-1]) + 1  # positions are ascending
-        if nb > self.pos_count.size:
-            grow = nb - self.pos_count.size
-            self.pos_count = np.concatenate([self.pos_count, np.zeros(grow, np.int64)])
-            self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
-            self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
-        self.pos_count[:nb] += np.bincount(buckets, minlength=nb)
-        finite_absd = absd if all_finite else np.where(np.isfinite(absd), absd, 0.0)
-        self.pos_sum[:nb] += np.bincount(buckets, weights=finite_absd, minlength=nb)
-        np.maximum.at(self.pos_max, buckets, absd)
+        self._fold_abs(absd, positions, absd if all_finite else np.where(np.isfinite(absd), absd, 0.0))
         if tops is not None:
             self._add_tops(*tops)
         if full_known:
@@ -234,13 +217,21 @@ class _Channel:
         self.seq_n += 1
         self.seq_ppl_sum += ppl
         self.seq_ppl_max = max(self.seq_ppl_max, ppl)
+        self._fold_abs(absd, positions, absd)
+        if tops is not None:
+            self._add_tops(*tops)
+        return absd
+
+    def _fold_abs(self, absd: np.ndarray, positions: np.ndarray, finite_absd: np.ndarray) -> None:
+        """|d| into the zero count, the log histogram (p99) and the
+        per-position-bucket counts, sums (finite values) and maxima."""
         nz = absd[absd > 0]
-        self.zero += size - nz.size
+        self.zero += int(absd.size - nz.size)
         if nz.size:
-            idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
-                           * HIST_BINS_PER_DECADE).astype(np.int64) + 1
-            idx = np.minimum(np.maximum(idx, 0), self.hist.size - 1)
-            self.hist += np.bincount(idx, minlength=self.hist.size)
+            with np.errstate(divide="ignore"):
+                idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
+                               * HIST_BINS_PER_DECADE).astype(np.int64) + 1
+            self.hist += np.bincount(np.clip(idx, 0, self.hist.size - 1), minlength=self.hist.size)
         buckets = positions // POSITION_BUCKET
         nb = int(buckets[-1]) + 1  # positions are ascending
         if nb > self.pos_count.size:
@@ -249,11 +240,8 @@ class _Channel:
             self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
             self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
         self.pos_count[:nb] += np.bincount(buckets, minlength=nb)
-        self.pos_sum[:nb] += np.bincount(buckets, weights=absd, minlength=nb)
+        self.pos_sum[:nb] += np.bincount(buckets, weights=finite_absd, minlength=nb)
         np.maximum.at(self.pos_max, buckets, absd)
-        if tops is not None:
-            self._add_tops(*tops)
-        return absd
 
     def _add_tops(self, ta: Sequence, tb: Sequence) -> None:
         if ta == tb and all(ta):  # identical top-k rows (the common case): a C-speed list compare
