@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -332,3 +333,13 @@ class StagedDir:
                 parent.rmdir()
             except OSError:
                 break
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of one file's bytes, read in 1 MiB blocks (a golden's
+    traces, a suite: what a shard says it ran against)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -33,7 +33,7 @@ from gate._fsutil import MARKER, atomic_write_text
 from gate.errors import BadInput
 from gate.trace import Scores
 
-__all__ = ["Checkpoint", "checkpoint_folder", "check_checkpoint_folder", "file_sha256", "run_identity",
+__all__ = ["Checkpoint", "checkpoint_folder", "check_checkpoint_folder", "run_identity",
            "scores_to_json", "scores_from_json"]
 
 log = logging.getLogger(__name__)
@@ -150,12 +150,3 @@ def check_checkpoint_folder(out: Path) -> None:
     if folder.is_symlink() or (folder.exists() and not (folder.is_dir() and (folder / MARKER).is_file())):
         raise BadInput(f"--out {out}: its checkpoint path {folder.name} exists and was not written by parity-gate",
                        "move it away: parity-gate keeps an unfinished run's engine calls there, to resume it")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-

@@ -19,10 +19,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from gate._fsutil import StagedDir, atomic_write_text, disk_error
-from gate.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, file_sha256, run_identity
+from gate._fsutil import StagedDir, atomic_write_text, disk_error, file_sha256
+from gate.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
 from gate.compare import compare_traces
 from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
@@ -36,7 +36,7 @@ from gate.semantics import Relation, add_relation
 from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
 from gate.suite import (Suite, check_prompt_lengths, confine, load_suite, prompt_hash, validate_with_vllm,
                         workload_hash)
-from gate.trace import Manifest, TraceWriter, read_trace, trace_path
+from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
 from gate.verdict import build_verdict, read_verdict, text_summary, write_verdict
 
 __all__ = ["add_arguments", "run", "record", "check", "compare", "merge"]
@@ -226,10 +226,10 @@ def _run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, lis
               _Progress(args.quiet, args.progress_interval))
 
 
-def _write_trace(stage: _Stage, engine: Any, checkpoint: Checkpoint, prompts: dict[str, list[int]],
-                 sampling: dict[str, dict[str, Any]], manifest_of: Any) -> tuple[Manifest, int]:
-    """The checkpoint's calls joined into traces.jsonl, in key order, in one
-    pass; the header, whose sampler relation needs every record, comes last."""
+def _write_records(stage: _Stage, records: Iterable[Record],
+                   manifest_of: Callable[[dict[str, Relation]], Manifest]) -> tuple[Manifest, int]:
+    """Records into the staged traces.jsonl, in key order, in one pass; the
+    header, whose sampler relation needs every record, comes last."""
     relations: dict[str, Relation] = {}
     made: list[Manifest] = []
 
@@ -238,7 +238,7 @@ def _write_trace(stage: _Stage, engine: Any, checkpoint: Checkpoint, prompts: di
         return made[0]
 
     with TraceWriter(stage.dir, header) as writer:
-        for rec in build_records(engine, checkpoint.fragments(), prompts, sampling):
+        for rec in records:
             writer.write(add_relation(relations, rec))
     return made[0], writer.count
 
@@ -266,9 +266,10 @@ def record(args: argparse.Namespace) -> int:
             check_vocab(p.token_ids, vocab, prompt_where(suite, p))
     sampling = {s.name: s.params for s in suite.sampling}
     order = [s.name for s in suite.sampling]
-    # the plan's shape needs only the prompt ids: a --shard that can't be cut fails before the engine starts
-    shard_calls(plan({p.id: [] for p in suite.prompts}, sampling, order, args.call_size), shard,
-                "the suite's batch plan")
+    # The plan needs only the prompt ids: a --shard that can't be cut fails before the engine starts.
+    calls = shard_calls(plan({p.id: [] for p in suite.prompts}, sampling, order, args.call_size), shard,
+                        "the suite's batch plan")
+    mine = {k[1] for c in calls for k in c["requests"]}
     check_checkpoint_folder(out)
     stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
     checkpoint = None
@@ -279,8 +280,6 @@ def record(args: argparse.Namespace) -> int:
             engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides))
             prompts = tokenize_prompts(suite, engine, vocab)
             check_prompt_lengths(suite, prompts, engine_args)
-            calls = shard_calls(plan(prompts, sampling, order, args.call_size), shard, "the suite's batch plan")
-            mine = {k[1] for c in calls for k in c["requests"]}
             prompts = {pid: ids for pid, ids in prompts.items() if pid in mine}
             texts = {p.id: p.text for p in suite.prompts}
             checkpoint = Checkpoint(out, run_identity(command="record", workload=workload_hash(prompts, sampling),
@@ -288,8 +287,10 @@ def record(args: argparse.Namespace) -> int:
                                     calls, resume=not args.no_resume)
             _run_engine(engine, calls, prompts, sampling, None, checkpoint, args)
             info = shard_info(shard, suite_sha256=file_sha256(suite.path)) if shard else None
-            manifest, count = _write_trace(stage, engine, checkpoint, prompts, sampling, lambda relations: build_manifest(
-                "golden", engine, suite, engine_args, model_id, prompts, texts, sampling, calls, relations, info))
+            manifest, count = _write_records(
+                stage, build_records(engine, checkpoint.fragments(), prompts, sampling),
+                lambda relations: build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts,
+                                                 sampling, calls, relations, info))
             stage.commit()
     except BaseException as exc:
         stage.discard()  # a partial golden is worse than none; the engine's calls stay in the checkpoint
@@ -476,10 +477,10 @@ def check(args: argparse.Namespace) -> int:
             texts = {k: v.get("text") for k, v in (golden.manifest.suite.get("prompts") or {}).items()}
             info = shard_info(shard, golden_sha256=golden_sha, suite_sha256=file_sha256(suite.path)) \
                 if shard else None
-            manifest, _ = _write_trace(stage, engine, checkpoint, golden.prompts, sampling,
-                                       lambda relations: build_manifest("obtained", engine, suite, engine_args,
-                                                                        model_id, golden.prompts, texts, sampling,
-                                                                        calls, relations, info))
+            manifest, _ = _write_records(
+                stage, build_records(engine, checkpoint.fragments(), golden.prompts, sampling),
+                lambda relations: build_manifest("obtained", engine, suite, engine_args, model_id, golden.prompts,
+                                                 texts, sampling, calls, relations, info))
     except InfraError as exc:
         _close(engine)
         _resumable(exc, checkpoint)
@@ -548,11 +549,8 @@ def merge(args: argparse.Namespace) -> int:
                                                        *([args.policy] if args.policy else [])])
     try:
         with _writing(args.out):
-            relations: dict[str, Relation] = {}
-            with TraceWriter(stage.dir, lambda: merged_manifest(shards, relations)) as writer:
-                for rec in merged_records(shards):
-                    writer.write(add_relation(relations, rec))
-            manifest = read_trace(stage.dir).manifest
+            manifest, _ = _write_records(stage, merged_records(shards),
+                                         lambda relations: merged_manifest(shards, relations))
             repro = _cmd("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
             return _judge(stage, args, suite, golden, workload, policy,
@@ -570,15 +568,13 @@ def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
     stage = _Stage(args.out, force=args.force, inputs=[suite.path, *args.results])
     try:
         with _writing(args.out):
-            relations: dict[str, Relation] = {}
-            with TraceWriter(stage.dir, lambda: merged_manifest(shards, relations, whole)) as writer:
-                for rec in merged_records(shards):
-                    writer.write(add_relation(relations, rec))
+            _, count = _write_records(stage, merged_records(shards),
+                                      lambda relations: merged_manifest(shards, relations, whole))
             stage.commit()
     except BaseException:
         stage.discard()
         raise
-    print(f"merged {len(shards)} golden shards into {args.out}: {writer.count} records ({len(prompts)} prompts x "
+    print(f"merged {len(shards)} golden shards into {args.out}: {count} records ({len(prompts)} prompts x "
           f"{len(sampling)} configs), workload {whole['workload_sha256']}")
     print(f"  next: {_cmd('check', '--suite', args.suite, '--golden', args.out, '--out', 'RESULT_DIR')}")
     return EXIT_PASS
