@@ -17,7 +17,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -367,7 +367,7 @@ def _policy(suite_policy: Any, suite_path: str, policy_file: Path | None, fail_o
     if policy_file is not None:
         policy = load_policy(policy_file, policy, configs)
     if fail_on is not None:
-        policy = Policy(policy.default, policy.per_config, fail_on)
+        policy = replace(policy, fail_on=fail_on)
     return policy
 
 

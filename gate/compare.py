@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from gate.semantics import Relation, describe, judge, matters, relation_pairs
+from gate.semantics import Relation, compare_spread, describe, judge, matters, relation_pairs
 from gate.trace import Record, TraceReader
 
 __all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records", "merge_records", "CHANNELS",
@@ -35,6 +35,7 @@ WORST_TOKENS = 50
 PER_PROMPT_ROWS = 2000       # per-prompt rows kept (the largest drifts); memory stays bounded
 DIVERGENCES_KEPT = 50
 CONTEXT_TOKENS = 4
+MATCHED_POINTS = 256       # sampler differences kept per config for the report's chart
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,10 @@ class _FreeRun:
     exact: int = 0
     near_ties: int = 0
     at_start: int = 0  # diverged at position 0: the sign of a changed seeded random stream
+    # diverged while the teacher-forced scores agree up to and at the divergence: the distribution was the
+    # same on both sides, only the draw differed (a changed seeded random stream), at any position
+    stream: int = 0
+    stream_first_min: int | None = None
     first_min: int | None = None
     diverged: list[dict[str, Any]] = field(default_factory=list)
 
@@ -372,6 +377,10 @@ class _FreeRun:
         self.exact += other.exact
         self.near_ties += other.near_ties
         self.at_start += other.at_start
+        self.stream += other.stream
+        if other.stream_first_min is not None:
+            self.stream_first_min = other.stream_first_min if self.stream_first_min is None else \
+                min(self.stream_first_min, other.stream_first_min)
         if other.first_min is not None:
             self.first_min = other.first_min if self.first_min is None else min(self.first_min, other.first_min)
         self.diverged.extend(other.diverged[:max(0, DIVERGENCES_KEPT - len(self.diverged))])
@@ -383,6 +392,7 @@ class _FreeRun:
                 "exact_match_rate": self.exact / self.sequences,
                 "first_divergence_min": self.first_min, "near_tie_divergences": self.near_ties,
                 "diverged_at_start": self.at_start,
+                "stream_changed": self.stream, "stream_first_position": self.stream_first_min,
                 "diverged": self.diverged[:DIVERGENCES_KEPT]}
 
 
@@ -420,9 +430,34 @@ class _Group:
         if ref is None and cand is None:
             return None
         params = self.params or {}
+        judged = judge(ref, cand, params)
+        for side, rel in ((ref, self.relation_ref), (cand, self.relation_cand)):
+            if side is not None:
+                side.update(points=rel.points(), residual_histogram=rel.residual_histogram())
         return {"matters": matters(params), "params": describe(params), "reference": ref, "candidate": cand,
                 "tokens": (cand or {}).get("tokens", 0), "reference_tokens": (ref or {}).get("tokens", 0),
-                **judge(ref, cand, params)}
+                "spread": compare_spread(self.relation_ref, self.relation_cand), **judged}
+
+
+@dataclass
+class _Sample:
+    """A deterministic, even sample of (position, d) pairs for the report:
+    every `stride`-th pair, thinned by half whenever it fills."""
+
+    seen: int = 0
+    stride: int = 1
+    pts: list[list[float]] = field(default_factory=list)
+
+    def add(self, positions: np.ndarray, d: np.ndarray) -> None:
+        take = (np.arange(d.size) + self.seen) % self.stride == 0
+        self.seen += int(d.size)
+        self.pts.extend([int(p), float(v)] for p, v in zip(positions[take].tolist(), d[take].tolist()))
+        while len(self.pts) > MATCHED_POINTS:
+            self.pts = self.pts[::2]
+            self.stride *= 2
+
+    def points(self) -> list[list[float]]:
+        return self.pts
 
 
 @dataclass(frozen=True)
@@ -438,6 +473,7 @@ class ComparisonResult:
     only_candidate: list[tuple[str, str, int]]
     warnings: list[str]
     records: int
+    sampler_matched: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _no_nan(summary: dict[str, Any]) -> dict[str, Any]:
@@ -492,6 +528,7 @@ class _Comparator:
         self.counter = itertools.count()
         self.warnings: list[str] = []
         self._warned: set[str] = set()
+        self.matched: dict[str, _Sample] = {}  # sampler differences on matched tokens, per config (report)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -550,6 +587,7 @@ class _Comparator:
         loc = {"config": ref.config, "prompt_id": ref.prompt_id, "sample": ref.sample}
         row: dict[str, Any] = dict(loc, forced_max_abs_diff=None, sampler_max_abs_diff=None,
                                    free_run_match=None, first_divergence=None)
+        forced_close = -1  # leading completion positions whose teacher-forced scores agree (-1: not scored)
         # forced channel: the same (reference) tokens in the same contexts
         if ref.forced is not None and cand.forced is not None:
             ref_ids = _as_list(ref.forced.completion_token_ids or ref.completion_token_ids)
@@ -581,6 +619,10 @@ class _Comparator:
                 top = float(absd.max()) if absd.size else 0.0
                 self._track_worst("forced", absd, top, a, b, positions, ids, ref)
                 row["forced_max_abs_diff"] = top
+                tol = groups[0].forced.tol
+                with np.errstate(invalid="ignore"):
+                    far = ~(absd <= tol.atol + tol.rtol * np.abs(np.nan_to_num(a, neginf=0.0)))
+                forced_close = int(np.argmax(far)) if far.any() else int(absd.size)
         # free run + sampler channel over the matching prefix
         if ref.sampler is not None and cand.sampler is not None:
             ref_c, cand_c = _as_list(ref.completion_token_ids), _as_list(cand.completion_token_ids)
@@ -590,6 +632,10 @@ class _Comparator:
             row["free_run_match"] = match
             row["first_divergence"] = None if match else first
             gap = None
+            # a sampled config whose free runs part where both engines give the golden's token the same
+            # logprob (teacher-forced, at and before the divergence): the same distribution, another draw
+            stream = (not match and first < len(ref_c) and forced_close > first
+                      and ((self.sampling.get(ref.config) or {}).get("temperature", 1.0) or 0) > 0)
             if not match:
                 gap = self._top2_gap(ref, first)
             for g in groups:
@@ -602,8 +648,13 @@ class _Comparator:
                     fr.near_ties += near
                     fr.at_start += first == 0
                     fr.first_min = first if fr.first_min is None else min(fr.first_min, first)
+                    if stream:
+                        fr.stream += 1
+                        fr.stream_first_min = first if fr.stream_first_min is None else min(fr.stream_first_min,
+                                                                                            first)
                     if len(fr.diverged) < DIVERGENCES_KEPT:
-                        fr.diverged.append(dict(loc, position=first, near_tie=near, top2_gap=gap))
+                        fr.diverged.append(dict(loc, position=first, near_tie=near, top2_gap=gap,
+                                                stream_changed=stream))
             a, b = _arr(ref.sampler.logprobs[:first]), _arr(cand.sampler.logprobs[:first])
             positions = np.arange(first)
             ids = ref_c[:first]
@@ -616,6 +667,11 @@ class _Comparator:
             top = float(absd.max()) if absd.size else 0.0
             self._track_worst("sampler", absd, top, a, b, positions, ids, ref)
             row["sampler_max_abs_diff"] = top
+            if first:
+                with np.errstate(invalid="ignore"):
+                    d = b - a
+                ok = np.isfinite(d)
+                self.matched.setdefault(ref.config, _Sample()).add(positions[ok], d[ok])
         self._keep_row(row)
 
     @staticmethod
@@ -649,7 +705,8 @@ class _Comparator:
             by_position={c: getattr(self.overall, c).by_position() for c in CHANNELS},
             histogram={c: getattr(self.overall, c).histogram() for c in CHANNELS},
             per_prompt=rows, per_prompt_omitted=self.per_prompt_seen - len(rows),
-            only_reference=only_ref, only_candidate=only_cand, warnings=self.warnings, records=records)
+            only_reference=only_ref, only_candidate=only_cand, warnings=self.warnings, records=records,
+            sampler_matched={name: {"tokens": m.seen, "points": m.points()} for name, m in sorted(self.matched.items())})
 
 
 def merge_records(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tuple[Record | None, Record | None]]:

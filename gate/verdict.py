@@ -12,7 +12,7 @@ from gate._fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regul
 from gate._jsonschema import first_invalid_text, load_schema
 from gate.compare import ComparisonResult
 from gate.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
-from gate.policy import CheckResult, Policy, _fmt
+from gate.policy import CheckResult, Policy, _fmt, engine_check
 from gate.trace import Manifest
 
 __all__ = ["build_verdict", "environment_diff", "write_verdict", "read_verdict", "text_summary", "VERDICT_FILE"]
@@ -20,8 +20,8 @@ __all__ = ["build_verdict", "environment_diff", "write_verdict", "read_verdict",
 VERDICT_FILE = "verdict.json"
 SCHEMA = "parity-gate/verdict"
 VERSION = 1
-_ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "cuda_version", "device_name", "driver_version",
-             "python_version", "platform")
+_ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "transformers_version", "tokenizers_version",
+             "sampler_backend", "cuda_version", "device_name", "driver_version", "python_version", "platform")
 # Tensor and pipeline parallelism split each matmul or layer stack across
 # cards: other reduction orders, other numerics. Data parallelism changes
 # which requests share a batch.
@@ -147,14 +147,18 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
                   reproduce: str, files: dict[str, str]) -> dict[str, Any]:
     diff = environment_diff(reference[2], candidate[2])
     configs = {name: config_status(name, checks, group, mode) for name, group in result.per_config.items()}
-    if any(c["status"] == "fail" for c in configs.values()):
+    engine, engine_warnings = engine_check(policy, candidate[2], candidate[0])
+    if engine is not None:
+        checks = [*checks, engine]
+    if any(c["status"] == "fail" for c in configs.values()) or any(
+            c.status == "fail" and c.config is None for c in checks):
         verdict = "fail"
     elif not configs or any(c["status"] == "inconclusive" for c in configs.values()):
         verdict = "inconclusive"  # never a pass on missing evidence
     else:
         verdict = "pass"
     exit_code = EXIT_REGRESSION if verdict != "pass" and policy.fail_on == "regression" else EXIT_PASS
-    all_warnings = _hardware_warnings(diff) + list(warnings) + list(result.warnings)
+    all_warnings = _hardware_warnings(diff) + engine_warnings + list(warnings) + list(result.warnings)
     if result.only_reference:
         all_warnings.append(f"{len(result.only_reference)} reference records have no counterpart in the run "
                             f"(first: {result.only_reference[0]})")
@@ -180,6 +184,7 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
         "by_position": result.by_position,
         "histogram": result.histogram,
         "per_prompt": result.per_prompt,
+        "sampler_matched": result.sampler_matched,
         "prompts": {"new": prompts_new, "unused": prompts_unused},
         "diagnosis": None,
         "reproduce": reproduce,

@@ -86,7 +86,7 @@ def test_evidence__every_rollout_diverging_at_0_with_processed_logprobs_is_never
     assert v["verdict"] == "inconclusive"
     assert "no in-run semantics" in v["configs"]["hot"]["reason"]
     note = next(n for n in v["evidence_notes"] if n.startswith("sampler channel not comparable for 'hot'"))
-    assert "random stream changed (6/6 free runs diverge at position 0)" in note
+    assert "random stream changed (6/6 free runs diverge at position 0" in note
 
 
 def test_evidence__fail_on_never_reports_inconclusive_but_exits_0(tmp_path):

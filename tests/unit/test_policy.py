@@ -47,7 +47,9 @@ def test_policy__defaults():
     assert DEFAULT_POLICY.fail_on == "regression" and DEFAULT_POLICY.per_config == {}
     assert d.bounds == {"forced.logprobs_close": None, "forced.k3_kl": 1e-6, "forced.top1_agreement": 0.999,
                         "sampler.logprobs_close": None, "sampler.k3_kl": 1e-6, "sampler.mult_prob_error": None,
-                        "free_run.exact_match_rate": None, "sampler.semantics": 0.02}
+                        "free_run.exact_match_rate": None, "sampler.semantics": 1e-4,
+                        "sampler.spread": 1.5}
+    assert DEFAULT_POLICY.unapplied_engine_args == "fail"
     assert d.min_evidence == 0.5
     assert all(c.source for c in CHECKS), "every default says where it comes from"
 
@@ -56,7 +58,7 @@ def test_policy__defaults_gate_teacher_forced_and_sampler_not_free_run():
     checks = evaluate(DEFAULT_POLICY, _result(drift=()))
     ids = {c.id for c in checks}
     assert ids == {"forced.logprobs_close", "forced.k3_kl", "forced.top1_agreement", "sampler.logprobs_close",
-                   "sampler.k3_kl", "sampler.semantics"}
+                   "sampler.k3_kl", "sampler.semantics", "sampler.spread"}
     assert {c.config for c in checks} == {"greedy", "hot"}
     assert all(c.status == "pass" for c in checks if c.id != "sampler.semantics")
     # 4 sampled tokens per config are too few to fit a relation: said, never passed
