@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("gate.commands", "run the suite on vLLM and write golden traces"),
     "check": ("gate.commands", "run the vLLM under test and compare against a golden"),
     "compare": ("gate.commands", "compare two trace sets offline (no engine)"),
+    "suite": ("gate.lint", "'suite lint SUITE': which engine knobs the suite can exercise, and why not (no engine)"),
     "merge": ("gate.commands", "merge the results of 'check --shard I/N' into one verdict and report"),
     "report": ("gate.report", "re-render comment.md, report.html and summary.md from a result dir"),
     "publish": ("gate.publish", "post a result to GitHub: sticky comment, commit status, outputs"),
