@@ -431,6 +431,8 @@ def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golde
             candidate=(candidate[0], rel_path(args.out), candidate[1]), result=result, checks=checks, policy=policy,
             prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
             files={"traces": "traces.jsonl", "verdict": "verdict.json"})
+        # the RL view of the same tokens: what the drift does to importance ratios (docs/trainer.md)
+        verdict["rl"] = rl_measure(read_trace(golden.path), read_trace(stage.dir), include=workload.include)
         return _finish(stage, verdict, args.out)
 
 
