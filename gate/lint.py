@@ -7,15 +7,14 @@ and the notes that `check` would add are printed too."""
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from gate.errors import EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
-from gate.exercise import (COMMON_KNOBS, Finding, Limits, Workload, changed_knobs, check_findings, judge, limits,
-                           notes, platform_defaults)
+from gate.exercise import (COMMON_KNOBS, Finding, Limits, Workload, changed_knobs, golden_notes, golden_resolved,
+                           judge, limits, local_platform)
 from gate.replay import DEFAULT_CALL_SIZE, engine_overrides, plan, prompt_where, replay_engine_args
 from gate.suite import Suite, check_prompt_lengths, load_suite
 from gate.trace import read_trace, trace_path
@@ -58,14 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return lint(args)
-
-
-def _installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def _tokenize(suite: Suite, engine_args: dict[str, Any]) -> dict[str, list[int]]:
@@ -140,15 +131,13 @@ def lint(args: argparse.Namespace, env: Any = None) -> int:
     if args.call_size < 1:
         raise BadInput(f"--call-size {args.call_size} is below 1", f"use a positive number (default "
                                                                    f"{DEFAULT_CALL_SIZE})")
-    platform = platform_defaults(_installed)
+    platform = local_platform()
     changed: dict[str, tuple[Any, Any]] = {}
     resolved: dict[str, Any] | None = None
     if args.golden is not None:
         manifest, prompts, completions = _golden(args.golden)
         requested = replay_engine_args(suite.engine, overrides, manifest)
-        resolved = dict(manifest.engine_args.get("resolved") or {})
-        resolved.update({k: v for k, v in ((manifest.batch_plan or {}).get("scheduler") or {}).items()
-                         if v is not None})
+        resolved = golden_resolved(manifest)
         changed = changed_knobs(manifest.engine_args.get("requested") or {}, resolved,
                                 (manifest.environment or {}).get("env") or {}, requested, env)
         calls = (manifest.batch_plan or {}).get("calls") or []
@@ -177,7 +166,7 @@ def lint(args: argparse.Namespace, env: Any = None) -> int:
         print(f"  {_status(f):<10} {f.knob} ({how}): {f.why}")
     relevant = [f for f in findings if (f.knob in set_here or f.change is not None) and f.exercised is False]
     if args.golden is not None:
-        for line in notes(check_findings(work, lim, changed, set_here, env)):
+        for line in golden_notes(manifest, requested, env, calls, prompts, completions, platform):
             print(f"  check would note: {line}")
     if relevant:
         print(f"{len(relevant)} knob{'s' if len(relevant) > 1 else ''} this suite sets or changes cannot be "
