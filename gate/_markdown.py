@@ -44,7 +44,8 @@ def shorten(text: str, limit: int) -> str:
 
 def visible(text: object, limit: int = 60, spaces: bool = False) -> str:
     """Plain text with control, format and (optionally) space characters made
-    visible, capped at `limit` characters. Not yet escaped for any markup."""
+    visible, capped at `limit` characters. Not yet escaped for any markup.
+    Control bytes read `\\x19`, U+FFFD (a partial character) `\\ufffd`."""
     s = shorten(str(text), limit)
     out = []
     for ch in s:
@@ -52,9 +53,13 @@ def visible(text: object, limit: int = 60, spaces: bool = False) -> str:
             out.append(_WHITESPACE[ch])
         elif ch == " " and spaces:
             out.append("␣")
+        elif ch == "\ufffd":
+            # a token holding part of a UTF-8 character, decoded on its own: say so, never draw the glyph
+            out.append("\\ufffd")
         elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs"):
-            # bidi overrides, zero-width characters, NUL...: show the code point
-            out.append(f"\\u{ord(ch):04x}")
+            # control bytes as \x19 (how a byte reads), bidi overrides and zero-width characters as their
+            # code point
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -330,3 +330,143 @@ def test_read_verdict__fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "verdict.json")
     with pytest.raises(BadInput, match=r"verdict\.json: is a FIFO \(named pipe\), not a regular file"):
         read_verdict(tmp_path)
+
+
+# ----------------------------------------------------------------- decode-path evidence (issue 17, item 8)
+
+def _evidence_module() -> Any:
+    spec = importlib.util.spec_from_file_location("verdict_evidence", FIXTURES / "evidence.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+evidence = _evidence_module()
+
+
+def test_render__html_draws_relation_matched_tokens_and_rl_view_before_the_tables() -> None:
+    html = report.render_html(evidence.evidence_verdict())
+    assert html.count('<figure class="chart relation">') == 3
+    assert html.count('<figure class="chart relation-residual">') == 3
+    assert html.count('<figure class="chart relation-histogram">') == 3
+    assert html.count('<figure class="chart matched">') == 3
+    hot = html[html.index("hot: 3 matched sampled tokens"):]
+    assert hot[:hot.index("</figure>")].count("<circle") == 3          # three tokens are drawn, not dropped
+    assert "No sampled token matched" in html                          # nucleus: none at all, said in words
+    assert 'id="rl-table"' in html and "For PPO/GRPO:" in html and "exp(run − golden)" in html
+    order = [html.index(k) for k in ('id="evidence"', 'id="checks-table"', 'id="charts"', 'id="env-table"')]
+    assert order == sorted(order)
+    assert 'id="untested"' in html and "no two prompts share a 128-token block" in html
+
+
+def test_render__html_tokens_are_readable_and_never_the_replacement_character() -> None:
+    html = report.render_html(evidence.evidence_verdict())
+    assert "\ufffd" not in html and "Ġ" not in html and "Ċ" not in html
+    assert '<mark class="tok">␣the</mark>' in html and '<mark class="tok">\\x19</mark>' in html
+    assert '<mark class="tok">\\xc3</mark>' in html and '<mark class="tok">你好</mark>' in html
+    assert "def f(" in html and ":↵  é" in html                            # é split over two tokens, read whole
+    decoded = report.render_html(dict(load("fail"), worst_tokens=[dict(load("fail")["worst_tokens"][0],
+                                                                          token="\ufffd\x19")]))
+    assert "\ufffd" not in decoded and '<mark class="tok">\\ufffd\\x19</mark>' in decoded
+
+
+def test_render__markdown_tokens_are_readable() -> None:
+    text = report.render_comment(evidence.evidence_verdict())
+    assert "\ufffd" not in text and "Ġ" not in text and "<b>␣the</b>" in text and "def f(" in text
+
+
+def test_render__zero_drift_is_not_a_red_line_and_red_only_for_a_failed_channel() -> None:
+    flat = [{"start": 0, "end": 8, "count": 8, "mean_abs_diff": 0.0, "max_abs_diff": 0.0}]
+    html = report.render_html(dict(load("pass"), by_position={"forced": flat, "sampler": flat}))
+    assert "no drift: every token bitwise equal" in html
+    charts = html[html.index('id="charts"'):html.index('id="worst-tokens"')]
+    assert "#cf222e" not in charts.replace('fill="{{', "")
+    passing = report.render_html(load("pass"))
+    assert 'stroke="#cf222e"' not in passing[passing.index('id="charts"'):]
+    failing = report.render_html(load("fail"))    # the sampler channel failed: red; forced passed: not
+    assert failing.count('<polyline points="') == 4 and failing.count('fill="none" stroke="#cf222e"') == 1
+
+
+def test_render__checks_that_are_not_per_token_say_their_own_unit() -> None:
+    v = evidence.evidence_verdict()
+    for text in (report.render_comment(v), report.render_html(v)):
+        assert "judged on 200 tokens as a whole" in text
+        assert "1 of 2 engine args (50.00%) not applied" in text
+        assert "200 of 200 tokens" not in text and "1 of 2 tokens" not in text
+    assert "512 of 1,536 tokens (33.33%) beyond tolerance" in report.render_comment(v)
+
+
+def test_render__comment_has_evidence_table_rl_view_and_untested_knobs() -> None:
+    text = report.render_comment(evidence.evidence_verdict())
+    assert "### Decode-path evidence" in text and "### RL view: importance ratios on the same tokens" in text
+    assert text.index("### Decode-path evidence") < text.index("### Checks")
+    assert "| hot | slope 0.9998" in text and "3 tokens, max abs diff" in text
+    assert "- **RL view:** For PPO/GRPO:" in text.split("### ")[0]          # on the first screen
+    assert "**Untested here**" in text and "enable\\_prefix\\_caching changed" in text
+    assert "| ratio ρ, 1st–99th percentile | 0.999999 – 1.000001 | 0.7408 – 1.35 |" in text
+
+
+def test_render__comment_links_the_report_or_says_why_not() -> None:
+    v = load("fail")
+    linked = report.render_comment(v, report_url="https://github.com/o/r/actions/runs/1")
+    assert "**Full report:** [report.html, with the charts](https://github.com/o/r/actions/runs/1)" in linked
+    unlinked = report.render_comment(v)
+    assert "**Full report:** report.html in the result folder" in unlinked and "--target-url" in unlinked
+    odd = report.render_comment(v, report_url="https://x.invalid/a b)(c")
+    assert "](https://x.invalid/a%20b%29%28c)" in odd
+    assert "javascript" not in report.render_comment(v, report_url="javascript:alert(1)")
+    assert "[report.html" in report.render_summary(v, report_url="https://github.com/o/r/actions/runs/1")
+
+
+def test_render__old_verdicts_without_the_new_keys_render_no_evidence_section() -> None:
+    html = report.render_html(load("fail"))
+    assert 'id="evidence"' not in html and "Decode-path evidence" not in report.render_comment(load("fail"))
+    v = evidence.evidence_verdict()
+    v["measures"]["per_config"]["hot"]["semantics"] = {"reference": None, "candidate": None, "spread": None}
+    v["sampler_matched"] = {"hot": None, "x": {"tokens": "many", "points": [[0, "NaN"], [1, None], "junk"]}}
+    v["rl"] = {"view": "versions", "forced": None, "sampler": {"tokens": 0}}
+    html = report.render_html(v)
+    assert html.count('<figure class="chart relation">') == 2 and 'id="rl-table"' not in html
+    report.render_comment(v)
+
+
+def test_render__evidence_with_hostile_config_names_stays_inert() -> None:
+    v = evidence.evidence_verdict()
+    evil = "<script>alert(1)</script>@octocat"
+    v["measures"]["per_config"] = {evil: v["measures"]["per_config"]["hot"]}
+    v["sampler_matched"] = {evil: v["sampler_matched"]["hot"]}
+    html = report.render_html(v)
+    assert html.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    text = report.render_comment(v)
+    assert "<script" not in text and "@&#8203;octocat" in text
+
+
+def test_compare__real_traces_render_relation_matched_tokens_and_rl(tmp_path: Path) -> None:
+    """The real CLI on hand-written traces: what compare measures is what the report draws."""
+    import numpy as np
+
+    from gate.trace import Record, Scores
+    from tests._util import manifest, run_cli, write_trace
+
+    def rec(i: int, *, shift: float, diverge: int) -> Record:
+        rng = np.random.default_rng(i)
+        lps = [float(v) for v in -rng.gamma(1.5, 1.2, 24)]
+        ids = [int(t) for t in np.random.default_rng(100 + i).integers(10, 300, 24)]
+        own = ids[:diverge] + [t + 1 for t in ids[diverge:]]
+        return Record(config="hot", prompt_id=f"p{i}", sample=0, seed=7, prompt_token_ids=[1, 2, 3],
+                      completion_token_ids=own, sampler=Scores("decode", [v + shift * (-1) ** p for p, v in
+                                                                           enumerate(lps)]),
+                      forced=Scores("prefill", [None, -1.0, -1.0] + lps, completion_token_ids=ids),
+                      own=Scores("prefill", [None, -1.0, -1.0] + lps, completion_token_ids=own))
+    sampling = {"hot": {"temperature": 0.7, "top_p": 0.95, "logprobs": 5, "max_tokens": 24, "seed": 7, "n": 1}}
+    write_trace(tmp_path / "a", [rec(i, shift=0.0, diverge=24) for i in range(8)], manifest("golden", sampling=sampling))
+    write_trace(tmp_path / "b", [rec(i, shift=0.03, diverge=3) for i in range(8)], manifest("obtained", sampling=sampling))
+    proc = run_cli("compare", "a", "b", "--out", "res", cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Warning" not in proc.stderr
+    html = (tmp_path / "res" / "report.html").read_text(encoding="utf-8")
+    assert '<figure class="chart relation">' in html and '<figure class="chart matched">' in html
+    assert "24 matched sampled tokens" in html and 'id="rl-table"' in html
+    comment = (tmp_path / "res" / "comment.md").read_text(encoding="utf-8")
+    assert "### RL view" in comment and "| hot |" in comment

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gate._markdown import md_code_block, md_html, md_inline, visible
+from gate._tokentext import is_byte_level, readable, readable_join
 
 
 @pytest.mark.parametrize("text", ["@octocat", "@github/security-team", "hi @everyone"])
@@ -33,6 +34,50 @@ def test_visible__shows_whitespace_and_invisible_characters_and_caps_length() ->
     assert visible(" the", spaces=True) == "␣the"
     assert visible("x\u202ey\u200b") == "x\\u202ey\\u200b"
     assert visible("A" * 100_000, 40) == "A" * 40 + "…(+99,960 chars)"
+
+
+def test_visible__control_bytes_read_as_byte_escapes_and_no_replacement_glyph() -> None:
+    assert visible("a\x19b\x00\x7f") == "a\\x19b\\x00\\x7f"
+    assert visible("x\ufffdy") == "x\\ufffdy" and "\ufffd" not in md_inline("\ufffd") + md_html("\ufffd")
+
+
+# ----------------------------------------------------------------- token text (gate._tokentext)
+
+def _bl(data: bytes) -> str:
+    """GPT-2 byte-level spelling of `data` (written out independently)."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra, table = 0, {}
+    for b in range(256):
+        table[b] = chr(b) if b in keep else chr(256 + extra)
+        extra += b not in keep
+    return "".join(table[b] for b in data)
+
+
+@pytest.mark.parametrize("data, text", [
+    (b" the", " the"), (b"\n\n", "\n\n"), (b"\x19", "\x19"), ("你好".encode(), "你好"),
+    ("é".encode()[:1], "\\xc3"),                  # half a character: the byte, never U+FFFD
+    (b"\xff\xfe", "\\xff\\xfe"),
+])
+def test_readable__decodes_byte_level_tokens(data: bytes, text: str) -> None:
+    assert readable(_bl(data), True) == text
+    assert "\ufffd" not in visible(readable(_bl(data), True))
+
+
+def test_readable__decides_from_the_string_when_the_spelling_is_unknown() -> None:
+    assert readable("Ġthe") == " the" and readable("ĊĊ") == "\n\n"
+    assert readable(_bl("é".encode())) == "é"           # "Ã©": UTF-8 spelled byte by byte
+    assert readable("café") == "café" and readable("plain") == "plain" and readable(" the") == " the"
+    assert readable("<script>") == "<script>" and readable("Ġthe", False) == "Ġthe"
+
+
+def test_readable_join__a_character_split_across_tokens_reads_whole() -> None:
+    half = "é".encode()
+    assert readable_join([_bl(b"caf"), _bl(half[:1]), _bl(half[1:])], True) == "café"
+
+
+def test_is_byte_level__needs_every_token_in_the_alphabet_and_one_shifted() -> None:
+    assert is_byte_level(["Ġthe", "cat", "Ċ"]) and not is_byte_level(["cat", "dog"])
+    assert not is_byte_level(["Ġthe", " the"]) and not is_byte_level([])
 
 
 def test_md_html__escapes_for_raw_html_blocks() -> None:
