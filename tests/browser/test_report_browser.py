@@ -4,6 +4,7 @@ Screenshots go to artifacts/screenshots/ (or $PARITY_GATE_SCREENSHOTS) for a
 person to look at; CI keeps that folder."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -35,12 +36,22 @@ def browser() -> Iterator[Browser]:
     b.close()
 
 
+def _evidence_verdict() -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location("verdict_evidence", FIXTURES / "evidence.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.evidence_verdict()
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = {}
-    for name in ("fail", "pass", "hostile"):
+    for name in ("fail", "pass", "hostile", "evidence"):
         d = tmp_path_factory.mktemp(name)
-        (d / "verdict.json").write_text((FIXTURES / f"{name}.json").read_text(encoding="utf-8"), encoding="utf-8")
+        text = (json.dumps(_evidence_verdict()) if name == "evidence"
+                else (FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+        (d / "verdict.json").write_text(text, encoding="utf-8")
         out[name] = report.render_result(d)["report.html"].resolve().as_uri()
     return out
 
@@ -49,7 +60,7 @@ def _open(b: Browser, url: str, size: tuple[int, int]) -> None:
     b.open(url, *size, mobile=size == PHONE)
 
 
-@pytest.mark.parametrize("name", ["fail", "pass", "hostile"])
+@pytest.mark.parametrize("name", ["fail", "pass", "hostile", "evidence"])
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_report_browser__no_console_errors_no_requests_and_screenshot(
         browser: Browser, pages: dict[str, str], name: str, size: tuple[int, int]) -> None:
@@ -81,7 +92,7 @@ def test_report_browser__first_screen_tells_verdict_check_size_token_and_change(
     assert first_three[0]["top"] < height
 
 
-@pytest.mark.parametrize("name", ["fail", "hostile"])
+@pytest.mark.parametrize("name", ["fail", "hostile", "evidence"])
 def test_report_browser__phone_width_has_no_page_level_horizontal_scroll(
         browser: Browser, pages: dict[str, str], name: str) -> None:
     _open(browser, pages[name], PHONE)
@@ -137,3 +148,44 @@ def test_report_browser__hostile_payloads_stay_inert(browser: Browser, pages: di
     assert found == {"scripts": 1, "imgs": 0, "h1": 1, "text": True}
     assert not [e for e in browser.events if e.get("method") == "Page.javascriptDialogOpening"]
     assert browser.problems() == [] and browser.requests() == [pages["hostile"]]
+
+
+_BOXES = """(sel => Array.from(document.querySelectorAll(sel)).map(e => {
+    const r = e.getBoundingClientRect(), st = getComputedStyle(e);
+    return {top: r.top + scrollY, w: r.width, h: r.height, shown: st.visibility === 'visible' && st.display !== 'none'
+            && e.closest('details:not([open])') === null, text: e.innerText};
+}))"""
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_report_browser__relation_and_matched_token_charts_are_visible_before_the_settings_table(
+        browser: Browser, pages: dict[str, str], size: tuple[int, int]) -> None:
+    _open(browser, pages["evidence"], size)
+    relation = browser.eval(f"({_BOXES})('figure.relation svg')")
+    matched = browser.eval(f"({_BOXES})('figure.matched svg')")
+    settings = browser.eval(f"({_BOXES})('#env-table')")[0]
+    assert len(relation) == 3 and len(matched) == 2      # the third config matched no token: said in words
+    for box in relation + matched:
+        assert box["shown"] and box["w"] > 150 and box["h"] > 80, box
+        assert box["top"] < settings["top"], "the charts come before the settings table"
+    dots = browser.eval("""Array.from(document.querySelectorAll('figure.matched')).map(f => (
+        {caption: f.querySelector('figcaption').innerText, dots: f.querySelectorAll('circle').length}))""")
+    hot = next(d for d in dots if d["caption"].startswith("hot:"))
+    assert hot["dots"] == 3, "three matched tokens are three points: few is not none"
+    rl = browser.eval(f"({_BOXES})('#rl-table')")[0]
+    assert rl["shown"] and rl["top"] < settings["top"] and "matched sampled tokens" in rl["text"]
+    assert "For PPO/GRPO" in browser.eval("document.querySelector('#rl .rl-sentence').innerText")
+    if size == DESKTOP:
+        first = relation[0]["top"]
+        assert first < 1600, f"the first relation chart starts {first:.0f} px down"
+    assert browser.problems() == [] and browser.requests() == [pages["evidence"]]
+    browser.screenshot(SHOTS / f"report-evidence-{'desktop' if size == DESKTOP else 'phone'}-charts.png")
+
+
+def test_report_browser__byte_level_tokens_render_readably_without_the_replacement_character(
+        browser: Browser, pages: dict[str, str]) -> None:
+    _open(browser, pages["evidence"], DESKTOP)
+    text = browser.eval("document.documentElement.innerText + document.documentElement.textContent")
+    assert "\ufffd" not in text and "Ġ" not in text and "Ċ" not in text
+    tokens = browser.eval("Array.from(document.querySelectorAll('#worst-table mark.tok')).map(m => m.innerText)")
+    assert {"␣the", "↵", "\\x19", "\\xc3", "你好"} <= set(tokens)
