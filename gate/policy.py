@@ -238,8 +238,9 @@ def _why_not_comparable(spec: CheckSpec, group: dict[str, Any], compared: int, o
         at0 = fr.get("diverged_at_start") or 0
         stream = fr.get("stream_changed") or 0
         if stream and stream * 2 >= seqs - (fr.get("exact_matches") or 0):
-            where = ("at position 0" if at0 >= stream else
-                     f"from position {fr.get('stream_first_position')} on ({at0} at position 0)")
+            first = fr.get("stream_first_position")
+            where = ("at position 0" if at0 >= stream else f"at position 0 ({at0}) and later" if first == 0
+                     else f"from position {first} on")
             return (f"the random stream changed ({stream}/{seqs} free runs diverge {where}, where both engines "
                     f"give the golden's token the same teacher-forced logprob), so few sampled tokens are the same "
                     f"on both sides")
