@@ -149,8 +149,8 @@ def lint(args: argparse.Namespace, env: Any = None) -> int:
         sampling = {s.name: s.params for s in suite.sampling}
         calls = plan(prompts, sampling, [s.name for s in suite.sampling], args.call_size)
     work = Workload(calls=calls, prompts=prompts, sampling=sampling, completions=completions)
-    lim = limits(requested, resolved, platform)
     set_here = {**suite.engine, **overrides}
+    lim = limits(set_here, resolved, platform)  # what the suite sets, then what the golden resolved
     where = dict(suite.engine_lines, **{k: "--engine-arg" for k in overrides})
     knobs = list(dict.fromkeys([*set_here, *changed, *COMMON_KNOBS]))
     findings = [judge(k, work, lim, change=changed.get(k)) for k in knobs]
@@ -161,7 +161,7 @@ def lint(args: argparse.Namespace, env: Any = None) -> int:
           + (f", from golden {args.golden}" if args.golden is not None else ""))
     print(f"  {_limits_line(lim)}")
     for f in findings:
-        how = (f"changed {f.change[0]!s} -> {f.change[1]!s}" if f.change is not None
+        how = (f"changed {_plain(f.change[0])} -> {_plain(f.change[1])}" if f.change is not None
                else _value(f.knob, set_here, where, env))
         print(f"  {_status(f):<10} {f.knob} ({how}): {f.why}")
     relevant = [f for f in findings if (f.knob in set_here or f.change is not None) and f.exercised is False]

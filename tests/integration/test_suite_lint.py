@@ -194,6 +194,19 @@ def test_check__prefix_caching_with_prompts_shorter_than_a_block_is_named_untest
     assert engine[-1]["enable_prefix_caching"] is True
 
 
+def test_suite_lint__with_golden_marks_the_change_and_prints_the_checks_note(tmp_path, model, engine, capsys):
+    suite = _suite(tmp_path, model)
+    _check(tmp_path, suite)
+    capsys.readouterr()
+    rc = main(["suite", "lint", str(suite), "--golden", str(tmp_path / "golden"), "--engine-arg",
+               "enable_prefix_caching=true"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "UNTESTED   enable_prefix_caching (changed false -> true): no two prompts share" in out
+    assert f"  check would note: {NOTE}" in out
+    assert "block 128 tokens (the golden)" in out
+
+
 def test_check__unchanged_knobs_give_no_note(tmp_path, model, engine):
     _, verdict = _check(tmp_path, _suite(tmp_path, model))
     assert not [w for w in verdict["warnings"] if w.startswith("untested: ")]
