@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from gate._fsutil import StagedDir, atomic_write_text, disk_error, file_sha256
+from gate._fsutil import MARKER, StagedDir, atomic_write_text, disk_error, file_sha256
 from gate.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
 from gate.compare import compare_traces
 from gate.diagnose import diagnose_result_dir
@@ -30,8 +30,9 @@ from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
 from gate.exercise import golden_notes, local_platform
 from gate.identity import model_differences, model_identity, model_vocab_size, same_model
 from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
-from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_vocab, engine_overrides,
-                         plan, prompt_where, rel_path, replay_engine_args, run_calls, start_engine, tokenize_prompts)
+from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_seeded_prefills,
+                         check_vocab, engine_overrides, plan, prompt_where, rel_path, replay_engine_args, run_calls,
+                         start_engine, tokenize_prompts)
 from gate.report import render_result
 from gate.rl_metrics import measure as rl_measure
 from gate.semantics import Relation, add_relation
@@ -208,14 +209,27 @@ def _duration(seconds: float) -> str:
 
 
 def _resumable(exc: BaseException, checkpoint: Checkpoint | None) -> None:
-    """Say, in the error's one line, that the finished engine calls are kept."""
-    if checkpoint is None or not checkpoint.done_count:
+    """Say, in the error's one line, that the finished engine calls are kept.
+    A checkpoint that holds none goes, and so does one that a deterministic
+    failure (`resumable` False: the same command fails the same way) makes
+    useless: nothing is left to resume, and nothing says to."""
+    if checkpoint is None:
+        return
+    if not checkpoint.done_count or not getattr(exc, "resumable", True):
+        checkpoint.remove()
         return
     saved = f"{checkpoint.describe()}: run the same command again to resume"
     if isinstance(exc, KeyboardInterrupt):
         exc.resume = saved  # type: ignore[attr-defined]  # gate/cli.py prints it
     elif isinstance(exc, GateError):
         exc.hint = f"{exc.hint}; {saved}" if exc.hint else saved
+
+
+def _failed_run(out: Path) -> bool:
+    """--out holds what a failed run of parity-gate left (its error.json): the
+    same command may replace it (gate/_fsutil.StagedDir still refuses any
+    file it did not write)."""
+    return not out.is_symlink() and (out / ERROR_FILE).is_file() and (out / MARKER).is_file()
 
 
 def _run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
@@ -272,16 +286,28 @@ def record(args: argparse.Namespace) -> int:
     calls = shard_calls(plan({p.id: [] for p in suite.prompts}, sampling, order, args.call_size), shard,
                         "the suite's batch plan")
     mine = {k[1] for c in calls for k in c["requests"]}
+    # A seeded prefill the CPU build must split fails every time: refused
+    # before the engine starts when every prompt is token ids, else as soon
+    # as the engine has tokenized them, before its first call.
+    by_id = {p.id: p for p in suite.prompts}
+    known = {p.id: list(p.token_ids) for p in suite.prompts if p.token_ids is not None}
+
+    def refuse_splits(limits: dict[str, Any], prompt_ids: dict[str, list[int]] = known) -> None:
+        check_seeded_prefills(calls, prompt_ids, sampling, limits, lambda pid: prompt_where(suite, by_id[pid]))
     check_checkpoint_folder(out)
-    stage = _Stage(out, force=args.force, replace=previous is not None, inputs=_suite_inputs(suite))
+    stage = _Stage(out, force=args.force or (previous is None and _failed_run(out)), replace=previous is not None,
+                   inputs=_suite_inputs(suite))
     checkpoint = None
     engine = None
     try:
         validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
         with _writing(out):
-            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides))
+            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides),
+                                  preflight=refuse_splits if len(known) == len(by_id) else None)
             prompts = tokenize_prompts(suite, engine, vocab)
             check_prompt_lengths(suite, prompts, engine_args)
+            if len(known) != len(by_id):
+                refuse_splits(engine.limits(), prompts)
             prompts = {pid: ids for pid, ids in prompts.items() if pid in mine}
             texts = {p.id: p.text for p in suite.prompts}
             checkpoint = Checkpoint(out, run_identity(command="record", workload=workload_hash(prompts, sampling),
@@ -294,6 +320,15 @@ def record(args: argparse.Namespace) -> int:
                 lambda relations: build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts,
                                                  sampling, calls, relations, info))
             stage.commit()
+    except InfraError as exc:
+        _resumable(exc, checkpoint)
+        # A partial golden is worse than none: --out gets error.json only (the
+        # engine's calls stay in the checkpoint), and --update keeps the golden.
+        if previous is None:
+            stage.save_error(exc, "record")
+        else:
+            stage.discard()
+        raise
     except BaseException as exc:
         stage.discard()  # a partial golden is worse than none; the engine's calls stay in the checkpoint
         _resumable(exc, checkpoint)
@@ -326,9 +361,60 @@ class _Workload:
     unused: list[str]
 
 
+def _rerecord(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace) -> str:
+    """The command that re-records the golden: `record --update` into it only
+    when it is this suite's golden; another suite's golden is never to be
+    overwritten, so then a new folder."""
+    other = golden.suite.get("name")
+    if other and other != suite.name:
+        new = golden_path.parent / f"{suite.name or 'suite'}-golden"
+        return (f"{_cmd('record', '--suite', args.suite, '--out', new)} (a new folder: {golden_path} is the "
+                f"golden of suite {other!r}, not of {suite.name!r})")
+    return _cmd("record", "--suite", args.suite, "--out", golden_path, "--update")
+
+
+def _short(names: Iterable[str], limit: int = 4) -> str:
+    names = sorted(names)
+    return ", ".join(map(repr, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _golden_coverage(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace) -> None:
+    """Before the engine starts: a golden that shares no (config, prompt id)
+    with the suite is refused, naming what differs; a partial overlap (a user
+    added prompts or configs) goes on, saying what the golden does not cover."""
+    g_configs, g_prompts = set(golden.suite.get("sampling") or {}), set(golden.suite.get("prompts") or {})
+    s_configs, s_prompts = set(suite.sampling_by_name), {p.id for p in suite.prompts}
+    configs, prompts = s_configs & g_configs, s_prompts & g_prompts
+    other = golden.suite.get("name")
+    named = f"suite {other!r}" if other else "an unnamed suite"
+    if not configs or not prompts:
+        differ = []
+        if other and other != suite.name:
+            differ.append(f"it was recorded from {named}")
+        differ.append(f"configs {_short(g_configs)} vs {_short(s_configs)}" if not configs
+                      else f"shared configs {_short(configs)}")
+        differ.append(f"prompts {_short(g_prompts)} vs {_short(s_prompts)}" if not prompts
+                      else f"shared prompts {_short(prompts)}")
+        raise BadInput(f"--golden {golden_path} shares no (config, prompt id) with suite {suite.name!r} "
+                       f"({args.suite}): {'; '.join(differ)}",
+                       f"pass the golden recorded from {args.suite}, or record one into a new folder: "
+                       f"{_cmd('record', '--suite', args.suite, '--out', 'NEW_GOLDEN_DIR')}")
+    if other and other != suite.name:
+        log.warning("--golden %s was recorded from %s, not suite %r: only the %d configs and %d prompts they share "
+                    "are compared", golden_path, named, suite.name, len(configs), len(prompts))
+    uncovered = [f"{len(s_prompts - g_prompts)} prompts ({_short(s_prompts - g_prompts)})"] if s_prompts - g_prompts \
+        else []
+    uncovered += [f"{len(s_configs - g_configs)} configs ({_short(s_configs - g_configs)})"] \
+        if s_configs - g_configs else []
+    if uncovered:
+        log.warning("the golden does not cover %s of suite %r: they are not run or compared (re-record to cover "
+                    "them: %s)", " and ".join(uncovered), suite.name, _rerecord(suite, golden, golden_path, args))
+
+
 def _match_workload(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace,
                     keys: list[tuple]) -> _Workload:
-    rerecord = _cmd("record", "--suite", args.suite, "--out", golden_path, "--update")
+    _golden_coverage(suite, golden, golden_path, args)
+    rerecord = _rerecord(suite, golden, golden_path, args)
     g_sampling: dict[str, dict] = golden.suite.get("sampling") or {}
     g_prompts: dict[str, dict] = golden.suite.get("prompts") or {}
     s_sampling = suite.sampling_by_name
@@ -406,7 +492,7 @@ def _read_golden(suite: Suite, path: Path, args: argparse.Namespace,
                           f"the suite's model is {model_id['id']} ({model_id['name']}): their "
                           f"{' and '.join(model_differences(golden.model, model_id))} differ",
                           f"point the suite at the golden's model, or re-record: "
-                          f"{_cmd('record', '--suite', args.suite, '--out', path, '--update')}")
+                          f"{_rerecord(suite, golden, path, args)}")
     vocab = model_vocab_size(suite.model) if model_id is not None else None
     prompts: dict[str, list[int]] = {}
     completions: dict[tuple, list[int]] = {}
@@ -418,6 +504,12 @@ def _read_golden(suite: Suite, path: Path, args: argparse.Namespace,
     if not (golden.batch_plan or {}).get("calls"):
         raise BadInput(f"{trace_path(path)}: golden has no batch plan", "re-record it with parity-gate record")
     return _Golden(path, golden, prompts, completions)
+
+
+def _golden_where(suite: Suite, golden_path: Path, prompt_id: str) -> str:
+    """Where a replayed prompt is written: the suite's line, else the golden."""
+    p = next((p for p in suite.prompts if p.id == prompt_id), None)
+    return prompt_where(suite, p) if p is not None else f"{trace_path(golden_path)}: prompt {prompt_id!r}"
 
 
 def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golden, workload: _Workload,
@@ -463,7 +555,7 @@ def check(args: argparse.Namespace) -> int:
     check_checkpoint_folder(args.out)
     # A run that stopped after its engine work may have left its traces and
     # error.json in --out: the same command resumes, so it may replace them.
-    stage = _Stage(args.out, force=args.force or checkpoint_folder(args.out).is_dir(),
+    stage = _Stage(args.out, force=args.force or checkpoint_folder(args.out).is_dir() or _failed_run(args.out),
                    inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
     stage_name = "engine start"
     engine = checkpoint = None
@@ -480,7 +572,10 @@ def check(args: argparse.Namespace) -> int:
             checkpoint = Checkpoint(args.out, run_identity(command="check", golden=golden_sha, engine=args.engine,
                                                            engine_args=engine_args, model=model_id, shard=shard),
                                     calls, resume=not args.no_resume)
-            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine)
+            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine,
+                                  preflight=lambda limits: check_seeded_prefills(
+                                      calls, golden.prompts, sampling, limits, lambda pid: _golden_where(
+                                          suite, args.golden, pid)))
             stage_name = "replay"
             _run_engine(engine, calls, golden.prompts, sampling, golden.completions, checkpoint, args)
             stage_name = "writing traces"

@@ -6,6 +6,7 @@ it. Capabilities are detected at run time; every number says which path
 produced it (design.md section 4)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -14,18 +15,20 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from gate.errors import BadInput, InfraError
+from gate.errors import BadInput, EngineLimit, InfraError
 from gate.trace import Scores
 
-__all__ = ["Request", "Generation", "Engine", "validate_engine_args", "ENV_KNOBS"]
+__all__ = ["Request", "Generation", "Engine", "validate_engine_args", "environment_fingerprint", "sampler_backend",
+           "ENV_KNOBS"]
 
 log = logging.getLogger(__name__)
 
 # Environment variables that change numerics or scheduling; recorded in the manifest.
 ENV_KNOBS = ("VLLM_BATCH_INVARIANT", "VLLM_ATTENTION_BACKEND", "VLLM_USE_V1", "VLLM_ENABLE_V1_MULTIPROCESSING",
-             "VLLM_CPU_KVCACHE_SPACE", "CUBLAS_WORKSPACE_CONFIG", "VLLM_USE_DEEP_GEMM", "VLLM_FLASH_ATTN_VERSION")
+             "VLLM_CPU_KVCACHE_SPACE", "CUBLAS_WORKSPACE_CONFIG", "VLLM_USE_DEEP_GEMM", "VLLM_FLASH_ATTN_VERSION",
+             "VLLM_USE_FLASHINFER_SAMPLER", "VLLM_USE_V2_MODEL_RUNNER")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,23 @@ def _prepare_environment() -> None:
     # vLLM logs to stdout by default; stdout is the gate's summary.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+@contextlib.contextmanager
+def _quiet_vllm() -> Iterator[None]:
+    """vLLM's warnings while it only resolves the config (the global seed,
+    the model runner it picks) are said again when the engine starts; a run
+    refused before that ends in the gate's one line. -v keeps them. vLLM
+    re-applies its own logging config while it resolves, so only a global
+    switch holds."""
+    quiet = not logging.getLogger("gate").isEnabledFor(logging.INFO)
+    if quiet:
+        logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        if quiet:
+            logging.disable(logging.NOTSET)
 
 
 def _engine_arg_fields() -> dict[str, Any]:
@@ -86,7 +106,91 @@ def _vllm_version() -> tuple[str, str | None]:
     return vllm.__version__, commit
 
 
-def environment_fingerprint() -> dict[str, Any]:
+def _dist_version(name: str) -> str | None:
+    """An installed distribution's version, without importing it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# TopKTopPSampler.forward as bound by vLLM's V1 model runner -> the name
+# recorded. forward_cuda is FlashInfer's kernel (it still hands batches with a
+# seeded request to forward_native); forward_cpu is the CPU build's fused
+# Gumbel-max kernel.
+_SAMPLER_NAMES = {"forward_cuda": "flashinfer", "forward_native": "pytorch-native", "forward_cpu": "cpu-native",
+                  "forward_xpu": "xpu", "forward_hip": "aiter"}
+
+
+def _live_sampler(llm: Any) -> str | None:
+    """The sampler the running engine's model runner holds; None when it is
+    out of reach (a multiprocess engine keeps its worker in another process)."""
+    try:
+        core = llm.llm_engine.engine_core
+        core = getattr(core, "engine_core", core)
+        executor = core.model_executor
+        worker = getattr(executor, "driver_worker", None)
+        worker = getattr(worker, "worker", worker)
+        sampler = worker.model_runner.sampler
+    except AttributeError:
+        return None
+    topk = getattr(sampler, "topk_topp_sampler", None)
+    if topk is not None:  # V1 model runner
+        name = getattr(getattr(topk, "forward", None), "__name__", None)
+        backend = _SAMPLER_NAMES.get(name or "")
+        if backend is None:
+            return None
+        return backend + ("+fp64-gumbel" if getattr(topk, "use_fp64_gumbel", False) else "")
+    if hasattr(sampler, "use_flashinfer"):  # model runner V2
+        return "flashinfer" if sampler.use_flashinfer else "xpu" if getattr(sampler, "use_xpu_sampler", False) \
+            else "gumbel (model runner v2)"
+    return None
+
+
+def _predicted_sampler(logprobs_mode: str | None) -> str:
+    """What vLLM's TopKTopPSampler.__init__ picks on this machine (V1 model
+    runner; vllm/v1/sample/ops/topk_topp_sampler.py), asked without an engine."""
+    try:
+        from vllm import envs
+        from vllm.config.model import PROCESSED_LOGPROBS_MODES
+        from vllm.platforms import CpuArchEnum, current_platform
+        from vllm.v1.sample.ops import topk_topp_sampler as ops
+
+        processed = (logprobs_mode or "raw_logprobs") in PROCESSED_LOGPROBS_MODES
+        if current_platform.is_cuda():
+            # FlashInfer returns no processed logprobs, so vLLM skips it then
+            return "flashinfer" if not processed and ops.flashinfer_sampler_supported() else "pytorch-native"
+        if current_platform.is_cpu():
+            arch = current_platform.get_cpu_architecture()
+            return "pytorch-native" if arch in (CpuArchEnum.RISCV, CpuArchEnum.POWERPC) else "cpu-native"
+        if current_platform.is_xpu():
+            return "xpu" if ops.xpu_sampler_supported() and not envs.VLLM_BATCH_INVARIANT else "pytorch-native"
+        if not processed and ops.rocm_aiter_ops.is_enabled():
+            return "aiter"
+        return "pytorch-native"
+    except Exception as exc:  # noqa: BLE001 - vLLM moved it: record that we could not tell, never fail a run
+        log.debug("could not predict the sampler backend", exc_info=True)
+        return f"unknown ({type(exc).__name__})"
+
+
+def sampler_backend(llm: Any | None = None, logprobs_mode: str | None = None) -> str:
+    """The top-k/top-p sampler implementation: read off the running engine
+    when it is in this process, else decided as vLLM decides. With FlashInfer
+    the name carries its version, whose kernels set the numerics."""
+    backend = (_live_sampler(llm) if llm is not None else None) or _predicted_sampler(logprobs_mode)
+    if backend.startswith("flashinfer"):
+        version = _dist_version("flashinfer-python") or _dist_version("flashinfer")
+        backend = f"{backend} {version}" if version else backend
+    return backend
+
+
+def environment_fingerprint(llm: Any | None = None, logprobs_mode: str | None = None) -> dict[str, Any]:
+    """What, besides the engine args, decides the numbers: versions of the
+    libraries that change token ids (transformers, tokenizers: tokenizer
+    code and chat templates) or numerics (torch, CUDA, FlashInfer, Triton),
+    the sampler implementation, the device and the variables in ENV_KNOBS."""
     import torch
 
     version, commit = _vllm_version()
@@ -104,8 +208,13 @@ def environment_fingerprint() -> dict[str, Any]:
             driver = None
     else:
         device = f"cpu ({platform.processor() or platform.machine()})"
+    extra = {key: value for key, value in (("flashinfer_version", _dist_version("flashinfer-python")
+                                            or _dist_version("flashinfer")),
+                                           ("triton_version", _dist_version("triton"))) if value is not None}
     return {
         "vllm_version": version, "vllm_commit": commit, "torch_version": torch.__version__,
+        "transformers_version": _dist_version("transformers"), "tokenizers_version": _dist_version("tokenizers"),
+        "sampler_backend": sampler_backend(llm, logprobs_mode), **extra,
         "cuda_version": cuda, "device_name": device, "driver_version": driver,
         "python_version": sys.version.split()[0], "platform": platform.platform(),
         "env": {k: os.environ.get(k) for k in ENV_KNOBS if os.environ.get(k) is not None},
@@ -158,6 +267,21 @@ def _resolved_config(llm: Any) -> dict[str, Any]:
     return {k: _plain(v) for k, v in out.items()}
 
 
+def _limits(cfg: Any) -> dict[str, Any]:
+    """The scheduler limits that decide whether vLLM splits a prefill (see
+    gate/replay.py check_seeded_prefills), from a resolved VllmConfig."""
+    from vllm.platforms import current_platform
+
+    sc, cc = cfg.scheduler_config, cfg.cache_config
+    return {"cpu": bool(current_platform.is_cpu()),
+            "chunked_prefill": bool(getattr(sc, "enable_chunked_prefill", False)),
+            "max_num_batched_tokens": int(sc.max_num_batched_tokens),
+            "long_prefill_token_threshold": int(getattr(sc, "long_prefill_token_threshold", 0) or 0),
+            "prefix_caching": bool(getattr(cc, "enable_prefix_caching", False)),
+            "block_size": getattr(cc, "block_size", None),
+            "max_model_len": int(cfg.model_config.max_model_len)}
+
+
 def _attention_backend(llm: Any) -> str | None:
     try:
         from vllm.platforms import current_platform
@@ -188,7 +312,10 @@ class Engine:
         self._llm: Any = None
         self._decoded: dict[int, str] = {}
 
-    def start(self, lines: dict[str, str] | None = None) -> None:
+    def start(self, lines: dict[str, str] | None = None,
+              preflight: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """`preflight` sees the scheduler limits vLLM resolved (`_limits`)
+        before the engine loads anything, and may refuse the run."""
         _prepare_environment()
         try:
             import vllm  # noqa: F401
@@ -200,7 +327,8 @@ class Engine:
         from vllm.engine.arg_utils import EngineArgs
 
         try:
-            EngineArgs(model=str(self.model), **self.engine_args).create_engine_config()
+            with _quiet_vllm():
+                config = EngineArgs(model=str(self.model), **self.engine_args).create_engine_config()
         except (ValueError, TypeError) as exc:
             detail = " ".join(str(exc).split())[:300]
             raise BadInput(f"engine args rejected by vLLM: {detail}",
@@ -209,6 +337,8 @@ class Engine:
             detail = " ".join(str(exc).split())[:300]
             raise BadInput(f"engine args rejected by vLLM ({type(exc).__name__}): {detail}",
                            "fix the value under 'engine:' or the --engine-arg") from None
+        if preflight is not None:
+            preflight(_limits(config))
         try:
             self._llm = LLM(model=str(self.model), **self.engine_args)
         except Exception as exc:  # noqa: BLE001 - any engine start failure is infrastructure
@@ -223,7 +353,12 @@ class Engine:
         return self._llm
 
     def fingerprint(self) -> dict[str, Any]:
-        return environment_fingerprint()
+        mc = self.llm.llm_engine.vllm_config.model_config
+        return environment_fingerprint(self.llm, str(getattr(mc, "logprobs_mode", "raw_logprobs")))
+
+    def limits(self) -> dict[str, Any]:
+        """The scheduler limits that decide prefill splits (`_limits`)."""
+        return _limits(self.llm.llm_engine.vllm_config)
 
     def resolved(self) -> dict[str, Any]:
         return _resolved_config(self.llm)
@@ -257,20 +392,41 @@ class Engine:
         p.update(extra)
         return SamplingParams(**p)
 
-    def _run(self, prompts: list[Any], params: list[Any], what: str) -> list[Any]:
+    def _run(self, prompts: list[Any], params: list[Any], what: str,
+             requests: Sequence[Request] = ()) -> list[Any]:
         try:
             return self.llm.generate(prompts, params, use_tqdm=False)
         except Exception as exc:  # noqa: BLE001 - a crash mid-run is infrastructure
+            if "does not use offset" in str(exc):
+                raise self._split_error(what, requests) from None
             detail = " ".join(str(exc).split())[:300]
             raise InfraError(f"vLLM failed during {what}: {type(exc).__name__}: {detail}",
                              "run with -v for the engine log") from None
+
+    def _split_error(self, what: str, requests: Sequence[Request]) -> EngineLimit:
+        """torch's CPU generator has no offset, and vLLM rewinds the seeded
+        generator of a request whose prefill it split (its sampled token is
+        discarded): a seeded sampling config whose prefill is chunked fails,
+        every time, on the CPU build."""
+        limits = _limits(self.llm.llm_engine.vllm_config)
+        budget = limits["max_num_batched_tokens"]
+        tokens = sum(len(r.prompt_token_ids) for r in requests)
+        need = max(tokens + len(requests), budget + 1)
+        configs = sorted({r.key[0] for r in requests})
+        return EngineLimit(
+            f"vLLM split the prefill of a seeded request during {what} (config {', '.join(map(repr, configs))}: "
+            f"{len(requests)} requests with {tokens} prompt tokens in one call, max_num_batched_tokens {budget}), "
+            "and this CPU build cannot rewind a seeded CPU generator (torch: 'CPU Generator does not use offset')",
+            f"give every call's prefill room in one step: engine.max_num_batched_tokens: {need} (or --engine-arg "
+            f"max_num_batched_tokens={need}), or engine.enable_chunked_prefill: false with max_num_batched_tokens "
+            f">= max_model_len ({limits['max_model_len']}); a smaller --call-size in record also helps")
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         """One free-running generate() call: the batch is exactly `requests`."""
         from vllm.inputs import TokensPrompt
 
         outs = self._run([TokensPrompt(prompt_token_ids=list(r.prompt_token_ids)) for r in requests],
-                         [self._params(r.params) for r in requests], "free-running generation")
+                         [self._params(r.params) for r in requests], "free-running generation", requests)
         result = []
         for r, out in zip(requests, outs):
             c = out.outputs[0]

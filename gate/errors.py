@@ -2,7 +2,7 @@
 line plus a hint and an exit code (see docs/errors.md)."""
 from __future__ import annotations
 
-__all__ = ["GateError", "BadInput", "StaleGolden", "InfraError", "EXIT_PASS", "EXIT_REGRESSION",
+__all__ = ["GateError", "BadInput", "StaleGolden", "InfraError", "EngineLimit", "EXIT_PASS", "EXIT_REGRESSION",
            "EXIT_BAD_INPUT", "EXIT_INFRA"]
 
 EXIT_PASS = 0
@@ -16,6 +16,9 @@ class GateError(Exception):
 
     exit_code = EXIT_INFRA
     kind = "error"
+    # Whether running the same command again can get further (a killed run,
+    # a lost machine): only then does the CLI offer to resume.
+    resumable = True
 
     def __init__(self, what: str, hint: str = "") -> None:
         super().__init__(what)
@@ -44,3 +47,12 @@ class InfraError(GateError):
 
     exit_code = EXIT_INFRA
     kind = "infrastructure failure"
+
+
+class EngineLimit(InfraError):
+    """A limit of this vLLM build that the run met while the engine ran (one
+    that could not be known before it started): exit 3. It is deterministic,
+    so the same command meets it again; the hint names the setting to change."""
+
+    kind = "engine limitation"
+    resumable = False

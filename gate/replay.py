@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from gate import __version__
 from gate.checkpoint import Checkpoint, scores_from_json, scores_to_json
@@ -22,7 +22,8 @@ from gate.trace import Manifest, Record
 
 __all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
            "start_engine", "run_calls", "run_plan", "build_records", "build_manifest", "replay_engine_args",
-           "rel_path", "Progress", "SCHEDULER_KEYS", "DEFAULT_CALL_SIZE"]
+           "rel_path", "Progress", "SCHEDULER_KEYS", "DEFAULT_CALL_SIZE", "seeded_prefill_split",
+           "check_seeded_prefills"]
 
 log = logging.getLogger(__name__)
 SCHEDULER_KEYS = ("max_num_seqs", "max_num_batched_tokens")
@@ -111,13 +112,85 @@ def arg_lines(suite: Suite, overrides: dict[str, Any]) -> dict[str, str]:
     return dict(suite.engine_lines, **{k: f"--engine-arg {k}" for k in overrides})
 
 
-def start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str], kind: str = "vllm"):
+def start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str], kind: str = "vllm",
+                 preflight: Callable[[dict[str, Any]], None] | None = None):
+    """`preflight(limits)`: a check on the scheduler limits vLLM resolved,
+    run before the vLLM engine loads anything (gate/engine.py)."""
     # Both adapters import vllm / torch only when the engine starts.
     engine = HFEngine(model, dtype="float32") if kind == "hf" else Engine(model, engine_args)
     t = time.monotonic()
-    engine.start(lines)
+    if kind == "hf" or preflight is None:
+        engine.start(lines)
+    else:
+        engine.start(lines, preflight)
     log.info("engine started in %.1fs", time.monotonic() - t)
     return engine
+
+
+# vLLM samples greedily below this temperature (vllm/sampling_params.py
+# _SAMPLING_EPS): no seeded generator, nothing to rewind.
+_GREEDY_BELOW = 1e-5
+
+
+def seeded_prefill_split(calls: Sequence[dict[str, Any]], prompts: Mapping[str, Sequence[int]],
+                         sampling: Mapping[str, Mapping[str, Any]],
+                         limits: Mapping[str, Any]) -> tuple[tuple, int, int] | None:
+    """The first free-run request of a seeded (non-greedy) config whose
+    prefill vLLM's CPU build must split, as (key, prompt tokens, the fewest
+    tokens its prefill can need), or None. vLLM rewinds the seeded generator
+    of a request whose prefill it split, and torch's CPU generator has no
+    offset to rewind: the run fails, every time.
+
+    Known before the engine starts only where no schedule can avoid it: the
+    prefill needs more tokens than one step's budget (max_num_batched_tokens,
+    or long_prefill_token_threshold) even after the most a prefix cache could
+    hold of it (its full blocks but the last token, when an earlier request
+    of the plan shares its first block). Splits that depend on which
+    requests share a step are met while the engine runs (EngineLimit)."""
+    if not (limits.get("cpu") and limits.get("chunked_prefill")):
+        return None
+    budget = int(limits["max_num_batched_tokens"])
+    threshold = int(limits.get("long_prefill_token_threshold") or 0)
+    if threshold > 0:
+        budget = min(budget, threshold)
+    block = int(limits.get("block_size") or 0) if limits.get("prefix_caching") else 0
+    seen: set[tuple[int, ...]] = set()
+    for call in calls:
+        params = sampling[call["config"]]
+        seeded = call["kind"] == "free" and float(params.get("temperature", 1.0)) >= _GREEDY_BELOW
+        for key in call["requests"]:
+            ids = prompts[key[1]]
+            first = tuple(ids[:block]) if block and len(ids) > block else None
+            cached = block * ((len(ids) - 1) // block) if first is not None and first in seen else 0
+            if seeded and len(ids) - cached > budget:
+                return tuple(key), len(ids), len(ids) - cached
+            if first is not None:
+                seen.add(first)
+    return None
+
+
+def check_seeded_prefills(calls: Sequence[dict[str, Any]], prompts: Mapping[str, Sequence[int]],
+                          sampling: Mapping[str, Mapping[str, Any]], limits: Mapping[str, Any],
+                          where: Callable[[str], str]) -> None:
+    """Refuse, before any engine call, a plan whose seeded prefill the CPU
+    build must split (`seeded_prefill_split`). `where(prompt_id)` says where
+    the prompt is written."""
+    found = seeded_prefill_split(calls, prompts, sampling, limits)
+    if found is None:
+        return
+    key, tokens, need = found
+    budget = int(limits["max_num_batched_tokens"])
+    threshold = int(limits.get("long_prefill_token_threshold") or 0)
+    step = f"max_num_batched_tokens {budget}" + (f" and long_prefill_token_threshold {threshold}"
+                                                 if 0 < threshold < budget else "")
+    temperature = sampling[key[0]].get("temperature")
+    raise BadInput(
+        f"{where(key[1])} has {tokens} token ids, more than one engine step holds ({step}), and sampling config "
+        f"{key[0]!r} is seeded (temperature {temperature}): vLLM's CPU build splits that prefill and cannot rewind "
+        "a seeded CPU generator ('CPU Generator does not use offset')",
+        f"set engine.max_num_batched_tokens: {max(need, tokens)} or more (or --engine-arg "
+        f"max_num_batched_tokens={max(need, tokens)}), or engine.enable_chunked_prefill: false with "
+        f"max_num_batched_tokens >= max_model_len ({limits.get('max_model_len')}); or shorten the prompt")
 
 
 class Progress(Protocol):

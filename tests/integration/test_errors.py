@@ -5,8 +5,9 @@ hint), no traceback, and nothing left on disk. The catalogue and
 docs/errors.md are checked against each other, so neither can drift.
 
 No case starts the vLLM engine: everything is refused before. Only
-`engine-arg-unknown` and `sampling-rejected-by-vllm` import vllm (to learn
-the engine arg names, and to ask vLLM's own SamplingParams)."""
+`engine-arg-unknown`, `sampling-rejected-by-vllm` and
+`prompt-seeded-prefill-split` import vllm (to learn the engine arg names,
+to ask vLLM's own SamplingParams, and to resolve its scheduler limits)."""
 from __future__ import annotations
 
 import fcntl
@@ -1119,8 +1120,30 @@ def _(ctx):
     return ["publish", "result"]
 
 
+@case("golden-other-suite", "--golden golden shares no (config, prompt id) with suite 'suite' (suite.yaml): "
+                            "it was recorded from suite 'other'")
+def _(ctx):
+    ctx.suite(VALID_SUITE.replace("id: a", "id: x").replace("id: b", "id: y").replace("greedy", "hot"), "other.yaml")
+    path = ctx.golden("golden", suite="other.yaml")
+    ctx.damage_json(path, 1, lambda header: header["manifest"]["suite"].__setitem__("name", "other"))
+    ctx.suite()
+    return ctx.check()
+
+
+@case("prompt-seeded-prefill-split", "suite.yaml:7: prompt 'long' has 150 token ids, more than one engine step holds "
+                                     "(max_num_batched_tokens 64), and sampling config 'hot' is seeded")
+def _(ctx):
+    ids = ", ".join(str(10 + i) for i in range(150))
+    ctx.suite(VALID_SUITE.replace("  dtype: float32\n", "  dtype: float32\n  max_num_batched_tokens: 64\n"
+                                  "  max_num_seqs: 8\n")
+              .replace("  - id: a\n    token_ids: [1, 2, 3]\n", f"  - id: long\n    token_ids: [{ids}]\n")
+              .replace("name: greedy\n    temperature: 0.0", "name: hot\n    temperature: 0.7"))
+    return ctx.record()
+
+
 # ------------------------------------------------------------------ the tests
-SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0}  # import vllm (never start the engine)
+SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0,
+        "prompt-seeded-prefill-split": 180.0}  # import vllm (never start the engine)
 
 
 @pytest.mark.parametrize("case_id", sorted(CASES))
