@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/gate_overhead.py
 	$(PY) bench/detection_matrix.py
 	$(PY) bench/record_memory.py
+	$(PY) bench/false_alarms.py --runs 20
 
 clean:
 	rm -rf $(VENV) .cache demo-out artifacts
