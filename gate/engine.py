@@ -303,6 +303,28 @@ def _positions(ids: Sequence[int], positions: Sequence[dict], k: int) -> tuple[l
     return lps, top_ids, top_lps
 
 
+def _token_text(tok: Any, token_id: int) -> str:
+    """A token's text for traces and reports. A token holding part of a UTF-8
+    character decodes to U+FFFD, which loses its bytes: it is spelled from
+    its bytes instead (byte-level BPE, or SentencePiece's <0xNN> byte
+    tokens), with the bytes that are not a whole character as \\xNN."""
+    text = tok.decode([token_id])
+    if "\ufffd" not in text:
+        return text
+    try:
+        piece = tok.convert_ids_to_tokens(token_id)
+    except Exception:  # noqa: BLE001 - a tokenizer without it: keep the decoded text
+        return text
+    if not isinstance(piece, str):
+        return text
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return f"\\x{piece[3:5].lower()}"
+    from gate._tokentext import readable
+
+    spelled = readable(piece, byte_level=True)  # unchanged when the piece is not byte-level
+    return spelled if spelled != piece and "\ufffd" not in spelled else text
+
+
 class Engine:
     """One vLLM engine for one engine config."""
 
@@ -378,7 +400,7 @@ class Engine:
             s = self._decoded.get(t)
             if s is None:
                 tok = tok or self.llm.get_tokenizer()
-                s = tok.decode([t])
+                s = _token_text(tok, t)
                 self._decoded[t] = s
             out.append(s)
         return out
