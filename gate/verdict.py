@@ -21,7 +21,8 @@ VERDICT_FILE = "verdict.json"
 SCHEMA = "parity-gate/verdict"
 VERSION = 1
 _ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "transformers_version", "tokenizers_version",
-             "sampler_backend", "cuda_version", "device_name", "driver_version", "python_version", "platform")
+             "sampler_backend", "flashinfer_version", "triton_version", "cuda_version", "device_name",
+             "driver_version", "python_version", "platform")
 # Tensor and pipeline parallelism split each matmul or layer stack across
 # cards: other reduction orders, other numerics. Data parallelism changes
 # which requests share a batch.
@@ -297,8 +298,12 @@ def text_summary(verdict: dict[str, Any], out: Path) -> str:
         lines.append(f"  warning: {w}")
     p = verdict["prompts"]
     if p["new"]:
-        lines.append(f"  {len(p['new'])} new prompts/configs not in the golden (record them with "
-                     f"'parity-gate record --update'): {', '.join(p['new'][:5])}")
+        ref_suite = ((verdict["reference"].get("manifest") or {}).get("suite") or {}).get("name")
+        cand_suite = ((verdict["candidate"].get("manifest") or {}).get("suite") or {}).get("name")
+        how = ("'parity-gate record --update' into this golden" if ref_suite == cand_suite else
+               f"'parity-gate record' into a new folder: this golden belongs to suite {ref_suite!r}")
+        lines.append(f"  {len(p['new'])} new prompts/configs not in the golden (record them with {how}): "
+                     f"{', '.join(p['new'][:5])}")
     if p["unused"]:
         lines.append(f"  {len(p['unused'])} golden prompts/configs no longer in the suite: {', '.join(p['unused'][:5])}")
     lines.append(f"  results: {out}")
