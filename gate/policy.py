@@ -269,11 +269,24 @@ def _within(spec: CheckSpec, rules: Rules, summary: dict[str, Any], value: float
     thin-evidence check must show to be called not comparable, not failed)."""
     if spec.id in TOLERANCE_CHECKS:
         return not summary.get("mismatched")
-    if spec.measure == "top1_agreement":
-        return not summary.get("top1_disagreements")
+    if spec.measure == "top1_agreement":  # the rule's own slack: max(1, floor((1 - bound) * N)) flips
+        n = summary.get("tokens") or 0
+        return (summary.get("top1_disagreements") or 0) <= max(1, math.floor((1 - bound) * n))
     if spec.channel == "free_run":
         return True  # a rate of too few sequences says nothing either way (it is not gated by default)
     return value <= bound if spec.op == "<=" else value >= bound
+
+
+def _not_comparable(spec: CheckSpec, config: str | None, group: dict[str, Any], compared: int, offered: int,
+                    labels: tuple[str, str], evidence: dict[str, Any], floor: int, rules: Rules,
+                    value: float | None, bound: float, label: str) -> CheckResult:
+    note = _why_not_comparable(spec, group, compared, offered, labels)
+    pct = f" ({100 * compared / offered:.2f}%)" if offered else ""
+    message = (f"NOT COMPARABLE {label}: {compared} of {offered} {evidence['unit']} compared{pct}, "
+               f"need >= {floor} (min_evidence {rules.min_evidence:g}); {note}")
+    return CheckResult(id=spec.id, title=spec.title, channel=spec.channel, config=config, status="not_comparable",
+                       measure=spec.measure, value=value, op=spec.op, bound=float(bound), n_bad=0,
+                       n_total=compared, worst=None, message=message, evidence=evidence, note=note)
 
 
 def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict[str, Any],
@@ -307,14 +320,8 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
     if value is None or (thin and (compared == 0 or _within(spec, rules, summary, value, bound))):
         # Too little evidence to pass; a check with nothing beyond tolerance may say so. One with
         # anything beyond it fails below, whatever its number: thin evidence is not too thin to fail.
-        note = _why_not_comparable(spec, group, compared, offered, labels)
-        pct = f" ({100 * compared / offered:.2f}%)" if offered else ""
-        message = (f"NOT COMPARABLE {label}: {compared} of {offered} {evidence['unit']} compared{pct}, "
-                   f"need >= {floor} (min_evidence {rules.min_evidence:g}); {note}")
-        return CheckResult(id=spec.id, title=spec.title, channel=spec.channel, config=config,
-                           status="not_comparable", measure=spec.measure, value=value, op=spec.op,
-                           bound=float(bound), n_bad=0, n_total=compared, worst=None, message=message,
-                           evidence=evidence, note=note)
+        return _not_comparable(spec, config, group, compared, offered, labels, evidence, floor, rules, value,
+                               bound, label)
     if spec.channel == "free_run":
         n_total = summary["sequences"]
         n_bad = n_total - summary["exact_matches"]
@@ -383,8 +390,11 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
             detail = (f"{n_bad} of {n_total} tokens ({100 * n_bad / max(n_total, 1):.2f}%) beyond tolerance, "
                       f"{spec.measure} {_fmt(value)}; max abs diff "
                       f"{_fmt(summary['max_abs_diff'])} at {_where(worst)}{gaps}")
+    if thin and passed:  # never a pass below the floor (the test above sends only failures here)
+        return _not_comparable(spec, config, group, compared, offered, labels, evidence, floor, rules, value,
+                               bound, label)
     status = "pass" if passed else "fail"
-    if thin:  # only a failure gets here on thin evidence (see above)
+    if thin:
         detail += (f"; on thin evidence ({compared} of {offered} {evidence['unit']}, below the floor of {floor} "
                    f"a pass needs): too few to pass, enough to fail")
     if spec.id == "sampler.spread":

@@ -67,7 +67,12 @@ def _compare(tmp_path: Path, golden: list[Record], cand: list[Record], sampling:
     write_trace(tmp_path / "cand", cand, cand_man or _man("obtained", sampling))
     proc = run_cli("compare", "ref", "cand", "--out", "res", *extra, cwd=tmp_path)
     assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads((tmp_path / "res" / "verdict.json").read_text()), proc.stdout
+    v = json.loads((tmp_path / "res" / "verdict.json").read_text())
+    for c in v["checks"]:  # in every case here: nothing passes below its floor, every check says its evidence
+        ev = c["evidence"]
+        assert ev["compared"] >= ev["floor"] or c["status"] != "pass", c["message"]
+        assert c["status"] != "not_comparable" or c["n_bad"] == 0, c["message"]
+    return proc.returncode, v, proc.stdout
 
 
 def _check(v: dict, cid: str, config: str | None = "hot") -> dict:
