@@ -1,8 +1,10 @@
 """The one YAML loader for suites and policies: bounded reads, safe YAML,
 line numbers for every key and item, duplicate keys refused, merge keys
-supported, alias expansion capped (docs/suite-format.md, "Limits")."""
+supported, alias expansion capped (docs/suite-format.md, "Limits"), and
+floats in YAML 1.2 form (`1e-4`) read as floats."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,15 @@ _List.__name__ = _List.__qualname__ = "list"
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence)
+
+# Floats as YAML 1.2 (and every other YAML user) writes them. PyYAML follows
+# YAML 1.1, whose floats need a dot and a signed exponent, so `atol: 1e-4`
+# would arrive as the string '1e-4'. Only exponent forms are added: anything
+# YAML 1.1 already reads (ints, `1.5`, `.inf`) resolves as before, and a
+# quoted '1e-4' stays a string. add_implicit_resolver copies SafeLoader's
+# table before it appends, so yaml.safe_load elsewhere is unchanged.
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
 
 def load_yaml(path: Path) -> Any:

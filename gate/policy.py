@@ -107,7 +107,7 @@ def _number(value: Any, where: str, key: str, allow_none: bool = True) -> float 
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
         raise BadInput(f"{where}: policy '{key}' must be a non-negative number{' or null' if allow_none else ''}, "
-                       f"got {value!r}", "write e.g. 1.0e-4 (YAML needs the '.0' or it reads a string)")
+                       f"got {value!r}", "write a number, e.g. 1e-4 (unquoted)")
     return float(value)
 
 

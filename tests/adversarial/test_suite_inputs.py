@@ -263,3 +263,23 @@ def test_suite_inputs__vllm_sampling_params_rules_before_the_engine_starts(proj)
                             "got 2.5"), first
     assert first.endswith("(hint: use values this vLLM accepts (see docs/suite-format.md))")
     assert last == "ok"
+
+
+# ------------------------------------------------------------------ what users write
+def test_suite_inputs__exponent_without_a_dot_is_a_number_in_a_suite_and_a_policy_file(proj):
+    """`atol: 1e-4` as YAML 1.2 and every other tool write it: a float, not
+    the string PyYAML's YAML 1.1 would make of it."""
+    from gate.policy import load_policy, parse_policy
+    from gate.suite import load_suite
+
+    (proj / "suite.yaml").write_text(SUITE + "policy:\n  atol: 3e-4\n  checks:\n    forced.k3_kl: 1E-7\n",
+                                     encoding="utf-8")
+    suite = load_suite(proj / "suite.yaml")
+    policy = parse_policy(suite.policy, "suite.yaml")
+    assert policy.default.atol == 3e-4 and policy.default.bounds["forced.k3_kl"] == 1e-7
+    (proj / "policy.yaml").write_text("atol: 3e-4\nrtol: 2e-1\n", encoding="utf-8")
+    assert load_policy(proj / "policy.yaml").default.rtol == 0.2
+    proc = cli("compare", "a", "b", "--out", "result", "--policy", "policy.yaml", cwd=proj)
+    assert proc.returncode == 0, proc.stderr
+    checks = json.loads((proj / "result" / "verdict.json").read_text(encoding="utf-8"))["checks"]
+    assert next(c for c in checks if c["id"] == "forced.logprobs_close")["bound"] == 3e-4

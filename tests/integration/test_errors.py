@@ -575,7 +575,7 @@ def _(ctx):
 
 @case("policy-bad-value", "policy 'atol' must be a non-negative number, got '1e-4'")
 def _(ctx):
-    ctx.suite(VALID_SUITE + "policy:\n  atol: 1e-4\n")  # YAML reads 1e-4 (no '.0') as a string
+    ctx.suite(VALID_SUITE + "policy:\n  atol: '1e-4'\n")  # quoted: a string (unquoted, 1e-4 is a float)
     return ctx.record()
 
 

@@ -113,7 +113,7 @@ def test_suite__example_suite_is_valid(folder):
     ("name: unit", "name: unit\nmodle: x", ":2: unknown key 'modle'"),
     ("model: model", "model: nowhere", ":2: model folder"),
     ("  seed: 0", "  seed: 0\n  model: x", ":6: engine.model is not allowed"),
-    ("  atol: 1.0e-3", "  atol: 1e-3", ":20: policy 'atol' must be a non-negative number, got '1e-3'"),
+    ("  atol: 1.0e-3", "  atol: tight", ":20: policy 'atol' must be a non-negative number, got 'tight'"),
     ("  atol: 1.0e-3", "  per_config:\n    lukewarm: {atol: 0.1}", ":20: policy per_config names unknown sampling "
                                                                "config 'lukewarm'"),
 ])
