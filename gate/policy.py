@@ -3,6 +3,7 @@ it comes from; precedence is CLI (--policy) over the suite's `policy:` over
 these defaults, and any config may override (docs/policy.md)."""
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -136,7 +137,11 @@ def _rules(data: Any, base: Rules, where: str) -> Rules:
                        f"known checks: {', '.join(_BY_ID)}")
     for key, value in checks.items():
         if key not in _BY_ID:
-            raise BadInput(f"{where}: unknown check {key!r} in policy", f"known checks: {', '.join(_BY_ID)}")
+            # Said in the message itself: a suite keeps only the message of a policy problem.
+            near = difflib.get_close_matches(str(key), list(_BY_ID), n=1)
+            guess = f"did you mean {near[0]!r}? " if near else ""
+            raise BadInput(f"{where}: unknown check {key!r} in policy ({guess}known checks: {', '.join(_BY_ID)})",
+                           "see docs/policy.md for what each check measures")
         if key in TOLERANCE_CHECKS and value is not None:
             raise BadInput(f"{where}: check {key!r} takes its bound from atol/rtol",
                            "set policy.atol (and rtol) instead, or null to stop gating on it")

@@ -591,6 +591,13 @@ def _(ctx):
     return ctx.record()
 
 
+@case("policy-unknown-check-near", "suite.yaml:14: unknown check 'forced.k3kl' in policy (did you mean "
+                                   "'forced.k3_kl'? known checks: forced.logprobs_close, forced.k3_kl,")
+def _(ctx):
+    ctx.suite(VALID_SUITE + "policy:\n  checks:\n    forced.k3kl: 1.0e-6\n")
+    return ctx.record()
+
+
 @case("policy-unknown-config", "policy per_config names unknown sampling config 'hot'")
 def _(ctx):
     ctx.suite(VALID_SUITE + "policy:\n  per_config:\n    hot:\n      atol: 0.1\n")

@@ -226,6 +226,17 @@ def test_policy__bad_values_are_bad_input(data, message):
         parse_policy(data, "where", configs={"hot"})
 
 
+def test_policy__unknown_check_suggests_the_near_name_and_lists_all():
+    with pytest.raises(BadInput) as exc:
+        parse_policy({"checks": {"forced.k3kl": 1e-6}}, "suite.yaml:14")
+    assert exc.value.what.startswith("suite.yaml:14: unknown check 'forced.k3kl' in policy (did you mean "
+                                     "'forced.k3_kl'? known checks: forced.logprobs_close, forced.k3_kl, ")
+    assert all(spec.id in exc.value.what for spec in CHECKS)
+    with pytest.raises(BadInput) as exc:
+        parse_policy({"checks": {"zzz": 1.0}}, "where")
+    assert "did you mean" not in exc.value.what and "known checks: forced.logprobs_close" in exc.value.what
+
+
 def test_policy__file_errors_carry_the_path(tmp_path):
     path = _policy_file(tmp_path, "atol: [1\n")
     with pytest.raises(BadInput, match=r"policy.yaml:\d+: malformed YAML"):
