@@ -12,6 +12,7 @@ import difflib
 import logging
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 from gate.errors import BadInput, EngineLimit, InfraError
 from gate.trace import Scores
 
-__all__ = ["Request", "Generation", "Engine", "validate_engine_args", "environment_fingerprint", "sampler_backend",
-           "ENV_KNOBS"]
+__all__ = ["Request", "Generation", "Engine", "validate_engine_args", "rejected_engine_args", "environment_fingerprint",
+           "sampler_backend", "ENV_KNOBS"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,45 @@ def validate_engine_args(args: dict[str, Any], lines: dict[str, str] | None = No
             where = (lines or {}).get(key, "engine args")
             raise BadInput(f"{where}: unknown vLLM engine arg {key!r}",
                            f"did you mean {near[0]!r}?" if near else "see vllm.EngineArgs for the names")
+
+
+def rejected_engine_args(exc: Exception, args: dict[str, Any], lines: dict[str, str] | None = None) -> BadInput:
+    """vLLM's complaint about the engine args, resolved before the engine
+    loads anything, as one line at the offending key's `file:line` (or its
+    --engine-arg). pydantic names the field in each error's `loc`; a plain
+    ValueError from a config check names it in its text."""
+    hint = "fix the value under 'engine:' or the --engine-arg"
+    key, detail = _culprit(exc, args)
+    if key is None:
+        kind = "" if isinstance(exc, (ValueError, TypeError)) else f" ({type(exc).__name__})"
+        return BadInput(f"engine args rejected by vLLM{kind}: {detail}", hint)
+    where = (lines or {}).get(key, "engine args")
+    return BadInput(f"{where}: engine arg {key}={args[key]!r} rejected by vLLM: {detail}", hint)
+
+
+def _culprit(exc: Exception, args: dict[str, Any]) -> tuple[str | None, str]:
+    """(the engine arg the error is about, or None; the error in one short line)."""
+    errors = getattr(exc, "errors", None)  # pydantic.ValidationError, without importing pydantic
+    if callable(errors):
+        try:
+            items = list(errors())
+        except Exception:  # noqa: BLE001 - not pydantic's errors() after all
+            items = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            loc, msg = item.get("loc") or (), " ".join(str(item.get("msg", "")).split())[:300].rstrip()
+            if loc and loc[0] in args:
+                return str(loc[0]), msg
+            if _named(msg, args):  # a model-level check ("Value error, ...") names the field in words
+                return _named(msg, args), msg
+    text = " ".join(str(exc).split())[:300].rstrip()
+    return _named(text, args), text
+
+
+def _named(text: str, args: dict[str, Any]) -> str | None:
+    """The first engine arg whose name appears in `text` as a whole word."""
+    return next((k for k in args if re.search(rf"(?<![A-Za-z0-9_]){re.escape(k)}(?![A-Za-z0-9_])", text)), None)
 
 
 def _vllm_version() -> tuple[str, str | None]:
@@ -351,14 +391,8 @@ class Engine:
         try:
             with _quiet_vllm():
                 config = EngineArgs(model=str(self.model), **self.engine_args).create_engine_config()
-        except (ValueError, TypeError) as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise BadInput(f"engine args rejected by vLLM: {detail}",
-                           "fix the value under 'engine:' or the --engine-arg") from None
-        except Exception as exc:  # noqa: BLE001 - pydantic and others: still a config problem
-            detail = " ".join(str(exc).split())[:300]
-            raise BadInput(f"engine args rejected by vLLM ({type(exc).__name__}): {detail}",
-                           "fix the value under 'engine:' or the --engine-arg") from None
+        except Exception as exc:  # noqa: BLE001 - pydantic's, vLLM's or another's: still a config problem
+            raise rejected_engine_args(exc, self.engine_args, lines) from None
         if preflight is not None:
             preflight(_limits(config))
         try:

@@ -5,9 +5,10 @@ hint), no traceback, and nothing left on disk. The catalogue and
 docs/errors.md are checked against each other, so neither can drift.
 
 No case starts the vLLM engine: everything is refused before. Only
-`engine-arg-unknown`, `sampling-rejected-by-vllm` and
-`prompt-seeded-prefill-split` import vllm (to learn the engine arg names,
-to ask vLLM's own SamplingParams, and to resolve its scheduler limits)."""
+`engine-arg-unknown`, `engine-arg-bad-value`, `sampling-rejected-by-vllm`
+and `prompt-seeded-prefill-split` import vllm (to learn the engine arg
+names, to let vLLM resolve its config without loading the model, to ask
+vLLM's own SamplingParams, and to resolve its scheduler limits)."""
 from __future__ import annotations
 
 import fcntl
@@ -645,6 +646,12 @@ def _(ctx):
     return ctx.record("--engine-arg", "logprob_mode=processed_logprobs")
 
 
+@case("engine-arg-bad-value", "suite.yaml:3: engine arg dtype='flaot32' rejected by vLLM: Input should be 'auto',")
+def _(ctx):
+    _suite_with(ctx, "  dtype: float32", "  dtype: flaot32")  # vLLM's config check, before the engine loads
+    return ctx.record()
+
+
 @case("engine-arg-trust-remote-code", "--engine-arg trust_remote_code: cannot be enabled from the command line")
 def _(ctx):
     ctx.suite()
@@ -1149,7 +1156,7 @@ def _(ctx):
 
 
 # ------------------------------------------------------------------ the tests
-SLOW = {"engine-arg-unknown": 60.0, "sampling-rejected-by-vllm": 120.0,
+SLOW = {"engine-arg-unknown": 60.0, "engine-arg-bad-value": 120.0, "sampling-rejected-by-vllm": 120.0,
         "prompt-seeded-prefill-split": 180.0}  # import vllm (never start the engine)
 
 
