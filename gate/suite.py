@@ -90,12 +90,6 @@ class Suite:
     def sampling_by_name(self) -> dict[str, SamplingConfig]:
         return {s.name: s for s in self.sampling}
 
-    def with_engine_overrides(self, overrides: dict[str, Any]) -> "Suite":
-        engine = dict(self.engine)
-        engine.update(overrides)
-        return Suite(self.path, self.model, engine, self.prompts, self.sampling, self.policy, self.name,
-                     self.engine_lines)
-
 
 def parse_engine_arg(text: str) -> tuple[str, Any]:
     """`--engine-arg KEY=VALUE`, VALUE parsed as YAML (so 0.5, true, {a: 1} work)."""
@@ -530,10 +524,6 @@ def _sha(obj: Any) -> str:
 
 def prompt_hash(token_ids: list[int]) -> str:
     return _sha(list(token_ids))[:16]
-
-
-def sampling_hash(config: SamplingConfig) -> str:
-    return _sha(config.params)[:16]
 
 
 def workload_hash(prompt_ids: dict[str, list[int]], sampling: dict[str, dict[str, Any]]) -> str:

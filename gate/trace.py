@@ -25,7 +25,7 @@ from gate._jsonschema import first_invalid_text, load_schema
 from gate.errors import BadInput
 
 __all__ = ["FORMAT", "MAJOR", "MINOR", "TRACE_FILE", "Scores", "Record", "Manifest",
-           "TraceWriter", "TraceReader", "read_trace", "sort_key", "trace_path"]
+           "TraceWriter", "TraceReader", "read_trace", "trace_path"]
 
 FORMAT = "parity-gate/trace"
 MAJOR = 1
@@ -106,11 +106,6 @@ class Record:
         if self.own is not None:
             d["own"] = self.own.to_json()
         return d
-
-
-def sort_key(record: Record) -> tuple[str, str, int]:
-    """Records are sorted by (config, prompt id, sample) so comparison streams."""
-    return record.key
 
 
 @dataclass(frozen=True)

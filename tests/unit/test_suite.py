@@ -188,12 +188,6 @@ def test_suite__engine_arg_needs_key_and_equals(text):
         parse_engine_arg(text)
 
 
-def test_suite__engine_overrides_do_not_touch_the_suite(folder):
-    s = load_suite(_write(folder, SUITE))
-    t = s.with_engine_overrides({"dtype": "bfloat16"})
-    assert t.engine == {"dtype": "bfloat16", "seed": 0} and s.engine["dtype"] == "float32"
-
-
 # ------------------------------------------------------------------ workload identity
 def _workload(folder, text):
     s = load_suite(_write(folder, text))
