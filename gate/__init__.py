@@ -4,17 +4,46 @@ in LLM inference engines before it reaches an RL training run.
 Public API (everything else is internal and may change):
 - the trace writer/reader, for trainers that dump their own logprobs;
 - the pure comparison, for tools that want measures without the CLI.
+
+The names below are imported on first use, so `import gate` (and with it
+`parity-gate --help`) does not pay for numpy.
 """
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from gate.compare import ComparisonResult, Tolerance, compare_records, compare_traces
-from gate.errors import BadInput, GateError, InfraError, StaleGolden
-from gate.trace import Manifest, Record, Scores, TraceReader, TraceWriter, read_trace
+# public name -> the module that defines it
+_LAZY = {
+    "ComparisonResult": "gate.compare", "Tolerance": "gate.compare", "compare_records": "gate.compare",
+    "compare_traces": "gate.compare",
+    "BadInput": "gate.errors", "GateError": "gate.errors", "InfraError": "gate.errors", "StaleGolden": "gate.errors",
+    "Manifest": "gate.trace", "Record": "gate.trace", "Scores": "gate.trace", "TraceReader": "gate.trace",
+    "TraceWriter": "gate.trace", "read_trace": "gate.trace",
+}
 
 __all__ = [
     "__version__", "Manifest", "Record", "Scores", "TraceWriter", "TraceReader", "read_trace",
     "compare_records", "compare_traces", "ComparisonResult", "Tolerance",
     "GateError", "BadInput", "InfraError", "StaleGolden",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+    from gate.compare import ComparisonResult, Tolerance, compare_records, compare_traces
+    from gate.errors import BadInput, GateError, InfraError, StaleGolden
+    from gate.trace import Manifest, Record, Scores, TraceReader, TraceWriter, read_trace
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

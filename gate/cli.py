@@ -1,5 +1,6 @@
 """The `parity-gate` command. The only place that turns typed errors into one
-line on stderr plus an exit code (docs/errors.md); everything below raises."""
+line on stderr plus an exit code (docs/errors.md); everything below raises.
+What `--help` says is ABOUT, EXAMPLES and EXIT_CODES below, not this."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
+from gate import __version__
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, GateError
 
 # subcommand -> module. Each module exposes `add_arguments(parser)` and
@@ -32,6 +34,41 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("gate.tinymodel", "build the small random-weight test/demo model"),
 }
 
+ABOUT = """\
+Gate a vLLM upgrade (or any change to the inference stack) on the logprobs an
+RL trainer uses. 'record' runs a pinned suite of prompts and sampling configs
+on vLLM and stores golden traces: token ids, sampled-token logprobs and
+teacher-forced scores. 'check' runs the vLLM under test on the same suite,
+replaying the golden's batch plan, compares token by token, names what moved
+and by how much, writes a verdict and reports, and exits 0 (pass) or 1
+(regression). 'publish' posts the result to a pull request."""
+
+# One runnable example per subcommand, shown in `parity-gate --help` and in
+# each subcommand's own --help.
+EXAMPLES: dict[str, str] = {
+    "record": "parity-gate record --suite suite.yaml --out golden",
+    "check": "parity-gate check --suite suite.yaml --golden golden --out result",
+    "compare": "parity-gate compare golden trainer-dump --out result",
+    "suite": "parity-gate suite lint suite.yaml",
+    "merge": "parity-gate merge result-1 result-2 --suite suite.yaml --golden golden --out result",
+    "report": "parity-gate report result",
+    "publish": "parity-gate publish result --comment on-fail",
+    "action": "parity-gate action   (inside the GitHub Action; reads INPUT_* variables)",
+    "calibrate": "parity-gate calibrate --suite suite.yaml --out policy.yaml",
+    "diagnose": "parity-gate diagnose --suite suite.yaml --golden golden --result result",
+    "determinism": "parity-gate determinism --suite suite.yaml --out determinism",
+    "weight-update": "parity-gate weight-update --suite suite.yaml --from new-weights --out update",
+    "hf-score": "parity-gate hf-score --rollouts golden --model model --out trainer-dump",
+    "tiny-model": "parity-gate tiny-model --out tiny-model",
+}
+
+EXIT_CODES = """\
+exit codes:
+  0  pass
+  1  regression found (suite lint: a knob the suite cannot exercise)
+  2  bad input or usage, found before anything runs
+  3  infrastructure failure (engine, GitHub), after saving what can be saved"""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
@@ -41,12 +78,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Only the chosen command's module is imported and asked for its options."""
-    parser = _Parser(prog="parity-gate", description=__doc__.splitlines()[0])
+    examples = "\n".join(f"  {EXAMPLES[name]}" for name in COMMANDS)
+    parser = _Parser(prog="parity-gate", description=ABOUT, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog=f"examples:\n{examples}\n\n{EXIT_CODES}\n\ndocs: README.md and docs/ in the project")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action="version", version=f"parity-gate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == command:
             _module(module).add_arguments(p, name)
     return parser
