@@ -162,25 +162,36 @@ def _pr_of(payload: Mapping[str, Any]) -> tuple[int | None, str | None]:
     return pr.get("number") or payload.get("number"), head.get("sha")
 
 
-def _event_facts(event: str | None, payload: Mapping[str, Any], sha: str | None) -> dict[str, Any]:
+def _full_name(repo: Any) -> str | None:
+    name = repo.get("full_name") if isinstance(repo, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _is_fork(head_repo: Any, base_repo: Any, repository: str | None) -> bool:
+    """Fail closed: a head repository GitHub does not name (null, as it sends
+    for a deleted fork, or missing) is a fork's, and so is one that differs
+    from the base repository (the event's, else GITHUB_REPOSITORY)."""
+    head, base = _full_name(head_repo), _full_name(base_repo) or repository
+    return head is None or base is None or head != base
+
+
+def _event_facts(event: str | None, payload: Mapping[str, Any], sha: str | None,
+                 repository: str | None = None) -> dict[str, Any]:
     """PR number, head sha and fork flag for each event the gate runs on."""
     if event in ("pull_request", "pull_request_target", "pull_request_review"):
         number, head_sha = _pr_of(payload)
         pr = payload.get("pull_request") or {}
-        head_repo = ((pr.get("head") or {}).get("repo") or {}).get("full_name")
-        base_repo = ((pr.get("base") or {}).get("repo") or {}).get("full_name")
         return {"pr_number": number, "head_sha": head_sha or sha,
-                "from_fork": bool(head_repo and base_repo and head_repo != base_repo)}
+                "from_fork": _is_fork((pr.get("head") or {}).get("repo"), (pr.get("base") or {}).get("repo"),
+                                      repository)}
     if event == "workflow_run":
         run = payload.get("workflow_run") or {}
         prs = run.get("pull_requests") or []  # empty for fork PRs: github.json fills in
-        head_repo = (run.get("head_repository") or {}).get("full_name")
-        base_repo = (run.get("repository") or {}).get("full_name")
         return {"pr_number": prs[0].get("number") if len(prs) == 1 else None,
                 "head_sha": run.get("head_sha"), "triggering_run_id": run.get("id"),
                 "triggering_run_attempt": run.get("run_attempt"),
                 "triggering_event": run.get("event") if isinstance(run.get("event"), str) else None,
-                "from_fork": bool(head_repo and base_repo and head_repo != base_repo)}
+                "from_fork": _is_fork(run.get("head_repository"), run.get("repository"), repository)}
     if event == "merge_group":
         # A merge queue's temporary branch: the required check is read on
         # its head commit. There is no pull request to comment on.
@@ -199,7 +210,7 @@ def context_from_env(env: Mapping[str, str], *, token: str | None = None) -> Git
         raise BadInput(f"GITHUB_REPOSITORY={repository!r} is not OWNER/NAME")
     event = env.get("GITHUB_EVENT_NAME") or None
     sha = env.get("GITHUB_SHA") or None
-    facts = _event_facts(event, read_event(env.get("GITHUB_EVENT_PATH")), sha)
+    facts = _event_facts(event, read_event(env.get("GITHUB_EVENT_PATH")), sha, repository)
     head_sha = facts.get("head_sha")
     if head_sha is not None and not (isinstance(head_sha, str) and _SHA.match(head_sha)):
         raise BadInput(f"event payload ({event}): head sha {head_sha!r} is not 40 hex digits")

@@ -171,3 +171,48 @@ def test_github_context__golden_sha_from_the_action_and_github_json(tmp_path):
     assert filled.golden_sha == "b" * 40
     with pytest.raises(BadInput, match="PARITY_GATE_GOLDEN_SHA"):
         context_from_env(_env("pull_request", PARITY_GATE_GOLDEN_SHA="HEAD~1"))
+
+
+# ------------------------------------------------------------------ forks fail closed
+def _pull(head_repo, event_extra: dict | None = None) -> dict:
+    head = {"sha": HEAD, "ref": "bump"}
+    if head_repo != "missing":
+        head["repo"] = head_repo
+    return {"number": 7, "pull_request": {"number": 7, "head": head,
+                                          "base": {"sha": "b" * 40, "repo": {"full_name": "octo/gate"}}},
+            **(event_extra or {})}
+
+
+def _run_event(head_repository, event: str = "pull_request") -> dict:
+    run = {"id": 556, "event": event, "head_sha": HEAD, "pull_requests": [],
+           "repository": {"full_name": "octo/gate"}}
+    if head_repository != "missing":
+        run["head_repository"] = head_repository
+    return {"workflow_run": run}
+
+
+@pytest.mark.parametrize("event, payload, from_fork, unverified", [
+    # GitHub sends `null` for the head repository of a PR whose fork was deleted
+    ("pull_request", _pull(None), True, True),
+    ("pull_request", _pull("missing"), True, True),
+    ("pull_request", _pull({"full_name": None}), True, True),
+    ("pull_request_review", _pull(None), True, True),
+    ("pull_request_target", _pull(None), True, False),            # the base's workflow: still trusted
+    ("workflow_run", _run_event(None), True, True),
+    ("workflow_run", _run_event("missing"), True, True),
+    ("workflow_run", _run_event(None, "pull_request_target"), True, False),
+    ("workflow_run", _run_event({"full_name": "octo/gate"}), False, False),
+    ("pull_request", _pull({"full_name": "octo/gate"}), False, False),
+])
+def test_github_context__unknown_head_repository_is_a_fork(tmp_path, event, payload, from_fork, unverified):
+    ctx = context_from_env(_env(event, GITHUB_EVENT_PATH=_payload(tmp_path, payload)))
+    assert (ctx.from_fork, ctx.unverified) == (from_fork, unverified)
+
+
+def test_github_context__base_repository_missing_compares_with_github_repository(tmp_path):
+    payload = _pull({"full_name": "octo/gate"})
+    del payload["pull_request"]["base"]["repo"]
+    assert not context_from_env(_env("pull_request", GITHUB_EVENT_PATH=_payload(tmp_path, payload))).from_fork
+    payload = _pull({"full_name": "mallory/gate"})
+    del payload["pull_request"]["base"]["repo"]
+    assert context_from_env(_env("pull_request", GITHUB_EVENT_PATH=_payload(tmp_path, payload))).unverified
