@@ -1,41 +1,40 @@
 """`parity-gate action`: the container entrypoint of action.yml.
 
-Reads the action's inputs from INPUT_* variables once, the token among them,
-and then removes every token variable from the process environment, before
-anything else runs: `check` runs the code under test (a new vLLM, perhaps a
-model's own code, diagnosis subprocesses) in this process and its children,
-and none of them may see a write token. Then posts a `pending` status, runs
-`check` (or takes a precomputed result from `result-dir`), and publishes. A
-crash, a cancel (SIGTERM/SIGINT), a check that exits 2 or 3, or a verdict
-the schema refuses leaves an `error` status, so a required check never
-hangs pending. Publishing problems are warnings: the exit code is the
-check's."""
+Reads the token once and removes every token variable from the process
+environment, before anything else runs: `check` runs the code under test (a
+new vLLM, perhaps a model's own code, diagnosis subprocesses) in this process
+and its children, and none of them may see a write token. Then posts a
+`pending` status, and only then parses the other inputs, so a bad one (say
+`comment: sometimes`) ends in an `error` status naming it, not in a check
+that stays "Expected". Then runs `check` (or takes a precomputed result from
+`result-dir`) and publishes. A crash, a cancel (SIGTERM/SIGINT, while
+checking or publishing), a check that exits 2 or 3, or a verdict the schema
+refuses leaves an `error` status, so a required check never hangs pending.
+Publishing problems are warnings: the exit code is the check's."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Callable, Mapping, MutableMapping, Sequence
 
 import requests
 
 from gate import cli
 from gate._fsutil import atomic_write_text
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
-from gate.github_context import ORIGIN_FILE, ResultOrigin, context_from_env
-from gate.publish import (COMMENT_MODES, Outcome, PublishOptions, Publisher, Runtime, check_runner_files,
-                          error_outcome, invalid_outcome, load_outcome)
+from gate.github_context import ORIGIN_FILE, GitHubContext, ResultOrigin, context_from_env
+from gate.github_api import GitHubAPI
+from gate.publish import (COMMENT_MODES, Cancelled, Outcome, PublishOptions, Publisher, Runtime, cancel_on_signals,
+                          check_runner_files, error_outcome, invalid_outcome, load_outcome)
 from gate.shards import parse_shard
 from gate.verdict import VERDICT_FILE
 
-__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "check_argv", "withhold_tokens",
-           "TOKEN_VARIABLES"]
+__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env", "check_argv",
+           "withhold_tokens", "TOKEN_VARIABLES"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +74,20 @@ def _input(env: Mapping[str, str], name: str) -> tuple[str, str]:
         if key in env:
             return key, env[key].strip()
     return f"INPUT_{name.upper().replace('-', '_')}", ""
+
+
+def _token(env: Mapping[str, str]) -> str:
+    """The github-token input, else GITHUB_TOKEN."""
+    return _input(env, "github-token")[1] or env.get("GITHUB_TOKEN", "").strip()
+
+
+def _status_context(env: Mapping[str, str]) -> tuple[str, str]:
+    """(status-context input name, value); BadInput for one GitHub would refuse."""
+    key, context = _input(env, "status-context")
+    context = context or "parity-gate"
+    if len(context) > 255 or "\n" in context:
+        raise BadInput(f"{key}: a status context is one line of at most 255 characters")
+    return key, context
 
 
 @dataclass(frozen=True)
@@ -135,9 +148,7 @@ class ActionSettings:
         strict_key, strict = get("strict-paths", "false")
         if strict.lower() not in _TRUE + _FALSE:
             raise BadInput(f"{strict_key}={strict!r}: must be true or false")
-        context_key, context = get("status-context", "parity-gate")
-        if len(context) > 255 or "\n" in context:
-            raise BadInput(f"{context_key}: a status context is one line of at most 255 characters")
+        _, context = _status_context(env)
         return cls(
             suite=suite, golden=golden, out=get("out", "parity-gate-result")[1],
             result_dir=result_dir or None,
@@ -147,7 +158,7 @@ class ActionSettings:
             check_run=check_run.lower() in _TRUE,
             shard=shard or None, strict_paths=strict.lower() in _TRUE,
             comment_author=get("comment-author")[1] or None,
-            github_token=get("github-token")[1] or env.get("GITHUB_TOKEN", "").strip(),
+            github_token=_token(env),
         )
 
 
@@ -170,39 +181,64 @@ def _default_check(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
 
 
-class _Cancelled(BaseException):
-    pass
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise _Cancelled(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def _cancel_on_signals() -> Iterator[None]:
-    """PID 1 in a container ignores SIGTERM unless it handles it: docker stop
-    (a cancelled or timed-out job) must still leave an `error` status."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]], int] = _default_check) -> int:
+    """The action from its inputs: `pending` first, then the inputs parsed,
+    so that a bad one ends in an `error` status on the head sha naming it.
+    `env` holds the inputs and the token (the environment the process
+    started with); `rt.env`, the environment the check will see, need not."""
+    token = _token(env)
+    ctx = context_from_env(rt.env, token=token)  # a broken event payload: no commit to post on
     try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _, context = _status_context(env)
+        context_error = None
+    except BadInput as exc:  # the error goes on the default context: the best guess at the required one
+        context, context_error = "parity-gate", exc
+    api = rt.api(ctx)
+    early = Publisher(ctx, api, PublishOptions(status_context=context, comment="never", check_run=False),
+                      rt.stdout)
+    try:
+        with cancel_on_signals():
+            early.post_pending()
+            if context_error is not None:
+                raise context_error
+            settings = ActionSettings.from_env(env)
+            check_runner_files(ctx)
+    except BadInput as exc:
+        early.post_error(exc.what, EXIT_BAD_INPUT)
+        raise
+    except Cancelled as exc:
+        early.post_cancelled(f"cancelled ({exc})")
+        raise InfraError(f"cancelled by {exc}") from None
+    return run_action(settings, rt, check, api=api, pending_posted=True)
 
 
 def run_action(settings: ActionSettings, rt: Runtime,
-               check: Callable[[list[str]], int] = _default_check) -> int:
+               check: Callable[[list[str]], int] = _default_check, *,
+               api: GitHubAPI | None = None, pending_posted: bool = False) -> int:
     """The token comes from `settings` alone: the caller has already removed
     it from the environment (`run` does, with `withhold_tokens`)."""
     ctx = context_from_env(rt.env, token=settings.github_token)
-    check_runner_files(ctx)
     options = PublishOptions(status_context=settings.status_context, comment=settings.comment,
                              check_run=settings.check_run, comment_author=settings.comment_author)
-    publisher = Publisher(ctx, rt.api(ctx), options, rt.stdout)
-    publisher.post_pending()
+    publisher = Publisher(ctx, api or rt.api(ctx), options, rt.stdout)
+    try:
+        with cancel_on_signals():
+            return _check_and_publish(settings, ctx, publisher, check, pending_posted)
+    except Cancelled as exc:
+        # While checking or publishing: an `error`, unless the final status is already up.
+        publisher.post_cancelled(f"cancelled ({exc})")
+        raise InfraError(f"cancelled by {exc}") from None
+
+
+def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: Publisher,
+                       check: Callable[[list[str]], int], pending_posted: bool) -> int:
+    if not pending_posted:
+        publisher.post_pending()
+        try:
+            check_runner_files(ctx)
+        except BadInput as exc:
+            publisher.post_error(exc.what, EXIT_BAD_INPUT)
+            raise
 
     result_dir = Path(settings.result_dir or settings.out).resolve()
     try:
@@ -210,11 +246,9 @@ def run_action(settings: ActionSettings, rt: Runtime,
             code = None  # precomputed: the verdict says
         else:
             log.info("running parity-gate %s", " ".join(check_argv(settings, result_dir)))
-            with _cancel_on_signals():
-                code = check(check_argv(settings, result_dir))
-    except _Cancelled as exc:
-        publisher.post_error(f"cancelled ({exc}): the job was cancelled or timed out")
-        raise InfraError(f"cancelled by {exc}") from None
+            code = check(check_argv(settings, result_dir))
+    except Cancelled:
+        raise
     except BaseException as exc:
         log.error("parity-gate check crashed", exc_info=True)
         publisher.post_error(f"check crashed: {type(exc).__name__}")
@@ -250,11 +284,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "action") -> None
 
 
 def run(args: argparse.Namespace, check: Callable[[list[str]], int] = _default_check) -> int:
-    settings = ActionSettings.from_env(os.environ)
-    # Before any engine, thread or child starts: from here on only
-    # `settings` holds the token, hidden from its repr.
+    started_with = dict(os.environ)
+    # Before any engine, thread or child starts: from here on only this
+    # process's memory holds the token (`started_with`, then the settings,
+    # whose repr hides it), never an environment a child inherits.
     removed = withhold_tokens(os.environ)
     if removed:
         log.info("removed %s from the environment of the check", ", ".join(removed))
     with requests.Session() as session:
-        return run_action(settings, Runtime.real(session), check)
+        return run_from_env(started_with, Runtime.real(session), check)

@@ -21,20 +21,24 @@ commit its suite and golden came from.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, Iterator, Mapping, TextIO
 
 import requests
 
 from gate import report
 from gate._markdown import md_inline
 from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
-from gate.github_api import ApiError, GitHubAPI, PermissionDenied, RetryPolicy
+from gate.github_api import QUICK_RETRY, ApiError, GitHubAPI, PermissionDenied, RetryPolicy
 from gate.github_context import GitHubContext, ResultOrigin, context_from_env, unverified_context
 from gate.verdict import VERDICT_FILE, read_verdict
 from gate.workflow_commands import (annotation, append_step_summary, check_runner_file, emit_annotations,
@@ -42,7 +46,7 @@ from gate.workflow_commands import (annotation, append_step_summary, check_runne
 
 __all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publisher", "PublishReport",
            "load_outcome", "error_outcome", "invalid_outcome", "comment_marker", "COMMENT_LIMIT",
-           "DESCRIPTION_LIMIT"]
+           "DESCRIPTION_LIMIT", "Cancelled", "cancel_on_signals", "check_run_external_id"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ COMMENT_LIMIT = 65536
 CHECK_TEXT_LIMIT = 65535
 DESCRIPTION_LIMIT = 140
 COMMENT_MODES = ("always", "on-fail", "never")
+FINAL_STATES = ("success", "failure", "error")
 FORK_HINT = ("this token may not write to the repository, as for a pull request from a fork "
              "(read-only GITHUB_TOKEN) or a token without statuses/pull-requests write permission. "
              "Use the two-workflow pattern: the gate job uploads the result directory as an artifact, "
@@ -158,12 +163,21 @@ def provenance(ctx: GitHubContext, required_context: str) -> str:
 
 
 def _with_footer(body: str, footer: str, limit: int, run_url: str | None) -> str:
+    """`body`, then the footer, in at most `limit` characters: a body cut to
+    fit ends with a note saying so (the footer is always kept whole)."""
     tail = f"\n\n{footer}\n" if footer else ""
-    if len(body) + len(tail) > limit:
-        note = (f"\n\n*Comment truncated at {limit} characters; the full report is in the "
-                f"workflow run{': ' + run_url if run_url else ''}.*\n")
-        body = body[: limit - len(note) - len(tail)] + note
-    return body.rstrip("\n") + "\n" + tail if tail else body
+
+    def join(text: str) -> str:
+        return text.rstrip("\n") + "\n" + tail if tail else text
+
+    out = join(body)
+    if len(out) <= limit:
+        return out
+    note = (f"\n\n*Comment truncated at {limit} characters; the full report is in the "
+            f"workflow run{': ' + run_url if run_url else ''}.*\n")
+    # join() may add one newline after stripping the note's own.
+    out = join(body[: max(0, limit - len(note) - len(tail) - 1)] + note)
+    return out[:limit]
 
 
 def _comment_body(outcome: Outcome, context: str, run_url: str | None, footer: str = "") -> str:
@@ -191,9 +205,9 @@ class PublishOptions:
     check_run: bool = True
     target_url: str | None = None     # default: the run that computed the result
     annotations: bool = True
-    # Who writes the sticky comment. Default: the token's own login (GET
-    # /user), github-actions[bot] for GITHUB_TOKEN. A GitHub App's
-    # installation token writes as <app-slug>[bot]: name it here.
+    # Who writes the sticky comment. Default: the token's own login, asked
+    # of GitHub (GET /user, else the GraphQL viewer: github-actions[bot] for
+    # GITHUB_TOKEN, <app-slug>[bot] for a GitHub App's token).
     comment_author: str | None = None
 
 
@@ -250,6 +264,7 @@ class Publisher:
         self._skipped_no_token = False
         self._warnings = 0  # annotations this step already holds (GitHub shows 10 a level)
         self._result_dir: Path | None = None
+        self.final_state: str | None = None  # the last success/failure/error status GitHub accepted
 
     @property
     def target_url(self) -> str | None:
@@ -303,9 +318,11 @@ class Publisher:
         if not self.ctx.head_sha or not self.ctx.repository:
             self._skipped.append("post the commit status: no head sha")
             return
-        self._call("post the commit status", lambda: self.api.create_status(
+        posted = self._call("post the commit status", lambda: self.api.create_status(
             self.ctx.repository, self.ctx.head_sha, state=state, context=self.options.status_context,
             description=_shorten(description, DESCRIPTION_LIMIT), target_url=self.target_url))
+        if posted is not None and state in FINAL_STATES:
+            self.final_state = state
 
     def post_pending(self) -> PublishReport:
         self.post_status("pending", "parity-gate is running")
@@ -315,6 +332,21 @@ class Publisher:
         """The status a crash, timeout or cancel leaves, so a required check never hangs."""
         self.post_status("error", error_outcome(exit_code, reason).headline)
         return self.report()
+
+    def post_cancelled(self, why: str) -> None:
+        """On the way out of a cancelled job (SIGTERM, SIGINT): an `error`
+        status unless a final one is already up, with two quick tries (the
+        runner kills the process seconds later) and the signals that would
+        interrupt it ignored meanwhile."""
+        if self.final_state is not None:
+            log.info("%s: the %s status is already posted; leaving it", why, self.final_state)
+            return
+        with ignoring_cancel_signals():
+            api, self.api = self.api, self.api.with_retry(QUICK_RETRY)
+            try:
+                self.post_error(f"{why}: the job was cancelled or timed out")
+            finally:
+                self.api = api
 
     def _find_comment(self, marker: str) -> dict[str, Any] | None:
         """Our sticky comment: the marker alone is not enough, since anyone
@@ -383,9 +415,25 @@ class Publisher:
         }
         if self.target_url:
             payload["details_url"] = self.target_url
+        # Ours, found again by name, head sha and this id: a retry after a
+        # lost answer, or a later run on the same commit, updates it.
+        payload["external_id"] = check_run_external_id(self.options.status_context)
+        repo, sha = self.ctx.repository, self.ctx.head_sha
+
+        def find() -> dict[str, Any] | None:
+            return next((run for run in self.api.check_runs(repo, sha, payload["name"])
+                         if run.get("external_id") == payload["external_id"]), None)
+
+        def upsert() -> dict[str, Any]:
+            existing = find()
+            if existing is not None:
+                update = {k: v for k, v in payload.items() if k != "head_sha"}
+                return self.api.update_check_run(repo, existing["id"], update)
+            return self.api.create_once("create the check run",
+                                        lambda: self.api.create_check_run(repo, payload), find)
+
         # A PAT or a token without checks: write gets 403 here: a note, not the fork warning.
-        self._call("create the check run", lambda: self.api.create_check_run(self.ctx.repository, payload),
-                   quiet_denied=True)
+        self._call("create the check run", upsert, quiet_denied=True)
 
     def write_local(self, outcome: Outcome, summary: str) -> None:
         """Job summary and step outputs: no network, never denied."""
@@ -430,6 +478,48 @@ class Publisher:
         return self.report()
 
 
+def check_run_external_id(context: str) -> str:
+    """The `external_id` of the check run of a status context: one per
+    context and commit, whichever run made it."""
+    return "parity-gate:" + hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
+
+
+class Cancelled(BaseException):
+    """SIGTERM or SIGINT while the gate runs or publishes: a cancelled or timed-out job."""
+
+
+def _raise_cancelled(signum: int, _frame: Any) -> None:
+    raise Cancelled(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT raise `Cancelled` here, so the caller can still post a
+    final status (PID 1 in a container ignores SIGTERM unless it handles it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_cancelled) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def ignoring_cancel_signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def verify_origin(ctx: GitHubContext, result_dir: Path, api: GitHubAPI) -> GitHubContext:
     """Tie an artifact's github.json to the run that published it. On
     workflow_run the head sha comes from GitHub, not from the artifact; the
@@ -467,8 +557,8 @@ def add_publish_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-url", default=None, help="status/check link (default: the workflow run)")
     parser.add_argument("--no-check-run", action="store_true", help="do not create a check run")
     parser.add_argument("--comment-author", default=None, metavar="LOGIN",
-                        help="the login the token comments as, e.g. my-app[bot] for a GitHub App's token "
-                             "(default: from GET /user; github-actions[bot] for GITHUB_TOKEN)")
+                        help="the login the token comments as (default: asked of GitHub: GET /user, else the "
+                             "GraphQL viewer, e.g. my-app[bot] for a GitHub App's token)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "publish") -> None:
@@ -512,9 +602,18 @@ def publish_command(args: argparse.Namespace, rt: Runtime) -> int:
             # An `error` status, so a forged or broken result never leaves the check pending.
             invalid, outcome = exc, invalid_outcome(exc, result_dir)
     api = rt.api(ctx)
-    ctx = verify_origin(ctx, result_dir, api)
-    publisher = Publisher(ctx, api, options_from_args(args), rt.stdout)
-    report = publisher.publish(outcome)
+    publisher: Publisher | None = None
+    try:
+        with cancel_on_signals():
+            ctx = verify_origin(ctx, result_dir, api)
+            publisher = Publisher(ctx, api, options_from_args(args), rt.stdout)
+            report = publisher.publish(outcome)
+    except Cancelled as exc:
+        # Not pending for ever: the plan job's (or action's) pending status
+        # gets its `error`, unless the final status is already up.
+        (publisher or Publisher(ctx, api, options_from_args(args), rt.stdout)).post_cancelled(
+            f"cancelled ({exc}) while publishing")
+        raise InfraError(f"cancelled by {exc} while publishing") from None
     if invalid is not None:
         raise invalid
     if not report.posted:

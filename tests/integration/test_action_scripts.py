@@ -367,12 +367,30 @@ def test_action_scripts__docker_run_that_never_ran_the_gate_posts_an_error(gh, t
     assert status["state"] == "error" and expected in status["description"]
 
 
-@pytest.mark.parametrize("rc", [0, 1, 2, 3])
-def test_action_scripts__a_gate_that_ran_posts_its_own_status_and_the_error_step_stays_quiet(gh, tmp_path, rc):
+@pytest.mark.parametrize("rc, state", [(0, "success"), (1, "failure"), (2, "error"), (3, "error")])
+def test_action_scripts__a_gate_that_ran_posts_its_own_status_and_the_error_step_stays_quiet(gh, tmp_path, rc, state):
+    # The stub posts nothing: here the gate's own final status is put up for it.
+    gh.statuses.append({"sha": HEAD, "state": state, "context": "parity-gate", "description": "the gate's"})
     r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
     steps = r.action(WS)
     assert steps["gate"].rc == rc
-    assert gh.requests == []  # the stub posts nothing; the real gate posts its own result
+    assert gh.requests_to("POST", "/statuses/") == []
+    if rc:  # the error step only looked
+        assert [r.path for r in gh.requests] == [f"/repos/{REPO}/commits/{HEAD}/status"]
+        assert f"the gate's own {state} status is up" in steps["error"].stdout
+
+
+@pytest.mark.parametrize("rc, why", [(2, "bad input"), (3, "infrastructure failure")])
+def test_action_scripts__a_gate_that_exited_without_its_final_status_gets_one(gh, tmp_path, rc, why):
+    """Exit 2 or 3 with only `pending` up (say the gate died on a broken event
+    payload before it could post): the error step ends the check."""
+    gh.statuses.append({"sha": HEAD, "state": "pending", "context": "parity-gate", "description": "running"})
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
+    steps = r.action(WS)
+    assert steps["gate"].rc == rc and steps["error"].rc == 0
+    status = gh.statuses[-1]
+    assert (status["state"], status["context"]) == ("error", "parity-gate")
+    assert status["description"] == f"ERROR: the gate exited {rc} ({why}) and its own status is not up; see the job log"
 
 
 def test_action_scripts__empty_github_token_posts_nothing(gh, tmp_path):
@@ -393,7 +411,37 @@ def test_action_scripts__error_status_survives_one_502(gh, tmp_path):
     gh.fail("POST", "/statuses/", 502, times=1)
     r = _with_gh(tmp_path, gh)
     r.action({**WS, "vllm-version": "x"})
-    assert [x.status for x in gh.requests] == [502, 201] and gh.statuses[0]["state"] == "error"
+    assert [x.status for x in gh.requests] == [200, 502, 201] and gh.statuses[0]["state"] == "error"
+
+
+def test_action_scripts__error_status_waits_out_rate_limits(gh, tmp_path):
+    gh.fail("POST", "/statuses/", 429, headers={"Retry-After": "1"})
+    gh.secondary_rate_limit("POST", "/statuses/", retry_after="1")
+    r = _with_gh(tmp_path, gh)
+    r.action({**WS, "vllm-version": "x"})
+    assert [x.status for x in gh.requests_to("POST", "/statuses/")] == [429, 403, 201]
+    assert gh.statuses[0]["state"] == "error"
+
+
+def test_action_scripts__error_status_gives_up_on_a_rate_limit_past_its_budget(gh, tmp_path):
+    gh.fail("POST", "/statuses/", 429, headers={"Retry-After": "3600"}, times=-1)
+    r = _with_gh(tmp_path, gh)
+    steps = r.action({**WS, "vllm-version": "x"})
+    assert steps["error"].rc == 0 and len(gh.requests_to("POST", "/statuses/")) == 1
+    assert "could not post the error status (HTTP 429)" in steps["error"].stdout
+
+
+@pytest.mark.parametrize("event_name, event", [
+    ("pull_request", {"number": 7, "pull_request": {"number": 7, "head": {"sha": HEAD, "repo": None},
+                                                     "base": {"sha": "b" * 40, "repo": {"full_name": REPO}}}}),
+    ("workflow_run", {"workflow_run": {"id": 5, "event": "pull_request", "head_sha": HEAD,
+                                       "head_repository": None, "repository": {"full_name": REPO}}}),
+])
+def test_action_scripts__error_of_a_deleted_forks_run_is_never_on_the_required_context(gh, tmp_path, event_name,
+                                                                                      event):
+    r = _with_gh(tmp_path, gh, event=event, event_name=event_name)
+    r.action({**WS, "vllm-version": "x"})
+    assert [s["context"] for s in gh.statuses] == ["parity-gate" + UNVERIFIED_SUFFIX]
 
 
 # ------------------------------------------------------------------ docker run arguments

@@ -244,7 +244,9 @@ def test_publish__workflow_run_rejects_pr_whose_head_moved(gh, session, result, 
 def test_publish__enterprise_server_base_url(session, result, tmp_path):
     with FakeGitHub(token=TOKEN, prefix="/api/v3") as gh:
         _publish([str(result)], _env(gh, tmp_path), session)
-        assert gh.statuses and gh.comments and all(r.path.startswith("/api/v3/") for r in gh.requests)
+        # GraphQL (who the token is) lives beside /api/v3 on GitHub Enterprise Server
+        assert gh.statuses and gh.comments
+        assert all(r.path.startswith("/api/v3/") or r.path == "/api/graphql" for r in gh.requests)
 
 
 def test_publish__long_comment_is_cut_to_the_limit(gh, session, result, tmp_path):
@@ -409,3 +411,179 @@ def test_publish__inconclusive_verdict_is_a_failure_status_never_a_green_check(g
     assert _outputs(tmp_path)["verdict"] == "inconclusive"
     (comment,) = gh.comments[("octo/gate", 7)]
     assert "INCONCLUSIVE" in comment["body"]
+
+
+# ------------------------------------------------------------------ the footer never pushes a comment past the limit
+@pytest.mark.parametrize("footer", ["", "Computed for " + "a" * 40 + "."])
+def test_publish__with_footer_never_exceeds_the_limit(footer):
+    limit = 300
+    for n in range(limit - 120, limit + 40):
+        for body in ("x" * n, "x" * (n - 1) + "\n", "x" * (n - 2) + "\n\n"):
+            out = publish._with_footer(body, footer, limit, "https://github.example/run/1")
+            assert len(out) <= limit, (n, repr(body[-3:]))
+            if footer:
+                assert out.endswith(f"\n\n{footer}\n")
+
+
+def test_publish__a_comment_at_the_limit_is_accepted_by_github(gh, session, result, tmp_path, monkeypatch):
+    # A body that, with its footer, lands exactly one character past the limit before the cut.
+    footer = publish.provenance(publish.context_from_env(_env(gh, tmp_path)), "parity-gate")
+    tail = f"\n\n{footer}\n"
+    body = comment_marker("parity-gate") + "\n" + "y" * (65536 - len(tail) - len(comment_marker("parity-gate")))
+    monkeypatch.setattr(report, "render_comment", lambda *a, **k: body)
+    code, out = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1 and "could not write" not in out
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert len(comment["body"]) <= 65536 and comment["body"].endswith(tail)
+
+
+# ------------------------------------------------------------------ a realistic GitHub's refusals
+def test_publish__unknown_pull_request_warns_and_the_status_still_posts(gh, session, result, tmp_path):
+    code, out = _publish([str(result), "--pr", "4242"], _env(gh, tmp_path), session)
+    assert code == 1 and [s["state"] for s in gh.statuses] == ["failure"]
+    assert "could not write the pull request comment" in out and "HTTP 404" in out
+    assert gh.comments == {}
+
+
+def test_publish__token_without_checks_write_skips_the_check_run_quietly(gh, session, result, tmp_path):
+    gh.grant({"statuses", "pull_requests", "issues"})
+    code, out = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1 and gh.check_runs == [] and len(gh.statuses) == 1 and gh.comments
+    assert [r.status for r in gh.requests_to("POST", "/check-runs")] == [403]
+    assert "two-workflow" not in out and "::warning title=parity-gate::could not" not in out
+
+
+def test_publish__broken_answers_end_in_the_final_status_not_a_crash(gh, session, result, tmp_path):
+    gh.fail("POST", "/statuses/", 200, cut=True)                    # ChunkedEncodingError, then fine
+    gh.fail("GET", "/comments", 200, raw=b"<html>busy</html>", times=-1)  # never JSON
+    code, out = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1 and [s["state"] for s in gh.statuses] == ["failure"]
+    assert "could not write the pull request comment" in out and "not JSON" in out
+
+
+def test_publish__secondary_rate_limit_on_the_status_is_waited_out(gh, session, result, tmp_path):
+    gh.secondary_rate_limit("POST", "/statuses/", retry_after="2")
+    sleeps = Sleeps()
+    code, _ = _publish([str(result)], _env(gh, tmp_path), session, sleeps)
+    assert code == 1 and sleeps == [2.0] and [s["state"] for s in gh.statuses] == ["failure"]
+
+
+# ------------------------------------------------------------------ idempotent check runs and comments
+def test_publish__check_run_created_but_answer_lost_is_not_duplicated(gh, session, result, tmp_path):
+    gh.fail("POST", "/check-runs", drop=True, after=True)  # GitHub made it; the connection closed unanswered
+    code, _ = _publish([str(result)], _env(gh, tmp_path), session)
+    assert code == 1
+    (check,) = gh.check_runs
+    assert check["external_id"] == publish.check_run_external_id("parity-gate")
+    assert len(gh.requests_to("POST", "/check-runs")) == 1
+
+
+def test_publish__check_run_502_after_acting_is_found_not_made_again(gh, session, result, tmp_path):
+    gh.fail("POST", "/check-runs", 502, after=True)
+    _publish([str(result)], _env(gh, tmp_path), session)
+    assert len(gh.check_runs) == 1 and len(gh.requests_to("POST", "/check-runs")) == 1
+
+
+def test_publish__second_run_on_the_same_commit_updates_its_check_run(gh, session, result, passed, tmp_path):
+    env = _env(gh, tmp_path)
+    _publish([str(result)], env, session)
+    _publish([str(passed)], env, session)
+    (check,) = gh.check_runs
+    assert check["conclusion"] == "success" and len(gh.requests_to("PATCH", "/check-runs/")) == 1
+    _publish([str(result), "--status-context", "parity-gate / cpu"], env, session)
+    assert sorted(c["name"] for c in gh.check_runs) == ["parity-gate / cpu report", "parity-gate report"]
+
+
+def test_publish__a_check_run_of_another_context_or_id_is_never_updated(gh, session, result, tmp_path):
+    gh.check_runs.append({"id": 1, "name": "parity-gate report", "head_sha": HEAD, "status": "completed",
+                          "conclusion": "success", "external_id": "someone-else"})
+    _publish([str(result)], _env(gh, tmp_path), session)
+    assert gh.requests_to("PATCH", "/check-runs/") == [] and len(gh.check_runs) == 2
+    assert gh.check_runs[0]["conclusion"] == "success"
+
+
+def test_publish__github_app_token_updates_its_own_comment_without_comment_author(session, result, passed, tmp_path):
+    marker = comment_marker("parity-gate")
+    with FakeGitHub(token=TOKEN, app_slug="parity-app") as gh:
+        gh.add_comments("octo/gate", 7, [f"{marker}\nactions"], login=ACTIONS_BOT)  # another identity's
+        env = _env(gh, tmp_path)
+        _publish([str(result)], env, session)
+        _publish([str(passed)], env, session)
+        _publish([str(result)], env, session)
+        comments = gh.comments[("octo/gate", 7)]
+        assert [c["user"]["login"] for c in comments] == [ACTIONS_BOT, "parity-app[bot]"]
+        assert comments[0]["body"].endswith("actions") and "FAIL" in comments[1]["body"]
+        assert len(gh.requests_to("POST", "/comments")) == 1 and len(gh.requests_to("PATCH", "/comments/")) == 2
+        assert len(gh.requests_to("POST", "^/graphql$")) == 3  # asked once a run
+
+
+# ------------------------------------------------------------------ forks fail closed, end to end
+def _deleted_fork_run(tmp_path: Path, pull_requests: list) -> str:
+    payload = json.loads((FIXTURES / "events" / "workflow_run.json").read_text())
+    payload["workflow_run"]["head_repository"] = None  # what GitHub sends once the fork is deleted
+    payload["workflow_run"]["pull_requests"] = pull_requests
+    path = tmp_path / "deleted-fork.json"
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+@pytest.mark.parametrize("pull_requests", [[], [{"number": 7}]])
+def test_publish__workflow_run_with_null_head_repository_never_posts_the_required_context(
+        gh, session, passed, tmp_path, pull_requests):
+    (passed / "github.json").write_text(ResultOrigin("octo/gate", 7, HEAD, "pull_request", "1").to_json())
+    gh.add_pull("octo/gate", 7, HEAD)
+    env = _env(gh, tmp_path, "workflow_run")
+    env["GITHUB_EVENT_PATH"] = _deleted_fork_run(tmp_path, pull_requests)
+    code, out = _publish([str(passed)], env, session)
+    assert code == 0
+    unverified = "parity-gate (fork, unverified)"
+    assert [(s["state"], s["context"]) for s in gh.statuses] == [("success", unverified)]
+    assert [c["name"] for c in gh.check_runs] == [f"{unverified} report"]
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert comment_marker(unverified) in comment["body"] and comment_marker("parity-gate") not in comment["body"]
+    assert "**Unverified**" in comment["body"] and "fork, unverified" in out
+
+
+# ------------------------------------------------------------------ SIGTERM mid-publish, a real process
+def _publish_process(gh: FakeGitHub, tmp_path: Path, result: Path):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
+    env.update(_env(gh, tmp_path))
+    env["PYTHONPATH"] = str(FIXTURES.parent.parent)
+    return subprocess.Popen([sys.executable, "-m", "gate", "publish", str(result)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until(pred, timeout: float = 30.0) -> None:
+    import time
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_publish__sigterm_while_posting_the_status_leaves_an_error_not_pending(gh, result, tmp_path):
+    import signal
+    gh.fail("POST", "/statuses/", 429, headers={"Retry-After": "120"})  # the publisher waits 2 minutes
+    proc = _publish_process(gh, tmp_path, result)
+    _wait_until(lambda: gh.requests_to("POST", "/statuses/"))
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert "cancelled by SIGTERM while publishing" in stderr
+    (status,) = gh.statuses
+    assert status["state"] == "error" and status["context"] == "parity-gate" and status["sha"] == HEAD
+    assert status["description"].startswith("ERROR (infrastructure failure): cancelled (SIGTERM) while publishing")
+
+
+def test_publish__sigterm_after_the_final_status_keeps_it(gh, result, tmp_path):
+    import signal
+    gh.fail("GET", "/comments", 429, headers={"Retry-After": "120"})  # status up; now waiting on the comment
+    proc = _publish_process(gh, tmp_path, result)
+    _wait_until(lambda: gh.requests_to("GET", "/comments"))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert [s["state"] for s in gh.statuses] == ["failure"]

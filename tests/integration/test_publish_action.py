@@ -273,3 +273,78 @@ def test_action__shard_and_strict_paths_reach_the_check_argv():
     assert "--shard" not in plain and "--strict-paths" not in plain
     with pytest.raises(BadInput, match=r"INPUT_SHARD='5/4': --shard '5/4' is not I/N with 1 <= I <= N"):
         ActionSettings.from_env(dict(env, INPUT_SHARD="5/4"))
+
+
+# ------------------------------------------------------------------ every path ends in a final status
+def _from_env(env: dict[str, str], session, check=None) -> tuple[int, str]:
+    out = io.StringIO()
+    rt = Runtime(env={k: v for k, v in env.items() if k != "INPUT_GITHUB_TOKEN"}, session=session, stdout=out,
+                 sleep=lambda s: None)
+    code = action.run_from_env(env, rt, check or (lambda argv: pytest.fail("check must not run")))
+    return code, out.getvalue()
+
+
+def test_action__bad_input_posts_pending_then_an_error_naming_it(gh, session, tmp_path):
+    with pytest.raises(BadInput, match=r"INPUT_COMMENT='sometimes'"):
+        _from_env(_env(gh, tmp_path, comment="sometimes"), session)
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+    status = gh.statuses[-1]
+    assert (status["sha"], status["context"]) == (HEAD, "parity-gate")
+    assert status["description"].startswith("ERROR (bad input): INPUT_COMMENT='sometimes': must be one of")
+    assert "\n" not in status["description"] and len(status["description"]) <= 140
+    assert gh.comments == {} and gh.check_runs == []
+
+
+def test_action__bad_input_goes_on_the_chosen_context(gh, session, tmp_path):
+    with pytest.raises(BadInput, match="INPUT_ENGINE_ARGS"):
+        _from_env(_env(gh, tmp_path, engine_args="eager", status_context="parity-gate / cuda"), session)
+    assert {s["context"] for s in gh.statuses} == {"parity-gate / cuda"}
+
+
+def test_action__bad_status_context_errors_on_the_default_context(gh, session, tmp_path):
+    with pytest.raises(BadInput, match="INPUT_STATUS_CONTEXT: a status context is one line"):
+        _from_env(_env(gh, tmp_path, status_context="x" * 300), session)
+    assert [(s["state"], s["context"]) for s in gh.statuses] == [("pending", "parity-gate"),
+                                                                 ("error", "parity-gate")]
+
+
+def test_action__runner_file_that_is_a_folder_ends_in_an_error_status(gh, session, tmp_path):
+    env = _env(gh, tmp_path)
+    (tmp_path / "output").mkdir()
+    with pytest.raises(BadInput, match="GITHUB_OUTPUT"):
+        _from_env(env, session)
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+
+
+def _action_process(gh: FakeGitHub, tmp_path: Path, **inputs: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
+    env.update(_env(gh, tmp_path, **inputs))
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen([sys.executable, "-m", "gate", "action"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_action__bad_input_in_a_real_process_exits_2_with_an_error_status(gh, tmp_path):
+    proc = _action_process(gh, tmp_path, comment="sometimes")
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "INPUT_COMMENT='sometimes'" in stderr
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+
+
+def test_action__sigterm_while_publishing_leaves_an_error_not_pending(gh, tmp_path):
+    import signal
+    import time
+    result = tmp_path / "precomputed"
+    shutil.copytree(FIXTURES / "results" / "pass", result)
+    # pending goes up; the final status meets a 2-minute rate limit, and the job is cancelled meanwhile
+    gh.fail("POST", "/statuses/", 429, headers={"Retry-After": "120"}, skip=1)
+    proc = _action_process(gh, tmp_path, result_dir=str(result), suite="", golden="")
+    end = time.monotonic() + 30
+    while len(gh.requests_to("POST", "/statuses/")) < 2:
+        assert time.monotonic() < end and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "cancelled by SIGTERM" in stderr
+    assert [s["state"] for s in gh.statuses] == ["pending", "error"]
+    assert "cancelled (SIGTERM)" in gh.statuses[-1]["description"]
