@@ -10,7 +10,7 @@ Each is run --repeat times, alternating, and the median wall time is
 reported (the ratio is of the medians; peak RSS is the largest seen). The
 CPU-time ratio beside it moves less when other work shares the cores.
 Prints tokens/s, wall time, the compare/parse ratio (target <= 1.2 at 1M
-tokens with top-5, issue 11 item 7b) and peak RSS at two sizes (target: RSS
+tokens with top-5) and peak RSS at two sizes (target: RSS
 does not grow with trace size).
 
     python bench/compare_throughput.py [--tokens 1000000] [--seq-len 250] [--repeat 3]

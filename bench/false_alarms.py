@@ -1,5 +1,5 @@
-"""False alarms on identical reruns (issue 17, done-when: "20 identical
-reruns of the demo give 0 false alarms").
+"""False alarms on identical reruns (target: 20 identical reruns of the demo
+give 0 false alarms).
 
 Records one golden of the demo suite (examples/suite.yaml on the tiny
 model, as `make demo` does), then runs the real `parity-gate check` against

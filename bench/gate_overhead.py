@@ -1,4 +1,4 @@
-"""Gate overhead (issue 11, item 7a): `parity-gate check` wall time against
+"""Gate overhead: `parity-gate check` wall time against
 the same vLLM calls done bare, side by side, engine start reported apart.
 
 A suite of N prompts (random token ids, 33..64 long) x (`greedy` + `sampled`
@@ -21,8 +21,8 @@ Reported per run: process wall time, engine start, wall time without the
 engine start, and the time inside generate(). The headline ratio is
 (gate wall - gate engine start) / (bare wall - bare engine start), both
 whole processes (interpreter start and imports included on both sides);
-the ratio against bare generate() time alone is shown too. Target (issue
-11): <= 1.05x excluding engine start. Median over reps.
+the ratio against bare generate() time alone is shown too. Target:
+<= 1.05x excluding engine start. Median over reps.
 
     python bench/gate_overhead.py [--prompts 128] [--max-tokens 64] [--reps 3] [--json PATH]
 

@@ -1,4 +1,4 @@
-"""Issue 11 on a real GPU: the chunked plan, resume, shards and tensor
+"""Scale on a real GPU (docs/scale.md): the chunked plan, resume, shards and tensor
 parallelism with a real vLLM release, in bf16.
 
 Run on a GPU host with one vLLM release importable (PYTHONPATH, see

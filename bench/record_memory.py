@@ -1,4 +1,4 @@
-"""Peak memory of `parity-gate record` as the suite grows (issue 11, item 1).
+"""Peak memory of `parity-gate record` as the suite grows (docs/scale.md).
 
 Records a suite of P prompts and one of 4P prompts on the CPU build with the
 tiny model, each twice: with the default call size (outputs saved call by

@@ -1,4 +1,4 @@
-"""`parity-gate calibrate --suite S --out POLICY.yaml` (issue 5 item 8, issue 10 item 4).
+"""`parity-gate calibrate --suite S --out POLICY.yaml`: thresholds from a measured noise floor.
 
 Measures the noise floor of every gated measure by running the suite's own
 engine config several times, and at several batch shapes, and writes
@@ -46,7 +46,7 @@ __all__ = ["floors", "config_floors", "suggest", "top1_bound", "p99_interval", "
 log = logging.getLogger(__name__)
 
 DEFAULT_MARGIN = 10.0
-ATOL_MIN = 1e-5  # 5x the 1.9e-6 a real cross-version bump moved fp32 scores (design.md section 4)
+ATOL_MIN = 1e-5  # 5x the largest real bump measured: 1.9e-6 (bf16 model, H100; docs/design.md section 4.3)
 TOP1_RATE_MIN = 1e-3  # the default policy's 0.1% of near-tie disagreements (gate/policy.py)
 TOP1_SIGMAS = 3.0     # slack above the worst measured count of top-1 flips, in Poisson standard deviations
 _MEASURES = (("forced", "max_abs_diff"), ("forced", "mean_abs_diff"), ("forced", "p99_abs_diff"),
@@ -101,7 +101,7 @@ def top1_bound(floor: float | None, tokens: float | None) -> float:
     The bound sits half a token below k disagreements, 1 - (k + 0.5) /
     tokens, so exactly k pass, k + 1 fail, and rounding the written number
     cannot move that. Real regressions flip 0.8% (fp32 head) to 4% (eager)
-    of all tokens (design.md section 4)."""
+    of all tokens (docs/design.md section 4.4, run G3)."""
     if not tokens:
         return 1.0 - TOP1_RATE_MIN  # nothing compared: the default's rate
     m = round((1.0 - (1.0 if floor is None else floor)) * tokens)

@@ -1,4 +1,4 @@
-"""`record`, `check`, `compare` and `merge`: the data flow of design.md
+"""`record`, `check`, `compare` and `merge`: the data flow of docs/design.md
 section 2, suite -> engine -> traces -> comparison -> verdict -> report ->
 exit code. The engine work itself is gate/replay.py's (the batch plan, its
 replay, records, the manifest), saved call by call in gate/checkpoint.py;

@@ -1,7 +1,7 @@
 """Token-by-token comparison of two trace sets. Pure Python + numpy: no
 engine, no I/O beyond reading the two trace files as they stream.
 
-Notation (design.md section 3): a = reference (golden) logprob, b = candidate,
+Notation (docs/design.md section 3): a = reference (golden) logprob, b = candidate,
 d = b - a, rho = exp(d). Two channels are compared, never across each other:
 
 - forced: teacher-forced scores of the reference's tokens in the reference's
@@ -26,7 +26,7 @@ __all__ = ["Tolerance", "ComparisonResult", "compare_traces", "compare_records",
            "CLIP_EPS"]
 
 CHANNELS = ("forced", "sampler")
-CLIP_EPS = 0.2               # PPO clip range (design.md section 3)
+CLIP_EPS = 0.2               # PPO clip range (docs/design.md section 3)
 NEAR_TIE_GAP = 1e-2          # top-2 logprob gap below which a greedy divergence is a "near tie"
 POSITION_BUCKET = 8          # drift-by-position bucket width (tokens)
 HIST_BINS_PER_DECADE = 20    # p99 comes from this fixed-bin histogram: within ~12% of the exact value

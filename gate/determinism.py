@@ -1,11 +1,11 @@
-"""Determinism and batch invariance of one engine config (issue 5, item 3).
+"""Determinism and batch invariance of one engine config (docs/design.md section 3).
 
 With one engine: run the suite's requests twice in the same batch (are the
 numbers bitwise equal?), then each request alone against the same request
 inside the whole batch (does batch composition move them?). Both the
 teacher-forced scores (prefill) and the free runs (decode: tokens and
 sampler logprobs) are measured; `VLLM_BATCH_INVARIANT` is reported as it
-was set. Never assume batch invariance, measure it (design.md section 4).
+was set. Never assume batch invariance, measure it (docs/design.md section 4.3).
 
 `measure_determinism` takes any object with the Engine's generate/score
 interface, so it is testable with a fake."""

@@ -1,4 +1,4 @@
-"""Automatic cause finding for a failing check (issue 5, item 7).
+"""Automatic cause finding for a failing check (docs/diagnosis.md).
 
 Given a failing result folder, move each engine or environment knob that
 differs from the golden back to the golden's value, one at a time and then

@@ -3,7 +3,7 @@
 It runs one `generate()` call per batch-plan entry, free-running or
 scoring, and reports the environment and the engine config as vLLM resolved
 it. Capabilities are detected at run time; every number says which path
-produced it (design.md section 4)."""
+produced it (docs/design.md section 4.2)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,4 @@
-"""The trainer-side reference (issue 5, item 1): Hugging Face transformers,
+"""The trainer-side reference (docs/trainer.md): Hugging Face transformers,
 logits and log-softmax in float32, teacher-forced, the way an RL trainer
 computes the logprobs of the rollout tokens. No sampling, no vLLM.
 

@@ -1,6 +1,6 @@
 """Model identity: a hash of the model files on disk (config, weights,
 tokenizer), before any override. dtype and hf_overrides are engine args,
-not identity (design.md section 7)."""
+not identity (docs/design.md section 7)."""
 from __future__ import annotations
 
 import hashlib

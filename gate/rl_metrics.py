@@ -1,10 +1,10 @@
 """RL measures: the importance ratio an RL objective sees, rho = exp(d).
 
 Two views, one verdict key (`rl`, docs/trainer.md):
-- trainer (issue 5, item 1): rollout logprobs (the behaviour policy, as the
+- trainer (docs/trainer.md): rollout logprobs (the behaviour policy, as the
   engine returned them) against a trainer's logprobs of the same tokens,
   d = trainer - rollout.
-- versions (issue 17, item 8): two engine runs (golden and run) on the same
+- versions (docs/verdict.md): two engine runs (golden and run) on the same
   tokens, d = candidate - reference, in two channels: teacher-forced (the
   golden's ids in the golden's contexts, scored by both) and matched sampler
   tokens (the free-run prefix where both drew the same tokens).

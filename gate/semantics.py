@@ -1,9 +1,9 @@
 """What do a run's sampler logprobs mean: raw or processed? Measured inside
-each run, so no shared random stream is needed (issue 10, item 1).
+each run, so no shared random stream is needed (docs/design.md section 3).
 
 vLLM V1 returns logprobs of the raw logits by default (`raw_logprobs`);
 with `processed_logprobs` they are of the distribution actually sampled from,
-after temperature, top-k and top-p (design.md section 1). Every run also
+after temperature, top-k and top-p (docs/design.md section 1). Every run also
 scores its *own* free-run tokens teacher-forced (prefill, always raw), so
 for each sampled token we have x = its raw prefill logprob and y = the
 sampler's logprob of the same token in the same context. Then:
@@ -16,7 +16,7 @@ even on flat random-weight distributions: slope 1 and mean residual 0 for
 raw, slope ~1/T (and a positive offset under top-k/top-p) for processed.
 Measured: raw CPU float32 slope 1.0000, rmse 0; raw GPU bf16 slope
 0.9984..0.9998, rmse 0.009; processed GPU bf16 at T=0.7 slope 1.4268
-(1/T = 1.4286) (design.md section 4).
+(1/T = 1.4286) (docs/design.md section 4.4).
 
 The golden's relation and the run's relation are compared; what counts is
 the shift beyond 6 standard errors measured in the two runs themselves,

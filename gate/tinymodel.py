@@ -1,7 +1,7 @@
 """Build a small Llama-style model with random weights and a locally trained
 tokenizer, for tests and the demo (nothing is downloaded).
 
-Shape follows design.md section 4: head_dim 64 (CPU attention refuses 16),
+Shape follows docs/design.md section 4.5: head_dim 64 (CPU attention refuses 16),
 2 layers, hidden 128. Deterministic for a given seed: the same seed gives
 byte-identical files, a different seed gives different weights (a second
 "model" for identity and weight-update tests)."""
@@ -66,7 +66,7 @@ SHAPES = ("tiny", "qwen2-0.5b")
 def _model(shape: str, vocab: int):
     """`tiny`: the CPU test model. `qwen2-0.5b`: Qwen2-0.5B's body (24 layers,
     hidden 896, 14 heads, 2 KV heads) with the small tokenizer, in bfloat16:
-    the GPU validation tier's model (design.md section 4)."""
+    the GPU validation tier's model (docs/design.md section 4.1, run G3)."""
     if shape == "qwen2-0.5b":
         from transformers import Qwen2Config, Qwen2ForCausalLM
 

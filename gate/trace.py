@@ -32,7 +32,7 @@ MAJOR = 1
 MINOR = 1  # 1.1 added the optional record key `own`
 TRACE_FILE = "traces.jsonl"
 
-# Where a number came from. Compare like with like (design.md section 7).
+# Where a number came from. Compare like with like (docs/design.md section 7).
 PATHS = ("decode", "prefill", "forced_decode", "trainer", "hf")
 
 
@@ -111,7 +111,7 @@ class Record:
 @dataclass(frozen=True)
 class Manifest:
     """The header line. Every field but `kind` may be empty in a trainer's dump;
-    `compare` then warns instead of refusing (design.md section 7)."""
+    `compare` then warns instead of refusing (docs/design.md section 7)."""
 
     kind: str  # "golden" | "obtained" | "trainer" | any producer name
     environment: dict[str, Any] = field(default_factory=dict)

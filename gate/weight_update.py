@@ -1,4 +1,4 @@
-"""The in-flight weight-update path (issue 5 item 4, issue 10 item 5).
+"""The in-flight weight-update path (docs/diagnosis.md, docs/design.md section 4.4).
 
 An RL loop keeps one vLLM engine alive and pushes new weights into it after
 every optimizer step. Anything the engine derived from the old weights and
@@ -22,7 +22,7 @@ can see. We reproduce that loop and compare like with like:
    its golden: decode logprobs with decode logprobs (over the matching
    free-run prefix), prefill scores with prefill scores. Never decode with
    prefill: on a GPU in bf16 the two paths differ by up to ~0.04 with
-   nothing wrong (design.md section 4), which is what made the first version
+   nothing wrong (docs/design.md section 4.3), which is what made the first version
    of this path false-alarm on the correct path.
 
 Both sides start their measured replay with an empty prefix cache (a fresh
@@ -156,7 +156,7 @@ def _gate_child(cmd: list[str], log_path: Path, what: str, timeout: float) -> No
 
 # Both sides run the same engine config, batch plan and seeds, so an unchanged
 # computation reproduces every free-run token (bitwise across engine instances
-# on the GPU, design.md section 4). A divergence is evidence, and the one a
+# on the GPU, docs/design.md section 4.3). A divergence is evidence, and the one a
 # stale cache usually leaves: its first token already differs, so the sampler
 # channel has no matching prefix to compare. A suite's policy can relax it.
 WEIGHT_UPDATE_POLICY = {"checks": {"free_run.exact_match_rate": 1.0}}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the gate image for tests, without a registry (design.md section 6).
+# Build the gate image for tests, without a registry (docs/design.md section 6).
 #
 # 1. A stand-in for the vLLM base image: a minimal Debian with python3, pip and
 #    the gate's pure-Python dependencies, made by debootstrap and imported with

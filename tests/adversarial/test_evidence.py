@@ -1,4 +1,4 @@
-"""Nothing passes on zero evidence (issue 8 section 2, issue 10 item 2):
+"""Nothing passes on zero evidence (docs/policy.md, min_evidence):
 comparisons that shrink are not comparable, said in words, and never a
 silent pass. Real CLI, hand-written traces."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Files that are not what they claim (issue 8 sections 3 and 4): a folder or
+"""Files that are not what they claim (docs/errors.md): a folder or
 a FIFO where the Actions runner's files should be, FIFOs inside a model
 folder. Through the real CLI or a subprocess with a timeout, so a
 regression fails the test instead of blocking it forever."""

@@ -1,4 +1,4 @@
-"""Data loss (issue 8 section 1): an output folder is never an input, never
+"""Data loss: an output folder is never an input, never
 contains one, is never the current, home or workspace folder; --force only
 replaces a folder parity-gate wrote; one writer at a time; and the inputs are
 byte-identical after every command. Everything here runs the real CLI on

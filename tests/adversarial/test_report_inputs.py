@@ -1,5 +1,4 @@
-"""`report` on verdicts it did not write itself (issue 8 sections 2, 3 and
-4): a verdict.json with wrong field types, JSON that Python cannot hold, a
+"""`report` on verdicts it did not write itself (docs/verdict.md): a verdict.json with wrong field types, JSON that Python cannot hold, a
 FIFO or a device in its place. Each is one bad-input line (exit 2), nothing
 is written and verdict.json is byte-identical afterwards. And every number
 the report formats is total: inf, -inf, 1e308 and the "Infinity" strings

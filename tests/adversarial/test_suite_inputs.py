@@ -1,4 +1,4 @@
-"""Hostile suites, policies and prompt files (issue 8 sections 4 and 5),
+"""Hostile suites, policies and prompt files (docs/suite-format.md, "Limits"),
 through the real CLI: every case exits 2 with exactly one line on stderr,
 no traceback, nothing written, and every input byte-identical afterwards.
 

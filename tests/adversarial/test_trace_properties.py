@@ -1,4 +1,4 @@
-"""Property tests of the trace reader (issue 8, "How to test"): records
+"""Property tests of the trace reader (docs/trace-format.md): records
 generated within gate/schemas/trace-v1.schema.json read back identical
 through TraceWriter; records just outside it raise BadInput naming the file
 and line; and the reader's fast checks, the generic validator and the JSON

@@ -1,4 +1,4 @@
-"""Hostile trace files (issue 8 sections 2, 3, 4 and 6), through the real
+"""Hostile trace files (docs/trace-format.md), through the real
 CLI: `compare` of a good reference against a damaged candidate. Each bad
 case exits 2 with one line naming file:line (and the JSON path inside the
 line), writes nothing, and leaves both inputs byte-identical. The legal
@@ -210,7 +210,7 @@ def test_trace_reader__not_a_regular_file_is_refused_without_blocking(tmp_path, 
     assert snapshot(tmp_path) == before
 
 
-# ------------------------------------------------------------------ versions (issue 8 section 6)
+# ------------------------------------------------------------------ format versions
 def test_trace_reader__newer_minor_with_added_keys_is_compared(proj):
     _edit(proj, lambda o: (o.update(energy_j=1.5), o["forced"].update(entropy=[0.0] * 6)),
           header_edit=lambda h: (h.update(minor=9), h["manifest"].update(lineage={"run": 7})))

@@ -1,4 +1,4 @@
-"""Verdict trust, round 2 (issue 17): behind a changed random stream the
+"""Verdict trust (docs/verdict.md): behind a changed random stream the
 decode path is still guarded (the spread of the in-run relation, not only
 its centre); thin evidence can fail; a stream change is named at any
 position; an engine arg that was asked for but not applied is named. Real

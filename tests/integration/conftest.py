@@ -104,7 +104,7 @@ def cycle(suite, tmp_path_factory) -> dict[str, Run]:
 
 @pytest.fixture(scope="session")
 def stream(suite, tmp_path_factory) -> dict[str, Run]:
-    """A bump whose seeded random stream changed (design.md section 4: on a
+    """A bump whose seeded random stream changed (docs/design.md section 4.4: on a
     real GPU bump 127 of 128 rollouts diverged at position 0). One CPU build
     keeps its stream, so the golden is told its rollouts used another seed;
     the replay then samples other tokens. The model's logits are flat (like a

@@ -1,5 +1,4 @@
-"""Prefix caching and the forced channel, on the real CPU engine (issue 17,
-item 1): with prefix caching on, `prompt_logprobs` depend on what was cached
+"""Prefix caching and the forced channel, on the real CPU engine: with prefix caching on, `prompt_logprobs` depend on what was cached
 before (vLLM issues 42019, 42245). `check` replays the golden's batch plan,
 so a run with the golden's cache settings hits the cache where the golden
 did and its teacher-forced scores are bitwise the golden's. The same check

@@ -1,5 +1,5 @@
 """What the golden and the suite already tell is refused before the engine
-starts (issue 17 items 9 and 10), and an engine limitation met while the
+starts (docs/errors.md), and an engine limitation met while the
 engine runs ends in one line with its cause and fix, an error.json, and no
 empty leftovers."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The comparison core, on hand-built records: every measure of design.md
+"""The comparison core, on hand-built records: every measure of docs/design.md
 section 3 against values worked out by hand."""
 from __future__ import annotations
 

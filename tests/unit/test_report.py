@@ -332,7 +332,7 @@ def test_read_verdict__fifo_is_refused_without_blocking(tmp_path: Path) -> None:
         read_verdict(tmp_path)
 
 
-# ----------------------------------------------------------------- decode-path evidence (issue 17, item 8)
+# ----------------------------------------------------------------- decode-path evidence
 
 def _evidence_module() -> Any:
     spec = importlib.util.spec_from_file_location("verdict_evidence", FIXTURES / "evidence.py")

@@ -41,7 +41,7 @@ def test_measure__none_without_a_trainer_side_or_with_other_tokens():
     assert measure_records([_rec([-1.0] * 4, "decode")], [_rec([-1.0] * 4, "hf", comp=(1, 1, 1, 1))]) is None
 
 
-# ----------------------------------------------------------------- two engine runs (issue 17, item 8)
+# ----------------------------------------------------------------- two engine runs (the versions view)
 
 def _run(comp, sampler, forced_ids=(5, 6, 7, 8), forced=None, key="p", config="c"):
     """A check's record: its own free run `comp` with sampler logprobs, and
@@ -92,7 +92,7 @@ def test_measure__no_numpy_warning_for_neg_inf_on_both_sides_or_float_limit_logp
 
 
 def test_compare__neg_inf_on_both_sides_prints_no_numpy_warning(tmp_path):
-    """The done-when line of issue 17: the real CLI, stderr read back."""
+    """-inf on both sides is a match, not a numpy warning: the real CLI, stderr read back."""
     inf = math.inf
     golden = [_run((5, 6, 7, 8), [-inf, -1.0, -0.5, -2.0], forced=[-inf, -1.0, -0.5, -2.0])]
     run = [_run((5, 6, 7, 8), [-inf, -1.0, -0.5, -2.0], forced=[-inf, -1.0, -0.5, -2.0])]

@@ -1,4 +1,4 @@
-"""Token text in traces never holds U+FFFD (issue 17, item 8): a token that
+"""Token text in traces never holds U+FFFD (docs/trace-format.md): a token that
 is part of a UTF-8 character is spelled from its bytes."""
 from __future__ import annotations
 

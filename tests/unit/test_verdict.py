@@ -1,4 +1,4 @@
-"""The environment diff names a change of parallel layout (issue 11 item 4)."""
+"""The environment diff names a change of parallel layout (docs/scale.md)."""
 from __future__ import annotations
 
 from gate.trace import Manifest
