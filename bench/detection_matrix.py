@@ -1,4 +1,4 @@
-"""Detection matrix (issue 11 item 7c, issue 17 item 7): which injected
+"""Detection matrix (bench/RESULTS.md, "Detection matrix"): which injected
 changes and reproduced regressions parity-gate and the peers' criteria
 catch, computed from the same traces, on the vLLM CPU build.
 

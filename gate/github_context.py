@@ -3,7 +3,7 @@ base and token, read once from the standard Actions variables.
 
 Statuses go on the PR's *head* sha: on `pull_request` GITHUB_SHA is the
 merge commit, and a status there never turns the required check green
-(design.md section 5)."""
+(docs/design.md section 5)."""
 from __future__ import annotations
 
 import json
