@@ -1,4 +1,4 @@
-"""GPU validation tier (issue 10, item 6): a real vLLM bump on a real GPU.
+"""GPU validation tier (DEVELOPERS.md): a real vLLM bump on a real GPU.
 
 Run by a maintainer on a GPU host with two vLLM releases installed side by
 side (each importable through its own PYTHONPATH; see DEVELOPERS.md for the
@@ -21,9 +21,28 @@ in WORK/results.json, so the steps can be split over several invocations
     python bench/gpu_tier.py --work W --old-path P_OLD --new-path P_NEW --steps model,record,same,bump
     python bench/gpu_tier.py --work W --old-path P_OLD --new-path P_NEW --steps processed,fp32-head --table T.md
 
+`--model trained` (docs/design.md section 4.4, run G4) runs the tier on a small Llama trained briefly
+on Python source (bench/train_tiny.py, on the GPU host itself), where
+sampled distributions are peaked as in real use, with prompts that share
+prefixes and three configs (greedy; T=1.0 top_k 50, n=2; T=0.6 top_p 0.9,
+n=2). Its default steps add `prefix-async`:
+
+  prefix-async  enable_prefix_caching=true + async_scheduling=true, with
+                --diagnose (KV reuse across a changed stream)
+
+    python bench/gpu_tier.py --model trained --work W2 --old-path P_OLD --new-path P_NEW \\
+        --steps model,record,same,bump,processed,prefix-async,fp32-head,eager --table T.md
+
+`--gate-path P` runs the gate from P (an installed wheel, e.g. the kit's)
+instead of this checkout.
+
 CI cannot run this (no GPU); the CPU tiers cover the same logic with the CPU
-build. `--cpu` runs the same steps on the tiny model with one release, to
-test this script itself.
+build. `--cpu` runs the same steps on the tiny model (or, with `--model
+trained`, the CPU shape trained for a few steps) with one release, to test
+this script itself:
+
+    python bench/gpu_tier.py --cpu --work W --steps model,record,same,bump
+    python bench/gpu_tier.py --cpu --model trained --work W --steps model,record,bump,prefix-async
 """
 from __future__ import annotations
 
@@ -54,7 +73,19 @@ STEPS = {
     # weight update, which the weight-update step covers.
     "prefix": ("new", ["--engine-arg", "enable_prefix_caching=true"], "pass",
                "prefix caching switched on: a changed default that must not raise a false alarm"),
+    # Run G4 (docs/design.md section 4.4): on a trained model the sampler tokens that still matched across the changed stream
+    # moved by up to 0.0386 with both knobs on, and the verdict was PASS.
+    "prefix-async": ("new", ["--engine-arg", "enable_prefix_caching=true", "--engine-arg", "async_scheduling=true",
+                             "--diagnose"], "fail",
+                     "prefix caching + async scheduling: KV reuse and another decode schedule across a changed "
+                     "stream; the matched sampler tokens must fail, the knob named"),
 }
+DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update",
+                 "trained": "model,record,same,bump,processed,prefix-async,fp32-head,eager"}
+# the trained model's sampling configs (docs/design.md section 4.4, run G4)
+TRAINED_CONFIGS = (("greedy", {"temperature": 0.0}),
+                   ("topk", {"temperature": 1.0, "top_k": 50, "n": 2, "seed": 11}),
+                   ("topp", {"temperature": 0.6, "top_p": 0.9, "n": 2, "seed": 12}))
 
 
 def _suite(work: Path, model: Path, cpu: bool) -> Path:
@@ -84,13 +115,40 @@ def _suite(work: Path, model: Path, cpu: bool) -> Path:
     return path
 
 
-def _gate(args: list[str], pythonpath: str, log: Path, timeout: float = 900) -> tuple[int, float]:
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{pythonpath}" if pythonpath else str(REPO),
-               VLLM_USE_FLASHINFER_SAMPLER="0", PYTHONUNBUFFERED="1")
+def _suite_trained(work: Path, model: Path, prompts: Path, cpu: bool) -> Path:
+    new = 16 if cpu else NEW_TOKENS
+    lines = ["name: gpu-tier-trained", f"model: {model}", "engine:",
+             f"  dtype: {'float32' if cpu else 'bfloat16'}", "  seed: 0", "  max_model_len: 512",
+             "  logprobs_mode: raw_logprobs", "  enable_prefix_caching: false"]
+    if not cpu:
+        lines.append("  gpu_memory_utilization: 0.55")  # as _suite: --diagnose's ablation needs the parent gone
+    lines.append("prompts:")
+    for p in json.loads(prompts.read_text()):
+        lines.append(f"  - id: {p['id']}\n    token_ids: {p['token_ids']}")
+    lines.append("sampling:")
+    for name, params in TRAINED_CONFIGS:
+        lines.append(f"  - name: {name}")
+        lines += [f"    {k}: {v}" for k, v in params.items()]
+        lines += [f"    max_tokens: {new}", "    ignore_eos: true", "    logprobs: 5"]
+    path = work / "suite.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+GATE_PATH = str(REPO)  # --gate-path replaces it
+
+
+def _env(pythonpath: str) -> dict:
+    return dict(os.environ, PYTHONPATH=f"{GATE_PATH}{os.pathsep}{pythonpath}" if pythonpath else GATE_PATH,
+                VLLM_USE_FLASHINFER_SAMPLER="0", PYTHONUNBUFFERED="1")
+
+
+def _gate(args: list[str], pythonpath: str, log: Path, timeout: float = 900,
+          command: list | None = None) -> tuple[int, float]:
     t = time.monotonic()
     with open(log, "w") as fh:
-        rc = subprocess.run([sys.executable, "-m", "gate", *args], stdout=fh, stderr=subprocess.STDOUT, env=env,
-                            timeout=timeout).returncode
+        rc = subprocess.run([sys.executable, *(command or ["-m", "gate"]), *map(str, args)], stdout=fh,
+                            stderr=subprocess.STDOUT, env=_env(pythonpath), timeout=timeout).returncode
     return rc, time.monotonic() - t
 
 
@@ -101,7 +159,11 @@ def _summarise(result: Path) -> dict:
            "vllm": [v["reference"]["manifest"]["environment"].get("vllm_version"),
                     v["candidate"]["manifest"]["environment"].get("vllm_version")],
            "device": v["candidate"]["manifest"]["environment"].get("device_name"),
-           "failed": [f"{c['id']} [{c['config']}]" for c in v["checks"] if c["status"] == "fail"],
+           "failed": [f"{c['id']}" + (f" [{c['config']}]" if c.get("config") else "")
+                      for c in v["checks"] if c["status"] == "fail"],
+           "failed_messages": [c.get("message") for c in v["checks"] if c["status"] == "fail"],
+           "engine_check": next((c.get("message") for c in v["checks"] if c["id"] == "engine.requested_applied"),
+                                None),
            "not_comparable": [f"{c['id']} [{c['config']}]" for c in v["checks"] if c["status"] == "not_comparable"],
            "notes": v.get("evidence_notes") or [], "configs": {}}
     for name, g in per.items():
@@ -111,12 +173,21 @@ def _summarise(result: Path) -> dict:
             "forced_tokens": f.get("tokens"), "forced_max": f.get("max_abs_diff"), "forced_mean": f.get("mean_abs_diff"),
             "forced_bitwise": f.get("bitwise_equal_fraction"), "top1": f.get("top1_agreement"),
             "sampler_tokens": s.get("tokens"), "sampler_reference_tokens": s.get("reference_tokens"),
-            "sampler_max": s.get("max_abs_diff"), "status": (v.get("configs") or {}).get(name, {}).get("status"),
+            "sampler_max": s.get("max_abs_diff"), "sampler_mean": s.get("mean_abs_diff"),
+            "sampler_mismatched": s.get("mismatched"), "sampler_max_location": s.get("max_location"),
+            "status": (v.get("configs") or {}).get(name, {}).get("status"),
+            "free_run": {k: (g.get("free_run") or {}).get(k) for k in
+                         ("sequences", "exact_matches", "stream_changed", "stream_first_position")},
             "semantics": {"golden": sem.get("reference_mode"), "run": sem.get("candidate_mode"),
                           "shift": (sem.get("comparison") or {}).get("shift"),
-                          "golden_fit": rel(sem.get("reference")), "run_fit": rel(sem.get("candidate"))}}
+                          "golden_fit": rel(sem.get("reference")), "run_fit": rel(sem.get("candidate")),
+                          "spread": {k: (sem.get("spread") or {}).get(k) for k in
+                                     ("reference_rms", "candidate_rms", "rms_ratio", "reference_p99",
+                                      "candidate_p99", "p99_ratio", "value", "allowed_extra")}
+                          if sem.get("spread") else None}}
     if v.get("diagnosis"):
         out["diagnosis"] = v["diagnosis"].get("summary")
+        out["diagnosis_full"] = v["diagnosis"]
     return out
 
 
@@ -125,19 +196,34 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--old-path", default="", help="PYTHONPATH that imports the old vLLM release")
     ap.add_argument("--new-path", default="", help="PYTHONPATH that imports the new vLLM release")
-    ap.add_argument("--steps", default="model,record," + ",".join(STEPS) + ",weight-update")
+    ap.add_argument("--model", choices=("random", "trained"), default="random",
+                    help="random: Qwen2-0.5B's body, random weights (default); trained: bench/train_tiny.py")
+    ap.add_argument("--steps", help="comma-separated steps (default: every step of --model)")
+    ap.add_argument("--gate-path", help="PYTHONPATH entry that imports the gate (default: this checkout)")
     ap.add_argument("--table", type=Path, help="write the Markdown results table here")
     ap.add_argument("--cpu", action="store_true", help="tiny model, float32: test this script on the CPU build")
     args = ap.parse_args()
+    global GATE_PATH
+    if args.gate_path:
+        GATE_PATH = str(Path(args.gate_path).resolve())
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     store = work / "results.json"
     results = json.loads(store.read_text()) if store.is_file() else {}
     paths = {"old": args.old_path, "new": args.new_path}
     model, golden = work / "model", work / "golden"
-    for step in [s for s in args.steps.split(",") if s]:
+    results["model"] = args.model
+    for step in [s for s in (args.steps or DEFAULT_STEPS[args.model]).split(",") if s]:
         log = work / f"{step}.log"
-        if step == "model":
+        if step == "model" and args.model == "trained":
+            rc, secs = _gate(["--out", model, "--prompts", work / "prompts.json", *(["--cpu"] if args.cpu else [])],
+                             paths["new"], log, command=[str(REPO / "bench" / "train_tiny.py")])
+            if rc == 0:
+                _suite_trained(work, model, work / "prompts.json", args.cpu)
+            results[step] = {"rc": rc, "seconds": round(secs, 1)}
+            if (work / "train.json").is_file():
+                results[step]["train"] = json.loads((work / "train.json").read_text())
+        elif step == "model":
             rc, secs = _gate(["tiny-model", "--out", model, "--force",
                               *([] if args.cpu else ["--shape", "qwen2-0.5b"])], paths["new"], log)
             _suite(work, model, args.cpu)
@@ -181,7 +267,7 @@ def main() -> int:
     results.setdefault("host", {"platform": platform.platform(), "python": sys.version.split()[0]})
     store.write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.table:
-        args.table.write_text(table(results))
+        args.table.write_text(table_trained(results) if args.model == "trained" else table(results))
     return 0
 
 
@@ -210,6 +296,29 @@ def table(results: dict) -> str:
         ok = "" if r.get("as_expected") else " **unexpected**"
         rows.append(f"| {step} | {' → '.join(map(str, r.get('vllm') or []))} | {r['verdict']} ({r.get('expect')})"
                     f"{ok} | {forced} | {sampler} | {sem} | {cause[:300]} | {r.get('seconds')} |")
+    return "\n".join(rows) + "\n"
+
+
+def table_trained(results: dict) -> str:
+    """One row per step: verdict, failed checks, and per config the forced max, the matched sampler
+    tokens (compared of golden, max diff) and the relation's spread (rms golden -> run)."""
+    rows = ["| step | verdict (expected) | failed checks | forced max [config] | sampler matched tokens: "
+            "compared of golden, max diff [config] | spread rms golden → run (ratio) [config] | cause named | "
+            "time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for step, r in results.items():
+        if not isinstance(r, dict) or "verdict" not in r:
+            continue
+        cfgs = r.get("configs") or {}
+        forced = "; ".join(f"{_n(c['forced_max'])} [{n}]" for n, c in cfgs.items())
+        sampler = "; ".join(f"{_n(c['sampler_tokens'])} of {_n(c['sampler_reference_tokens'])}, "
+                            f"{_n(c['sampler_max'])} [{n}]" for n, c in cfgs.items())
+        spread = "; ".join(f"{_n(sp['reference_rms'])} → {_n(sp['candidate_rms'])} (x{_n(sp['rms_ratio'])}) [{n}]"
+                           for n, c in cfgs.items() if (sp := c["semantics"].get("spread")))
+        failed = ", ".join(r.get("failed") or []) or "–"
+        cause = (r.get("diagnosis") or "–").replace("|", "/").replace("\n", " ")
+        ok = "" if r.get("as_expected") else " **unexpected**"
+        rows.append(f"| {step} | {r['verdict']} ({r.get('expect')}){ok} | {failed} | {forced} | {sampler} | "
+                    f"{spread} | {cause[:400]} | {r.get('seconds')} |")
     return "\n".join(rows) + "\n"
 
 
