@@ -146,9 +146,12 @@ def _env(pythonpath: str) -> dict:
 def _gate(args: list[str], pythonpath: str, log: Path, timeout: float = 900,
           command: list | None = None) -> tuple[int, float]:
     t = time.monotonic()
+    # cwd: the work folder, since `python -m` puts the cwd first on sys.path, and a checkout's cwd
+    # would shadow --gate-path with the working tree's gate (whose report templates are not a package)
     with open(log, "w") as fh:
         rc = subprocess.run([sys.executable, *(command or ["-m", "gate"]), *map(str, args)], stdout=fh,
-                            stderr=subprocess.STDOUT, env=_env(pythonpath), timeout=timeout).returncode
+                            stderr=subprocess.STDOUT, env=_env(pythonpath), timeout=timeout,
+                            cwd=log.parent).returncode
     return rc, time.monotonic() - t
 
 
@@ -212,7 +215,7 @@ def main() -> int:
     results = json.loads(store.read_text()) if store.is_file() else {}
     paths = {"old": args.old_path, "new": args.new_path}
     model, golden = work / "model", work / "golden"
-    results["model"] = args.model
+    results["model_kind"] = args.model
     for step in [s for s in (args.steps or DEFAULT_STEPS[args.model]).split(",") if s]:
         log = work / f"{step}.log"
         if step == "model" and args.model == "trained":
