@@ -84,9 +84,11 @@ def test_hf_reference__float32_trainer_matches_vllm_cpu_to_float32_noise(golden,
     from gate.trace import read_trace
 
     n = score_rollouts(golden, models["a"], tmp_path / "trainer")
-    assert n == 12
+    records = list(read_trace(golden).records())
+    assert n == len(records) == 18  # the demo suite: 6 prompts, greedy + hot (n=2)
     rl = measure(read_trace(golden), read_trace(tmp_path / "trainer"))
-    assert rl["tokens"] == 192 and rl["paths"] == {"reference": "decode", "candidate": "hf"}
+    assert rl["tokens"] == sum(len(r.completion_token_ids) for r in records) > 0
+    assert rl["paths"] == {"reference": "decode", "candidate": "hf"}
     # different kernels (vLLM CPU attention, fused norms, compiled graph) vs eager
     # transformers: float32 rounding only, nowhere near a config regression
     assert 0 < rl["max_abs_log_ratio"] < 1e-4
