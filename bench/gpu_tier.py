@@ -278,14 +278,18 @@ def _n(x) -> str:
     return "–" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
+def _steps(results: dict):
+    """(step, its summary, its per-config rows) for every step that produced a verdict."""
+    for step, r in results.items():
+        if isinstance(r, dict) and "verdict" in r:
+            yield step, r, r.get("configs") or {}
+
+
 def table(results: dict) -> str:
     rows = ["| step | vLLM golden → run | verdict (expected) | teacher-forced max / mean / bitwise [config] | "
             "sampler tokens compared of golden [config] | in-run semantics golden → run (slope) | cause named | "
             "time (s) |", "|---|---|---|---|---|---|---|---|"]
-    for step, r in results.items():
-        if not isinstance(r, dict) or "verdict" not in r:
-            continue
-        cfgs = r.get("configs") or {}
+    for step, r, cfgs in _steps(results):
         forced = "; ".join(f"{_n(c['forced_max'])} / {_n(c['forced_mean'])} / {_n(c['forced_bitwise'])} [{n}]"
                            for n, c in cfgs.items())
         sampler = "; ".join(f"{_n(c['sampler_tokens'])} of {_n(c['sampler_reference_tokens'])} [{n}]"
@@ -308,10 +312,7 @@ def table_trained(results: dict) -> str:
     rows = ["| step | verdict (expected) | failed checks | forced max [config] | sampler matched tokens: "
             "compared of golden, max diff [config] | spread rms golden → run (ratio) [config] | cause named | "
             "time (s) |", "|---|---|---|---|---|---|---|---|"]
-    for step, r in results.items():
-        if not isinstance(r, dict) or "verdict" not in r:
-            continue
-        cfgs = r.get("configs") or {}
+    for step, r, cfgs in _steps(results):
         forced = "; ".join(f"{_n(c['forced_max'])} [{n}]" for n, c in cfgs.items())
         sampler = "; ".join(f"{_n(c['sampler_tokens'])} of {_n(c['sampler_reference_tokens'])}, "
                             f"{_n(c['sampler_max'])} [{n}]" for n, c in cfgs.items())

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from gate._tokentext import readable
 from gate.errors import BadInput, EngineLimit, InfraError
 from gate.trace import Scores
 
@@ -359,8 +360,6 @@ def _token_text(tok: Any, token_id: int) -> str:
         return text
     if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
         return f"\\x{piece[3:5].lower()}"
-    from gate._tokentext import readable
-
     spelled = readable(piece, byte_level=True)  # unchanged when the piece is not byte-level
     return spelled if spelled != piece and "\ufffd" not in spelled else text
 

@@ -272,19 +272,6 @@ def _why_not_comparable(spec: CheckSpec, group: dict[str, Any], compared: int, o
     return "nothing to compare"
 
 
-def _within(spec: CheckSpec, rules: Rules, summary: dict[str, Any], value: float, bound: float) -> bool:
-    """Whether the compared tokens are all within the check's rule (what a
-    thin-evidence check must show to be called not comparable, not failed)."""
-    if spec.id in TOLERANCE_CHECKS:
-        return not summary.get("mismatched")
-    if spec.measure == "top1_agreement":  # the rule's own slack: max(1, floor((1 - bound) * N)) flips
-        n = summary.get("tokens") or 0
-        return (summary.get("top1_disagreements") or 0) <= max(1, math.floor((1 - bound) * n))
-    if spec.channel == "free_run":
-        return True  # a rate of too few sequences says nothing either way (it is not gated by default)
-    return value <= bound if spec.op == "<=" else value >= bound
-
-
 def _not_comparable(spec: CheckSpec, config: str | None, group: dict[str, Any], compared: int, offered: int,
                     labels: tuple[str, str], evidence: dict[str, Any], floor: int, rules: Rules,
                     value: float | None, bound: float, label: str) -> CheckResult:
@@ -325,9 +312,9 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
     else:
         value = summary.get(spec.measure)
     thin = compared < floor
-    if value is None or (thin and (compared == 0 or _within(spec, rules, summary, value, bound))):
-        # Too little evidence to pass; a check with nothing beyond tolerance may say so. One with
-        # anything beyond it fails below, whatever its number: thin evidence is not too thin to fail.
+    # Below the floor a check is judged like any other: thin evidence is not too thin to fail, but it is
+    # too thin to pass (see below). A rate of too few free runs says nothing either way.
+    if value is None or compared == 0 or (thin and spec.channel == "free_run"):
         return _not_comparable(spec, config, group, compared, offered, labels, evidence, floor, rules, value,
                                bound, label)
     if spec.channel == "free_run":
@@ -398,7 +385,7 @@ def _evaluate_one(spec: CheckSpec, rules: Rules, config: str | None, group: dict
             detail = (f"{n_bad} of {n_total} tokens ({100 * n_bad / max(n_total, 1):.2f}%) beyond tolerance, "
                       f"{spec.measure} {_fmt(value)}; max abs diff "
                       f"{_fmt(summary['max_abs_diff'])} at {_where(worst)}{gaps}")
-    if thin and passed:  # never a pass below the floor (the test above sends only failures here)
+    if thin and passed:  # never a pass below the floor: nothing it compared is beyond its rule
         return _not_comparable(spec, config, group, compared, offered, labels, evidence, floor, rules, value,
                                bound, label)
     status = "pass" if passed else "fail"
