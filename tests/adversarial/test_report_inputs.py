@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate import report
+from gate import _values, report
 from gate._jsonschema import SUPPORTED, load_schema
 from gate.errors import BadInput
 from gate.verdict import read_verdict
@@ -216,7 +216,7 @@ def test_report_inputs__huge_and_infinite_values_render(made, big):
     (1e308, "1e+308"), (-1e308, "-1e+308"), (10 ** 400, "inf"), (None, "n/a"), ([1], "[1]"),
 ])
 def test_report_inputs__number_formatting_is_total(value, text):
-    assert report._num(value) == text
+    assert _values._num(value) == text
 
 
 @pytest.mark.parametrize("value, bound, text", [

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gate import report
+from gate import _charts, report
 from gate.errors import BadInput
 from gate.verdict import read_verdict
 
@@ -314,7 +314,7 @@ def test_render__minimal_verdict_with_nulls_renders() -> None:
 def test_render__position_chart_spans_1e308_without_overflow() -> None:
     rows = [{"start": 0, "end": 8, "count": 3, "mean_abs_diff": 5e-324, "max_abs_diff": 1e308},
             {"start": 8, "end": 16, "count": 3, "mean_abs_diff": 1e-3, "max_abs_diff": "Infinity"}]
-    (chart,) = report._position_charts({"forced": rows})
+    (chart,) = _charts._position_charts({"forced": rows})
     assert chart["yticks"][-1]["label"] == "1e308" and len(chart["yticks"]) <= 13
     assert chart["points"][1]["y"] == chart["top"] and chart["points"][1]["max"] == float("inf")
     html = report.render_html(dict(load("fail"), by_position={"forced": rows}))
@@ -322,7 +322,7 @@ def test_render__position_chart_spans_1e308_without_overflow() -> None:
 
 
 def test_render__mermaid_draws_inf_at_its_cap_and_says_so() -> None:
-    (chart,) = report._mermaid({"sampler": [{"start": 0, "end": 4, "count": 1, "max_abs_diff": "Infinity"}]})
+    (chart,) = _charts._mermaid({"sampler": [{"start": 0, "end": 4, "count": 1, "max_abs_diff": "Infinity"}]})
     assert chart["body"].endswith("line [10000]") and "inf and values above 1e+04 drawn at 1e+04" in chart["body"]
 
 
