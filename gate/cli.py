@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weight-update": ("gate.weight_update", "update weights in place and compare with a fresh engine"),
     "hf-score": ("gate.hf_engine", "score rollouts with transformers in float32 (trainer-side reference)"),
     "tiny-model": ("gate.tinymodel", "build the small random-weight test/demo model"),
+    "bisect": ("gate.bisect", "name the first engine release (or engine arg) that moves the verdict"),
 }
 
 ABOUT = """\
@@ -60,6 +61,7 @@ EXAMPLES: dict[str, str] = {
     "weight-update": "parity-gate weight-update --suite suite.yaml --from new-weights --out update",
     "hf-score": "parity-gate hf-score --rollouts golden --model model --out trainer-dump",
     "tiny-model": "parity-gate tiny-model --out tiny-model",
+    "bisect": "parity-gate bisect --suite suite.yaml --good 0.30.0 --bad 0.32.0 --out bisect",
 }
 
 EXIT_CODES = """\

