@@ -253,6 +253,8 @@ class _Bisect:
     def python_for(self, release: str) -> Path:
         if release in self.prebuilt:
             return envs.env_python(self.prebuilt[release])
+        if not envs.env_python(envs.env_dir(self.cache, self.package, release)).exists():
+            print(f"building the environment of {self.package} {release} ...", flush=True)
         t0 = time.monotonic()
         env = envs.build_env(self.cache, self.package, release, self.out / "envs" / f"{release}.log")
         self.timings[f"env {release}"] = round(time.monotonic() - t0, 1)
@@ -269,7 +271,8 @@ class _Bisect:
         if rc not in (0, 1) or not vpath.exists():
             return {"name": name, "status": "skipped", "moved": None, "exit_code": rc, "seconds": seconds,
                     "what": [f"check exited {rc}: {_tail(self.out / 'logs' / f'{name}.log')}"]}
-        status, moved, what = self.judge(json.loads(vpath.read_text()))
+        verdict = json.loads(vpath.read_text())
+        status, moved, what = self.judge(verdict)
         return {"name": name, "status": status, "moved": moved, "exit_code": rc, "seconds": seconds,
                 "headline": verdict.get("headline"), "what": what[:8], "result": f"probes/{name}"}
 

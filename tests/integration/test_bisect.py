@@ -59,9 +59,9 @@ def test_release_bisect_names_the_first_release_that_changed(release_bisect):
     assert any(e.startswith("0.31.9: environment not built:") and len(e) > 40 for e in doc["errors"])
     assert "first drifting release: 0.32.0" in run.stdout
     verdict = json.loads((run.out / "probes" / "0.32.0" / "verdict.json").read_text())
-    assert verdict["candidate"]["environment"]["vllm_version"] == "0.32.0"
-    golden_env = (run.out / "golden" / "traces.jsonl").read_text().split("\n", 1)[0]
-    assert '"vllm_version": "0.31.0"' in golden_env
+    assert verdict["candidate"]["manifest"]["environment"]["vllm_version"] == "0.32.0"
+    header = json.loads((run.out / "golden" / "traces.jsonl").read_text().split("\n", 1)[0])
+    assert header["manifest"]["environment"]["vllm_version"] == "0.31.0"
     comment = (run.out / "comment.md").read_text()
     assert "0.32.0" in comment and "🟡" in comment and "⚠️" in comment
     html = (run.out / "report.html").read_text()
