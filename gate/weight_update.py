@@ -267,9 +267,44 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--reset-prefix-cache", action="store_true",
                         help="gate the run that resets the prefix cache after the update (what a framework should do)")
+    g = parser.add_argument_group("update paths on AsyncLLM with requests in flight (docs/weight-update.md)")
+    g.add_argument("--via", action="append", choices=("reload", "native", "sleep"),
+                   help="how the weights get in: reload (collective_rpc reload_weights), native (the four-phase "
+                        "weight-transfer API), sleep (sleep/wake_up, GPU only); repeat for several")
+    g.add_argument("--pause", action="append", choices=("none", "abort", "wait", "keep"),
+                   help="pause_generation mode around the update (none: update while generating); repeat for several")
+    g.add_argument("--clear-cache", dest="clear_cache", action="store_true", default=True,
+                   help="pause_generation(clear_cache=True) (default)")
+    g.add_argument("--keep-cache", dest="clear_cache", action="store_false",
+                   help="pause_generation(clear_cache=False): KV from the old weights survives the update")
+    g.add_argument("--backend", default="file",
+                   help="weight-transfer backend for --via native (default file: vLLM's lifecycle, tensors read "
+                        "from the model folder; nccl/ipc need CUDA and a trainer process)")
+    g.add_argument("--max-tokens", type=int, default=16, help="tokens per in-flight request (greedy)")
+    g.add_argument("--switch-at", type=int, default=None,
+                   help="update once every in-flight request has this many tokens (default max-tokens / 3)")
+    g.add_argument("--atol", type=float, default=1e-4,
+                   help="logprob tolerance against the fresh engines (default 1e-4: CPU float32; on a GPU use "
+                        "the floor `parity-gate determinism` measures)")
+    g.add_argument("--test-skip-weights", default="", help=argparse.SUPPRESS)  # tests: a partial update
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pause or args.via:
+        from gate.weight_update_inflight import inflight_check
+
+        if args.reset_prefix_cache:
+            raise BadInput("weight-update: --reset-prefix-cache belongs to the synchronous path",
+                           "with --via/--pause use --clear-cache or --keep-cache")
+        r = inflight_check(args.suite, args.weights_from, args.out, args.via or ["reload"], args.pause or ["keep"],
+                           args.clear_cache, args.backend, args.engine_arg, args.max_tokens, args.switch_at,
+                           args.atol, test_skip_weights=args.test_skip_weights)
+        print(r["headline"])
+        for p in r["paths"]:
+            if p.get("diagnosis"):
+                print(f"  {p['name']}: {p['diagnosis']['summary']}")
+        print(f"  results: {args.out}")
+        return int(r["exit_code"])
     v = weight_update_check(args.suite, args.weights_from, args.out, args.engine_arg, args.reset_prefix_cache)
     print(v["headline"])
     if v.get("diagnosis"):
