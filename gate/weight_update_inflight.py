@@ -31,7 +31,6 @@ Greedy sampling only: a seeded sampler's continuation would start a new
 random stream, so only greedy continuations are comparable token by token."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -164,7 +163,8 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
             c, ref_new = conts[i]
             tail = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
             cmp_new = _cmp(tail, ref_new)
-            req["after_switch"] = {"tokens": len(tail["token_ids"]), "matching_new_reference": cmp_new["matching_tokens"],
+            req["after_switch"] = {"tokens": len(tail["token_ids"]),
+                                   "matching_new_reference": cmp_new["matching_tokens"],
                                    "max_abs_diff": cmp_new["max_abs_diff"]}
         if i < len(scores):
             # per token: under which weights it was produced, and how far its logprob is from the new
@@ -311,7 +311,8 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
                        "use --max-tokens 2 or more (default 16)")
     switch = switch_at if switch_at is not None else max(1, max_tokens // 3)
     if not 0 < switch < max_tokens:
-        raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 ({max_tokens - 1})",
+        raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
+                       f"({max_tokens - 1})",
                        "the update happens after that many tokens of each in-flight request")
     suite = load_suite(suite_path)
     engine_args = dict(suite.engine, **engine_overrides(list(overrides or [])))
