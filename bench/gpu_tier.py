@@ -80,7 +80,7 @@ STEPS = {
                      "prefix caching + async scheduling: KV reuse and another decode schedule across a changed "
                      "stream; the matched sampler tokens must fail, the knob named"),
 }
-DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update",
+DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update,weight-update-paths",
                  "trained": "model,record,same,bump,processed,prefix-async,fp32-head,eager"}
 # the trained model's sampling configs (docs/design.md section 4.4, run G4)
 TRAINED_CONFIGS = (("greedy", {"temperature": 0.0}),
@@ -258,6 +258,27 @@ def main() -> int:
                     entry.update(_summarise(out))
                 entry["as_expected"] = entry.get("verdict") == expect
                 results[f"weight-update-{name}"] = entry
+        elif step == "weight-update-paths":
+            # AsyncLLM with requests in flight (docs/weight-update.md): every pause mode on each update path,
+            # the cache kept (a stale path that must fail), sleep mode (CUDA only), the CUDA backends (refused
+            # until the gate drives a trainer side: exit 2)
+            for name, extra, expect_rc in (
+                    ("paths", ["--via", "reload", "--via", "native", "--via", "sleep", "--pause", "keep", "--pause",
+                               "wait", "--pause", "abort"], 0),
+                    ("keep-cache", ["--via", "reload", "--pause", "keep", "--keep-cache"], 1),
+                    ("nccl", ["--via", "native", "--backend", "nccl", "--pause", "keep"], 2)):
+                out = work / f"wup-{name}"
+                shutil.rmtree(out, ignore_errors=True)
+                rc, secs = _gate(["weight-update", "--suite", work / "suite.yaml", "--from", work / "model2",
+                                  "--out", out, "--engine-arg", "enable_prefix_caching=true",
+                                  "--atol", "0.05", *extra], paths["new"], work / f"wup-{name}.log")
+                entry = {"rc": rc, "seconds": round(secs, 1), "expect_rc": expect_rc, "as_expected": rc == expect_rc}
+                if (out / "weight_update.json").is_file():
+                    res = json.loads((out / "weight_update.json").read_text())
+                    entry.update(headline=res["headline"], paths={p["name"]: {
+                        "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
+                        "staleness": p.get("staleness")} for p in res["paths"]})
+                results[f"weight-update-paths-{name}"] = entry
         elif step == "model2":
             rc, secs = _gate(["tiny-model", "--out", work / "model2", "--force", "--seed", "1",
                               *([] if args.cpu else ["--shape", "qwen2-0.5b"])], paths["new"], log)
