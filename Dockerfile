@@ -28,7 +28,7 @@ COPY templates /tmp/parity-gate-src/templates
 # One RUN so the sources do not stay in a layer of their own.
 RUN python3 -m pip install --no-cache-dir --no-deps --no-build-isolation /tmp/parity-gate-src \
  && rm -rf /tmp/parity-gate-src \
- && python3 -c "import gate.cli, gate.action, gate.publish" \
+ && python3 -c "import gate.cli, gate.action, gate.github.publish" \
  && (id -u gate >/dev/null 2>&1 || useradd --uid 10001 --create-home --shell /usr/sbin/nologin gate)
 
 # Caches (torch, triton, HF) go under HOME; action.yml runs the container with

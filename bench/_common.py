@@ -59,7 +59,7 @@ def gate_cli(*args: Any, log: Path | None = None, timeout: int = 900, env: dict[
 
 
 def build_model(out: Path, seed: int = 0, logit_scale: float = 40.0) -> Path:
-    from gate.tinymodel import build_tiny_model
+    from gate.run.tinymodel import build_tiny_model
 
     return build_tiny_model(out, seed=seed, force=True, logit_scale=logit_scale)
 

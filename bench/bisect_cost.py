@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gate import envs  # noqa: E402
-from gate.tinymodel import build_tiny_model  # noqa: E402
+from gate.run import envs  # noqa: E402
+from gate.run.tinymodel import build_tiny_model  # noqa: E402
 
 SUITE = """\
 name: bisect-bench

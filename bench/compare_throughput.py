@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gate.trace import Manifest, Record, Scores, TraceWriter, read_trace  # noqa: E402
+from gate.core.trace import Manifest, Record, Scores, TraceWriter, read_trace  # noqa: E402
 
 K = 5  # top-k on every scored position, both sides
 TARGET_RATIO = 1.2
@@ -64,7 +64,7 @@ def write_traces(path: Path, tokens: int, seq_len: int, seed: int, noise: float)
 
 
 def _child(mode: str, a: str, b: str) -> None:
-    from gate.compare import compare_traces
+    from gate.core.compare import compare_traces
 
     t, cpu = time.perf_counter(), time.process_time()
     if mode == "parse":

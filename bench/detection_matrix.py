@@ -2,7 +2,7 @@
 changes and reproduced regressions parity-gate and the peers' criteria
 catch, computed from the same traces, on the vLLM CPU build.
 
-One suite: a tiny random-weight Llama (gate/tinymodel.py, peaked logits),
+One suite: a tiny random-weight Llama (gate/run/tinymodel.py, peaked logits),
 N prompts of 33..64 random token ids, a `greedy` config (T=0) and a
 `sampled` config (T=0.8, top_p 0.95, n=2, fixed seed), top-5 logprobs.
 Goldens are recorded on the CPU build: float32 (most rows), bfloat16 (the
@@ -60,7 +60,7 @@ real traces where the bug cannot be reinstalled. Rows:
                    both sides max_num_batched_tokens 8192
                                   must pass, naming the knob untested ("untested: ...")
 
-Injected traces are written with gate.trace's TraceWriter (the manifest
+Injected traces are written with gate.core.trace's TraceWriter (the manifest
 kept; its sampler relation recomputed from the injected records) and read
 back by `compare` like any run. Logprobs are moved as the issue states
 them, not capped at 0 (a token near probability 1 may get a logprob above
@@ -140,8 +140,16 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, build_model, child_env, dump_json, gate_cli, machine_line, random_prompts, \
-    write_suite  # noqa: E402
+from _common import (
+    ROOT,
+    build_model,
+    child_env,
+    dump_json,
+    gate_cli,
+    machine_line,
+    random_prompts,
+    write_suite,  # noqa: E402
+)
 
 SGLANG_TOL = 5e-2
 SGLANG_SAME_VERSION_TOL = 1e-5
@@ -227,10 +235,10 @@ def relabel_golden(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None])
 
 def inject(src: Path, dst: Path, edit: Callable[[Any], Any]) -> Path:
     """A copy of a trace set whose records went through `edit`, written with
-    gate.trace's TraceWriter: the manifest is the original's but for its
+    gate.core.trace's TraceWriter: the manifest is the original's but for its
     sampler relation, recomputed from the edited records as a run writes it."""
-    from gate.semantics import add_relation
-    from gate.trace import TraceWriter, read_trace
+    from gate.core.semantics import add_relation
+    from gate.core.trace import TraceWriter, read_trace
 
     reader = read_trace(src)
     relations: dict[str, Any] = {}
@@ -323,7 +331,7 @@ def batch_noise(config: str, sd: float, seed: int = 7) -> Callable[[Any], Any]:
 
 # ---------------------------------------------------------------- traces
 def load(path: Path) -> dict[tuple, Any]:
-    from gate.trace import read_trace
+    from gate.core.trace import read_trace
 
     return {r.key: r for r in read_trace(path).records()}
 
@@ -482,7 +490,7 @@ def run_matrix(work: Path, n_prompts: int, max_tokens: int, only: set[str] | Non
         return out
 
     def move_seed(man: dict[str, Any]) -> None:
-        from gate.suite import workload_hash
+        from gate.run.suite import workload_hash
 
         man["suite"]["sampling"]["sampled"]["seed"] = MOVED_SEED
         ids = {p["id"]: p["token_ids"] for p in prompts}
@@ -583,7 +591,7 @@ def run_matrix(work: Path, n_prompts: int, max_tokens: int, only: set[str] | Non
     if want("bf16"):
         rows.append(check(Row("bf16", "dtype=bfloat16 (float32 golden)", REGRESSION, cause=("dtype",)), suite, golden,
                           "dtype=bfloat16"))
-    from gate.identity import model_identity
+    from gate.core.identity import model_identity
 
     def perturbed(name: str, eps: float, every_matrix: bool, what: str, truth: str = REGRESSION) -> Row:
         noisy = perturb_head(base, models / name, eps, seed=1, every_matrix=every_matrix)

@@ -8,14 +8,14 @@ compile cache). Then, `--reps` times, alternating which goes first:
   gate: `parity-gate -v check` through the CLI, in its own process, so the
         number is whatever check does today (replay, records, traces on disk,
         comparison, verdict, reports). Engine start is read from its log line
-        "engine started in X s" (gate/replay.py: vLLM import + LLM()).
+        "engine started in X s" (gate/run/replay.py: vLLM import + LLM()).
   bare: this script's --bare worker, in its own process: `import vllm`,
         `vllm.LLM(**the same engine args)` (timed as its engine start), then the same generate() calls
         with the same SamplingParams and prompt token ids, in the same order
         and batches: the calls come from the obtained trace's batch plan
         (`manifest.batch_plan.calls`, which lists check's own-token scoring
         calls too) and the golden's token ids; the parameters are built the
-        way gate/engine.py builds them. Nothing is written or compared.
+        way gate/run/engine.py builds them. Nothing is written or compared.
 
 Reported per run: process wall time, engine start, wall time without the
 engine start, and the time inside generate(). The headline ratio is
@@ -46,8 +46,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, build_model, child_env, dump_json, gate_cli, machine_line, random_prompts, \
-    write_suite  # noqa: E402
+from _common import (
+    ROOT,
+    build_model,
+    child_env,
+    dump_json,
+    gate_cli,
+    machine_line,
+    random_prompts,
+    write_suite,  # noqa: E402
+)
 
 # max_num_batched_tokens: every prompt of a free-run call prefills in one step. On the CPU build a seeded
 # request whose prefill is split over steps fails ("RuntimeError: CPU Generator does not use offset": vLLM
@@ -81,7 +89,7 @@ def _read_jsonl(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def bare_worker(golden: Path, obtained: Path) -> dict[str, Any]:
     """The same engine and generate() calls as `check`, nothing else."""
     t_proc = time.perf_counter()
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as gate/engine.py sets them
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as gate/run/engine.py sets them
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     g_manifest, g_records = _read_jsonl(golden / "traces.jsonl")

@@ -2,7 +2,7 @@
 
 Records a suite of P prompts and one of 4P prompts on the CPU build with the
 tiny model, each twice: with the default call size (outputs saved call by
-call, gate/checkpoint.py) and with one call per config (every output of a
+call, gate/run/checkpoint.py) and with one call per config (every output of a
 config held at once, as the gate did before). Prints a table of the peak RSS
 of the gate's own process (ru_maxrss from wait4) and of the whole process
 tree (sampled from /proc every 50 ms: vLLM's engine core runs in a child),
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gate.tinymodel import build_tiny_model  # noqa: E402
+from gate.run.tinymodel import build_tiny_model  # noqa: E402
 
 
 def _tree_rss(pid: int) -> int:

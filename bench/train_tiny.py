@@ -9,7 +9,7 @@ Corpus: the `.py` files of this interpreter's standard library (no download:
 every GPU host has one). A file is held out when crc32 of its path relative
 to the stdlib is 0 mod 10; the model trains on the others, and the prompts
 come from the held-out files only. Tokenizer: the project's small byte-level
-tokenizer (gate/tinymodel.py), so every byte of source encodes.
+tokenizer (gate/run/tinymodel.py), so every byte of source encodes.
 
 Shape: 8 layers, hidden 512, 8 heads (head_dim 64), 8 KV heads, vocab 384;
 trained with AdamW in bf16 autocast for `--steps` steps of 64 x 256 tokens
@@ -118,7 +118,7 @@ def main() -> int:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     sys.path.insert(0, str(REPO))
-    from gate.tinymodel import _train_tokenizer
+    from gate.run.tinymodel import _train_tokenizer
 
     t0 = time.monotonic()
     out: Path = args.out.resolve()

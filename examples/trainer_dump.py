@@ -2,9 +2,9 @@
 
 The trainer already computes, for every rollout token, the logprob under the
 current policy (the numerator of the PPO/GRPO importance ratio). Dump those
-numbers with gate.trace.TraceWriter, keyed exactly like the rollout trace
+numbers with gate.core.trace.TraceWriter, keyed exactly like the rollout trace
 (config, prompt_id, sample), and run `parity-gate compare ROLLOUTS TRAINER`.
-The verdict then holds the RL view too (gate.rl_metrics: k3 KL, mult-prob
+The verdict then holds the RL view too (gate.core.rl_metrics: k3 KL, mult-prob
 error, clip fraction, importance-ratio distribution, share truncated at C=2).
 
 Run (after `parity-gate record --suite examples/suite.yaml --out /tmp/g`):
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from gate.rl_metrics import measure, summary_line
-from gate.trace import Manifest, Record, Scores, TraceWriter, read_trace
+from gate.core.rl_metrics import measure, summary_line
+from gate.core.trace import Manifest, Record, Scores, TraceWriter, read_trace
 
 
 def trainer_logprobs(model, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:

@@ -17,11 +17,11 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
-    "ComparisonResult": "gate.compare", "Tolerance": "gate.compare", "compare_records": "gate.compare",
-    "compare_traces": "gate.compare",
-    "BadInput": "gate.errors", "GateError": "gate.errors", "InfraError": "gate.errors", "StaleGolden": "gate.errors",
-    "Manifest": "gate.trace", "Record": "gate.trace", "Scores": "gate.trace", "TraceReader": "gate.trace",
-    "TraceWriter": "gate.trace", "read_trace": "gate.trace",
+    "ComparisonResult": "gate.core.compare", "Tolerance": "gate.core.compare", "compare_records": "gate.core.compare",
+    "compare_traces": "gate.core.compare",
+    "BadInput": "gate.core.errors", "GateError": "gate.core.errors", "InfraError": "gate.core.errors", "StaleGolden": "gate.core.errors",
+    "Manifest": "gate.core.trace", "Record": "gate.core.trace", "Scores": "gate.core.trace", "TraceReader": "gate.core.trace",
+    "TraceWriter": "gate.core.trace", "read_trace": "gate.core.trace",
 }
 
 __all__ = [
@@ -31,9 +31,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from gate.compare import ComparisonResult, Tolerance, compare_records, compare_traces
-    from gate.errors import BadInput, GateError, InfraError, StaleGolden
-    from gate.trace import Manifest, Record, Scores, TraceReader, TraceWriter, read_trace
+    from gate.core.compare import ComparisonResult, Tolerance, compare_records, compare_traces
+    from gate.core.errors import BadInput, GateError, InfraError, StaleGolden
+    from gate.core.trace import Manifest, Record, Scores, TraceReader, TraceWriter, read_trace
 
 
 def __getattr__(name: str) -> Any:

@@ -24,14 +24,25 @@ from typing import Callable, Mapping, MutableMapping, Sequence
 import requests
 
 from gate import cli
-from gate._fsutil import atomic_write_text
-from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
-from gate.github_context import ORIGIN_FILE, GitHubContext, ResultOrigin, context_from_env
-from gate.github_api import GitHubAPI
-from gate.publish import (COMMENT_MODES, Cancelled, Outcome, PublishOptions, Publisher, Runtime, cancel_on_signals,
-                          check_runner_files, error_outcome, invalid_outcome, load_outcome)
-from gate.shards import parse_shard
-from gate.verdict import VERDICT_FILE
+from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
+from gate.core.fsutil import atomic_write_text
+from gate.core.verdict import VERDICT_FILE
+from gate.github.api import GitHubAPI
+from gate.github.context import ORIGIN_FILE, GitHubContext, ResultOrigin, context_from_env
+from gate.github.publish import (
+    COMMENT_MODES,
+    Cancelled,
+    Outcome,
+    Publisher,
+    PublishOptions,
+    Runtime,
+    cancel_on_signals,
+    check_runner_files,
+    error_outcome,
+    invalid_outcome,
+    load_outcome,
+)
+from gate.run.shards import parse_shard
 
 __all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env", "check_argv",
            "withhold_tokens", "TOKEN_VARIABLES"]

@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from gate import __version__
-from gate.errors import EXIT_BAD_INPUT, EXIT_INFRA, GateError
+from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, GateError
 
 # subcommand -> module. Each module exposes `add_arguments(parser)` and
 # `run(args) -> int`; importing lazily keeps `--help` and the pure commands
@@ -21,18 +21,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("gate.commands", "run the suite on vLLM and write golden traces"),
     "check": ("gate.commands", "run the vLLM under test and compare against a golden"),
     "compare": ("gate.commands", "compare two trace sets offline (no engine)"),
-    "suite": ("gate.lint", "'suite lint SUITE': which engine knobs the suite can exercise, and why not (no engine)"),
+    "suite": ("gate.run.lint", "'suite lint SUITE': which engine knobs the suite can exercise, and why not (no engine)"),
     "merge": ("gate.commands", "merge the results of 'check --shard I/N' into one verdict and report"),
-    "report": ("gate.report", "re-render comment.md, report.html and summary.md from a result dir"),
-    "publish": ("gate.publish", "post a result to GitHub: sticky comment, commit status, outputs"),
+    "report": ("gate.report.render", "re-render comment.md, report.html and summary.md from a result dir"),
+    "publish": ("gate.github.publish", "post a result to GitHub: sticky comment, commit status, outputs"),
     "action": ("gate.action", "container entrypoint: check, then publish, from the action's inputs"),
-    "calibrate": ("gate.calibrate", "measure the noise floor and write suggested thresholds"),
-    "diagnose": ("gate.diagnose", "rerun ablations on a failing result and name the likely cause"),
-    "determinism": ("gate.determinism", "same requests twice, alone vs in a batch: bitwise equal?"),
-    "weight-update": ("gate.weight_update", "update weights in place and compare with a fresh engine"),
-    "hf-score": ("gate.hf_engine", "score rollouts with transformers in float32 (trainer-side reference)"),
-    "tiny-model": ("gate.tinymodel", "build the small random-weight test/demo model"),
-    "bisect": ("gate.bisect", "name the first engine release (or engine arg) that moves the verdict"),
+    "calibrate": ("gate.studies.calibrate", "measure the noise floor and write suggested thresholds"),
+    "diagnose": ("gate.studies.diagnose", "rerun ablations on a failing result and name the likely cause"),
+    "determinism": ("gate.studies.determinism", "same requests twice, alone vs in a batch: bitwise equal?"),
+    "weight-update": ("gate.studies.weight_update", "update weights in place and compare with a fresh engine"),
+    "hf-score": ("gate.run.hf_engine", "score rollouts with transformers in float32 (trainer-side reference)"),
+    "tiny-model": ("gate.run.tinymodel", "build the small random-weight test/demo model"),
+    "bisect": ("gate.studies.bisect", "name the first engine release (or engine arg) that moves the verdict"),
 }
 
 ABOUT = """\

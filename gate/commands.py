@@ -1,8 +1,8 @@
 """`record`, `check`, `compare` and `merge`: the data flow of docs/design.md
 section 2, suite -> engine -> traces -> comparison -> verdict -> report ->
-exit code. The engine work itself is gate/replay.py's (the batch plan, its
-replay, records, the manifest), saved call by call in gate/checkpoint.py;
-shards and their merge are gate/shards.py's.
+exit code. The engine work itself is gate/run/replay.py's (the batch plan, its
+replay, records, the manifest), saved call by call in gate/run/checkpoint.py;
+shards and their merge are gate/run/shards.py's.
 
 Everything is validated before the engine starts; outputs are staged in a
 temp folder beside --out and renamed into place, so bad input leaves nothing
@@ -22,25 +22,45 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from gate._fsutil import MARKER, StagedDir, atomic_write_text, disk_error, file_sha256
-from gate.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
-from gate.compare import compare_traces
-from gate.diagnose import diagnose_result_dir
-from gate.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
-from gate.exercise import golden_notes, local_platform
-from gate.identity import model_differences, model_identity, model_vocab_size, same_model
-from gate.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
-from gate.replay import (DEFAULT_CALL_SIZE, arg_lines, build_manifest, build_records, check_seeded_prefills,
-                         check_vocab, engine_overrides, plan, prompt_where, rel_path, replay_engine_args, run_calls,
-                         start_engine, tokenize_prompts)
-from gate.report import render_result
-from gate.rl_metrics import measure as rl_measure
-from gate.semantics import Relation, add_relation
-from gate.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
-from gate.suite import (Suite, check_prompt_lengths, confine, load_suite, prompt_hash, validate_with_vllm,
-                        workload_hash)
-from gate.trace import Manifest, Record, TraceWriter, read_trace, trace_path
-from gate.verdict import build_verdict, read_verdict, text_summary, write_verdict
+from gate.core.compare import compare_traces
+from gate.core.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
+from gate.core.fsutil import MARKER, StagedDir, atomic_write_text, disk_error, file_sha256
+from gate.core.identity import model_differences, model_identity, model_vocab_size, same_model
+from gate.core.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
+from gate.core.rl_metrics import measure as rl_measure
+from gate.core.semantics import Relation, add_relation
+from gate.core.trace import Manifest, Record, TraceWriter, read_trace, trace_path
+from gate.core.verdict import build_verdict, read_verdict, text_summary, write_verdict
+from gate.report.render import render_result
+from gate.run.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
+from gate.run.exercise import golden_notes, local_platform
+from gate.run.replay import (
+    DEFAULT_CALL_SIZE,
+    arg_lines,
+    build_manifest,
+    build_records,
+    check_seeded_prefills,
+    check_vocab,
+    engine_overrides,
+    plan,
+    prompt_where,
+    rel_path,
+    replay_engine_args,
+    run_calls,
+    start_engine,
+    tokenize_prompts,
+)
+from gate.run.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
+from gate.run.suite import (
+    Suite,
+    check_prompt_lengths,
+    confine,
+    load_suite,
+    prompt_hash,
+    validate_with_vllm,
+    workload_hash,
+)
+from gate.studies.diagnose import diagnose_result_dir
 
 __all__ = ["add_arguments", "run", "record", "check", "compare", "merge"]
 
@@ -516,7 +536,7 @@ def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golde
            policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
     report and the exit code: the tail of `check`, and of `merge`.
-    `untested`: knobs the workload cannot exercise (gate/exercise.py)."""
+    `untested`: knobs the workload cannot exercise (gate/run/exercise.py)."""
     with _writing(args.out):
         result = compare_traces(read_trace(golden.path), read_trace(stage.dir), policy.tolerances(),
                                 include=workload.include)
@@ -626,7 +646,7 @@ def merge(args: argparse.Namespace) -> int:
     """The shards of one run -> what the unsharded run would have written:
     every shard's records under one header. A check's shards (`check --shard
     I/N`) are then compared with the golden, as `check` would: one verdict,
-    one report. A record's shards become one golden (gate/shards.py)."""
+    one report. A record's shards become one golden (gate/run/shards.py)."""
     suite = load_suite(args.suite, args.strict_paths, need_model=False)  # the shards ran the model
     suite_sha = file_sha256(suite.path)
     first = read_trace(args.results[0]).manifest

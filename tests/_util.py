@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from gate.trace import Manifest, Record, Scores, TraceWriter
+from gate.core.trace import Manifest, Record, Scores, TraceWriter
 
 REPO = Path(__file__).resolve().parent.parent
 

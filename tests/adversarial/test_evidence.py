@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gate.core.trace import Record, Scores
 from tests._util import record, run_cli, write_trace
-from gate.trace import Record, Scores
 
 COMPLETION = tuple(range(10, 30))  # 20 tokens: enough for an in-run fit
 PROMPT = (1, 2, 3)

@@ -75,13 +75,13 @@ def test_files__fifo_named_like_a_weight_file_is_not_hashed(tmp_path):
     (model / "model.safetensors").write_bytes(b"weights")
     os.mkfifo(model / "extra.safetensors")
     proc = _python(f"""
-        from gate.identity import model_identity
+        from gate.core.identity import model_identity
         a = model_identity({str(model)!r})
         print(a["weights_sha256"])
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     os.remove(model / "extra.safetensors")
-    proc2 = _python(f"from gate.identity import model_identity; print(model_identity({str(model)!r})"
+    proc2 = _python(f"from gate.core.identity import model_identity; print(model_identity({str(model)!r})"
                     "['weights_sha256'])", tmp_path)
     assert proc.stdout == proc2.stdout  # the FIFO was never part of the identity
 
@@ -91,8 +91,8 @@ def test_files__fifo_config_json_is_refused_not_read(tmp_path):
     model.mkdir()
     os.mkfifo(model / "config.json")
     proc = _python(f"""
-        from gate.errors import BadInput
-        from gate.identity import model_max_len, model_vocab_size
+        from gate.core.errors import BadInput
+        from gate.core.identity import model_max_len, model_vocab_size
         for read in (model_max_len, model_vocab_size):
             try:
                 read({str(model)!r})

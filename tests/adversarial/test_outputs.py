@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gate._fsutil import MARKER, StagedDir
 from gate.commands import _Stage
-from gate.errors import BadInput, InfraError
+from gate.core.errors import BadInput, InfraError
+from gate.core.fsutil import MARKER, StagedDir
 from tests._util import record, run_cli, write_trace
 
 

@@ -23,10 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate import _values, report
-from gate._jsonschema import SUPPORTED, load_schema
-from gate.errors import BadInput
-from gate.verdict import read_verdict
+from gate.core.errors import BadInput
+from gate.core.schemacheck import SUPPORTED, load_schema
+from gate.core.verdict import read_verdict
+from gate.report import render as report
+from gate.report import values as _values
 from tests._util import record, run_cli, write_trace
 from tests.adversarial.test_suite_inputs import refused, snapshot
 
@@ -172,12 +173,12 @@ def test_report_inputs__verdict_that_is_not_a_file_is_refused_without_blocking(t
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_report_inputs__read_verdict_refuses_a_fifo_without_blocking(tmp_path, kind):
-    """report, publish and diagnose all read verdict.json through gate.verdict.read_verdict."""
+    """report, publish and diagnose all read verdict.json through gate.core.verdict.read_verdict."""
     if kind == "fifo":
         os.mkfifo(tmp_path / "verdict.json")
     else:
         (tmp_path / "verdict.json").symlink_to("/dev/zero")
-    code = ("from gate.verdict import read_verdict\nfrom gate.errors import BadInput\n"
+    code = ("from gate.core.verdict import read_verdict\nfrom gate.core.errors import BadInput\n"
             "try:\n    read_verdict('.')\nexcept BadInput as e:\n    print(e.line())\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=30,
                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
@@ -295,7 +296,7 @@ def _keywords(schema: Any) -> set[str]:
 @pytest.mark.parametrize("name", ["verdict.schema.json", "trace-v1.schema.json"])
 def test_report_inputs__schema_files_use_only_keywords_the_validator_knows(name):
     used = _keywords(load_schema(name).root)
-    assert used <= SUPPORTED, f"{name} uses {sorted(used - SUPPORTED)}: teach gate/_jsonschema.py these keywords"
+    assert used <= SUPPORTED, f"{name} uses {sorted(used - SUPPORTED)}: teach gate/core/schemacheck.py these keywords"
 
 
 def test_report_inputs__verdict_too_large_is_refused_before_reading(tmp_path):

@@ -242,8 +242,8 @@ def test_suite_inputs__vllm_sampling_params_rules_before_the_engine_starts(proj)
     (proj / "suite.yaml").write_text(SUITE.replace("temperature: 0.7", "temperature: 2.5"), encoding="utf-8")
     code = """
         import sys
-        from gate.errors import BadInput
-        from gate.suite import load_suite, validate_with_vllm
+        from gate.core.errors import BadInput
+        from gate.run.suite import load_suite, validate_with_vllm
         suite = load_suite("suite.yaml")
         assert "vllm" not in sys.modules
         try:
@@ -269,8 +269,8 @@ def test_suite_inputs__vllm_sampling_params_rules_before_the_engine_starts(proj)
 def test_suite_inputs__exponent_without_a_dot_is_a_number_in_a_suite_and_a_policy_file(proj):
     """`atol: 1e-4` as YAML 1.2 and every other tool write it: a float, not
     the string PyYAML's YAML 1.1 would make of it."""
-    from gate.policy import load_policy, parse_policy
-    from gate.suite import load_suite
+    from gate.core.policy import load_policy, parse_policy
+    from gate.run.suite import load_suite
 
     (proj / "suite.yaml").write_text(SUITE + "policy:\n  atol: 3e-4\n  checks:\n    forced.k3_kl: 1E-7\n",
                                      encoding="utf-8")

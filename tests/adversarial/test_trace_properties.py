@@ -14,9 +14,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate.errors import BadInput
-from gate.trace import (FORMAT, MAJOR, MINOR, PATHS, TRACE_FILE, Manifest, Record, Scores, TraceReader,
-                        TraceWriter, _dumps, _record_ok, _SCHEMA)
+from gate.core.errors import BadInput
+from gate.core.trace import (
+    _SCHEMA,
+    FORMAT,
+    MAJOR,
+    MINOR,
+    PATHS,
+    TRACE_FILE,
+    Manifest,
+    Record,
+    Scores,
+    TraceReader,
+    TraceWriter,
+    _dumps,
+    _record_ok,
+)
 
 ID_MAX = 2 ** 63 - 1
 FLOAT_MAX = 1.7976931348623157e308

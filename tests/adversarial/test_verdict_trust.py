@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gate.trace import Manifest, Record, Scores
+from gate.core.trace import Manifest, Record, Scores
 from tests._util import run_cli, write_trace
 
 PROMPT = [1, 2, 3]

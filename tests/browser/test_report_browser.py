@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from _cdp import Browser, find_chromium
-from gate import report
+
+from gate.report import render as report
 
 pytestmark = pytest.mark.browser
 

@@ -102,7 +102,7 @@ def test_workflow_files__action_is_composite_passing_gpus_and_runner_user():
 
 
 def test_workflow_files__headline_output_is_one_the_gate_writes():
-    from gate import publish
+    from gate.github import publish
     assert '"headline": outcome.headline' in Path(publish.__file__).read_text()
 
 

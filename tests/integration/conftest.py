@@ -66,7 +66,7 @@ sampling:
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[int, Path]:
-    from gate.tinymodel import build_tiny_model
+    from gate.run.tinymodel import build_tiny_model
 
     root = tmp_path_factory.mktemp("models")
     return {seed: build_tiny_model(root / f"tiny-{seed}", seed=seed) for seed in (0, 1)}
@@ -109,7 +109,7 @@ def stream(suite, tmp_path_factory) -> dict[str, Run]:
     keeps its stream, so the golden is told its rollouts used another seed;
     the replay then samples other tokens. The model's logits are flat (like a
     random-weight model on a GPU), so the first sampled token changes."""
-    from gate.tinymodel import build_tiny_model
+    from gate.run.tinymodel import build_tiny_model
 
     root = tmp_path_factory.mktemp("stream")
     model = build_tiny_model(root / "flat-model", seed=0, logit_scale=8.0)
@@ -130,7 +130,7 @@ def _moved_seed(suite: Path, golden: Path, root: Path, config: str = "hot", seed
     `seed`, while the golden's tokens were sampled with the original one."""
     import json
 
-    from gate.suite import workload_hash
+    from gate.run.suite import workload_hash
 
     text = suite.read_text()
     assert "    seed: 7\n" in text

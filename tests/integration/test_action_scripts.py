@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gate.github_context import UNVERIFIED_SUFFIX
+from gate.github.context import UNVERIFIED_SUFFIX
 from tests.fake_github import FakeGitHub
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gate import publish
 from gate.action import ActionSettings, run_action
-from gate.errors import BadInput
-from gate.github_api import RetryPolicy
-from gate.github_context import UNVERIFIED_SUFFIX, ResultOrigin
-from gate.publish import Runtime
+from gate.core.errors import BadInput
+from gate.github import publish
+from gate.github.api import RetryPolicy
+from gate.github.context import UNVERIFIED_SUFFIX, ResultOrigin
+from gate.github.publish import Runtime
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TOKEN = "ghs_trust-token-LEAKCHECK-0c1d"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gate._jsonschema import load_schema
+from gate.core.schemacheck import load_schema
 from tests.integration.conftest import gate
 
 pytestmark = pytest.mark.engine

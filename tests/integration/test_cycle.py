@@ -44,7 +44,7 @@ def test_check__writes_obtained_traces_reports_and_verdict(cycle):
     for name in ("traces.jsonl", "verdict.json", "comment.md", "report.html", "summary.md"):
         assert (out / name).is_file(), name
     assert not list(out.parent.glob(".*.partial"))
-    from gate.trace import read_trace
+    from gate.core.trace import read_trace
 
     obtained = read_trace(out)
     assert obtained.manifest.kind == "obtained"
@@ -109,8 +109,9 @@ def test_check__fail_on_never_reports_but_exits_zero(cycle, suite, tmp_path):
 
 
 def test_check__real_verdict_validates_against_the_documented_schema(cycle):
-    import jsonschema
     from importlib import resources
+
+    import jsonschema
 
     schema = json.loads(resources.files("gate.schemas").joinpath("verdict.schema.json").read_text())
     for name in ("unchanged", "processed", "bf16"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gate.tinymodel import build_tiny_model
+from gate.run.tinymodel import build_tiny_model
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,8 +69,8 @@ def test_diagnose__logprobs_mode_change_is_named_and_restores_parity(diagnosed):
 
 
 def test_diagnose__reports_render_the_diagnosis(diagnosed, tmp_path):
-    from gate.report import render_result
-    from gate.verdict import write_verdict
+    from gate.core.verdict import write_verdict
+    from gate.report.render import render_result
 
     write_verdict(tmp_path, diagnosed)
     render_result(tmp_path)
@@ -79,9 +79,9 @@ def test_diagnose__reports_render_the_diagnosis(diagnosed, tmp_path):
 
 
 def test_hf_reference__float32_trainer_matches_vllm_cpu_to_float32_noise(golden, models, tmp_path):
-    from gate.hf_engine import score_rollouts
-    from gate.rl_metrics import measure
-    from gate.trace import read_trace
+    from gate.core.rl_metrics import measure
+    from gate.core.trace import read_trace
+    from gate.run.hf_engine import score_rollouts
 
     n = score_rollouts(golden, models["a"], tmp_path / "trainer")
     records = list(read_trace(golden).records())
@@ -110,7 +110,7 @@ prompts:
 sampling:
   - {{name: greedy, temperature: 0.0, max_tokens: 8, logprobs: 5}}
 """)
-    from gate.weight_update import judge, weight_update_check
+    from gate.studies.weight_update import judge, weight_update_check
 
     v = weight_update_check(suite, models["a"], tmp_path / "r")
     assert v["verdict"] == "fail"

@@ -26,10 +26,10 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 import pytest
 
-from gate.identity import model_identity
-from gate.suite import load_suite, prompt_hash, workload_hash
-from gate.tinymodel import build_tiny_model
-from gate.trace import Manifest, Record, Scores, TraceWriter
+from gate.core.identity import model_identity
+from gate.core.trace import Manifest, Record, Scores, TraceWriter
+from gate.run.suite import load_suite, prompt_hash, workload_hash
+from gate.run.tinymodel import build_tiny_model
 from tests._util import REPO, run_cli, tree
 
 ERRORS_DOC = REPO / "docs" / "errors.md"

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gate import publish, report
-from gate.errors import BadInput, InfraError
-from gate.github_api import RetryPolicy
-from gate.github_context import ResultOrigin
-from gate.publish import Runtime, comment_marker
+from gate.core.errors import BadInput, InfraError
+from gate.github import publish
+from gate.github.api import RetryPolicy
+from gate.github.context import ResultOrigin
+from gate.github.publish import Runtime, comment_marker
+from gate.report import render as report
 from tests.fake_github import ACTIONS_BOT, FakeGitHub
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from gate import action, cli, diagnose
+from gate import action, cli
 from gate.action import ActionSettings, run_action, withhold_tokens
-from gate.errors import BadInput, InfraError
-from gate.publish import Runtime
+from gate.core.errors import BadInput, InfraError
+from gate.github.publish import Runtime
+from gate.studies import diagnose
 from tests.fake_github import FakeGitHub
 
 ROOT = Path(__file__).resolve().parent.parent.parent

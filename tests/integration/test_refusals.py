@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from gate.commands import _match_workload
-from gate.errors import BadInput, StaleGolden
-from gate.suite import load_suite
-from gate.trace import read_trace
+from gate.core.errors import BadInput, StaleGolden
+from gate.core.trace import read_trace
+from gate.run.suite import load_suite
 from tests._util import run_cli, tree
 from tests.integration.test_errors import VALID_SUITE, Ctx
 
@@ -37,7 +37,7 @@ sampling:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from gate.tinymodel import build_tiny_model
+    from gate.run.tinymodel import build_tiny_model
 
     root = tmp_path_factory.mktemp("models")
     return build_tiny_model(root / "m0", seed=0), build_tiny_model(root / "m1", seed=1)

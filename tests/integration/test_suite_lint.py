@@ -12,9 +12,9 @@ import pytest
 
 from gate import commands
 from gate.cli import main
-from gate.engine import Generation
-from gate.tinymodel import build_tiny_model
-from gate.trace import Scores
+from gate.core.trace import Scores
+from gate.run.engine import Generation
+from gate.run.tinymodel import build_tiny_model
 from tests._util import REPO, run_cli
 
 # 156 tokens with the tiny model's tokenizer: the two prompts below share 158, one full 128-token block

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gate.tinymodel import build_tiny_model
+from gate.run.tinymodel import build_tiny_model
 
 SUITE = """name: weight-update-paths
 model: {model}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gate.bisect import Predicate, _search, order_releases
+from gate.studies.bisect import Predicate, _search, order_releases
 
 
 @pytest.mark.parametrize("marks,expected", [

@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gate.calibrate import (ATOL_MIN, config_floors, floors, p99_interval, render_policy, suggest, suggest_policy,
-                            top1_bound)
-from gate.compare import compare_records
-from gate.errors import InfraError
-from gate.policy import DEFAULT_POLICY, evaluate, load_policy, parse_policy
+from gate.core.compare import compare_records
+from gate.core.errors import InfraError
+from gate.core.policy import DEFAULT_POLICY, evaluate, load_policy, parse_policy
+from gate.studies.calibrate import (
+    ATOL_MIN,
+    config_floors,
+    floors,
+    p99_interval,
+    render_policy,
+    suggest,
+    suggest_policy,
+    top1_bound,
+)
 from tests._util import record
 
 
@@ -73,7 +81,7 @@ def test_p99_interval__is_the_histogram_bin_and_says_when_it_is_out_of_range():
 
 
 def test_p99_text__takes_the_comparisons_own_bin_and_covers_every_run():
-    from gate.calibrate import _p99_span, _p99_text
+    from gate.studies.calibrate import _p99_span, _p99_text
 
     spans = [_p99_span({"p99_abs_diff": 2e-6, "p99_bin": [1.78e-6, 2e-6]}), _p99_span({"p99_abs_diff": 0.0})]
     assert _p99_text(spans) == "in [0, 2e-06] (histogram bins)"
@@ -164,7 +172,7 @@ def test_render_policy__bitwise_floor_is_a_valid_policy_file():
 
 
 def test_calibrate__unusable_verdict_from_its_own_run_is_an_infra_error(tmp_path, monkeypatch):
-    import gate.calibrate as cal
+    import gate.studies.calibrate as cal
 
     def fake_run_gate(args, log_path, timeout, what):
         out = Path(args[args.index("--out") + 1])

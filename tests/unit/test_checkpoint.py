@@ -1,4 +1,4 @@
-"""The checkpoint of a run (gate/checkpoint.py) and the replay into it
+"""The checkpoint of a run (gate/run/checkpoint.py) and the replay into it
 (gate/replay.run_calls), with a scripted engine: what is saved, what a
 resume skips, and what is never resumed."""
 from __future__ import annotations
@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from gate.checkpoint import Checkpoint, checkpoint_folder, run_identity
 from gate.commands import _Progress
-from gate.engine import Generation
-from gate.errors import BadInput
-from gate.replay import build_records, plan, run_calls
-from gate.trace import Scores
+from gate.core.errors import BadInput
+from gate.core.trace import Scores
+from gate.run.checkpoint import Checkpoint, checkpoint_folder, run_identity
+from gate.run.engine import Generation
+from gate.run.replay import build_records, plan, run_calls
 
 PROMPTS = {"a": [1, 2], "b": [3], "c": [4, 5, 6]}
 SAMPLING = {"greedy": {"n": 1, "seed": 0, "logprobs": 1}, "hot": {"n": 2, "seed": 7, "logprobs": 1}}

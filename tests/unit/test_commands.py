@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from gate.commands import _match_workload
-from gate.errors import StaleGolden
-from gate.suite import SAMPLING_DEFAULTS, Prompt, SamplingConfig, Suite, prompt_hash
-from gate.trace import Manifest
+from gate.core.errors import StaleGolden
+from gate.core.trace import Manifest
+from gate.run.suite import SAMPLING_DEFAULTS, Prompt, SamplingConfig, Suite, prompt_hash
 
 
 def _suite(prompts, sampling) -> Suite:

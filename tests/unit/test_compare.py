@@ -8,8 +8,8 @@ import weakref
 import numpy as np
 import pytest
 
-from gate.compare import HIST_BINS_PER_DECADE, Tolerance, _Channel, compare_records, compare_traces
-from gate.trace import TraceReader
+from gate.core.compare import HIST_BINS_PER_DECADE, Tolerance, _Channel, compare_records, compare_traces
+from gate.core.trace import TraceReader
 from tests._util import record, write_trace
 
 EXACT = dict(rel=1e-12, abs=1e-15)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gate.determinism import compare_scores, measure_determinism
-from gate.trace import Scores
+from gate.core.trace import Scores
+from gate.studies.determinism import compare_scores, measure_determinism
 
 
 @dataclass

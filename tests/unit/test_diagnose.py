@@ -1,13 +1,19 @@
-"""Pure parts of gate.diagnose: planning ablations from a verdict, and naming
+"""Pure parts of gate.studies.diagnose: planning ablations from a verdict, and naming
 the cause from (fake) ablation outcomes."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from gate.diagnose import (Ablation, AblationOutcome, diagnose, error_line, is_gpu_memory_error, plan_ablations,
-                           summarize)
-
+from gate.studies.diagnose import (
+    Ablation,
+    AblationOutcome,
+    diagnose,
+    error_line,
+    is_gpu_memory_error,
+    plan_ablations,
+    summarize,
+)
 
 PASS_VERDICT = Path(__file__).resolve().parents[1] / "fixtures" / "verdicts" / "pass.json"
 
@@ -200,7 +206,7 @@ note('end')
 def test_subprocess_runner__ablations_run_one_at_a_time_and_show_the_real_error(tmp_path: Path):
     import sys
 
-    from gate.diagnose import subprocess_runner
+    from gate.studies.diagnose import subprocess_runner
 
     v = _verdict([_row("dtype", "float32", "bfloat16"), _row("enforce_eager", False, True)])
     plan, _ = plan_ablations(v)
@@ -228,7 +234,7 @@ def test_subprocess_runner__ablations_run_one_at_a_time_and_show_the_real_error(
 def test_subprocess_runner__unusable_verdict_from_a_child_is_an_error_finding(tmp_path: Path):
     import sys
 
-    from gate.diagnose import subprocess_runner
+    from gate.studies.diagnose import subprocess_runner
 
     garbled = Ablation("garbled", ("dtype",), {"dtype": "garbled"}, {}, "dtype float32 -> bfloat16")
     runner = subprocess_runner(tmp_path / "s.yaml", tmp_path / "g", [], log_dir=tmp_path / "logs",
@@ -242,7 +248,7 @@ def test_subprocess_runner__unusable_verdict_from_a_child_is_an_error_finding(tm
 def test_run_child__waits_for_and_ends_what_the_child_left_running(tmp_path: Path):
     import sys
 
-    from gate.diagnose import _group_alive, run_child
+    from gate.studies.diagnose import _group_alive, run_child
 
     res = run_child([sys.executable, "-c", "import subprocess, sys; "
                      "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"],

@@ -1,10 +1,10 @@
-"""The vLLM adapter's refusal of engine-arg values (gate/engine.py), without
+"""The vLLM adapter's refusal of engine-arg values (gate/run/engine.py), without
 vLLM: the errors are built as vLLM's config classes raise them."""
 from __future__ import annotations
 
 import pytest
 
-from gate.engine import rejected_engine_args
+from gate.run.engine import rejected_engine_args
 
 LINES = {"dtype": "suite.yaml:3", "max_model_len": "suite.yaml:4", "seed": "--engine-arg seed"}
 ARGS = {"dtype": "flaot32", "max_model_len": 99999, "seed": 0}

@@ -1,12 +1,12 @@
-"""The environment fingerprint (gate/engine.py): the libraries that change
+"""The environment fingerprint (gate/run/engine.py): the libraries that change
 token ids or numerics and the sampler implementation are recorded, and a
 change in any of them shows in the verdict's environment diff."""
 from __future__ import annotations
 
 import pytest
 
-from gate.trace import Manifest
-from gate.verdict import environment_diff
+from gate.core.trace import Manifest
+from gate.core.verdict import environment_diff
 
 BASE = {"vllm_version": "0.32.0", "torch_version": "2.13.0+cpu", "transformers_version": "5.19.0",
         "tokenizers_version": "0.23.3", "sampler_backend": "cpu-native", "device_name": "cpu (x86_64)",
@@ -60,14 +60,14 @@ def _llm(sampler) -> _Obj:
 @pytest.mark.parametrize("bound, expect", [("forward_cpu", "cpu-native"), ("forward_native", "pytorch-native"),
                                            ("forward_cuda", "flashinfer")])
 def test_engine_fingerprint__sampler_read_off_the_running_engine(bound, expect):
-    from gate.engine import _live_sampler
+    from gate.run.engine import _live_sampler
 
     topk = _Obj(forward=_Fn(bound), use_fp64_gumbel=False)
     assert _live_sampler(_llm(_Obj(topk_topp_sampler=topk))) == expect
 
 
 def test_engine_fingerprint__fp64_gumbel_and_model_runner_v2_are_named():
-    from gate.engine import _live_sampler
+    from gate.run.engine import _live_sampler
 
     topk = _Obj(forward=_Fn("forward_cpu"), use_fp64_gumbel=True)
     assert _live_sampler(_llm(_Obj(topk_topp_sampler=topk))) == "cpu-native+fp64-gumbel"
@@ -82,7 +82,7 @@ def test_engine_fingerprint__without_an_engine_carries_the_library_versions():
     pytest.importorskip("vllm")
     from importlib import metadata
 
-    from gate.engine import environment_fingerprint
+    from gate.run.engine import environment_fingerprint
 
     fp = environment_fingerprint(logprobs_mode="raw_logprobs")
     assert fp["transformers_version"] == metadata.version("transformers")

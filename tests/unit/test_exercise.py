@@ -1,14 +1,24 @@
-"""Which knobs a workload can exercise (gate/exercise.py): each rule on a
+"""Which knobs a workload can exercise (gate/run/exercise.py): each rule on a
 workload that exercises the knob and on one that can't, by one token or one
 request where the boundary is sharp."""
 from __future__ import annotations
 
 import pytest
 
-from gate.exercise import (CPU, CUDA, UNSET, Workload, changed_knobs, check_findings, judge, limits, notes,
-                           platform_defaults)
-from gate.replay import plan
-from gate.suite import SAMPLING_DEFAULTS
+from gate.run.exercise import (
+    CPU,
+    CUDA,
+    UNSET,
+    Workload,
+    changed_knobs,
+    check_findings,
+    judge,
+    limits,
+    notes,
+    platform_defaults,
+)
+from gate.run.replay import plan
+from gate.run.suite import SAMPLING_DEFAULTS
 
 GREEDY = dict(SAMPLING_DEFAULTS, temperature=0.0, max_tokens=8)
 HOT = dict(SAMPLING_DEFAULTS, temperature=0.7, top_p=0.95, max_tokens=8, seed=7)

@@ -1,4 +1,4 @@
-"""gate._fsutil's reads: nothing but a regular file is opened, within its size
+"""gate.core.fsutil's reads: nothing but a regular file is opened, within its size
 limit. (StagedDir and atomic writes: tests/adversarial/test_outputs.py.)"""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gate._fsutil import NotRegularFile, TooLarge, describe_file_kind, open_regular, read_regular
+from gate.core.fsutil import NotRegularFile, TooLarge, describe_file_kind, open_regular, read_regular
 
 
 def test_describe_file_kind__none_for_a_file_and_words_for_the_rest(tmp_path):

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from gate.github_api import ACTIONS_BOT, ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
+from gate.github.api import ACTIONS_BOT, ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
 from tests.fake_github import FakeGitHub
 
 TOKEN = "ghs_unit-token-0123456789"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gate.errors import BadInput
-from gate.github_context import UNVERIFIED_SUFFIX, ResultOrigin, context_from_env, unverified_context
+from gate.core.errors import BadInput
+from gate.github.context import UNVERIFIED_SUFFIX, ResultOrigin, context_from_env, unverified_context
 
 EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 HEAD, MERGE = "a" * 40, "c" * 40

@@ -7,11 +7,11 @@ import textwrap
 import pytest
 
 from gate.commands import _policy
-from gate.compare import compare_records
-from gate.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
-from gate.policy import CHECKS, DEFAULT_POLICY, evaluate, load_policy, parse_policy
-from gate.trace import Manifest
-from gate.verdict import build_verdict
+from gate.core.compare import compare_records
+from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
+from gate.core.policy import CHECKS, DEFAULT_POLICY, evaluate, load_policy, parse_policy
+from gate.core.trace import Manifest
+from gate.core.verdict import build_verdict
 from tests._util import record
 
 PROMPT = (1, 2, 3)

@@ -1,12 +1,12 @@
-"""gate/replay.py seeded_prefill_split: which seeded prefills vLLM's CPU
+"""gate/run/replay.py seeded_prefill_split: which seeded prefills vLLM's CPU
 build must split (and so fail on, 'CPU Generator does not use offset'),
 known from the batch plan and the resolved scheduler limits alone."""
 from __future__ import annotations
 
 import pytest
 
-from gate.errors import BadInput
-from gate.replay import check_seeded_prefills, plan, seeded_prefill_split
+from gate.core.errors import BadInput
+from gate.run.replay import check_seeded_prefills, plan, seeded_prefill_split
 
 CPU = {"cpu": True, "chunked_prefill": True, "max_num_batched_tokens": 64, "long_prefill_token_threshold": 0,
        "prefix_caching": False, "block_size": 16, "max_model_len": 256}

@@ -1,4 +1,4 @@
-"""gate.report: comment.md, summary.md and report.html from verdict.json."""
+"""gate.report.render: comment.md, summary.md and report.html from verdict.json."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from gate import _charts, report
-from gate.errors import BadInput
-from gate.verdict import read_verdict
+from gate.core.errors import BadInput
+from gate.core.verdict import read_verdict
+from gate.report import charts as _charts
+from gate.report import render as report
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "verdicts"
@@ -446,7 +447,7 @@ def test_compare__real_traces_render_relation_matched_tokens_and_rl(tmp_path: Pa
     """The real CLI on hand-written traces: what compare measures is what the report draws."""
     import numpy as np
 
-    from gate.trace import Record, Scores
+    from gate.core.trace import Record, Scores
     from tests._util import manifest, run_cli, write_trace
 
     def rec(i: int, *, shift: float, diverge: int) -> Record:

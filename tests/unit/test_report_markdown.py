@@ -1,10 +1,10 @@
-"""gate._markdown: untrusted text in GitHub-flavoured Markdown."""
+"""gate.report.markdown: untrusted text in GitHub-flavoured Markdown."""
 from __future__ import annotations
 
 import pytest
 
-from gate._markdown import md_code_block, md_html, md_inline, visible
-from gate._tokentext import is_byte_level, readable, readable_join
+from gate.core.tokentext import is_byte_level, readable, readable_join
+from gate.report.markdown import md_code_block, md_html, md_inline, visible
 
 
 @pytest.mark.parametrize("text", ["@octocat", "@github/security-team", "hi @everyone"])
@@ -41,7 +41,7 @@ def test_visible__control_bytes_read_as_byte_escapes_and_no_replacement_glyph() 
     assert visible("x\ufffdy") == "x\\ufffdy" and "\ufffd" not in md_inline("\ufffd") + md_html("\ufffd")
 
 
-# ----------------------------------------------------------------- token text (gate._tokentext)
+# ----------------------------------------------------------------- token text (gate.core.tokentext)
 
 def _bl(data: bytes) -> str:
     """GPT-2 byte-level spelling of `data` (written out independently)."""

@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RENDER = """
 import importlib.resources, json, sys
 from pathlib import Path
-import gate.report
-from gate.report import render_result
+import gate.report.render
+from gate.report.render import render_result
 site = Path(sys.argv[1]).resolve()
-assert Path(gate.report.__file__).resolve().is_relative_to(site), gate.report.__file__
+assert Path(gate.report.render.__file__).resolve().is_relative_to(site), gate.report.render.__file__
 assert Path(str(importlib.resources.files("gate.templates").joinpath("comment.md.j2"))).resolve().is_relative_to(site)
 print(json.dumps(sorted(render_result(Path(sys.argv[2])))))
 """

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from gate.rl_metrics import measure_records, summary_line
-from gate.trace import Record, Scores
+from gate.core.rl_metrics import measure_records, summary_line
+from gate.core.trace import Record, Scores
 from tests._util import manifest, run_cli, write_trace
 
 

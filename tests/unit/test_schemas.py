@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gate.trace import Manifest, Record, Scores, TraceWriter
+from gate.core.trace import Manifest, Record, Scores, TraceWriter
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gate.compare import compare_records
-from gate.semantics import CENTRE_FLOOR, Relation, add_relation, classify, compare_relations, matters, own_scores
-from gate.trace import Record, Scores
+from gate.core.compare import compare_records
+from gate.core.semantics import CENTRE_FLOOR, Relation, add_relation, classify, compare_relations, matters, own_scores
+from gate.core.trace import Record, Scores
 
 VOCAB = 40
 PARAMS = {"temperature": 0.7, "top_p": 0.95, "logprobs": 5}
@@ -129,7 +129,7 @@ def test_semantics__a_flat_fit_is_named_by_the_direction_it_moved():
     """A peaked model puts most sampled tokens near logprob 0: the candidate's
     own fit is too flat to place, but against an exact raw golden the lift of
     the mean residual names it processed."""
-    from gate.semantics import judge
+    from gate.core.semantics import judge
 
     ref = {"tokens": 64, "slope": 1.0, "mean_residual": 0.0, "se_slope": 0.0, "se_mean": 0.0}
     cand = {"tokens": 64, "slope": 1.12, "mean_residual": 0.01, "se_slope": 0.5, "se_mean": 0.01}

@@ -1,15 +1,15 @@
 """Shards: the split by prompt id, the plan restricted to a shard, and every
-refusal of a merge (gate/shards.py)."""
+refusal of a merge (gate/run/shards.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from gate.errors import BadInput
-from gate.replay import plan
-from gate.shards import merged_records, parse_shard, read_shards, shard_calls, shard_info, units
-from gate.trace import Manifest, Record, TraceWriter
+from gate.core.errors import BadInput
+from gate.core.trace import Manifest, Record, TraceWriter
+from gate.run.replay import plan
+from gate.run.shards import merged_records, parse_shard, read_shards, shard_calls, shard_info, units
 
 SAMPLING = {"greedy": {"n": 1, "seed": 0}, "hot": {"n": 2, "seed": 7}}
 IDS = [f"p{i:02d}" for i in range(11)]

@@ -7,10 +7,19 @@ import textwrap
 
 import pytest
 
-from gate.errors import BadInput
-from gate.identity import ContextLength, model_max_len
-from gate.suite import (PROMPTS_FILE_SIZE_LIMIT, SAMPLING_DEFAULTS, SUITE_SIZE_LIMIT, YAML_ALIAS_LIMIT,
-                        check_prompt_lengths, load_suite, load_yaml, parse_engine_arg, workload_hash)
+from gate.core.errors import BadInput
+from gate.core.identity import ContextLength, model_max_len
+from gate.run.suite import (
+    PROMPTS_FILE_SIZE_LIMIT,
+    SAMPLING_DEFAULTS,
+    SUITE_SIZE_LIMIT,
+    YAML_ALIAS_LIMIT,
+    check_prompt_lengths,
+    load_suite,
+    load_yaml,
+    parse_engine_arg,
+    workload_hash,
+)
 from tests._util import REPO
 
 SUITE = """\
@@ -459,7 +468,7 @@ def test_identity__broken_config_json_is_named(folder):
 
 
 def test_load_suite__strict_paths_refuses_a_suite_or_prompts_file_linked_out_of_the_workspace(tmp_path, monkeypatch):
-    from gate.errors import BadInput as _BadInput
+    from gate.core.errors import BadInput as _BadInput
 
     ws, elsewhere = tmp_path / "ws", tmp_path / "elsewhere"
     ws.mkdir()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from gate.engine import _token_text
+from gate.run.engine import _token_text
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from gate.tinymodel import build_tiny_model
+    from gate.run.tinymodel import build_tiny_model
 
     return AutoTokenizer.from_pretrained(str(build_tiny_model(tmp_path_factory.mktemp("tok") / "m", seed=0)))
 

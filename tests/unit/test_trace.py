@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from gate.errors import BadInput
-from gate.trace import FORMAT, MAJOR, TRACE_FILE, Manifest, Record, TraceReader, TraceWriter, read_trace
+from gate.core.errors import BadInput
+from gate.core.trace import FORMAT, MAJOR, TRACE_FILE, Manifest, Record, TraceReader, TraceWriter, read_trace
 from tests._util import manifest, record, write_trace
 
 
@@ -293,7 +293,7 @@ def test_trace__writer_refuses_out_of_order(tmp_path, keys):
 
 
 def test_trace__writer_rejects_unknown_scoring_path(tmp_path):
-    from gate.trace import Record, Scores
+    from gate.core.trace import Record, Scores
 
     rec = Record("c", "p", 0, [1], [2], sampler=Scores("telepathy", [-0.1]))
     with pytest.raises(BadInput, match="unknown scoring path 'telepathy'"):
@@ -303,7 +303,7 @@ def test_trace__writer_rejects_unknown_scoring_path(tmp_path):
 
 def test_trace__trainer_dump_with_empty_identity_round_trips(tmp_path):
     """The documented writer API: a trainer fills only what it has."""
-    from gate.trace import Record, Scores
+    from gate.core.trace import Record, Scores
 
     rec = Record(config="rollout", prompt_id="q1", sample=0, prompt_token_ids=[1, 2],
                  completion_token_ids=[3, 4], sampler=Scores("trainer", [-0.25, -1.5]))
@@ -315,7 +315,7 @@ def test_trace__trainer_dump_with_empty_identity_round_trips(tmp_path):
 
 
 def test_trace__failed_write_leaves_no_folder_it_created(tmp_path):
-    from gate.trace import Manifest, Record, Scores, TraceWriter
+    from gate.core.trace import Manifest, Record, Scores, TraceWriter
 
     out = tmp_path / "new" / "golden"
     with pytest.raises(RuntimeError):
@@ -328,13 +328,13 @@ def test_trace__failed_write_leaves_no_folder_it_created(tmp_path):
 
 # ------------------------------------------------------------------ format 1.1: own scores, versions
 def _own(prompt=(1, 2, 3), completion=(4, 5, 6), **kw):
-    from gate.trace import Scores
+    from gate.core.trace import Scores
 
     return Scores("prefill", [None] + [-0.25] * (len(prompt) + len(completion) - 1), **kw)
 
 
 def test_trace__header_says_minor_1(tmp_path):
-    from gate.trace import MINOR
+    from gate.core.trace import MINOR
 
     header = json.loads(_lines(_valid(tmp_path))[0])
     assert MINOR == 1 and header["minor"] == 1

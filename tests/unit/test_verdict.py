@@ -1,8 +1,8 @@
 """The environment diff names a change of parallel layout (docs/scale.md)."""
 from __future__ import annotations
 
-from gate.trace import Manifest
-from gate.verdict import _hardware_warnings, environment_diff
+from gate.core.trace import Manifest
+from gate.core.verdict import _hardware_warnings, environment_diff
 
 
 def _man(tp: int, dp: int = 1, backend: str | None = None) -> Manifest:

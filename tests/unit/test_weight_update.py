@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gate import replay as c
-from gate.engine import Generation
-from gate.errors import InfraError
-from gate.trace import Manifest, Scores, TraceWriter
-from gate.weight_update import RESET, UPDATED, _gate_child, judge, replay_update
+from gate.core.errors import InfraError
+from gate.core.trace import Manifest, Scores, TraceWriter
+from gate.run import replay as c
+from gate.run.engine import Generation
+from gate.studies.weight_update import RESET, UPDATED, _gate_child, judge, replay_update
 
 SAMPLING = {
     "greedy": {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "max_tokens": 4, "n": 1, "seed": 0, "logprobs": 2},

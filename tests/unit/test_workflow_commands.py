@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from gate.errors import BadInput
-from gate.workflow_commands import (STEP_SUMMARY_LIMIT, annotation, append_step_summary, check_runner_file,
-                                    emit_annotations, write_outputs)
+from gate.core.errors import BadInput
+from gate.github.workflow_commands import (
+    STEP_SUMMARY_LIMIT,
+    annotation,
+    append_step_summary,
+    check_runner_file,
+    emit_annotations,
+    write_outputs,
+)
 
 
 def parse_outputs(text: str) -> dict[str, str]:

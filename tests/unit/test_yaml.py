@@ -1,12 +1,12 @@
-"""The project's YAML loader (gate/_yaml.py): floats as YAML 1.2 writes
+"""The project's YAML loader (gate/core/yamlio.py): floats as YAML 1.2 writes
 them, and everything it refused before still refused, at its line."""
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from gate._yaml import load_yaml
-from gate.errors import BadInput
+from gate.core.errors import BadInput
+from gate.core.yamlio import load_yaml
 
 
 def _load(tmp_path, text):

@@ -1,0 +1,633 @@
+"""`parity-gate publish RESULT_DIR`: post a result to GitHub.
+
+Sticky PR comment (found again by a hidden marker and its author, the
+token's own identity, on every page; updated in place, one per status
+context), commit status on the head sha, a check run with the Markdown
+summary where the token may create one, the job summary, step outputs and
+annotations. A token that may not write (a fork PR) gets one warning that
+explains the two-workflow pattern; the report stays on disk.
+
+A result folder may come from a fork (an artifact, on workflow_run): only
+its schema-checked verdict.json is read. The comment and summary are always
+rendered here from it, never taken from Markdown files in the folder; a
+verdict the schema refuses is published as an `error` status.
+
+A result computed by a workflow a fork controls (`pull_request` from a fork,
+or `workflow_run` of one) is published under "<context> (fork, unverified)":
+it can say anything, so it never speaks for the required context. Every
+comment and summary ends with the commit the result was computed for and the
+commit its suite and golden came from.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TextIO
+
+import requests
+
+from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
+from gate.core.verdict import VERDICT_FILE, read_verdict
+from gate.github.api import QUICK_RETRY, ApiError, GitHubAPI, PermissionDenied, RetryPolicy
+from gate.github.context import GitHubContext, ResultOrigin, context_from_env, unverified_context
+from gate.github.workflow_commands import (
+    annotation,
+    append_step_summary,
+    check_runner_file,
+    emit_annotations,
+    write_outputs,
+)
+from gate.report import render as report
+from gate.report.markdown import md_inline
+
+__all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publisher", "PublishReport",
+           "load_outcome", "error_outcome", "invalid_outcome", "comment_marker", "COMMENT_LIMIT",
+           "DESCRIPTION_LIMIT", "Cancelled", "cancel_on_signals", "check_run_external_id"]
+
+log = logging.getLogger(__name__)
+
+COMMENT_LIMIT = 65536
+CHECK_TEXT_LIMIT = 65535
+DESCRIPTION_LIMIT = 140
+COMMENT_MODES = ("always", "on-fail", "never")
+FINAL_STATES = ("success", "failure", "error")
+FORK_HINT = ("this token may not write to the repository, as for a pull request from a fork "
+             "(read-only GITHUB_TOKEN) or a token without statuses/pull-requests write permission. "
+             "Use the two-workflow pattern: the gate job uploads the result directory as an artifact, "
+             "and a workflow on workflow_run (examples/workflows/publish.yml, see docs/github.md) "
+             "downloads it and runs 'parity-gate publish'")
+
+
+# --- what is published -----------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """The result being published: a verdict, or an error (exit 2/3) without one."""
+
+    state: str                      # commit status state: success | failure | error | pending
+    exit_code: int
+    headline: str
+    verdict: Mapping[str, Any] | None = None
+    result_dir: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "success"
+
+
+def load_outcome(result_dir: Path, fail_on: str | None = None) -> Outcome:
+    verdict = read_verdict(result_dir)  # BadInput (exit 2) when missing or malformed
+    failed = verdict["verdict"] != "pass"  # fail, and inconclusive: never a green check on missing evidence
+    if fail_on == "regression":
+        code = EXIT_REGRESSION if failed else EXIT_PASS
+    elif fail_on == "never":
+        code = EXIT_PASS
+    else:
+        code = verdict.get("exit_code", EXIT_REGRESSION if failed else EXIT_PASS)
+        if code not in (EXIT_PASS, EXIT_REGRESSION):
+            raise BadInput(f"{result_dir}/verdict.json: exit_code must be 0 or 1, got {code!r}")
+    headline = str(verdict.get("headline") or ("FAIL" if failed else "PASS"))
+    # fail-on: never reports drift but does not gate: the status follows the exit code.
+    return Outcome("failure" if code == EXIT_REGRESSION else "success", code, headline, verdict, result_dir)
+
+
+def error_outcome(exit_code: int, reason: str, result_dir: Path | None = None) -> Outcome:
+    kind = "bad input" if exit_code == EXIT_BAD_INPUT else "infrastructure failure"
+    return Outcome("error", exit_code, f"ERROR ({kind}): {reason}", None, result_dir)
+
+
+def invalid_outcome(exc: BadInput, result_dir: Path) -> Outcome:
+    """What is published for a result whose verdict.json the schema-checked
+    loader refused (missing, malformed, forged): an `error`, never a pass.
+    The folder's path is left out, so the 140-character status keeps the why."""
+    what = exc.what
+    path = str(Path(result_dir) / VERDICT_FILE)
+    if what.startswith(path):
+        what = VERDICT_FILE + what[len(path):]
+    return error_outcome(EXIT_BAD_INPUT, f"the result is invalid: {what}", result_dir)
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def comment_marker(context: str) -> str:
+    return report.comment_marker(context)
+
+
+_HEADLINE_CHARS = 300
+
+
+def _fallback_markdown(outcome: Outcome, run_url: str | None) -> str:
+    """For an error outcome, or when rendering failed: a short fixed text
+    around the headline, which may come from a fork's verdict, escaped."""
+    lines = [f"### parity-gate: {md_inline(outcome.headline, _HEADLINE_CHARS)}", ""]
+    if outcome.verdict is not None:
+        lines += ["The full report could not be rendered here; it is in the workflow run.", ""]
+    if run_url:
+        lines.append(f"[Workflow run]({run_url})")
+    return "\n".join(lines) + "\n"
+
+
+def _rendered(outcome: Outcome, name: str, render: Callable[[], str]) -> str | None:
+    """The report module's rendering of the validated verdict, or None (then
+    the escaped fallback). Never the Markdown files in the result folder:
+    on workflow_run those are a fork's, and would be posted as the bot."""
+    if outcome.verdict is None:
+        return None
+    try:
+        return render()
+    except Exception as exc:  # noqa: BLE001 - untrusted input: a rendering bug must not stop the status
+        log.warning("could not render %s (%s: %s); posting a short fallback", name, type(exc).__name__, exc)
+        return None
+
+
+def provenance(ctx: GitHubContext, required_context: str) -> str:
+    """The closing line of comment and summary: which commit the result was
+    computed for, which commit the suite and golden came from, and, for a
+    fork's result, that it does not count. Shas are checked 40-hex strings."""
+    parts = []
+    if ctx.head_sha:
+        parts.append(f"Computed for {ctx.head_sha}")
+    if ctx.golden_sha:
+        parts.append(f"suite and golden from {ctx.golden_sha}")
+    line = "; ".join(parts) + "." if parts else ""
+    if ctx.unverified:
+        line += (f" **Unverified**: computed by a workflow run from a fork; it does not count for the "
+                 f"required check `{md_inline(required_context, 255).replace('`', '')}`.")
+    return line.strip()
+
+
+def _with_footer(body: str, footer: str, limit: int, run_url: str | None) -> str:
+    """`body`, then the footer, in at most `limit` characters: a body cut to
+    fit ends with a note saying so (the footer is always kept whole)."""
+    tail = f"\n\n{footer}\n" if footer else ""
+
+    def join(text: str) -> str:
+        return text.rstrip("\n") + "\n" + tail if tail else text
+
+    out = join(body)
+    if len(out) <= limit:
+        return out
+    note = (f"\n\n*Comment truncated at {limit} characters; the full report is in the "
+            f"workflow run{': ' + run_url if run_url else ''}.*\n")
+    # join() may add one newline after stripping the note's own.
+    out = join(body[: max(0, limit - len(note) - len(tail) - 1)] + note)
+    return out[:limit]
+
+
+def _comment_body(outcome: Outcome, context: str, run_url: str | None, footer: str = "") -> str:
+    marker = comment_marker(context)
+    body = _rendered(outcome, "comment.md", lambda: report.render_comment(
+        dict(outcome.verdict or {}), context=context, report_url=run_url))
+    body = body or _fallback_markdown(outcome, run_url)
+    if marker not in body:
+        body = f"{marker}\n{body}"
+    return _with_footer(body, footer, COMMENT_LIMIT, run_url)
+
+
+def _summary_markdown(outcome: Outcome, run_url: str | None, footer: str = "") -> str:
+    body = _rendered(outcome, "summary.md", lambda: report.render_summary(
+        dict(outcome.verdict or {}), report_url=run_url))
+    body = body or _fallback_markdown(outcome, run_url)
+    return body.rstrip("\n") + f"\n\n{footer}\n" if footer else body
+
+
+# --- options and runtime ---------------------------------------------------
+@dataclass(frozen=True)
+class PublishOptions:
+    status_context: str = "parity-gate"
+    comment: str = "always"           # always | on-fail | never
+    check_run: bool = True
+    target_url: str | None = None     # default: the run that computed the result
+    annotations: bool = True
+    # Who writes the sticky comment. Default: the token's own login, asked
+    # of GitHub (GET /user, else the GraphQL viewer: github-actions[bot] for
+    # GITHUB_TOKEN, <app-slug>[bot] for a GitHub App's token).
+    comment_author: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    posted: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything publish/action take from the outside world; tests pass their own."""
+
+    env: Mapping[str, str]
+    session: requests.Session
+    stdout: TextIO
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def real(cls, session: requests.Session) -> "Runtime":
+        return cls(env=dict(os.environ), session=session, stdout=sys.stdout)
+
+    def api(self, ctx: GitHubContext) -> GitHubAPI:
+        return GitHubAPI(self.session, ctx.api_url, ctx.token, retry=self.retry,
+                         sleep=self.sleep, clock=self.clock)
+
+
+class Publisher:
+    """Posts outcomes for one context. Every remote call is best effort:
+    failures are collected, warned about once, and never raised."""
+
+    def __init__(self, ctx: GitHubContext, api: GitHubAPI, options: PublishOptions, out: TextIO) -> None:
+        self.ctx = ctx
+        self.api = api
+        self.out = out
+        self.footer = provenance(ctx, options.status_context)
+        if ctx.unverified:
+            # The fork rule, in the one place every post goes through.
+            unverified = unverified_context(options.status_context)
+            out.write(annotation("notice", f"this result comes from a workflow run of a fork: it is published as "
+                                           f"'{unverified}', never as the required '{options.status_context}' "
+                                           "(docs/github.md, pull requests from forks)", "parity-gate"))
+            options = replace(options, status_context=unverified)
+        self.options = options
+        self._posted: list[str] = []
+        self._denied: list[str] = []
+        self._failed: list[str] = []
+        self._skipped: list[str] = []
+        self._warned_permission = False
+        self._skipped_no_token = False
+        self._warnings = 0  # annotations this step already holds (GitHub shows 10 a level)
+        self._result_dir: Path | None = None
+        self.final_state: str | None = None  # the last success/failure/error status GitHub accepted
+
+    @property
+    def target_url(self) -> str | None:
+        """The status, check run and comment link: the run that computed the
+        result (on workflow_run, the gate run, not this publish run)."""
+        return self.options.target_url or self.ctx.gate_run_url
+
+    def report(self) -> PublishReport:
+        return PublishReport(tuple(self._posted), tuple(self._denied), tuple(self._failed), tuple(self._skipped))
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self._warnings += 1
+        self.out.write(annotation("warning", message, "parity-gate"))
+        self.out.flush()
+
+    def _call(self, what: str, fn: Callable[[], Any], *, quiet_denied: bool = False) -> Any:
+        if not self.ctx.token:
+            if not self._skipped_no_token:
+                self._skipped_no_token = True
+                # A notice, not a warning: computing with no token and
+                # publishing from another job is the recommended split.
+                log.info("no GitHub token: nothing is posted to GitHub")
+                self.out.write(annotation("notice", "no GitHub token (github-token input or GITHUB_TOKEN): nothing "
+                                                    "is posted to GitHub; publish the result from a later step or "
+                                                    "job (docs/github.md)", "parity-gate"))
+                self.out.flush()
+            self._skipped.append(f"{what}: no token")
+            return None
+        try:
+            result = fn()
+        except PermissionDenied as exc:
+            self._denied.append(what)
+            if quiet_denied:
+                self._skipped.append(f"{what}: not permitted (HTTP {exc.status})")
+                log.info("%s: not permitted for this token (HTTP %s); skipped", what, exc.status)
+            elif not self._warned_permission:
+                self._warned_permission = True
+                self._warn(f"GitHub refused to {what} (HTTP {exc.status}): {FORK_HINT}. "
+                           f"The report is on disk{' in ' + str(self._result_dir) if self._result_dir else ''}.")
+            return None
+        except ApiError as exc:
+            self._failed.append(what)
+            self._warn(f"could not {what}: {exc.line()}")
+            return None
+        self._posted.append(what)
+        return result
+
+    # --- pieces -----------------------------------------------------------
+    def post_status(self, state: str, description: str) -> None:
+        if not self.ctx.head_sha or not self.ctx.repository:
+            self._skipped.append("post the commit status: no head sha")
+            return
+        posted = self._call("post the commit status", lambda: self.api.create_status(
+            self.ctx.repository, self.ctx.head_sha, state=state, context=self.options.status_context,
+            description=_shorten(description, DESCRIPTION_LIMIT), target_url=self.target_url))
+        if posted is not None and state in FINAL_STATES:
+            self.final_state = state
+
+    def post_pending(self) -> PublishReport:
+        self.post_status("pending", "parity-gate is running")
+        return self.report()
+
+    def post_error(self, reason: str, exit_code: int = EXIT_INFRA) -> PublishReport:
+        """The status a crash, timeout or cancel leaves, so a required check never hangs."""
+        self.post_status("error", error_outcome(exit_code, reason).headline)
+        return self.report()
+
+    def post_cancelled(self, why: str) -> None:
+        """On the way out of a cancelled job (SIGTERM, SIGINT): an `error`
+        status unless a final one is already up, with two quick tries (the
+        runner kills the process seconds later) and the signals that would
+        interrupt it ignored meanwhile."""
+        if self.final_state is not None:
+            log.info("%s: the %s status is already posted; leaving it", why, self.final_state)
+            return
+        with ignoring_cancel_signals():
+            api, self.api = self.api, self.api.with_retry(QUICK_RETRY)
+            try:
+                self.post_error(f"{why}: the job was cancelled or timed out")
+            finally:
+                self.api = api
+
+    def _find_comment(self, marker: str) -> dict[str, Any] | None:
+        """Our sticky comment: the marker alone is not enough, since anyone
+        who can comment can write it; the author must be the token's own."""
+        login = self.options.comment_author or self.api.token_login()
+        for comment in self.api.issue_comments(self.ctx.repository, self.ctx.pr_number):
+            if (comment.get("user") or {}).get("login") == login and marker in (comment.get("body") or ""):
+                return comment
+        return None
+
+    def upsert_comment(self, outcome: Outcome) -> None:
+        mode = self.options.comment
+        if mode == "never":
+            return
+        if not self.ctx.pr_number or not self.ctx.repository:
+            self._skipped.append("comment: no pull request")
+            return
+        context = self.options.status_context
+        body = _comment_body(outcome, context, self.target_url, self.footer)
+        marker = comment_marker(context)
+
+        def update_existing(done: str) -> str | None:
+            existing = self._find_comment(marker)
+            if existing is None:
+                return None
+            if existing.get("body") != body:
+                self.api.update_comment(self.ctx.repository, existing["id"], body)
+            return done
+
+        def create() -> str:
+            self.api.create_comment(self.ctx.repository, self.ctx.pr_number, body)
+            return "created"
+
+        def upsert() -> str:
+            done = update_existing("updated")
+            if done is not None:
+                return done
+            # on-fail: no comment on a clean pass, but an existing one is
+            # still updated above, so a stale FAIL never stays up.
+            if mode == "on-fail" and outcome.passed:
+                return "none"
+            # A failed POST may have landed before the error: look again
+            # before each retry, so there are never two sticky comments.
+            return self.api.create_once("create the pull request comment", create,
+                                        lambda: update_existing("created"))
+
+        done = self._call("write the pull request comment", upsert)
+        if done == "none":
+            self._posted.pop()
+            self._skipped.append("comment: passed (on-fail)")
+
+    def create_check_run(self, outcome: Outcome, summary: str) -> None:
+        if not self.options.check_run or outcome.state == "pending":
+            return
+        if not self.ctx.head_sha or not self.ctx.repository:
+            return
+        conclusion = {"success": "success", "failure": "failure"}.get(outcome.state, "failure")
+        payload: dict[str, Any] = {
+            "name": f"{self.options.status_context} report",
+            "head_sha": self.ctx.head_sha,
+            "status": "completed",
+            "conclusion": conclusion,
+            "output": {"title": _shorten(outcome.headline, 200),
+                       "summary": summary if len(summary) <= CHECK_TEXT_LIMIT
+                       else summary[: CHECK_TEXT_LIMIT - 40] + "\n\n*(truncated)*\n"},
+        }
+        if self.target_url:
+            payload["details_url"] = self.target_url
+        # Ours, found again by name, head sha and this id: a retry after a
+        # lost answer, or a later run on the same commit, updates it.
+        payload["external_id"] = check_run_external_id(self.options.status_context)
+        repo, sha = self.ctx.repository, self.ctx.head_sha
+
+        def find() -> dict[str, Any] | None:
+            return next((run for run in self.api.check_runs(repo, sha, payload["name"])
+                         if run.get("external_id") == payload["external_id"]), None)
+
+        def upsert() -> dict[str, Any]:
+            existing = find()
+            if existing is not None:
+                update = {k: v for k, v in payload.items() if k != "head_sha"}
+                return self.api.update_check_run(repo, existing["id"], update)
+            return self.api.create_once("create the check run",
+                                        lambda: self.api.create_check_run(repo, payload), find)
+
+        # A PAT or a token without checks: write gets 403 here: a note, not the fork warning.
+        self._call("create the check run", upsert, quiet_denied=True)
+
+    def write_local(self, outcome: Outcome, summary: str) -> None:
+        """Job summary and step outputs: no network, never denied."""
+        append_step_summary(self.ctx.step_summary_path, summary,
+                            "\n\n*(summary truncated at the 1 MiB step-summary limit)*\n")
+        rd = outcome.result_dir
+        outputs = {"verdict": (outcome.verdict or {}).get("verdict") or "error",
+                   "exit-code": str(outcome.exit_code), "headline": outcome.headline}
+        if rd is not None:
+            outputs["result-dir"] = str(rd)
+            for key, name in (("verdict-path", "verdict.json"), ("report-path", "report.html"),
+                              ("comment-path", "comment.md"), ("summary-path", "summary.md")):
+                if (rd / name).is_file():
+                    outputs[key] = str(rd / name)
+        write_outputs(self.ctx.output_path, outputs)
+
+    def write_annotations(self, outcome: Outcome) -> None:
+        """Last, after every warning of this step's own: GitHub shows 10 of
+        a level per step, and the closing "N more" note must be one of them."""
+        if not self.options.annotations:
+            return
+        items: list[tuple[str, str, str]] = []
+        if outcome.verdict is None:
+            items.append(("error", "parity-gate", outcome.headline))
+        else:
+            for check in outcome.verdict.get("checks") or []:
+                if check.get("status") == "fail":
+                    level = "error" if outcome.exit_code == EXIT_REGRESSION else "warning"
+                    items.append((level, f"parity-gate: {check.get('title') or check.get('id')}",
+                                  str(check.get("message") or check.get("id"))))
+            items += [("warning", "parity-gate", str(w)) for w in outcome.verdict.get("warnings") or []]
+        emit_annotations(self.out, items, used={"warning": self._warnings})
+
+    def publish(self, outcome: Outcome) -> PublishReport:
+        self._result_dir = outcome.result_dir
+        summary = _summary_markdown(outcome, self.target_url, self.footer)
+        self.write_local(outcome, summary)
+        self.post_status(outcome.state, outcome.headline)
+        self.upsert_comment(outcome)
+        self.create_check_run(outcome, summary)
+        self.write_annotations(outcome)
+        return self.report()
+
+
+def check_run_external_id(context: str) -> str:
+    """The `external_id` of the check run of a status context: one per
+    context and commit, whichever run made it."""
+    return "parity-gate:" + hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
+
+
+class Cancelled(BaseException):
+    """SIGTERM or SIGINT while the gate runs or publishes: a cancelled or timed-out job."""
+
+
+def _raise_cancelled(signum: int, _frame: Any) -> None:
+    raise Cancelled(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT raise `Cancelled` here, so the caller can still post a
+    final status (PID 1 in a container ignores SIGTERM unless it handles it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_cancelled) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def ignoring_cancel_signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def verify_origin(ctx: GitHubContext, result_dir: Path, api: GitHubAPI) -> GitHubContext:
+    """Tie an artifact's github.json to the run that published it. On
+    workflow_run the head sha comes from GitHub, not from the artifact; the
+    artifact's PR number is trusted only if that PR's head is that sha."""
+    origin = ResultOrigin.read(result_dir)
+    if origin is None:
+        return ctx
+    if ctx.event_name != "workflow_run":
+        return ctx.with_origin(origin)
+    if origin.head_sha and ctx.head_sha and origin.head_sha != ctx.head_sha:
+        raise BadInput(f"{result_dir}/github.json: head sha {origin.head_sha} does not match "
+                       f"workflow_run.head_sha {ctx.head_sha}", "the artifact belongs to another commit; do not publish it")
+    if ctx.pr_number and origin.pr_number and ctx.pr_number != origin.pr_number:
+        raise BadInput(f"{result_dir}/github.json: PR #{origin.pr_number} does not match "
+                       f"workflow_run's PR #{ctx.pr_number}")
+    if ctx.pr_number is None and origin.pr_number is not None and ctx.token and ctx.repository:
+        pull = api.pull(ctx.repository, origin.pr_number)
+        if (pull.get("head") or {}).get("sha") != ctx.head_sha:
+            raise BadInput(f"{result_dir}/github.json: PR #{origin.pr_number} has head "
+                           f"{(pull.get('head') or {}).get('sha')}, not workflow_run.head_sha {ctx.head_sha}",
+                           "the PR moved on or the artifact is forged; the next gate run publishes")
+        return ctx.with_origin(origin)
+    # Only where the suite and golden came from: a 40-hex sha, shown in the footer.
+    return replace(ctx, golden_sha=ctx.golden_sha or origin.golden_sha)
+
+
+# --- CLI -------------------------------------------------------------------
+def add_publish_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status-context", default="parity-gate",
+                        help="commit status context and comment identity (default: parity-gate)")
+    parser.add_argument("--comment", choices=COMMENT_MODES, default="always",
+                        help="PR comment: always, on-fail (still updates an existing one), never")
+    parser.add_argument("--fail-on", choices=("regression", "never"), default=None,
+                        help="exit 1 on a regression, or never (default: the verdict's exit_code)")
+    parser.add_argument("--target-url", default=None, help="status/check link (default: the workflow run)")
+    parser.add_argument("--no-check-run", action="store_true", help="do not create a check run")
+    parser.add_argument("--comment-author", default=None, metavar="LOGIN",
+                        help="the login the token comments as (default: asked of GitHub: GET /user, else the "
+                             "GraphQL viewer, e.g. my-app[bot] for a GitHub App's token)")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str = "publish") -> None:
+    parser.add_argument("result_dir", metavar="RESULT_DIR", help="a result dir written by check or compare")
+    add_publish_options(parser)
+    parser.add_argument("--exit-code", type=int, choices=(EXIT_BAD_INPUT, EXIT_INFRA), default=None,
+                        help="publish an error: the check exited with this code and wrote no verdict")
+    parser.add_argument("--reason", default="the check did not finish", help="with --exit-code: why")
+    parser.add_argument("--sha", default=None, help="commit to post on (default: from the event)")
+    parser.add_argument("--pr", type=int, default=None, help="pull request number (default: from the event)")
+
+
+def options_from_args(args: argparse.Namespace) -> PublishOptions:
+    return PublishOptions(status_context=args.status_context, comment=args.comment,
+                          check_run=not args.no_check_run, target_url=args.target_url,
+                          comment_author=args.comment_author or None)
+
+
+def check_runner_files(ctx: GitHubContext) -> None:
+    """A folder or FIFO as GITHUB_OUTPUT/GITHUB_STEP_SUMMARY is refused before
+    anything is posted or written."""
+    check_runner_file(ctx.output_path, "GITHUB_OUTPUT")
+    check_runner_file(ctx.step_summary_path, "GITHUB_STEP_SUMMARY")
+
+
+def publish_command(args: argparse.Namespace, rt: Runtime) -> int:
+    result_dir = Path(args.result_dir)
+    if not result_dir.is_dir():
+        raise BadInput(f"{result_dir}: no such result directory")
+    ctx = context_from_env(rt.env)
+    check_runner_files(ctx)
+    if args.sha or args.pr:
+        ctx = replace(ctx, head_sha=args.sha or ctx.head_sha, pr_number=args.pr or ctx.pr_number)
+    invalid: BadInput | None = None
+    if args.exit_code is not None and not (result_dir / VERDICT_FILE).is_file():
+        outcome = error_outcome(args.exit_code, args.reason, result_dir)
+    else:
+        try:
+            outcome = load_outcome(result_dir, args.fail_on)
+        except BadInput as exc:
+            # An `error` status, so a forged or broken result never leaves the check pending.
+            invalid, outcome = exc, invalid_outcome(exc, result_dir)
+    api = rt.api(ctx)
+    publisher: Publisher | None = None
+    try:
+        with cancel_on_signals():
+            ctx = verify_origin(ctx, result_dir, api)
+            publisher = Publisher(ctx, api, options_from_args(args), rt.stdout)
+            report = publisher.publish(outcome)
+    except Cancelled as exc:
+        # Not pending for ever: the plan job's (or action's) pending status
+        # gets its `error`, unless the final status is already up.
+        (publisher or Publisher(ctx, api, options_from_args(args), rt.stdout)).post_cancelled(
+            f"cancelled ({exc}) while publishing")
+        raise InfraError(f"cancelled by {exc} while publishing") from None
+    if invalid is not None:
+        raise invalid
+    if not report.posted:
+        why = "; ".join(report.skipped + report.denied + report.failed) or "nothing to post"
+        raise InfraError(f"publish could post nothing to GitHub ({why}); outputs and summary were written",
+                         "set GITHUB_TOKEN with statuses and pull-requests write permission")
+    return outcome.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    with requests.Session() as session:
+        return publish_command(args, Runtime.real(session))

@@ -1,0 +1,613 @@
+"""Automatic cause finding for a failing check (docs/diagnosis.md).
+
+Given a failing result folder, move each engine or environment knob that
+differs from the golden back to the golden's value, one at a time and then
+all together, rerun the check for each (a fresh engine in a subprocess:
+some settings are read at import), and name the knobs that restore parity,
+with numbers. When none does, the remaining drift is numeric or
+version-internal, and we say where it starts.
+
+Pure parts (`plan_ablations`, `summarize`, `drift_start`, `error_line`)
+take data and return data; `diagnose` takes a `runner` so tests can pass a
+fake one. `run_child` is how every engine command the gate spawns (ablations,
+calibration runs, weight-update workers) runs: one at a time, in its own
+process session, and not over until its whole process group has ended.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from gate.core.errors import BadInput
+from gate.core.fsutil import atomic_write_text
+from gate.core.semantics import semantics_sentence
+from gate.core.trace import read_trace
+from gate.core.verdict import read_verdict, write_verdict
+from gate.report.render import render_result
+
+__all__ = ["Ablation", "AblationOutcome", "plan_ablations", "summarize", "drift_start", "diagnose",
+           "diagnose_result_dir", "subprocess_runner", "run_child", "ChildResult", "error_line",
+           "is_gpu_memory_error", "DEFAULT_BUDGET_S", "add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_S = 300.0
+ABLATION_DIR = "diagnosis"
+# Resolved-config keys that are also vllm.EngineArgs names: moving one back is
+# `--engine-arg KEY=<golden's resolved value>`.
+_ENGINE_KEYS = {
+    "dtype", "logprobs_mode", "max_model_len", "max_logprobs", "seed", "enforce_eager", "hf_overrides",
+    "quantization", "enable_prefix_caching", "block_size", "kv_cache_dtype", "max_num_seqs",
+    "max_num_batched_tokens", "async_scheduling", "enable_chunked_prefill", "tensor_parallel_size",
+    "pipeline_parallel_size",
+}
+# Resolved keys that are read from the environment, not from engine args.
+_ENV_BACKED = {"batch_invariant": "VLLM_BATCH_INVARIANT", "attention_backend": "VLLM_ATTENTION_BACKEND"}
+# Keys whose value is derived from another knob: ablate the knob instead.
+_DERIVED = {"head_dtype": "hf_overrides"}
+# Names used in messages, where the raw key says too little.
+_TITLES = {"hf_overrides": "lm_head precision (hf_overrides)", "head_dtype": "lm_head dtype",
+           "logprobs_mode": "logprobs_mode", "batch_invariant": "VLLM_BATCH_INVARIANT"}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One rerun: the check's own overrides plus these knobs moved back."""
+
+    name: str                               # e.g. "logprobs_mode" or "all"
+    knobs: tuple[str, ...]                  # diff keys it moves back
+    engine_args: dict[str, Any]             # extra --engine-arg KEY=VALUE (golden's values)
+    env: dict[str, str | None]              # environment variables to set (None: unset)
+    description: str                        # "logprobs_mode processed_logprobs -> raw_logprobs"
+
+
+@dataclass(frozen=True)
+class AblationOutcome:
+    ablation: Ablation
+    status: str                             # "ran" | "skipped" | "error"
+    verdict: str | None = None              # "pass" | "fail"
+    measures: dict[str, Any] = field(default_factory=dict)   # channel -> {max_abs_diff, mean_abs_diff, ...}
+    seconds: float = 0.0
+    error: str | None = None
+    result_dir: str | None = None
+
+
+Runner = Callable[[Ablation, Path, float], AblationOutcome]
+
+
+# ---------------------------------------------------------------- planning (pure)
+def _show(v: Any) -> str:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+
+def _env_value(ref: Any) -> str | None:
+    if isinstance(ref, bool):
+        return "1" if ref else "0"
+    return None if ref is None else str(ref)
+
+
+def plan_ablations(verdict: dict[str, Any]) -> tuple[list[Ablation], list[dict[str, Any]]]:
+    """From a verdict's environment diff: one ablation per movable knob, then
+    one with all of them (when there are several). Also returns the
+    differences that cannot be moved back here (versions, hardware)."""
+    rows = [r for r in verdict.get("environment_diff", []) if r.get("differs")]
+    ref_manifest = (verdict.get("reference") or {}).get("manifest") or {}
+    requested = (ref_manifest.get("engine_args") or {}).get("requested") or {}
+    ref_env = (ref_manifest.get("environment") or {}).get("env") or {}
+    by_key = {r["key"]: r for r in rows}
+    singles: dict[str, Ablation] = {}
+    fixed: list[dict[str, Any]] = []
+    for r in rows:
+        key, group, ref, cand = r["key"], r.get("group", ""), r.get("reference"), r.get("candidate")
+        knob = _DERIVED.get(key, key)
+        if knob != key and knob in by_key:
+            continue  # the underlying knob has its own row and ablation
+        desc = f"{_TITLES.get(key, key)} {_show(ref)} -> {_show(cand)}"
+        if group == "environment" and key.startswith("env."):
+            var = key[4:]
+            singles[key] = Ablation(var, (key,), {}, {var: _env_value(ref)}, desc)
+        elif group.startswith("engine") and key in _ENV_BACKED:
+            var = _ENV_BACKED[key]
+            if key == "attention_backend" and var not in ref_env:
+                fixed.append(dict(r, why="attention backend was chosen by vLLM; no setting to move back"))
+                continue
+            value = ref_env.get(var) if key == "attention_backend" else _env_value(ref)
+            singles[key] = Ablation(key, (key,), {}, {var: value}, desc)
+        elif group.startswith("engine") and knob != key:
+            value = requested.get(knob, {} if knob == "hf_overrides" else None)
+            if knob == "hf_overrides" and not value and key == "head_dtype" and "default" not in str(ref):
+                value = {"head_dtype": ref}
+            singles[knob] = Ablation(knob, (key,), {knob: value}, {}, desc)
+        elif group == "engine" and key in _ENGINE_KEYS:
+            singles[key] = Ablation(key, (key,) + tuple(k for k, v in _DERIVED.items() if v == key and k in by_key),
+                                    {key: requested.get(key, ref) if key == "hf_overrides" else ref}, {}, desc)
+        elif group == "engine (requested)":
+            singles[key] = Ablation(key, (key,), {key: ref} if ref is not None else {}, {}, desc)
+            if ref is None:
+                fixed.append(dict(r, why="set only in the run; remove it from the suite or --engine-arg to test"))
+                del singles[key]
+        else:
+            fixed.append(dict(r, why="not a setting of this run (version, hardware or build)"))
+    plan = list(singles.values())
+    if len(plan) > 1:
+        args: dict[str, Any] = {}
+        env: dict[str, str | None] = {}
+        for a in plan:
+            args.update(a.engine_args)
+            env.update(a.env)
+        plan.append(Ablation("all", tuple(k for a in plan for k in a.knobs), args, env,
+                             "all of: " + "; ".join(a.description for a in plan)))
+    return plan, fixed
+
+
+# ---------------------------------------------------------------- drift start (pure)
+def drift_start(golden_dir: Path, result_dir: Path, atol: float) -> dict[str, Any]:
+    """Where the drift begins: per channel, the earliest completion position
+    whose |d| exceeds atol, how many sequences drift, and whether prompt
+    positions (pure prefill, no sampled token involved) drift too."""
+    ref = {r.key: r for r in read_trace(golden_dir).records()}
+    out: dict[str, Any] = {}
+    first: dict[str, list[int]] = {"forced": [], "sampler": []}
+    prompt_drift = 0.0
+    for cand in read_trace(result_dir).records():
+        g = ref.get(cand.key)
+        if g is None:
+            continue
+        if g.forced is not None and cand.forced is not None and \
+                len(g.forced.logprobs) == len(cand.forced.logprobs):
+            a = np.array([np.nan if v is None else v for v in g.forced.logprobs], dtype=np.float64)
+            b = np.array([np.nan if v is None else v for v in cand.forced.logprobs], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                d = np.nan_to_num(np.abs(b - a), nan=0.0)
+            p = len(g.prompt_token_ids)
+            prompt_drift = max(prompt_drift, float(d[:p].max()) if p else 0.0)
+            hits = np.nonzero(d[p:] > atol)[0]
+            if hits.size:
+                first["forced"].append(int(hits[0]))
+        if g.sampler is not None and cand.sampler is not None:
+            n = 0
+            for x, y in zip(g.completion_token_ids, cand.completion_token_ids):
+                if x != y:
+                    break
+                n += 1
+            a = np.array(g.sampler.logprobs[:n], dtype=np.float64)
+            b = np.array(cand.sampler.logprobs[:n], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                hits = np.nonzero(np.nan_to_num(np.abs(b - a), nan=0.0) > atol)[0]
+            if hits.size:
+                first["sampler"].append(int(hits[0]))
+    for ch, lst in first.items():
+        out[ch] = {"sequences_drifting": len(lst), "earliest_position": min(lst) if lst else None,
+                   "median_first_position": float(np.median(lst)) if lst else None}
+    out["prompt_max_abs_diff"] = prompt_drift
+    return out
+
+
+# ---------------------------------------------------------------- summary (pure)
+def _measures(verdict: dict[str, Any]) -> dict[str, Any]:
+    overall = (verdict.get("measures") or {}).get("overall") or {}
+    out = {}
+    for ch in ("forced", "sampler"):
+        s = overall.get(ch) or {}
+        out[ch] = {k: s.get(k) for k in ("max_abs_diff", "mean_abs_diff", "k3_kl", "bitwise_equal_fraction")}
+    fr = overall.get("free_run") or {}
+    out["free_run"] = {"exact_match_rate": fr.get("exact_match_rate")}
+    return out
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if x == 0:
+        return "0"
+    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
+
+
+def _numbers(before: dict[str, Any], after: dict[str, Any]) -> str:
+    parts = []
+    for ch, label in (("forced", "teacher-forced"), ("sampler", "sampler")):
+        b = (before.get(ch) or {}).get("max_abs_diff")
+        a = (after.get(ch) or {}).get("max_abs_diff")
+        if b is None and a is None:
+            continue
+        parts.append(f"{label} max abs diff {_fmt(b)} -> {_fmt(a)}")
+    return "; ".join(parts)
+
+
+def _worst(m: dict[str, Any]) -> float:
+    return max(((m.get(ch) or {}).get("max_abs_diff") or 0.0) for ch in ("forced", "sampler"))
+
+
+def summarize(baseline: dict[str, Any], outcomes: Sequence[AblationOutcome], fixed: Sequence[dict[str, Any]],
+              start: dict[str, Any] | None, semantics: dict[str, Any] | None = None,
+              budget_s: float | None = None) -> dict[str, Any]:
+    """The `diagnosis` object of verdict.json (docs/diagnosis.md)."""
+    findings: list[dict[str, Any]] = []
+    for o in outcomes:
+        a = o.ablation
+        if o.status != "ran":
+            findings.append({"cause": a.description, "knobs": list(a.knobs), "ablation": a.name,
+                             "restores_parity": False, "status": o.status,
+                             "detail": f"not tested: {o.error or o.status}", "seconds": round(o.seconds, 1)})
+            continue
+        restores = o.verdict == "pass"
+        before, after = _worst(baseline), _worst(o.measures)
+        reduced = after < before / 10 if before > 0 else False
+        how = ("restores parity" if restores else
+               "reduces the drift but does not restore parity" if reduced else "does not restore parity")
+        setting = ", ".join(f"{k}={_show(v)}" for k, v in {**a.engine_args, **{k: v for k, v in a.env.items()}}
+                            .items())
+        findings.append({"cause": a.description, "knobs": list(a.knobs), "ablation": a.name,
+                         "restores_parity": restores, "partial": (not restores) and reduced, "status": "ran",
+                         "setting": setting, "measures_after": o.measures, "result_dir": o.result_dir,
+                         "seconds": round(o.seconds, 1),
+                         "detail": f"setting {setting} {how}: {_numbers(baseline, o.measures)}"})
+    singles = [f for f in findings if f["ablation"] != "all" and f["status"] == "ran"]
+    together = next((f for f in findings if f["ablation"] == "all" and f["status"] == "ran"), None)
+    restoring = [f for f in singles if f["restores_parity"]]
+    if restoring:
+        names = "; ".join(f"{f['cause']} (setting {f['setting']} restores parity: "
+                          f"{_numbers(baseline, f['measures_after'])})" for f in restoring)
+        summary = f"likely cause: {names}"
+        kind = "config"
+    elif together and together["restores_parity"]:
+        partial = [f["cause"] for f in singles if f.get("partial")]
+        summary = (f"likely cause: several settings together; moving all of them back restores parity "
+                   f"({_numbers(baseline, together['measures_after'])})"
+                   + (f"; on their own, {', '.join(partial)} reduce the drift" if partial else ""))
+        kind = "config (combined)"
+    else:
+        untested = [f for f in findings if f["status"] != "ran"]
+        where = ""
+        if start:
+            fs = start.get("forced") or {}
+            ss = start.get("sampler") or {}
+            bits = []
+            if fs.get("earliest_position") is not None:
+                bits.append(f"teacher-forced drift in {fs['sequences_drifting']} sequences, earliest at completion "
+                            f"position {fs['earliest_position']}")
+            if ss.get("earliest_position") is not None:
+                bits.append(f"sampler drift in {ss['sequences_drifting']} sequences, earliest at position "
+                            f"{ss['earliest_position']}")
+            if start.get("prompt_max_abs_diff"):
+                bits.append(f"prompt positions drift too (max {_fmt(start['prompt_max_abs_diff'])}), so it is "
+                            "present from the first prefill token")
+            where = "; ".join(bits) + "; the layer of the cause is unknown" if bits else ""
+        moved = ", ".join(f"{r['key']} {_show(r.get('reference'))} -> {_show(r.get('candidate'))}" for r in fixed)
+        if untested:
+            failed = [f for f in untested if f["status"] == "error"]
+            skipped = [f for f in untested if f["status"] != "error"]
+            bits = []
+            if failed:
+                first = failed[0]
+                bits.append(f"{len(failed)} ablation(s) failed to run (first: {first['ablation']}: "
+                            f"{first['detail'].removeprefix('not tested: ')})")
+            if skipped:
+                bits.append(f"{len(skipped)} ablation(s) did not run within the budget"
+                            + (f" ({budget_s:.0f} s)" if budget_s else ""))
+            summary = "undetermined: " + "; ".join(bits) + "; none of those that ran restores parity"
+            kind = "undetermined"
+        else:
+            summary = ("no engine setting that could be moved back restores parity: the remaining drift is numeric "
+                       "or version-internal" + (f" (differences not testable here: {moved})" if moved else ""))
+            kind = "numeric"
+        if where:
+            summary += f"; {where}"
+    semantic_line = (semantics or {}).get("summary")
+    if semantic_line:
+        summary += f". Sampler logprob semantics: {semantic_line}"
+    return {"summary": summary, "kind": kind, "findings": findings,
+            "not_ablated": [{"key": r["key"], "reference": r.get("reference"), "candidate": r.get("candidate"),
+                             "why": r.get("why")} for r in fixed],
+            "drift_start": start, "semantics": semantics, "baseline": baseline, "budget_s": budget_s}
+
+
+# ---------------------------------------------------------------- child processes
+# The line the CLI writes for every typed error (gate/cli.py): "parity-gate: <kind>: ...".
+_GATE_ERROR = re.compile(r"^parity-gate: (?:bad input|stale golden|infrastructure failure|internal error|error|"
+                         r"interrupted)\b.*")
+# "ValueError: ...", "torch.OutOfMemoryError: ...", also inside a vLLM log line ("ERROR ... [core.py:9] X: ...").
+_EXCEPTION = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt)(?::\s.*|:?$)")
+# Root causes worth naming even when a wrapper exception is the last word.
+_ROOT_CAUSES = ("No available memory for the cache blocks", "CUDA out of memory", "OutOfMemoryError",
+                "less than desired GPU memory utilization", "Free memory on device")
+# Wrappers that only point elsewhere ("See root cause above").
+_WRAPPERS = ("See root cause above", "Engine core initialization failed", "EngineDeadError", "EngineGenerateError")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+GPU_MEMORY_HINT = ("an engine needs its gpu_memory_utilization share of the whole card free when it starts: "
+                   "is another engine (the parent's own?) still holding GPU memory?")
+GROUP_GRACE_S = 10.0
+
+
+def _clip(line: str, n: int = 400) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= n else line[:n - 3] + "..."
+
+
+def error_line(text: str) -> str:
+    """The real error in a failed child's output, not its last line (on a GPU
+    that is an NCCL shutdown warning). The CLI's own error line first, then
+    the exception that caused it when the log names a more specific one (a
+    vLLM engine-core failure logs its cause above a generic wrapper)."""
+    lines = [_ANSI.sub("", raw).strip() for raw in text.splitlines()]
+    lines = [x for x in lines if x]
+    gate = next((x for x in reversed(lines) if _GATE_ERROR.match(x)), None)
+    exceptions = []
+    for x in lines:
+        m = None if _GATE_ERROR.match(x) or x.startswith("Traceback") else _EXCEPTION.search(x)
+        if m:
+            exceptions.append(m.group(0))
+    known = next((e for e in reversed(exceptions) if any(c in e for c in _ROOT_CAUSES)), None)
+    if known is None:
+        known = next((x for x in reversed(lines) if any(c in x for c in _ROOT_CAUSES)), None)
+    specific = next((e for e in reversed(exceptions) if not any(w in e for w in _WRAPPERS)), None)
+    cause = known or specific or (exceptions[-1] if exceptions else None)
+    if gate and cause and " ".join(cause.split())[:100] not in " ".join(gate.split()):
+        return f"{_clip(gate)}; cause in the log: {_clip(cause)}"
+    if gate or cause:
+        return _clip(gate or cause)  # type: ignore[arg-type]
+    return _clip(lines[-1]) if lines else "no output"
+
+
+def is_gpu_memory_error(text: str) -> bool:
+    return any(c in text for c in _ROOT_CAUSES)
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    returncode: int
+    seconds: float
+    timed_out: bool
+    log: Path | None
+    pid: int                     # also its process group's id
+    left_behind: int = 0         # processes of its group still running after it exited (then ended)
+
+
+def _group_members(pgid: int) -> list[int] | None:
+    """Live (non-zombie) processes of a process group, from /proc; None where
+    there is no /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    out = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _group_alive(pgid: int) -> bool:
+    members = _group_members(pgid)
+    if members is not None:
+        return bool(members)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_group(pgid: int, grace_s: float) -> int:
+    """Wait up to `grace_s` for the group to empty, then SIGTERM it, then
+    SIGKILL it. Returns how many were still running after the grace. The
+    group is the child's own session (start_new_session), so this touches
+    nothing else."""
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    members = _group_members(pgid)
+    left = len(members) if members is not None else int(_group_alive(pgid))
+    if not left:
+        return 0
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _group_alive(pgid):
+            break
+    if _group_alive(pgid):
+        log.warning("process group %d did not end after SIGKILL", pgid)
+    return left
+
+
+def run_child(cmd: Sequence[str], log_path: Path | None, timeout: float, env: dict[str, str] | None = None,
+              grace_s: float = GROUP_GRACE_S) -> ChildResult:
+    """Run one engine command in its own process session, output (stdout and
+    stderr) into `log_path`, and return only once it and everything it
+    started have ended: an engine-core helper left running would still hold
+    its share of the GPU, and the next engine could not start. On timeout
+    the whole group is killed."""
+    t = time.monotonic()
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path or os.devnull, "w") as fh:
+        proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        timed_out = False
+        try:
+            rc = proc.wait(timeout=max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # our own child's group only
+            except ProcessLookupError:
+                pass
+            rc = proc.wait()
+    left = _end_group(proc.pid, 0.0 if timed_out else grace_s)
+    if left:
+        log.warning("%s left %d process(es) running after it exited; ended them",
+                    log_path or " ".join(map(str, cmd[:4])), left)
+    return ChildResult(rc, time.monotonic() - t, timed_out, log_path, proc.pid, left)
+
+
+def _parent_gpu_memory() -> dict[str, float] | None:
+    """Free and total memory of the GPU as this process sees it, if this
+    process already uses CUDA (never initialises it)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return None
+        free, total = torch.cuda.mem_get_info()
+    except Exception:  # noqa: BLE001 - display only
+        return None
+    return {"free_gib": round(free / 2 ** 30, 2), "total_gib": round(total / 2 ** 30, 2)}
+
+
+# ---------------------------------------------------------------- running
+def subprocess_runner(suite: Path, golden: Path, engine_arg_items: Sequence[str],
+                      policy: Path | None = None, log_dir: Path | None = None,
+                      program: Sequence[str] | None = None, grace_s: float = GROUP_GRACE_S) -> Runner:
+    """Each ablation is `parity-gate check` in its own process (fresh engine,
+    fresh import-time settings) with --fail-on never into a private folder.
+    One at a time: `run_child` returns only when the child's whole process
+    group has ended, so two ablation engines never hold GPU memory at once.
+    `program` replaces `python -m gate` (tests pass a fake child)."""
+    program = list(program or [sys.executable, "-m", "gate"])
+
+    def run_one(ablation: Ablation, out: Path, timeout: float) -> AblationOutcome:
+        cmd = [*program, "check", "--suite", str(suite), "--golden", str(golden),
+               "--out", str(out), "--force", "--fail-on", "never"]
+        if policy is not None:
+            cmd += ["--policy", str(policy)]
+        for item in engine_arg_items:
+            cmd += ["--engine-arg", item]
+        for k, v in ablation.engine_args.items():
+            cmd += ["--engine-arg", f"{k}={json.dumps(v)}"]
+        env = dict(os.environ)
+        for k, v in ablation.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        logf = (log_dir / f"{ablation.name}.log") if log_dir else None
+        res = run_child(cmd, logf, timeout, env, grace_s)
+        if res.timed_out:
+            return AblationOutcome(ablation, "skipped", seconds=res.seconds,
+                                   error=f"ran past the remaining budget ({timeout:.0f} s)")
+        vpath = out / "verdict.json"
+        if res.returncode not in (0, 1) or not vpath.is_file():
+            text = logf.read_text(errors="replace") if logf and logf.is_file() else ""
+            line = error_line(text) if text else "no log kept"
+            hint = f" ({GPU_MEMORY_HINT})" if is_gpu_memory_error(text) else ""
+            where = f" [log: {logf}]" if logf else ""
+            return AblationOutcome(ablation, "error", seconds=res.seconds,
+                                   error=f"check exited {res.returncode}: {line}{hint}{where}")
+        try:
+            v = read_verdict(out)
+        except BadInput as exc:
+            return AblationOutcome(ablation, "error", seconds=res.seconds,
+                                   error=f"check wrote an unusable verdict: {exc.what}")
+        return AblationOutcome(ablation, "ran", verdict=v["verdict"], measures=_measures(v), seconds=res.seconds,
+                               result_dir=str(out))
+
+    return run_one
+
+
+def diagnose(*, suite: Path, golden: Path, verdict: dict[str, Any], work_dir: Path,
+             engine_args: Sequence[str] = (), budget_s: float = DEFAULT_BUDGET_S, policy: Path | None = None,
+             result_dir: Path | None = None, runner: Runner | None = None,
+             clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """Run the bounded ablations for a failing verdict and return the
+    `diagnosis` object. `engine_args` are the check's own --engine-arg items
+    (KEY=VALUE strings); each ablation adds the golden's value of its knobs.
+    Ablation results go under `work_dir`. Never raises for a failing rerun:
+    a rerun that breaks is a finding with status "error" and its real error
+    line. The ablations run one after another, each in its own process; the
+    caller must have released its own engine first (on a GPU an engine
+    takes its gpu_memory_utilization share of the whole card)."""
+    plan, fixed = plan_ablations(verdict)
+    runner = runner or subprocess_runner(suite, golden, engine_args, policy, log_dir=Path(work_dir) / "logs")
+    gpu = _parent_gpu_memory()
+    if gpu is not None:
+        log.info("diagnosis: GPU memory free before the ablations: %.1f of %.1f GiB", gpu["free_gib"],
+                 gpu["total_gib"])
+    baseline = _measures(verdict)
+    deadline = clock() + budget_s
+    outcomes: list[AblationOutcome] = []
+    for i, ablation in enumerate(plan):
+        left = deadline - clock()
+        # "all" adds nothing when one single already restored parity on its own
+        if ablation.name == "all" and any(o.verdict == "pass" for o in outcomes):
+            continue
+        if left < 5:
+            outcomes.append(AblationOutcome(ablation, "skipped", error=f"time budget of {budget_s:.0f} s spent"))
+            continue
+        log.info("diagnosis: ablation %d/%d: %s (%.0f s left)", i + 1, len(plan), ablation.description, left)
+        outcomes.append(runner(ablation, Path(work_dir) / f"{i:02d}-{ablation.name}", left))
+    start = None
+    semantics = None
+    if result_dir is not None:
+        atol = ((verdict.get("measures") or {}).get("overall") or {}).get("forced", {}) or {}
+        tol = (atol.get("tolerance") or {}).get("atol", 1e-4)
+        try:
+            start = drift_start(golden, result_dir, tol)
+        except BadInput as exc:  # the traces are optional evidence
+            log.warning("diagnosis: drift start not computed: %s", exc.what)
+        semantics = semantics_sentence((verdict.get("measures") or {}).get("per_config") or {})
+    out = summarize(baseline, outcomes, fixed, start, semantics, budget_s)
+    out["gpu_memory_before"] = gpu
+    return out
+
+
+def diagnose_result_dir(suite: Path, golden: Path, result_dir: Path, engine_args: Sequence[str] = (),
+                        budget_s: float = DEFAULT_BUDGET_S, policy: Path | None = None,
+                        runner: Runner | None = None) -> dict[str, Any]:
+    """For `check --diagnose`: read RESULT/verdict.json, run the ablations
+    (outputs in RESULT/diagnosis/), write the diagnosis back into
+    verdict.json and re-render the reports. Returns the diagnosis."""
+    result_dir = Path(result_dir)
+    verdict = read_verdict(result_dir)
+    work = result_dir / ABLATION_DIR
+    if work.exists():
+        shutil.rmtree(work)
+    diagnosis = diagnose(suite=suite, golden=golden, verdict=verdict, work_dir=work, engine_args=engine_args,
+                         budget_s=budget_s, policy=policy, result_dir=result_dir, runner=runner)
+    verdict["diagnosis"] = diagnosis
+    write_verdict(result_dir, verdict)
+    render_result(result_dir)
+    atomic_write_text(work / "diagnosis.json", json.dumps(diagnosis, indent=1, default=str) + "\n")
+    return diagnosis
+
+
+# ---------------------------------------------------------------- CLI (parity-gate diagnose)
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--suite", required=True, type=Path, help="suite YAML the check ran")
+    parser.add_argument("--golden", required=True, type=Path, help="golden folder the check used")
+    parser.add_argument("--result", required=True, type=Path, help="result folder of the failing check")
+    parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="the check's own --engine-arg overrides (repeat them here)")
+    parser.add_argument("--policy", type=Path, help="the check's --policy, if any")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
+                        help=f"time budget for all ablations, seconds (default {DEFAULT_BUDGET_S:.0f})")
+
+
+def run(args: argparse.Namespace) -> int:
+    d = diagnose_result_dir(args.suite, args.golden, args.result, args.engine_arg, args.budget, args.policy)
+    print(f"diagnosis: {d['summary']}")
+    for f in d["findings"]:
+        print(f"  {'RESTORES' if f['restores_parity'] else 'no      '} {f['cause']}: {f['detail']}")
+    print(f"  written into {Path(args.result) / 'verdict.json'}")
+    return 0

@@ -1,0 +1,388 @@
+"""Weight updates the way RL frameworks drive vLLM: `AsyncLLM` with
+requests genuinely in flight at the update (docs/weight-update.md).
+
+`parity-gate weight-update --pause MODE` (or `--via native`) runs this path
+instead of the synchronous replay in gate/studies/weight_update.py, keeping its
+design: references from fresh engines, the same batches on both sides,
+decode compared with decode.
+
+1. update worker (one process, one engine on the old weights A): the
+   suite's prompts as one batch (a fresh engine: the old-weights reference),
+   then, per update path: the same prompts started together; when each has
+   `switch_at` tokens, `pause_generation(mode, clear_cache)` (not for
+   `none`), the new weights B pushed `via` reload or the native
+   weight-transfer API, `resume_generation()`; then the same prompts again
+   as new requests (post-update). Between two paths the engine goes back to
+   A and an empty cache.
+2. fresh worker (one process, one engine on B), per path: the in-flight
+   requests' continuations (prompt + the tokens each had under A, decoded on
+   from there, as a frozen request continues), the post-update batch, and
+   every in-flight token scored (the new weights' logprob of it: what the
+   trainer computes).
+3. judge (pure): post-update requests must equal the fresh engine on B;
+   `wait` in-flight requests must equal the A reference; `abort` returns
+   partial outputs equal to the A reference; `keep` with the cache cleared
+   must continue exactly as the fresh engine on B does; `keep` with the
+   cache kept, and `none`, carry old KV: their staleness is reported per
+   token, not failed. An update with no effect, or one that reached only
+   some layers, fails and is named.
+
+Greedy sampling only: a seeded sampler's continuation would start a new
+random stream, so only greedy continuations are comparable token by token."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gate.core.errors import BadInput, GateError
+from gate.core.fsutil import atomic_write_text
+from gate.run.suite import load_suite
+
+__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "switch_points", "continuation_plan",
+           "judge_path", "departure", "inflight_check"]
+
+log = logging.getLogger(__name__)
+
+VIAS = ("reload", "native", "sleep")
+PAUSES = ("none", "abort", "wait", "keep")
+FILE_BACKEND = "file"
+# vLLM's own weight-transfer backends: each moves tensors over CUDA (NCCL, CUDA IPC) or Ray, from a trainer process
+CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
+DEFAULT_ATOL = 1e-4
+def departure(out: dict[str, Any], ref: dict[str, Any], atol: float) -> int:
+    """The first token where `out` leaves `ref` (another token, or a
+    logprob more than atol away); len(out) when it never does."""
+    for i, (t, lp) in enumerate(zip(out["token_ids"], out["logprobs"])):
+        if i >= len(ref["token_ids"]) or t != ref["token_ids"][i] or abs(lp - ref["logprobs"][i]) > atol:
+            return i
+    return len(out["token_ids"])
+
+
+def switch_points(run: dict[str, Any], pause: str, old: list[dict[str, Any]], atol: float) -> list[int]:
+    """Per in-flight request, the number of its tokens produced under the
+    old weights: what the client had at the update when generation was
+    frozen (`keep`), else where it left the old-weights reference."""
+    outs = run["outputs"]
+    if pause == "keep":
+        return [min(n, len(o["token_ids"])) for n, o in zip(run["seen_at_update"], outs)]
+    return [departure(o, r, atol) for o, r in zip(outs, old)]
+
+
+def continuation_plan(run: dict[str, Any], pause: str, old: list[dict[str, Any]], atol: float) -> dict[str, list]:
+    """What the fresh engine on the new weights runs for one path: it
+    continues each in-flight request that went on after the update from the
+    tokens it had before it (decode, like the run), and scores every token
+    those requests returned (the trainer's view)."""
+    if pause not in ("keep", "none"):
+        return {"continue": [], "score": []}
+    plan = []
+    for i, (s, o) in enumerate(zip(switch_points(run, pause, old, atol), run["outputs"])):
+        if s < len(o["token_ids"]):
+            plan.append({"request": i, "prefix": list(o["token_ids"][:s])})
+    return {"continue": plan, "score": [list(o["token_ids"]) for o in run["outputs"]]}
+
+
+def _cmp(out: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Tokens and logprobs of `out` against `ref`, over their common prefix."""
+    n = 0
+    diffs = []
+    for t, lp, rt, rlp in zip(out["token_ids"], out["logprobs"], ref["token_ids"], ref["logprobs"]):
+        if t != rt:
+            break
+        diffs.append(abs(lp - rlp))
+        n += 1
+    same_len = len(out["token_ids"]) == len(ref["token_ids"])
+    return {"tokens_equal": n == len(ref["token_ids"]) and same_len, "matching_tokens": n,
+            "tokens": len(out["token_ids"]), "reference_tokens": len(ref["token_ids"]),
+            "max_abs_diff": max(diffs) if diffs else 0.0, "diffs": diffs}
+
+
+def _k3(lp: list[float], ref: list[float]) -> float:
+    """k3 = E[exp(r) - 1 - r], r = log p_ref - log p_run: the KL estimate an RL
+    trainer computes between the rollout's and its own logprobs."""
+    vals = [math.exp(b - a) - 1 - (b - a) for a, b in zip(lp, ref)]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, Any]], fresh: dict[str, Any],
+               plan: dict[str, list], atol: float) -> dict[str, Any]:
+    """One update path: checks (pass/fail with their evidence), a diagnosis
+    when one fails, and the staleness of in-flight tokens (reported)."""
+    pause, clear = path["pause"], path["clear_cache"]
+    checks: list[dict[str, Any]] = []
+    # requests started after the update: a fresh engine on the new weights
+    post = [_cmp(o, r) for o, r in zip(run["post"], fresh["post"])]
+    post_old = [_cmp(o, r) for o, r in zip(run["post"], old)]
+    worst = max((c["max_abs_diff"] for c in post), default=0.0)
+    diverged = [c["matching_tokens"] for c in post if not c["tokens_equal"]]
+    gap = (f"{len(diverged)} of {len(post)} requests diverge from it (first at token {min(diverged)}), "
+           if diverged else "") + f"logprobs max abs diff {worst:.3g} over matching tokens"
+    post_ok = all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in post)
+    checks.append({"id": "post_update.equals_fresh_new_weights", "status": "pass" if post_ok else "fail",
+                   "detail": f"requests started after the update against a fresh engine on the new weights: "
+                             f"{gap} (tolerance {atol:g})"})
+    diagnosis = None
+    if not post_ok:
+        if all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in post_old):
+            diagnosis = (f"the update had no effect: requests after `{run.get('mechanism', path['via'])}` give "
+                         "the old weights' outputs, whatever the API reported")
+            kind = "no_effect"
+        elif not clear:
+            diagnosis = ("stale prefix cache: pause_generation(clear_cache=False) (or no reset after the update) "
+                         "kept KV blocks computed with the old weights, and requests after the update reuse them "
+                         f"(against a fresh engine on the new weights: {gap}); remedy: "
+                         "clear_cache=True, or reset_prefix_cache() after the update")
+            kind = "stale_prefix_cache"
+        else:
+            diagnosis = (f"requests after `{run.get('mechanism', path['via'])}` differ from a fresh engine on the "
+                         f"new weights ({gap}) although the cache was cleared: the update reached "
+                         "only part of the model, or state derived from the old weights (post-processed or "
+                         "repacked weights, captured graphs) was not rebuilt")
+            kind = "partial_update"
+        diagnosis = {"kind": kind, "summary": diagnosis}
+    # in-flight requests
+    outs = run["outputs"]
+    sw = switch_points(run, pause, old, atol)
+    requests = []
+    conts = {c["request"]: (c, r) for c, r in zip(plan["continue"], fresh.get("continuations") or [])}
+    scores = fresh.get("scores") or []
+    for i, (o, ref_old) in enumerate(zip(outs, old)):
+        s = sw[i]
+        pre = _cmp({"token_ids": o["token_ids"][:s], "logprobs": o["logprobs"][:s]},
+                   {"token_ids": ref_old["token_ids"][:s], "logprobs": ref_old["logprobs"][:s]})
+        req = {"request": i, "tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"],
+               "seen_at_update": run["seen_at_update"][i], "switched_at": s if s < len(o["token_ids"]) else None,
+               "old_weights_tokens": s, "old_prefix_matches_old_reference": pre["tokens_equal"]
+               and pre["max_abs_diff"] <= atol}
+        if i in conts:
+            c, ref_new = conts[i]
+            tail = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
+            cmp_new = _cmp(tail, ref_new)
+            req["after_switch"] = {"tokens": len(tail["token_ids"]),
+                                   "matching_new_reference": cmp_new["matching_tokens"],
+                                   "max_abs_diff": cmp_new["max_abs_diff"]}
+        if i < len(scores):
+            # per token: under which weights it was produced, and how far its logprob is from the new
+            # weights' logprob of the same token in the same context (what the trainer computes)
+            req["per_token"] = [{"weights": "old" if t < s else "new", "logprob": round(lp, 6),
+                                 "new_weights_logprob": None if ref is None else round(ref, 6),
+                                 "abs_diff": None if ref is None else round(abs(lp - ref), 6)}
+                                for t, (lp, ref) in enumerate(zip(o["logprobs"], scores[i]))]
+        requests.append(req)
+    if pause == "wait":
+        ok = all(_cmp(o, r)["tokens_equal"] and _cmp(o, r)["max_abs_diff"] <= atol for o, r in zip(outs, old))
+        checks.append({"id": "in_flight.wait_finishes_on_old_weights", "status": "pass" if ok else "fail",
+                       "detail": "every in-flight request finished entirely under the old weights" if ok else
+                       "an in-flight request left the old-weights reference: pause_generation('wait') let it see "
+                       "the new weights"})
+    elif pause == "abort":
+        aborted = sum(o["finish_reason"] == "abort" for o in outs)
+        prefix_ok = all(r["old_prefix_matches_old_reference"] and r["switched_at"] is None for r in requests)
+        ok = prefix_ok and aborted == len(outs)
+        checks.append({"id": "in_flight.abort_returns_old_partials", "status": "pass" if ok else "fail",
+                       "detail": f"{aborted} of {len(outs)} in-flight requests returned as aborted, with "
+                                 f"{sum(len(o['token_ids']) for o in outs)} tokens, "
+                                 + ("all equal to the old-weights reference" if prefix_ok else
+                                    "some NOT equal to the old-weights reference")})
+    else:
+        pre_ok = all(r["old_prefix_matches_old_reference"] for r in requests)
+        checks.append({"id": "in_flight.tokens_before_the_switch_are_old", "status": "pass" if pre_ok else "fail",
+                       "detail": "tokens produced before the update equal the old-weights reference" if pre_ok else
+                       "a token produced before the update differs from the old-weights reference"})
+        if pause == "keep" and clear:
+            ok = all(r.get("after_switch") is None or (r["after_switch"]["matching_new_reference"]
+                                                       == r["after_switch"]["tokens"]
+                                                       and r["after_switch"]["max_abs_diff"] <= atol)
+                     for r in requests)
+            checks.append({"id": "in_flight.keep_cleared_resumes_on_new_weights", "status": "pass" if ok else "fail",
+                           "detail": "after resume, every frozen request continues exactly as a fresh engine on the "
+                                     "new weights continues the same tokens" if ok else
+                                     "after resume, a frozen request does not continue as a fresh engine on the new "
+                                     "weights does (KV not recomputed, or a token lost or repeated at the resume)"})
+    staleness = None
+    if scores:
+        new = [(p["logprob"], p["new_weights_logprob"]) for r in requests for p in r.get("per_token") or []
+               if p["weights"] == "new" and p["new_weights_logprob"] is not None]
+        every = [(p["logprob"], p["new_weights_logprob"]) for r in requests for p in r.get("per_token") or []
+                 if p["new_weights_logprob"] is not None]
+        staleness = {
+            "tokens_old_weights": sum(r["old_weights_tokens"] for r in requests),
+            "tokens_new_weights": len(new),
+            "after_switch_max_abs_diff": max((abs(a - b) for a, b in new), default=0.0),
+            "after_switch_mean_abs_diff": (sum(abs(a - b) for a, b in new) / len(new)) if new else 0.0,
+            "after_switch_k3": _k3([a for a, _ in new], [b for _, b in new]),
+            "rollout_k3": _k3([a for a, _ in every], [b for _, b in every]),
+            "expected": not (pause == "keep" and clear)}
+    failed = [c for c in checks if c["status"] == "fail"]
+    if failed and diagnosis is None:
+        diagnosis = {"kind": "in_flight", "summary": failed[0]["detail"]}
+    return {"path": path, "verdict": "fail" if failed else "pass", "checks": checks, "diagnosis": diagnosis,
+            "mechanism": run.get("mechanism"), "update_seconds": run.get("update_seconds"),
+            "in_flight": requests, "staleness": staleness}
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def refuse_unsupported(vias: list[str], pauses: list[str], backend: str, cuda: bool) -> None:
+    """Exit 2 before anything runs for a path this engine build cannot run."""
+    if "sleep" in vias and not cuda:
+        raise BadInput("weight-update --via sleep: not supported by this engine build: sleep mode needs CUDA's "
+                       "memory allocator, and the CPU worker's sleep()/wake_up() only log 'sleep mode is not "
+                       "supported on CPU' and do nothing",
+                       "run --via sleep on a GPU (the GPU tier does); on CPU use --via reload or --via native")
+    if "native" in vias and "none" in pauses:
+        raise BadInput("weight-update --via native --pause none: not supported by this engine build: "
+                       "start_weight_update() moves the layers to meta tensors until finish_weight_update(), so a "
+                       "step that runs in between fails (onednn_mm on meta tensors) and the engine dies",
+                       "pause first (--pause abort, wait or keep), as vLLM's weight-transfer docs do")
+    if "native" in vias and backend != FILE_BACKEND:
+        if backend not in CUDA_BACKENDS:
+            raise BadInput(f"weight-update --backend {backend}: unknown weight-transfer backend",
+                           f"use {FILE_BACKEND} or one of {', '.join(CUDA_BACKENDS)}")
+        why = ("it moves tensors over CUDA (NCCL, CUDA IPC) or Ray" if not cuda else
+               "parity-gate does not drive its trainer side yet")
+        raise BadInput(f"weight-update --via native --backend {backend}: not supported by this engine build: {why}",
+                       f"use --backend {FILE_BACKEND} (vLLM's weight-transfer lifecycle, tensors read from the "
+                       "model folder)")
+
+
+def _prompts(suite: Any) -> list[dict[str, Any]]:
+    out = []
+    for p in suite.prompts:
+        if p.token_ids is not None:
+            out.append({"token_ids": list(p.token_ids)})
+        elif p.text is not None:
+            out.append({"text": p.text})
+        else:
+            raise BadInput(f"{suite.path}{p.where}: prompt {p.id!r} has neither text nor token_ids",
+                           "weight-update takes plain text or token_ids prompts")
+    return out
+
+
+def _child(cmd: list[str], log_path: Path, what: str, timeout: float) -> None:
+    from gate.studies.weight_update import _gate_child
+
+    _gate_child(cmd, log_path, what, timeout)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def _summary(result: dict[str, Any]) -> str:
+    lines = [f"# weight-update: {result['headline']}", ""]
+    lines.append("| path | verdict | update call | old/new-weight tokens in flight | staleness after switch "
+                 "(max abs diff, k3) |")
+    lines.append("|---|---|---|---|---|")
+    for p in result["paths"]:
+        s = p.get("staleness") or {}
+        st = (f"{s['after_switch_max_abs_diff']:.3g}, {s['after_switch_k3']:.3g}"
+              + ("" if s.get("expected") else " (must be 0)")) if s else "-"
+        toks = f"{s['tokens_old_weights']}/{s['tokens_new_weights']}" if s else "-"
+        lines.append(f"| {p['name']} | {p['verdict']} | {p.get('mechanism') or '-'} | {toks} | {st} |")
+    for p in result["paths"]:
+        if p.get("diagnosis"):
+            lines += ["", f"- **{p['name']}**: {p['diagnosis']['summary']}"]
+    return "\n".join(lines) + "\n"
+
+
+def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[str], pauses: list[str],
+                   clear_cache: bool, backend: str = FILE_BACKEND, overrides: list[str] | None = None,
+                   max_tokens: int = 16, switch_at: int | None = None, atol: float = DEFAULT_ATOL,
+                   timeout: float = 600, test_skip_weights: str = "") -> dict[str, Any]:
+    """The whole in-flight path: refusals, the update worker, the fresh
+    worker, the judge. Writes out/weight_update.json and out/summary.md."""
+    from gate.run.replay import engine_overrides
+
+    refuse_unsupported(vias, pauses, backend, _cuda())
+    if max_tokens < 2:
+        raise BadInput(f"weight-update --max-tokens {max_tokens}: too few tokens to be in flight",
+                       "use --max-tokens 2 or more (default 16)")
+    switch = switch_at if switch_at is not None else max(1, max_tokens // 3)
+    if not 0 < switch < max_tokens:
+        raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
+                       f"({max_tokens - 1})",
+                       "the update happens after that many tokens of each in-flight request")
+    suite = load_suite(suite_path)
+    engine_args = dict(suite.engine, **engine_overrides(list(overrides or [])))
+    paths = [{"via": v, "pause": p, "clear_cache": clear_cache} for v in vias for p in pauses]
+    out = Path(out)
+    work = out / "weight_update"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    spec = {"model_old": str(weights_from), "model_new": str(suite.model), "engine_args": engine_args,
+            "paths": paths, "prompts": _prompts(suite), "max_tokens": max_tokens, "logprobs": 1,
+            "switch_at": switch, "skip_prefix": test_skip_weights}
+    _write_json(work / "update-spec.json", spec)
+    _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "update", str(work / "update-spec.json"),
+            str(work / "update.json")], work / "update.log", "the engine updated with requests in flight", timeout)
+    upd = json.loads((work / "update.json").read_text())
+    plans = [continuation_plan(run, p["pause"], upd["old"], atol) for p, run in zip(paths, upd["runs"])]
+    fspec = {"model_new": str(suite.model), "engine_args": engine_args, "plans": plans, "prompts": upd["prompts"],
+             "max_tokens": max_tokens, "logprobs": 1}
+    _write_json(work / "fresh-spec.json", fspec)
+    _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "fresh", str(work / "fresh-spec.json"),
+            str(work / "fresh.json")], work / "fresh.log", "the fresh engine on the new weights", timeout)
+    fresh = json.loads((work / "fresh.json").read_text())
+    judged = []
+    for p, run, plan, f in zip(paths, upd["runs"], plans, fresh["plans"]):
+        v = judge_path(p, run, upd["old"], f, plan, atol)
+        v["name"] = run["path"]
+        judged.append(v)
+    failed = [v["name"] for v in judged if v["verdict"] == "fail"]
+    headline = (f"FAIL: {len(failed)} of {len(judged)} update paths differ from fresh engines: {', '.join(failed)}"
+                if failed else f"PASS: {len(judged)} update paths match fresh engines on the old and new weights")
+    result = {"verdict": "fail" if failed else "pass", "exit_code": 1 if failed else 0, "headline": headline,
+              "reference": "fresh AsyncLLM engines on the old (A) and the new (B) weights, same batches; "
+                           "decode compared with decode, staleness against B's teacher-forced logprobs",
+              "tolerance": atol, "switch_at": switch, "max_tokens": max_tokens,
+              "engine_start_seconds": upd.get("engine_start_seconds"),
+              "seconds": round(time.monotonic() - t0, 1), "paths": judged}
+    _write_json(out / "weight_update.json", result)
+    atomic_write_text(out / "summary.md", _summary(result))
+    return result
+
+
+def _worker_main(argv: list[str]) -> int:
+    """`python -m gate.studies.weight_update_inflight --worker update|fresh SPEC OUT`."""
+    logging.basicConfig(level=logging.INFO, format="parity-gate: %(message)s")
+    role, spec_path, out_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    from gate.run.engine import _prepare_environment
+
+    _prepare_environment()
+    from gate.run import async_engine as ae
+
+    try:
+        if role == "update":
+            res = ae.run_update_worker(
+                model_old=Path(spec["model_old"]), model_new=Path(spec["model_new"]), engine_args=spec["engine_args"],
+                paths=[ae.UpdatePath(p["via"], p["pause"], p["clear_cache"]) for p in spec["paths"]],
+                prompts=spec["prompts"], max_tokens=spec["max_tokens"], logprobs=spec["logprobs"],
+                switch_at=spec["switch_at"], skip_prefix=spec.get("skip_prefix", ""))
+        else:
+            res = ae.run_fresh_worker(model_new=Path(spec["model_new"]), engine_args=spec["engine_args"],
+                                      plans=spec["plans"], prompts=spec["prompts"], max_tokens=spec["max_tokens"],
+                                      logprobs=spec["logprobs"])
+    except GateError as exc:
+        sys.stderr.write(f"parity-gate: {exc.kind}: {exc.line()}\n")
+        return exc.exit_code
+    atomic_write_text(Path(out_path), json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - entry for the worker processes
+    if sys.argv[1:2] == ["--worker"]:
+        sys.exit(_worker_main(sys.argv[2:]))
+    sys.exit("use 'parity-gate weight-update --pause ...' (this entry point only runs the workers)")
