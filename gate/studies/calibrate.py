@@ -38,7 +38,7 @@ from gate.core.compare import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
 from gate.core.errors import BadInput, InfraError
 from gate.core.fsutil import atomic_write_text
 from gate.core.verdict import read_verdict
-from gate.studies.diagnose import error_line, run_child
+from gate.run.child import error_line, run_child
 
 __all__ = ["floors", "config_floors", "suggest", "top1_bound", "p99_interval", "render_policy", "calibrate",
            "add_arguments", "run", "DEFAULT_MARGIN", "ATOL_MIN", "TOP1_RATE_MIN", "TOP1_SIGMAS"]

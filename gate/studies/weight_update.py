@@ -52,8 +52,9 @@ from gate.core.trace import TraceWriter, read_trace
 from gate.core.verdict import build_verdict, write_verdict
 from gate.report.render import render_result
 from gate.run import replay  # the check path's own replay: same calls, same batches
+from gate.run.child import GPU_MEMORY_HINT, error_line, is_gpu_memory_error, run_child
 from gate.run.suite import load_suite
-from gate.studies.diagnose import GPU_MEMORY_HINT, _fmt, error_line, is_gpu_memory_error, run_child
+from gate.studies.diagnose import _fmt
 
 __all__ = ["update_weights_in_place", "replay_update", "run_worker", "judge", "weight_update_check",
            "diagnose_update", "add_arguments", "run", "REFERENCE", "UPDATED", "RESET", "WEIGHT_UPDATE_POLICY"]

@@ -16,7 +16,7 @@ from gate import action, cli
 from gate.action import ActionSettings, run_action, withhold_tokens
 from gate.core.errors import BadInput, InfraError
 from gate.github.publish import Runtime
-from gate.studies import diagnose
+from gate.run.child import run_child
 from tests.fake_github import FakeGitHub
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -111,7 +111,7 @@ def test_action__no_process_started_by_the_check_can_read_the_token(gh, tmp_path
         seen["child"] = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                                        check=True, timeout=60).stdout
         log = tmp_path / "diagnosis.log"
-        assert diagnose.run_child([sys.executable, "-c", PROBE], log, 60).returncode == 0
+        assert run_child([sys.executable, "-c", PROBE], log, 60).returncode == 0
         seen["diagnosis child"] = log.read_text()
         return copy(argv)
 

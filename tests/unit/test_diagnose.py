@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gate.run.child import error_line, is_gpu_memory_error
 from gate.studies.diagnose import (
     Ablation,
     AblationOutcome,
     diagnose,
-    error_line,
-    is_gpu_memory_error,
     plan_ablations,
     summarize,
 )
@@ -248,7 +247,7 @@ def test_subprocess_runner__unusable_verdict_from_a_child_is_an_error_finding(tm
 def test_run_child__waits_for_and_ends_what_the_child_left_running(tmp_path: Path):
     import sys
 
-    from gate.studies.diagnose import _group_alive, run_child
+    from gate.run.child import _group_alive, run_child
 
     res = run_child([sys.executable, "-c", "import subprocess, sys; "
                      "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"],
