@@ -15,18 +15,16 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from gate.core.compare import compare_traces
-from gate.core.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden
+from gate.core.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden, command_line
 from gate.core.fsutil import MARKER, StagedDir, atomic_write_text, disk_error, file_sha256
-from gate.core.identity import model_differences, model_identity, model_vocab_size, same_model
-from gate.core.policy import DEFAULT_POLICY, Policy, evaluate, load_policy, parse_policy
+from gate.core.identity import model_identity, model_vocab_size, same_model
+from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
 from gate.core.semantics import Relation, add_relation
 from gate.core.trace import Manifest, Record, TraceWriter, read_trace, trace_path
@@ -34,6 +32,7 @@ from gate.core.verdict import build_verdict, read_verdict, text_summary, write_v
 from gate.report.render import render_result
 from gate.run.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
 from gate.run.exercise import golden_notes, local_platform
+from gate.run.golden import Golden, Workload, golden_where, match_workload, read_golden
 from gate.run.replay import (
     DEFAULT_CALL_SIZE,
     arg_lines,
@@ -56,7 +55,6 @@ from gate.run.suite import (
     check_prompt_lengths,
     confine,
     load_suite,
-    prompt_hash,
     validate_with_vllm,
     workload_hash,
 )
@@ -172,10 +170,6 @@ def _writing(out: Path) -> Iterator[None]:
         if err is None:
             raise
         raise err from None
-
-
-def _cmd(*parts: Any) -> str:
-    return "parity-gate " + " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
 
 
 def _engine_flags(items: list[str]) -> list[str]:
@@ -369,116 +363,11 @@ def record(args: argparse.Namespace) -> int:
               f"{len(unused)} unused (dropped)")
     print(f"  model {model_id['id']} ({model_id['name']}), workload {manifest.suite['workload_sha256']}, "
           f"vllm {manifest.environment.get('vllm_version')}")
-    print(f"  next: {_cmd('check', '--suite', args.suite, '--golden', out, '--out', 'RESULT_DIR')}")
+    print(f"  next: {command_line('check', '--suite', args.suite, '--golden', out, '--out', 'RESULT_DIR')}")
     return EXIT_PASS
 
 
 # ---------------------------------------------------------------- check
-@dataclass(frozen=True)
-class _Workload:
-    include: set[tuple]
-    new: list[str]
-    unused: list[str]
-
-
-def _rerecord(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace) -> str:
-    """The command that re-records the golden: `record --update` into it only
-    when it is this suite's golden; another suite's golden is never to be
-    overwritten, so then a new folder."""
-    other = golden.suite.get("name")
-    if other and other != suite.name:
-        new = golden_path.parent / f"{suite.name or 'suite'}-golden"
-        return (f"{_cmd('record', '--suite', args.suite, '--out', new)} (a new folder: {golden_path} is the "
-                f"golden of suite {other!r}, not of {suite.name!r})")
-    return _cmd("record", "--suite", args.suite, "--out", golden_path, "--update")
-
-
-def _short(names: Iterable[str], limit: int = 4) -> str:
-    names = sorted(names)
-    return ", ".join(map(repr, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _golden_coverage(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace) -> None:
-    """Before the engine starts: a golden that shares no (config, prompt id)
-    with the suite is refused, naming what differs; a partial overlap (a user
-    added prompts or configs) goes on, saying what the golden does not cover."""
-    g_configs, g_prompts = set(golden.suite.get("sampling") or {}), set(golden.suite.get("prompts") or {})
-    s_configs, s_prompts = set(suite.sampling_by_name), {p.id for p in suite.prompts}
-    configs, prompts = s_configs & g_configs, s_prompts & g_prompts
-    other = golden.suite.get("name")
-    named = f"suite {other!r}" if other else "an unnamed suite"
-    if not configs or not prompts:
-        differ = []
-        if other and other != suite.name:
-            differ.append(f"it was recorded from {named}")
-        differ.append(f"configs {_short(g_configs)} vs {_short(s_configs)}" if not configs
-                      else f"shared configs {_short(configs)}")
-        differ.append(f"prompts {_short(g_prompts)} vs {_short(s_prompts)}" if not prompts
-                      else f"shared prompts {_short(prompts)}")
-        raise BadInput(f"--golden {golden_path} shares no (config, prompt id) with suite {suite.name!r} "
-                       f"({args.suite}): {'; '.join(differ)}",
-                       f"pass the golden recorded from {args.suite}, or record one into a new folder: "
-                       f"{_cmd('record', '--suite', args.suite, '--out', 'NEW_GOLDEN_DIR')}")
-    if other and other != suite.name:
-        log.warning("--golden %s was recorded from %s, not suite %r: only the %d configs and %d prompts they share "
-                    "are compared", golden_path, named, suite.name, len(configs), len(prompts))
-    uncovered = [f"{len(s_prompts - g_prompts)} prompts ({_short(s_prompts - g_prompts)})"] if s_prompts - g_prompts \
-        else []
-    uncovered += [f"{len(s_configs - g_configs)} configs ({_short(s_configs - g_configs)})"] \
-        if s_configs - g_configs else []
-    if uncovered:
-        log.warning("the golden does not cover %s of suite %r: they are not run or compared (re-record to cover "
-                    "them: %s)", " and ".join(uncovered), suite.name, _rerecord(suite, golden, golden_path, args))
-
-
-def _match_workload(suite: Suite, golden: Manifest, golden_path: Path, args: argparse.Namespace,
-                    keys: list[tuple]) -> _Workload:
-    _golden_coverage(suite, golden, golden_path, args)
-    rerecord = _rerecord(suite, golden, golden_path, args)
-    g_sampling: dict[str, dict] = golden.suite.get("sampling") or {}
-    g_prompts: dict[str, dict] = golden.suite.get("prompts") or {}
-    s_sampling = suite.sampling_by_name
-    for name, params in g_sampling.items():
-        if name in s_sampling and s_sampling[name].params != params:
-            changed = sorted(k for k in set(params) | set(s_sampling[name].params)
-                             if params.get(k) != s_sampling[name].params.get(k))
-            raise StaleGolden(f"sampling config {name!r} changed since the golden was recorded ({', '.join(changed)})",
-                              f"re-record: {rerecord}")
-    for p in suite.prompts:
-        g = g_prompts.get(p.id)
-        if g is None:
-            continue
-        if p.text is not None and g.get("text") is not None and p.text != g["text"]:
-            raise StaleGolden(f"prompt {p.id!r} text changed since the golden was recorded",
-                              f"re-record: {rerecord}")
-        if p.token_ids is not None and prompt_hash(list(p.token_ids)) != g.get("sha256"):
-            raise StaleGolden(f"prompt {p.id!r} token ids changed since the golden was recorded",
-                              f"re-record: {rerecord}")
-        if (p.text is None) != (g.get("text") is None):
-            raise StaleGolden(f"prompt {p.id!r} switched between text and token_ids since the golden was "
-                              "recorded", f"re-record: {rerecord}")
-    suite_ids = {p.id for p in suite.prompts}
-    include = {k for k in keys if k[0] in s_sampling and k[1] in suite_ids}
-    new = sorted(f"prompt {i}" for i in suite_ids - set(g_prompts)) + sorted(
-        f"config {n}" for n in set(s_sampling) - set(g_sampling))
-    unused = sorted(f"prompt {i}" for i in set(g_prompts) - suite_ids) + sorted(
-        f"config {n}" for n in set(g_sampling) - set(s_sampling))
-    return _Workload(include=include, new=new, unused=unused)
-
-
-def _policy(suite_policy: Any, suite_path: str, policy_file: Path | None, fail_on: str | None,
-            configs: set[str], strict_paths: bool = False) -> Policy:
-    if policy_file is not None and strict_paths:
-        confine(policy_file, "--policy")
-    policy = parse_policy(suite_policy, suite_path, DEFAULT_POLICY, configs) if suite_policy is not None \
-        else DEFAULT_POLICY
-    if policy_file is not None:
-        policy = load_policy(policy_file, policy, configs)
-    if fail_on is not None:
-        policy = replace(policy, fail_on=fail_on)
-    return policy
-
-
 def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
     write_verdict(stage.dir, verdict)
     render_result(stage.dir)
@@ -487,52 +376,7 @@ def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
     return int(verdict["exit_code"])
 
 
-@dataclass(frozen=True)
-class _Golden:
-    """A golden, read once for a replay: its header and its requests (ids only)."""
-    path: Path
-    manifest: Manifest
-    prompts: dict[str, list[int]]
-    completions: dict[tuple, list[int]]
-
-
-def _read_golden(suite: Suite, path: Path, args: argparse.Namespace,
-                 model_id: dict[str, Any] | None | bool = True) -> _Golden:
-    """`model_id`: the suite model's identity (True: hash its files now;
-    None: no model here, as in merge, whose shards each checked it)."""
-    reader = read_trace(path)
-    golden = reader.manifest
-    if golden.kind != "golden":
-        raise BadInput(f"{trace_path(path)}: trace kind is {golden.kind!r}, not a golden",
-                       "pass a folder written by 'parity-gate record'")
-    if model_id is True:
-        model_id = model_identity(suite.model)
-    if model_id is not None and not same_model(golden.model, model_id):
-        raise StaleGolden(f"golden was recorded from model {golden.model.get('id')} ({golden.model.get('name')}), "
-                          f"the suite's model is {model_id['id']} ({model_id['name']}): their "
-                          f"{' and '.join(model_differences(golden.model, model_id))} differ",
-                          f"point the suite at the golden's model, or re-record: "
-                          f"{_rerecord(suite, golden, path, args)}")
-    vocab = model_vocab_size(suite.model) if model_id is not None else None
-    prompts: dict[str, list[int]] = {}
-    completions: dict[tuple, list[int]] = {}
-    for rec in reader.records():
-        prompts[rec.prompt_id] = list(rec.prompt_token_ids)
-        completions[rec.key] = list(rec.completion_token_ids)
-        check_vocab(list(rec.prompt_token_ids) + list(rec.completion_token_ids), vocab,
-                    f"{trace_path(path)} record {rec.key}")
-    if not (golden.batch_plan or {}).get("calls"):
-        raise BadInput(f"{trace_path(path)}: golden has no batch plan", "re-record it with parity-gate record")
-    return _Golden(path, golden, prompts, completions)
-
-
-def _golden_where(suite: Suite, golden_path: Path, prompt_id: str) -> str:
-    """Where a replayed prompt is written: the suite's line, else the golden."""
-    p = next((p for p in suite.prompts if p.id == prompt_id), None)
-    return prompt_where(suite, p) if p is not None else f"{trace_path(golden_path)}: prompt {prompt_id!r}"
-
-
-def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: _Golden, workload: _Workload,
+def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: Golden, workload: Workload,
            policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
     report and the exit code: the tail of `check`, and of `merge`.
@@ -556,12 +400,13 @@ def check(args: argparse.Namespace) -> int:
     overrides = engine_overrides(args.engine_arg)
     shard = parse_shard(args.shard) if args.shard else None
     model_id = model_identity(suite.model)
-    golden = _read_golden(suite, args.golden, args, model_id)
-    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
-                     args.strict_paths)
+    golden = read_golden(suite, args.golden, args.suite, model_id)
+    if args.policy is not None and args.strict_paths:
+        confine(args.policy, "--policy")
+    policy = layered_policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
     calls = shard_calls(golden.manifest.batch_plan["calls"], shard, f"{trace_path(args.golden)}'s batch plan")
     mine = {tuple(k) for c in calls for k in c["requests"]}
-    workload = _match_workload(suite, golden.manifest, args.golden, args, [k for k in golden.completions if k in mine])
+    workload = match_workload(suite, golden.manifest, args.golden, args.suite, [k for k in golden.completions if k in mine])
     sampling = golden.manifest.suite.get("sampling") or {}
     # Replay the batch shape the golden ran with, unless the user moves it on purpose.
     engine_args = replay_engine_args(suite.engine, overrides, golden.manifest)
@@ -594,7 +439,7 @@ def check(args: argparse.Namespace) -> int:
                                     calls, resume=not args.no_resume)
             engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides), args.engine,
                                   preflight=lambda limits: check_seeded_prefills(
-                                      calls, golden.prompts, sampling, limits, lambda pid: _golden_where(
+                                      calls, golden.prompts, sampling, limits, lambda pid: golden_where(
                                           suite, args.golden, pid)))
             stage_name = "replay"
             _run_engine(engine, calls, golden.prompts, sampling, golden.completions, checkpoint, args)
@@ -624,7 +469,7 @@ def check(args: argparse.Namespace) -> int:
     try:
         if args.diagnose:
             _close(engine)
-        repro = _cmd("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
+        repro = command_line("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                      *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                      *(["--shard", args.shard] if shard else []),
                      *(["--policy", args.policy] if args.policy else []))
@@ -660,23 +505,24 @@ def merge(args: argparse.Namespace) -> int:
         return _merge_golden(args, suite, read_shards(args.results, {"suite_sha256": suite_sha}, "golden"))
     if args.golden is None:
         raise BadInput("merging a check's shards needs --golden", "pass the golden the shards were checked against")
-    golden = _read_golden(suite, args.golden, args, model_id=None)
+    golden = read_golden(suite, args.golden, args.suite, model_id=None)
     shards = read_shards(args.results, {"golden_sha256": file_sha256(trace_path(args.golden)),
                                         "suite_sha256": suite_sha}, "obtained")
     for shard in shards:
         if not same_model(shard.manifest.model, golden.manifest.model):
             raise StaleGolden(f"{shard.path} ran model {shard.manifest.model.get('id')}, the golden is of model "
                               f"{golden.manifest.model.get('id')}", "merge the shards of one check of this golden")
-    policy = _policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling},
-                     args.strict_paths)
-    workload = _match_workload(suite, golden.manifest, args.golden, args, list(golden.completions))
+    if args.policy is not None and args.strict_paths:
+        confine(args.policy, "--policy")
+    policy = layered_policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
+    workload = match_workload(suite, golden.manifest, args.golden, args.suite, list(golden.completions))
     stage = _Stage(args.out, force=args.force, inputs=[suite.path, args.golden, *args.results,
                                                        *([args.policy] if args.policy else [])])
     try:
         with _writing(args.out):
             manifest, _ = _write_records(stage, merged_records(shards),
                                          lambda relations: merged_manifest(shards, relations))
-            repro = _cmd("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
+            repro = command_line("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
             ran = shards[0].manifest
             untested = golden_notes(golden.manifest, ran.engine_args.get("requested") or {},
@@ -705,7 +551,7 @@ def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
         raise
     print(f"merged {len(shards)} golden shards into {args.out}: {count} records ({len(prompts)} prompts x "
           f"{len(sampling)} configs), workload {whole['workload_sha256']}")
-    print(f"  next: {_cmd('check', '--suite', args.suite, '--golden', args.out, '--out', 'RESULT_DIR')}")
+    print(f"  next: {command_line('check', '--suite', args.suite, '--golden', args.out, '--out', 'RESULT_DIR')}")
     return EXIT_PASS
 
 
@@ -732,14 +578,14 @@ def compare(args: argparse.Namespace) -> int:
     if rw and cw and rw != cw:
         warnings.append(f"workloads differ ({rw} vs {cw}); only records with the same key are compared")
     configs = set((ref.manifest.suite.get("sampling") or {})) | set((cand.manifest.suite.get("sampling") or {}))
-    policy = _policy(None, "", args.policy, args.fail_on, configs or None)  # type: ignore[arg-type]
+    policy = layered_policy(None, "", args.policy, args.fail_on, configs or None)  # type: ignore[arg-type]
     stage = _Stage(args.out, force=args.force,
                    inputs=[args.reference, args.candidate, *([args.policy] if args.policy else [])])
     try:
         with _writing(args.out):
             result = compare_traces(ref, cand, policy.tolerances())
             checks = evaluate(policy, result, ("A", "B"))
-            repro = _cmd("compare", args.reference, args.candidate, "--out", args.out,
+            repro = command_line("compare", args.reference, args.candidate, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
             verdict = build_verdict(
                 mode="compare", reference=("A", rel_path(args.reference), ref.manifest),

@@ -2,8 +2,11 @@
 line plus a hint and an exit code (see docs/errors.md)."""
 from __future__ import annotations
 
+import shlex
+from typing import Any
+
 __all__ = ["GateError", "BadInput", "StaleGolden", "InfraError", "EngineLimit", "EXIT_PASS", "EXIT_REGRESSION",
-           "EXIT_BAD_INPUT", "EXIT_INFRA"]
+           "EXIT_BAD_INPUT", "EXIT_INFRA", "command_line"]
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -56,3 +59,9 @@ class EngineLimit(InfraError):
 
     kind = "engine limitation"
     resumable = False
+
+
+def command_line(*parts: Any) -> str:
+    """`parity-gate PART ...`, shell-quoted, for the commands hints name
+    (empty and None parts dropped)."""
+    return "parity-gate " + " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")

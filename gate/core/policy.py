@@ -194,6 +194,19 @@ def load_policy(path: Path, base: Policy = DEFAULT_POLICY, configs: set[str] | N
     return parse_policy(data, str(path), base, configs)
 
 
+def layered_policy(suite_policy: Any, suite_path: str, policy_file: Path | None, fail_on: str | None,
+                   configs: set[str] | None) -> Policy:
+    """The policy a run is judged by, in layers: the built-in default, the
+    suite's `policy:` section, a `--policy` file, then `--fail-on`."""
+    policy = parse_policy(suite_policy, suite_path, DEFAULT_POLICY, configs) if suite_policy is not None \
+        else DEFAULT_POLICY
+    if policy_file is not None:
+        policy = load_policy(policy_file, policy, configs)
+    if fail_on is not None:
+        policy = replace(policy, fail_on=fail_on)
+    return policy
+
+
 @dataclass(frozen=True)
 class CheckResult:
     id: str

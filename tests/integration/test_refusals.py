@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gate.commands import _match_workload
 from gate.core.errors import BadInput, StaleGolden
 from gate.core.trace import read_trace
+from gate.run.golden import match_workload
 from gate.run.suite import load_suite
 from tests._util import run_cli, tree
 from tests.integration.test_errors import VALID_SUITE, Ctx
@@ -83,7 +83,7 @@ def test_refusals__shared_configs_but_no_shared_prompt_is_refused(ctx):
     suite = load_suite(ctx.d / ctx.suite(VALID_SUITE.replace("id: a", "id: c").replace("id: b", "id: d")))
     golden = read_trace(ctx.d / "golden").manifest
     with pytest.raises(BadInput) as err:
-        _match_workload(suite, golden, Path("golden"), _args(ctx), [])
+        match_workload(suite, golden, Path("golden"), _args(ctx).suite, [])
     assert "shared configs 'greedy'; prompts 'a', 'b' vs 'c', 'd'" in err.value.what
 
 
@@ -95,7 +95,7 @@ def test_refusals__partial_overlap_proceeds_and_says_what_the_golden_does_not_co
     golden = read_trace(ctx.d / "golden").manifest
     keys = [("greedy", "a", 0), ("greedy", "b", 0)]
     with caplog.at_level(logging.WARNING, logger="gate"):
-        workload = _match_workload(suite, golden, Path("golden"), _args(ctx), keys)
+        workload = match_workload(suite, golden, Path("golden"), _args(ctx).suite, keys)
     assert workload.include == set(keys)
     assert workload.new == ["prompt new"]
     said = " ".join(r.getMessage() for r in caplog.records)
@@ -112,7 +112,7 @@ def test_refusals__another_suites_golden_is_never_advised_for_update(ctx, caplog
     golden = read_trace(ctx.d / "golden").manifest
     suite = load_suite(ctx.d / ctx.suite(VALID_SUITE.replace("max_tokens: 3", "max_tokens: 4")))
     with caplog.at_level(logging.WARNING, logger="gate"), pytest.raises(StaleGolden) as err:
-        _match_workload(suite, golden, Path("golden"), _args(ctx), [])
+        match_workload(suite, golden, Path("golden"), _args(ctx).suite, [])
     assert "--update" not in err.value.hint
     assert "parity-gate record --suite suite.yaml --out suite-golden" in err.value.hint
     assert "golden is the golden of suite 'other'" in err.value.hint

@@ -1,14 +1,13 @@
 """Workload matching between a suite and a golden (no engine)."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
-from gate.commands import _match_workload
 from gate.core.errors import StaleGolden
 from gate.core.trace import Manifest
+from gate.run.golden import match_workload
 from gate.run.suite import SAMPLING_DEFAULTS, Prompt, SamplingConfig, Suite, prompt_hash
 
 
@@ -22,7 +21,7 @@ def _golden(prompts: dict[str, list[int]], texts: dict[str, str | None], samplin
         pid: {"sha256": prompt_hash(ids), "text": texts.get(pid)} for pid, ids in prompts.items()}})
 
 
-ARGS = argparse.Namespace(suite=Path("suite.yaml"))
+SUITE_ARG = Path("suite.yaml")
 GREEDY = dict(SAMPLING_DEFAULTS, temperature=0.0)
 
 
@@ -31,7 +30,7 @@ def test_commands__new_and_unused_prompts_are_reported_and_only_shared_keys_comp
                    [SamplingConfig("greedy", GREEDY), SamplingConfig("extra", dict(SAMPLING_DEFAULTS))])
     golden = _golden({"a": [1, 2], "gone": [4]}, {}, {"greedy": GREEDY})
     keys = [("greedy", "a", 0), ("greedy", "gone", 0)]
-    w = _match_workload(suite, golden, Path("golden"), ARGS, keys)
+    w = match_workload(suite, golden, Path("golden"), SUITE_ARG, keys)
     assert w.include == {("greedy", "a", 0)}
     assert w.new == ["prompt new", "config extra"]
     assert w.unused == ["prompt gone"]
@@ -41,7 +40,7 @@ def test_commands__sampling_config_changed_under_same_name_is_stale_with_rerecor
     suite = _suite([Prompt("a", token_ids=(1, 2))], [SamplingConfig("greedy", dict(GREEDY, max_tokens=32))])
     golden = _golden({"a": [1, 2]}, {}, {"greedy": GREEDY})
     with pytest.raises(StaleGolden, match=r"sampling config 'greedy' changed .*\(max_tokens\)") as exc:
-        _match_workload(suite, golden, Path("golden"), ARGS, [("greedy", "a", 0)])
+        match_workload(suite, golden, Path("golden"), SUITE_ARG, [("greedy", "a", 0)])
     assert "parity-gate record --suite suite.yaml --out golden --update" in exc.value.hint
 
 
@@ -54,4 +53,4 @@ def test_commands__prompt_changed_under_same_id_is_stale(prompt, golden_text, go
     suite = _suite([prompt], [SamplingConfig("greedy", GREEDY)])
     golden = _golden({"a": golden_ids}, {"a": golden_text}, {"greedy": GREEDY})
     with pytest.raises(StaleGolden, match=what):
-        _match_workload(suite, golden, Path("golden"), ARGS, [("greedy", "a", 0)])
+        match_workload(suite, golden, Path("golden"), SUITE_ARG, [("greedy", "a", 0)])

@@ -6,10 +6,9 @@ import textwrap
 
 import pytest
 
-from gate.commands import _policy
 from gate.core.compare import compare_records
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
-from gate.core.policy import CHECKS, DEFAULT_POLICY, evaluate, load_policy, parse_policy
+from gate.core.policy import CHECKS, DEFAULT_POLICY, evaluate, layered_policy, load_policy, parse_policy
 from gate.core.trace import Manifest
 from gate.core.verdict import build_verdict
 from tests._util import record
@@ -131,7 +130,7 @@ def _policy_file(tmp_path, text):
 
 
 def test_policy__suite_overrides_defaults():
-    pol = _policy(SUITE_POLICY, "suite.yaml", None, None, {"greedy", "hot"})
+    pol = layered_policy(SUITE_POLICY, "suite.yaml", None, None, {"greedy", "hot"})
     assert pol.default.atol == 0.2 and pol.default.rtol == 0.0
     assert pol.default.bounds["forced.k3_kl"] == 1e-3
     assert pol.default.bounds["sampler.k3_kl"] == 1e-6          # untouched default
@@ -149,7 +148,7 @@ def test_policy__cli_overrides_suite_overrides_defaults(tmp_path):
           hot:
             rtol: 0.1
     """)
-    pol = _policy(SUITE_POLICY, "suite.yaml", path, None, {"greedy", "hot"})
+    pol = layered_policy(SUITE_POLICY, "suite.yaml", path, None, {"greedy", "hot"})
     assert pol.default.atol == 1e-3                              # CLI beats suite (0.2)
     assert pol.default.bounds["forced.k3_kl"] == 1e-3            # suite kept where CLI is silent
     assert pol.default.bounds["sampler.k3_kl"] == 1e-2           # CLI beats default
@@ -160,7 +159,7 @@ def test_policy__cli_overrides_suite_overrides_defaults(tmp_path):
 
 def test_policy__fail_on_flag_beats_files(tmp_path):
     path = _policy_file(tmp_path, "fail_on: regression\n")
-    pol = _policy({"fail_on": "regression"}, "suite.yaml", path, "never", {"hot"})
+    pol = layered_policy({"fail_on": "regression"}, "suite.yaml", path, "never", {"hot"})
     assert pol.fail_on == "never"
 
 
