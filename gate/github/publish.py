@@ -35,10 +35,22 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 
 import requests
 
-from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
-from gate.core.verdict import VERDICT_FILE, read_verdict
+from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_REGRESSION, BadInput, InfraError
+from gate.core.verdict import VERDICT_FILE
 from gate.github.api import QUICK_RETRY, ApiError, GitHubAPI, PermissionDenied, RetryPolicy
 from gate.github.context import GitHubContext, ResultOrigin, context_from_env, unverified_context
+from gate.github.outcome import (
+    COMMENT_LIMIT,
+    Outcome,
+    comment_body,
+    comment_marker,
+    error_outcome,
+    invalid_outcome,
+    load_outcome,
+    one_line,
+    provenance,
+    summary_markdown,
+)
 from gate.github.workflow_commands import (
     annotation,
     append_step_summary,
@@ -46,8 +58,6 @@ from gate.github.workflow_commands import (
     emit_annotations,
     write_outputs,
 )
-from gate.report import render as report
-from gate.report.markdown import md_inline
 
 __all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publisher", "PublishReport",
            "load_outcome", "error_outcome", "invalid_outcome", "comment_marker", "COMMENT_LIMIT",
@@ -55,7 +65,6 @@ __all__ = ["add_arguments", "run", "Runtime", "PublishOptions", "Outcome", "Publ
 
 log = logging.getLogger(__name__)
 
-COMMENT_LIMIT = 65536
 CHECK_TEXT_LIMIT = 65535
 DESCRIPTION_LIMIT = 140
 COMMENT_MODES = ("always", "on-fail", "never")
@@ -65,141 +74,6 @@ FORK_HINT = ("this token may not write to the repository, as for a pull request 
              "Use the two-workflow pattern: the gate job uploads the result directory as an artifact, "
              "and a workflow on workflow_run (examples/workflows/publish.yml, see docs/github.md) "
              "downloads it and runs 'parity-gate publish'")
-
-
-# --- what is published -----------------------------------------------------
-@dataclass(frozen=True)
-class Outcome:
-    """The result being published: a verdict, or an error (exit 2/3) without one."""
-
-    state: str                      # commit status state: success | failure | error | pending
-    exit_code: int
-    headline: str
-    verdict: Mapping[str, Any] | None = None
-    result_dir: Path | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.state == "success"
-
-
-def load_outcome(result_dir: Path, fail_on: str | None = None) -> Outcome:
-    verdict = read_verdict(result_dir)  # BadInput (exit 2) when missing or malformed
-    failed = verdict["verdict"] != "pass"  # fail, and inconclusive: never a green check on missing evidence
-    if fail_on == "regression":
-        code = EXIT_REGRESSION if failed else EXIT_PASS
-    elif fail_on == "never":
-        code = EXIT_PASS
-    else:
-        code = verdict.get("exit_code", EXIT_REGRESSION if failed else EXIT_PASS)
-        if code not in (EXIT_PASS, EXIT_REGRESSION):
-            raise BadInput(f"{result_dir}/verdict.json: exit_code must be 0 or 1, got {code!r}")
-    headline = str(verdict.get("headline") or ("FAIL" if failed else "PASS"))
-    # fail-on: never reports drift but does not gate: the status follows the exit code.
-    return Outcome("failure" if code == EXIT_REGRESSION else "success", code, headline, verdict, result_dir)
-
-
-def error_outcome(exit_code: int, reason: str, result_dir: Path | None = None) -> Outcome:
-    kind = "bad input" if exit_code == EXIT_BAD_INPUT else "infrastructure failure"
-    return Outcome("error", exit_code, f"ERROR ({kind}): {reason}", None, result_dir)
-
-
-def invalid_outcome(exc: BadInput, result_dir: Path) -> Outcome:
-    """What is published for a result whose verdict.json the schema-checked
-    loader refused (missing, malformed, forged): an `error`, never a pass.
-    The folder's path is left out, so the 140-character status keeps the why."""
-    what = exc.what
-    path = str(Path(result_dir) / VERDICT_FILE)
-    if what.startswith(path):
-        what = VERDICT_FILE + what[len(path):]
-    return error_outcome(EXIT_BAD_INPUT, f"the result is invalid: {what}", result_dir)
-
-
-def _shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def comment_marker(context: str) -> str:
-    return report.comment_marker(context)
-
-
-_HEADLINE_CHARS = 300
-
-
-def _fallback_markdown(outcome: Outcome, run_url: str | None) -> str:
-    """For an error outcome, or when rendering failed: a short fixed text
-    around the headline, which may come from a fork's verdict, escaped."""
-    lines = [f"### parity-gate: {md_inline(outcome.headline, _HEADLINE_CHARS)}", ""]
-    if outcome.verdict is not None:
-        lines += ["The full report could not be rendered here; it is in the workflow run.", ""]
-    if run_url:
-        lines.append(f"[Workflow run]({run_url})")
-    return "\n".join(lines) + "\n"
-
-
-def _rendered(outcome: Outcome, name: str, render: Callable[[], str]) -> str | None:
-    """The report module's rendering of the validated verdict, or None (then
-    the escaped fallback). Never the Markdown files in the result folder:
-    on workflow_run those are a fork's, and would be posted as the bot."""
-    if outcome.verdict is None:
-        return None
-    try:
-        return render()
-    except Exception as exc:  # noqa: BLE001 - untrusted input: a rendering bug must not stop the status
-        log.warning("could not render %s (%s: %s); posting a short fallback", name, type(exc).__name__, exc)
-        return None
-
-
-def provenance(ctx: GitHubContext, required_context: str) -> str:
-    """The closing line of comment and summary: which commit the result was
-    computed for, which commit the suite and golden came from, and, for a
-    fork's result, that it does not count. Shas are checked 40-hex strings."""
-    parts = []
-    if ctx.head_sha:
-        parts.append(f"Computed for {ctx.head_sha}")
-    if ctx.golden_sha:
-        parts.append(f"suite and golden from {ctx.golden_sha}")
-    line = "; ".join(parts) + "." if parts else ""
-    if ctx.unverified:
-        line += (f" **Unverified**: computed by a workflow run from a fork; it does not count for the "
-                 f"required check `{md_inline(required_context, 255).replace('`', '')}`.")
-    return line.strip()
-
-
-def _with_footer(body: str, footer: str, limit: int, run_url: str | None) -> str:
-    """`body`, then the footer, in at most `limit` characters: a body cut to
-    fit ends with a note saying so (the footer is always kept whole)."""
-    tail = f"\n\n{footer}\n" if footer else ""
-
-    def join(text: str) -> str:
-        return text.rstrip("\n") + "\n" + tail if tail else text
-
-    out = join(body)
-    if len(out) <= limit:
-        return out
-    note = (f"\n\n*Comment truncated at {limit} characters; the full report is in the "
-            f"workflow run{': ' + run_url if run_url else ''}.*\n")
-    # join() may add one newline after stripping the note's own.
-    out = join(body[: max(0, limit - len(note) - len(tail) - 1)] + note)
-    return out[:limit]
-
-
-def _comment_body(outcome: Outcome, context: str, run_url: str | None, footer: str = "") -> str:
-    marker = comment_marker(context)
-    body = _rendered(outcome, "comment.md", lambda: report.render_comment(
-        dict(outcome.verdict or {}), context=context, report_url=run_url))
-    body = body or _fallback_markdown(outcome, run_url)
-    if marker not in body:
-        body = f"{marker}\n{body}"
-    return _with_footer(body, footer, COMMENT_LIMIT, run_url)
-
-
-def _summary_markdown(outcome: Outcome, run_url: str | None, footer: str = "") -> str:
-    body = _rendered(outcome, "summary.md", lambda: report.render_summary(
-        dict(outcome.verdict or {}), report_url=run_url))
-    body = body or _fallback_markdown(outcome, run_url)
-    return body.rstrip("\n") + f"\n\n{footer}\n" if footer else body
 
 
 # --- options and runtime ---------------------------------------------------
@@ -325,7 +199,7 @@ class Publisher:
             return
         posted = self._call("post the commit status", lambda: self.api.create_status(
             self.ctx.repository, self.ctx.head_sha, state=state, context=self.options.status_context,
-            description=_shorten(description, DESCRIPTION_LIMIT), target_url=self.target_url))
+            description=one_line(description, DESCRIPTION_LIMIT), target_url=self.target_url))
         if posted is not None and state in FINAL_STATES:
             self.final_state = state
 
@@ -370,7 +244,7 @@ class Publisher:
             self._skipped.append("comment: no pull request")
             return
         context = self.options.status_context
-        body = _comment_body(outcome, context, self.target_url, self.footer)
+        body = comment_body(outcome, context, self.target_url, self.footer)
         marker = comment_marker(context)
 
         def update_existing(done: str) -> str | None:
@@ -414,7 +288,7 @@ class Publisher:
             "head_sha": self.ctx.head_sha,
             "status": "completed",
             "conclusion": conclusion,
-            "output": {"title": _shorten(outcome.headline, 200),
+            "output": {"title": one_line(outcome.headline, 200),
                        "summary": summary if len(summary) <= CHECK_TEXT_LIMIT
                        else summary[: CHECK_TEXT_LIMIT - 40] + "\n\n*(truncated)*\n"},
         }
@@ -474,7 +348,7 @@ class Publisher:
 
     def publish(self, outcome: Outcome) -> PublishReport:
         self._result_dir = outcome.result_dir
-        summary = _summary_markdown(outcome, self.target_url, self.footer)
+        summary = summary_markdown(outcome, self.target_url, self.footer)
         self.write_local(outcome, summary)
         self.post_status(outcome.state, outcome.headline)
         self.upsert_comment(outcome)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gate.core.errors import BadInput, InfraError
-from gate.github import publish
+from gate.github import outcome, publish
 from gate.github.api import RetryPolicy
 from gate.github.context import ResultOrigin
 from gate.github.publish import Runtime, comment_marker
@@ -420,7 +420,7 @@ def test_publish__with_footer_never_exceeds_the_limit(footer):
     limit = 300
     for n in range(limit - 120, limit + 40):
         for body in ("x" * n, "x" * (n - 1) + "\n", "x" * (n - 2) + "\n\n"):
-            out = publish._with_footer(body, footer, limit, "https://github.example/run/1")
+            out = outcome._with_footer(body, footer, limit, "https://github.example/run/1")
             assert len(out) <= limit, (n, repr(body[-3:]))
             if footer:
                 assert out.endswith(f"\n\n{footer}\n")
