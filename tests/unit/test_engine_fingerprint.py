@@ -60,14 +60,14 @@ def _llm(sampler) -> _Obj:
 @pytest.mark.parametrize("bound, expect", [("forward_cpu", "cpu-native"), ("forward_native", "pytorch-native"),
                                            ("forward_cuda", "flashinfer")])
 def test_engine_fingerprint__sampler_read_off_the_running_engine(bound, expect):
-    from gate.run.engine import _live_sampler
+    from gate.run.fingerprint import _live_sampler
 
     topk = _Obj(forward=_Fn(bound), use_fp64_gumbel=False)
     assert _live_sampler(_llm(_Obj(topk_topp_sampler=topk))) == expect
 
 
 def test_engine_fingerprint__fp64_gumbel_and_model_runner_v2_are_named():
-    from gate.run.engine import _live_sampler
+    from gate.run.fingerprint import _live_sampler
 
     topk = _Obj(forward=_Fn("forward_cpu"), use_fp64_gumbel=True)
     assert _live_sampler(_llm(_Obj(topk_topp_sampler=topk))) == "cpu-native+fp64-gumbel"
@@ -82,7 +82,7 @@ def test_engine_fingerprint__without_an_engine_carries_the_library_versions():
     pytest.importorskip("vllm")
     from importlib import metadata
 
-    from gate.run.engine import environment_fingerprint
+    from gate.run.fingerprint import environment_fingerprint
 
     fp = environment_fingerprint(logprobs_mode="raw_logprobs")
     assert fp["transformers_version"] == metadata.version("transformers")
