@@ -212,9 +212,16 @@ class _State:
 
 # ---------------------------------------------------------------- probing
 def _run_gate(python: Path, argv: list[str], logfile: Path, gate_lib: Path) -> int:
-    """`python -m gate ARGV` in a release's env, importing the gate snapshot."""
+    """`python -m gate ARGV` in a release's env, importing the gate snapshot.
+    A release's own env gets the snapshot alone on PYTHONPATH (the caller's
+    could name another vLLM); this interpreter (an args bisect without
+    --release) keeps the caller's PYTHONPATH after it, which is how a host
+    without an index imports its vLLM (DEVELOPERS.md, the GPU kit)."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(gate_lib))
+    path = [str(gate_lib)]
+    if Path(python) == Path(sys.executable) and os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     with logfile.open("w") as fh:
         return subprocess.run([str(python), "-m", "gate", *argv], stdout=fh, stderr=subprocess.STDOUT,
                               env=env).returncode
