@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from gate.core.measures import as_float_array, first_divergence
 from gate.core.semantics import Relation, compare_spread, describe, judge, matters, relation_pairs
 from gate.core.trace import Record, TraceReader
 
@@ -484,10 +485,7 @@ def _no_nan(summary: dict[str, Any]) -> dict[str, Any]:
 def _arr(values: Sequence[float | None]) -> np.ndarray:
     """Logprobs as float64; null (no logprob) becomes NaN, which the channel
     counts as excluded (the reader refuses NaN in a trace, so NaN means null)."""
-    try:
-        return np.array(values, dtype=np.float64)
-    except TypeError:  # a None (no logprob) among them
-        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    return as_float_array(values)
 
 
 def _as_list(xs: Sequence[int]) -> list[int]:
@@ -628,7 +626,7 @@ class _Comparator:
             ref_c, cand_c = _as_list(ref.completion_token_ids), _as_list(cand.completion_token_ids)
             n = min(len(ref_c), len(cand_c))
             match = ref_c == cand_c
-            first = n if match else next((i for i in range(n) if ref_c[i] != cand_c[i]), n)
+            first = n if match else first_divergence(ref_c, cand_c)
             row["free_run_match"] = match
             row["first_divergence"] = None if match else first
             gap = None

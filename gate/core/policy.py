@@ -11,6 +11,7 @@ from typing import Any
 
 from gate.core.compare import ComparisonResult, Tolerance
 from gate.core.errors import BadInput
+from gate.core.measures import short
 from gate.core.semantics import CENTRE_FLOOR, SPREAD_RATIO
 from gate.core.yamlio import load_yaml
 
@@ -227,8 +228,7 @@ class CheckResult:
     note: str | None = None  # why a check is not comparable, in words
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3g}" if abs(x) >= 1e-3 and abs(x) < 1e4 or x == 0 else f"{x:.2e}"
+_fmt = short  # one number format for messages (gate/core/measures.py)
 
 
 def _where(loc: dict[str, Any] | None, tokens: dict | None = None) -> str:

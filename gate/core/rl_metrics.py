@@ -29,6 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from gate.core.compare import CLIP_EPS, merge_records
+from gate.core.measures import as_float_array
 from gate.core.trace import Record, TraceReader
 
 __all__ = ["measure", "measure_records", "summary_line", "TRAINER_PATHS", "TIS_CAP", "CHANNELS"]
@@ -47,8 +48,7 @@ def _pairs(reference: Iterable[Record], candidate: Iterable[Record],
             yield r, c
 
 
-def _arr(values: Iterable[float | None]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+_arr = as_float_array  # null as NaN (gate/core/measures.py)
 
 
 class _Diffs:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gate.core.measures import as_float_array
 from gate.core.trace import Record, Scores
 
 __all__ = ["Relation", "own_scores", "relation_pairs", "add_relation", "compare_relations", "compare_spread",
@@ -209,8 +210,7 @@ def relation_pairs(rec: Record) -> tuple[np.ndarray, np.ndarray]:
     p = len(rec.prompt_token_ids)
     xs = own.logprobs[p:p + len(rec.completion_token_ids)]
     ys = rec.sampler.logprobs
-    x = np.array([np.nan if v is None else v for v in xs], dtype=np.float64)
-    y = np.array([np.nan if v is None else v for v in ys], dtype=np.float64)
+    x, y = as_float_array(xs), as_float_array(ys)
     # A logprob below -1e4 is a probability of exactly 0 in any float format:
     # it says nothing about a relation and would overflow the sums of squares.
     ok = np.isfinite(x) & np.isfinite(y) & (np.abs(x) < 1e4) & (np.abs(y) < 1e4)

@@ -25,6 +25,7 @@ import jinja2
 
 from gate.core.errors import InfraError
 from gate.core.fsutil import atomic_write_text
+from gate.core.measures import CHANNEL_MEASURES, MEASURES
 from gate.core.tokentext import is_byte_level, readable, readable_join
 from gate.core.verdict import read_verdict
 from gate.report.charts import _charts, _mermaid
@@ -440,8 +441,8 @@ _RL_ROWS = (
     ("clip_fraction", "outside PPO's clip range (|ρ − 1| > 0.2)"),
     ("tis_truncated_fraction", "above the TIS cap (ρ > C)"),
     ("tis_mean_weight", "TIS mean weight min(ρ, C)"),
-    ("k3_kl", "k3 KL"),
-    ("mult_prob_error", "mult-prob error"),
+    ("k3_kl", MEASURES["k3_kl"].label),
+    ("mult_prob_error", MEASURES["mult_prob_error"].label),
     ("max_abs_log_ratio", "max |log ρ|"),
 )
 
@@ -513,12 +514,6 @@ def _rl_sentence(cols: list[tuple[str, dict[str, Any]]], trainer: bool, cap: str
             f"by this change alone.")
 
 
-_MEASURE_ROWS = (
-    ("tokens", "tokens compared"), ("mismatched", "tokens beyond tolerance"),
-    ("bitwise_equal_fraction", "bitwise equal"), ("max_abs_diff", "max abs diff"),
-    ("mean_abs_diff", "mean abs diff"), ("p99_abs_diff", "p99 abs diff"), ("mult_prob_error", "mult-prob error"),
-    ("k1_kl", "k1 KL"), ("k2", "k2"), ("k3_kl", "k3 KL"), ("chi2", "chi2"), ("clip_fraction", "clip fraction"),
-    ("prob_diff_max", "max prob diff"), ("log_ppl_diff_max", "max log-ppl diff"),
-    ("top1_agreement", "top-1 agreement"), ("topk_overlap", "top-k overlap"),
+_MEASURE_ROWS = tuple((m.name, m.label) for m in CHANNEL_MEASURES) + (
     ("path_reference", "scoring path (reference)"), ("path_candidate", "scoring path (candidate)"),
 )

@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# verdict.json has no infinities: write_verdict spells them as these strings.
-_NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+from gate.core.measures import NONFINITE as _NONFINITE, report_number
 
 
 def _float(x: Any) -> float | None:
@@ -32,28 +31,7 @@ def _int(x: Any, default: int = 0) -> int:
     return int(f) if f is not None and math.isfinite(f) else default
 
 
-def _num(x: Any) -> str:
-    """Total: any value gives a short string; inf and huge values never raise."""
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return f"{x:,}" if abs(x) < 10 ** 30 else _num(_float(x))
-    if isinstance(x, str) and x in _NONFINITE:
-        x = _NONFINITE[x]
-    if not isinstance(x, float):
-        return str(x)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "-inf" if x < 0 else "inf"
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 1e4:
-        return f"{x:.4g}"
-    mant, exp = f"{x:.1e}".split("e")
-    return f"{mant.removesuffix('.0')}e{exp}"
+_num = report_number  # the report's number format lives with the measures (gate/core/measures.py)
 
 
 def _mapping(x: Any) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from gate.core.compare import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
 from gate.core.errors import BadInput, InfraError
 from gate.core.fsutil import atomic_write_text
+from gate.core.measures import higher_is_better
 from gate.core.verdict import read_verdict
 from gate.run.child import error_line, run_child
 
@@ -53,7 +54,6 @@ _MEASURES = (("forced", "max_abs_diff"), ("forced", "mean_abs_diff"), ("forced",
              ("forced", "k3_kl"), ("forced", "top1_agreement"), ("sampler", "max_abs_diff"),
              ("sampler", "p99_abs_diff"), ("sampler", "k3_kl"), ("sampler", "mult_prob_error"),
              ("free_run", "exact_match_rate"))
-_RATES = ("top1_agreement", "exact_match_rate")  # worst = lowest
 # Evidence behind each group's floor: the fewest tokens (sequences) any run compared.
 _COUNTS = (("forced", "tokens"), ("sampler", "tokens"), ("free_run", "sequences"))
 
@@ -77,7 +77,7 @@ def floors(verdicts: Sequence[dict[str, Any]], config: str | None = None) -> dic
         if not vals:
             out[f"{ch}.{m}"] = None
         else:
-            out[f"{ch}.{m}"] = min(vals) if m in _RATES or (ch, m) in _COUNTS else max(vals)
+            out[f"{ch}.{m}"] = min(vals) if higher_is_better(m) or (ch, m) in _COUNTS else max(vals)
     return out
 
 
@@ -199,7 +199,7 @@ def _fmt(x: float | None) -> str:
 
 def _fmt_measure(key: str, x: float | None) -> str:
     """Rates near 1 need their digits: 0.9995 is not 1."""
-    return "n/a" if x is None else f"{x:.6g}" if key.endswith(_RATES) else _fmt(x)
+    return "n/a" if x is None else f"{x:.6g}" if higher_is_better(key) else _fmt(x)
 
 
 def _yaml_float(x: float, digits: int = 6) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 
 from gate.core.fsutil import atomic_write_text
 from gate.core.identity import model_vocab_size
+from gate.core.measures import as_float_array, first_divergence
 from gate.run import replay
 from gate.run.engine import Request
 from gate.run.suite import load_suite
@@ -31,8 +32,7 @@ __all__ = ["measure_determinism", "compare_scores", "add_arguments", "run"]
 log = logging.getLogger(__name__)
 
 
-def _arr(x: Sequence[float | None]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in x], dtype=np.float64)
+_arr = as_float_array  # null as NaN (gate/core/measures.py)
 
 
 def compare_scores(a: Sequence[Sequence[float | None]], b: Sequence[Sequence[float | None]]) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def measure_determinism(engine: Any, requests: list[Any], sequences: list[tuple[
 
     def tokens(a: list[list[int]], b: list[list[int]]) -> dict[str, Any]:
         same = sum(x == y for x, y in zip(a, b))
-        firsts = [next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+        firsts = [first_divergence(x, y)
                   for x, y in zip(a, b) if x != y]
         return {"sequences": len(a), "identical": same, "first_divergence_min": min(firsts) if firsts else None}
 
@@ -82,7 +82,7 @@ def measure_determinism(engine: Any, requests: list[Any], sequences: list[tuple[
         # decode logprobs are comparable only over the common token prefix
         xs, ys = [], []
         for ta_, xa, tb_, xb in zip(a, la_, b, lb):
-            n = next((i for i, (p, q) in enumerate(zip(ta_, tb_)) if p != q), min(len(ta_), len(tb_)))
+            n = first_divergence(ta_, tb_)
             xs.append(xa[:n])
             ys.append(xb[:n])
         return compare_scores(xs, ys)

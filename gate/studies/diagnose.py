@@ -29,6 +29,7 @@ import numpy as np
 
 from gate.core.errors import BadInput
 from gate.core.fsutil import atomic_write_text
+from gate.core.measures import as_float_array, short
 from gate.core.semantics import semantics_sentence
 from gate.core.trace import read_trace
 from gate.core.verdict import read_verdict, write_verdict
@@ -164,8 +165,7 @@ def drift_start(golden_dir: Path, result_dir: Path, atol: float) -> dict[str, An
             continue
         if g.forced is not None and cand.forced is not None and \
                 len(g.forced.logprobs) == len(cand.forced.logprobs):
-            a = np.array([np.nan if v is None else v for v in g.forced.logprobs], dtype=np.float64)
-            b = np.array([np.nan if v is None else v for v in cand.forced.logprobs], dtype=np.float64)
+            a, b = as_float_array(g.forced.logprobs), as_float_array(cand.forced.logprobs)
             with np.errstate(invalid="ignore"):
                 d = np.nan_to_num(np.abs(b - a), nan=0.0)
             p = len(g.prompt_token_ids)
@@ -204,12 +204,7 @@ def _measures(verdict: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "n/a"
-    if x == 0:
-        return "0"
-    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
+_fmt = short  # one number format for messages (gate/core/measures.py)
 
 
 def _numbers(before: dict[str, Any], after: dict[str, Any]) -> str:
