@@ -291,12 +291,19 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.pause or args.via:
-        from gate.studies.weight_update_inflight import inflight_check
+    from gate.studies.weight_update_inflight import refuse_bad_models, refuse_bad_request
 
+    # every refusal before anything is written or an engine starts (docs/errors.md, weight-update-*)
+    if args.pause or args.via:
         if args.reset_prefix_cache:
             raise BadInput("weight-update: --reset-prefix-cache belongs to the synchronous path",
                            "with --via/--pause use --clear-cache or --keep-cache")
+        refuse_bad_request(args.via or ["reload"], args.pause or ["keep"], args.backend, args.max_tokens,
+                           args.switch_at, args.atol)
+    refuse_bad_models(load_suite(args.suite), args.weights_from)
+    if args.pause or args.via:
+        from gate.studies.weight_update_inflight import inflight_check
+
         r = inflight_check(args.suite, args.weights_from, args.out, args.via or ["reload"], args.pause or ["keep"],
                            args.clear_cache, args.backend, args.engine_arg, args.max_tokens, args.switch_at,
                            args.atol, test_skip_weights=args.test_skip_weights)

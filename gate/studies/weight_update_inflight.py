@@ -43,7 +43,7 @@ from gate.core.errors import BadInput, GateError
 from gate.core.fsutil import atomic_write_text
 from gate.run.suite import load_suite
 
-__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "switch_points", "continuation_plan",
+__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models", "switch_points", "continuation_plan",
            "judge_path", "departure", "inflight_check"]
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,45 @@ def refuse_unsupported(vias: list[str], pauses: list[str], backend: str, cuda: b
                        "model folder)")
 
 
+def refuse_bad_request(vias: list[str], pauses: list[str], backend: str, max_tokens: int, switch_at: int | None,
+                       atol: float, cuda: bool | None = None) -> int:
+    """Every refusal that needs only the flags (docs/errors.md, `weight-update-*`), before any file is read
+    or engine started; returns the switch point."""
+    refuse_unsupported(vias, pauses, backend, _cuda() if cuda is None else cuda)
+    if max_tokens < 2:
+        raise BadInput(f"weight-update --max-tokens {max_tokens}: too few tokens to be in flight",
+                       "use --max-tokens 2 or more (default 16)")
+    switch = switch_at if switch_at is not None else max(1, max_tokens // 3)
+    if not 0 < switch < max_tokens:
+        raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
+                       f"({max_tokens - 1})",
+                       "the update happens after that many tokens of each in-flight request")
+    if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
+        raise BadInput(f"weight-update --atol {atol}: must be a finite number >= 0",
+                       "use the floor that parity-gate determinism measures (default 1e-4 on CPU float32)")
+    return switch
+
+
+def refuse_bad_models(suite: Any, weights_from: Path) -> None:
+    """The old weights (--from) and the new (the suite's model) must be two model folders with
+    safetensors weights (both paths push *.safetensors), checked before any engine starts."""
+    src = Path(weights_from)
+    if not src.exists():
+        raise BadInput(f"weight-update --from {src}: model folder does not exist",
+                       "point --from at the folder of the old weights (A) the engine starts on")
+    if not src.is_dir() or not (src / "config.json").is_file():
+        raise BadInput(f"weight-update --from {src}: not a model folder (no config.json)",
+                       "point --from at a Hugging Face model folder with the old weights (A)")
+    for what, folder in (("--from", src), ("the suite's model", Path(suite.model))):
+        if not any(p.is_file() for p in folder.glob("*.safetensors")):
+            raise BadInput(f"weight-update: {what} {folder} has no *.safetensors weights to load or push",
+                           "save the weights as safetensors (model.save_pretrained(..., safe_serialization=True))")
+    if src.resolve() == Path(suite.model).resolve():
+        raise BadInput(f"weight-update --from {src}: is the suite's model itself, so the update changes nothing and "
+                       "an update with no effect could not be told from a correct one",
+                       "point --from at the old weights (A) and the suite's model at the new ones (B)")
+
+
 def _prompts(suite: Any) -> list[dict[str, Any]]:
     out = []
     for p in suite.prompts:
@@ -305,16 +344,9 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     worker, the judge. Writes out/weight_update.json and out/summary.md."""
     from gate.run.replay import engine_overrides
 
-    refuse_unsupported(vias, pauses, backend, _cuda())
-    if max_tokens < 2:
-        raise BadInput(f"weight-update --max-tokens {max_tokens}: too few tokens to be in flight",
-                       "use --max-tokens 2 or more (default 16)")
-    switch = switch_at if switch_at is not None else max(1, max_tokens // 3)
-    if not 0 < switch < max_tokens:
-        raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
-                       f"({max_tokens - 1})",
-                       "the update happens after that many tokens of each in-flight request")
+    switch = refuse_bad_request(vias, pauses, backend, max_tokens, switch_at, atol)
     suite = load_suite(suite_path)
+    refuse_bad_models(suite, weights_from)
     engine_args = dict(suite.engine, **engine_overrides(list(overrides or [])))
     paths = [{"via": v, "pause": p, "clear_cache": clear_cache} for v in vias for p in pauses]
     out = Path(out)

@@ -1197,6 +1197,94 @@ def _(ctx):
     return _bisect("--bad-args", "enforce_eager=true")
 
 
+# ------------------------------------------------------------------ weight-update
+def _update(*extra: str, source: str = "m1") -> list[str]:
+    return ["weight-update", "--suite", "suite.yaml", "--from", source, "--out", "R", *extra]
+
+
+def _cpu_only() -> None:
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("a CUDA host runs these paths (GPU tier)")
+
+
+@case("weight-update-sleep-unsupported", "weight-update --via sleep: not supported by this engine build")
+def _(ctx):
+    _cpu_only()
+    ctx.suite()
+    return _update("--via", "sleep")
+
+
+@case("weight-update-native-no-pause", "weight-update --via native --pause none: not supported by this engine build")
+def _(ctx):
+    ctx.suite()
+    return _update("--via", "native", "--pause", "none")
+
+
+@case("weight-update-unknown-backend", "weight-update --backend frob: unknown weight-transfer backend")
+def _(ctx):
+    ctx.suite()
+    return _update("--via", "native", "--backend", "frob")
+
+
+@case("weight-update-backend-unsupported", "weight-update --via native --backend nccl: not supported by this engine "
+      "build")
+def _(ctx):
+    _cpu_only()
+    ctx.suite()
+    return _update("--via", "native", "--backend", "nccl")
+
+
+@case("weight-update-too-few-tokens", "weight-update --max-tokens 1: too few tokens to be in flight")
+def _(ctx):
+    ctx.suite()
+    return _update("--pause", "keep", "--max-tokens", "1")
+
+
+@case("weight-update-switch-out-of-range", "weight-update --switch-at 20: must lie between 1 and --max-tokens - 1")
+def _(ctx):
+    ctx.suite()
+    return _update("--pause", "keep", "--switch-at", "20")
+
+
+@case("weight-update-bad-atol", "weight-update --atol -1.0: must be a finite number >= 0")
+def _(ctx):
+    ctx.suite()
+    return _update("--pause", "keep", "--atol", "-1")
+
+
+@case("weight-update-reset-with-pause", "weight-update: --reset-prefix-cache belongs to the synchronous path")
+def _(ctx):
+    ctx.suite()
+    return _update("--pause", "keep", "--reset-prefix-cache")
+
+
+@case("weight-update-from-missing", "weight-update --from nope: model folder does not exist")
+def _(ctx):
+    ctx.suite()
+    return _update("--pause", "keep", source="nope")
+
+
+@case("weight-update-from-not-a-model", "weight-update --from notes: not a model folder (no config.json)")
+def _(ctx):
+    ctx.suite()
+    ctx.write("notes/readme.txt", "old weights go here\n")
+    return _update(source="notes")
+
+
+@case("weight-update-no-safetensors", "has no *.safetensors weights to load or push")
+def _(ctx):
+    ctx.suite()
+    ctx.write("old/config.json", (ctx.m1 / "config.json").read_text())
+    ctx.write("old/pytorch_model.bin", b"not safetensors")
+    return _update("--via", "reload", source="old")
+
+
+@case("weight-update-from-is-suite-model", "is the suite's model itself, so the update changes nothing")
+def _(ctx):
+    ctx.suite()
+    return _update("--pause", "wait", source=str(ctx.m0))
+
+
 # ------------------------------------------------------------------ the tests
 SLOW = {"engine-arg-unknown": 60.0, "engine-arg-bad-value": 120.0, "sampling-rejected-by-vllm": 120.0,
         "prompt-seeded-prefill-split": 180.0}  # import vllm (never start the engine)
@@ -1234,6 +1322,8 @@ def test_errors__bad_input_exits_2_with_one_line_and_leaves_nothing(case_id, mod
     assert proc.stdout == ""
     assert after == before, "left files behind"
     assert {m: tree(m) for m in models} == models_before
+    if case_id.startswith("weight-update-"):  # refused before any engine process (one takes ~30 s to start here)
+        assert elapsed < 15, f"took {elapsed:.1f}s: the engine must not start"
     if case_id == "engine-arg-unknown":
         assert elapsed < 15, f"took {elapsed:.1f}s: the engine must not start"
         assert not (ctx.d / "new").exists(), "the staged --out's parent folders must go too"
