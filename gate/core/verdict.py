@@ -12,7 +12,6 @@ from gate.core.compare import ComparisonResult
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
 from gate.core.fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regular
 from gate.core.policy import CheckResult, Policy, _fmt, engine_check
-from gate.core.schemacheck import first_invalid_text, load_schema
 from gate.core.trace import Manifest
 
 __all__ = ["build_verdict", "environment_diff", "write_verdict", "read_verdict", "text_summary", "VERDICT_FILE"]
@@ -247,22 +246,23 @@ def read_verdict(result_dir: Path) -> dict[str, Any]:
 
 
 def _validate(v: Any, path: Path, hint: str) -> None:
-    """The schema file decides what a verdict is (it evolves with the
-    verdict); the two checks before it only give the common mistakes their
+    """The model (gate/core/models.py) decides what a verdict is (it evolves
+    with the verdict); the two checks before it only give the common mistakes their
     own message and hint."""
     if not isinstance(v, dict) or v.get("schema") != SCHEMA:
         raise BadInput(f"{path}: not a parity-gate verdict (expected \"schema\": \"{SCHEMA}\")", hint)
     if type(v.get("version")) is not int or v.get("version") != VERSION:
         raise BadInput(f"{path}: verdict schema version {v.get('version')!r} is not supported (this gate reads "
                        f"{VERSION})", "re-run check/compare with this version of parity-gate, or upgrade parity-gate")
-    problem = load_schema("verdict.schema.json").first_error(v, "verdict")
-    if problem is None and _deeper_than(v, _MAX_DEPTH):
-        problem = f"verdict nests more than {_MAX_DEPTH} levels deep"
-    if problem is None:
+    from gate.core.models import Verdict, first_invalid_text, problem  # pydantic: only when a verdict is read
+    wrong = problem(Verdict, v, "verdict")
+    if wrong is None and _deeper_than(v, _MAX_DEPTH):
+        wrong = f"verdict nests more than {_MAX_DEPTH} levels deep"
+    if wrong is None:
         bad = first_invalid_text(v, "verdict")
-        problem = bad and f"{bad} is not valid Unicode (a lone surrogate escape such as \\ud800)"
-    if problem:
-        raise BadInput(f"{path}: {problem} (see gate/schemas/verdict.schema.json)",
+        wrong = bad and f"{bad} is not valid Unicode (a lone surrogate escape such as \\ud800)"
+    if wrong:
+        raise BadInput(f"{path}: {wrong} (see gate/schemas/verdict.schema.json)",
                        "regenerate it with 'parity-gate check' or 'compare'; a hand-edited verdict must keep the "
                        "documented types")
 

@@ -201,11 +201,11 @@ class _State:
 
     def save(self, result: dict[str, Any]) -> dict[str, Any]:
         from gate.core.fsutil import atomic_write_text
-        from gate.core.schemacheck import load_schema
+        from gate.core.models import Bisect, problem
         doc = self.doc(result)
-        problem = load_schema("bisect.schema.json").first_error(doc, "bisect")
-        if problem:  # a bug here, not the user's: say so before writing a file others would refuse
-            raise AssertionError(f"bisect.json would not match its schema: {problem}")
+        wrong = problem(Bisect, doc, "bisect")
+        if wrong:  # a bug here, not the user's: say so before writing a file others would refuse
+            raise AssertionError(f"bisect.json would not match its schema: {wrong}")
         atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n")
         return doc
 

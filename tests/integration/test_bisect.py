@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gate.core.schemacheck import load_schema
+from gate.core.models import Bisect, problem
 from tests.integration.conftest import gate
 
 pytestmark = pytest.mark.engine
@@ -40,7 +40,7 @@ def release_bisect(suite, env_cache, tmp_path_factory):
 
 def _doc(out: Path) -> dict:
     doc = json.loads((out / "bisect.json").read_text())
-    assert load_schema("bisect.schema.json").first_error(doc, "bisect") is None
+    assert problem(Bisect, doc, "bisect") is None
     return doc
 
 

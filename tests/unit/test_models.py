@@ -1,0 +1,70 @@
+"""The typed models (gate/core/models.py): the committed JSON Schemas are
+exactly what the models generate, and a document that breaks a model gets
+one line naming the JSON path, what belongs there and what was found."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from gate.core.models import SCHEMAS, Bisect, Verdict, problem, schema_of, schema_text
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "verdicts"
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_models__committed_schema_is_what_the_model_generates(name):
+    committed = resources.files("gate.schemas").joinpath(name).read_text(encoding="utf-8")
+    assert committed == schema_text(name), f"gate/schemas/{name} is stale: run 'python -m gate.schemas'"
+    jsonschema.Draft202012Validator.check_schema(schema_of(name))
+
+
+def test_models__schema_check_entry_point_passes_on_the_committed_files():
+    proc = subprocess.run([sys.executable, "-m", "gate.schemas", "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_models__fixture_verdicts_are_valid(name):
+    assert problem(Verdict, json.loads((FIXTURES / name).read_text()), "verdict") is None
+
+
+def _verdict() -> dict:
+    return json.loads(next(iter(sorted(FIXTURES.glob("*.json")))).read_text())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda v: v.update(exit_code=True), "verdict.exit_code must be one of 0, 1, got true"),
+    (lambda v: v.update(mode=None), "verdict.mode must be one of 'check', 'compare', got null"),
+    (lambda v: v["checks"][0].update(bound=10 ** 400), "verdict.checks[0].bound must be a number, got a 401-digit "
+                                                       "integer"),
+    (lambda v: v["checks"][0].update(n_bad=True), "verdict.checks[0].n_bad must be an integer, got true"),
+    (lambda v: v["checks"][0].update(value=math.nan), "verdict.checks[0].value must be a number or a string or "
+                                                      "null, got the number NaN"),
+    (lambda v: v["measures"]["per_config"].update({"a b": []}), "verdict.measures.per_config['a b'] must be an "
+                                                                "object, got an array"),
+    (lambda v: v.update(configs={"c": {"status": "pass", "reason": "r"}}), "verdict.configs.c has no 'notes'"),
+])
+def test_models__a_broken_verdict_gets_one_line_with_its_path(edit, message):
+    v = _verdict()
+    edit(v)
+    assert problem(Verdict, v, "verdict") == message
+
+
+def test_models__bisect_refuses_unknown_keys_and_short_candidates():
+    doc = {"schema": "parity-gate/bisect", "version": 1, "mode": "releases", "package": "vllm", "on": "fail",
+           "suite": "s.yaml", "good": "0.1", "bad": "0.2", "candidates": ["0.1", "0.2"], "engine_args": [],
+           "done": True, "first_bad": "0.2", "last_good": "0.1", "release_notes": None, "golden": None,
+           "errors": [], "timings": {"0.1": 1.5}, "probes": [{"name": "0.1", "status": "good"}]}
+    assert problem(Bisect, doc, "bisect") is None
+    assert problem(Bisect, dict(doc, extra=1), "bisect") == "bisect has unknown key 'extra'"
+    assert problem(Bisect, dict(doc, candidates=["x"]), "bisect").startswith("bisect.candidates: ")
+    assert problem(Bisect, dict(doc, probes=[{"name": "0.1", "status": "odd"}]), "bisect") == (
+        "bisect.probes[0].status must be one of 'good', 'pass', 'changed', 'fail', 'skipped', 'not probed', "
+        "got 'odd'")
