@@ -1,6 +1,6 @@
 """Typed models of the documents the gate writes and reads back: the verdict
-(verdict.json, docs/verdict.md) and the bisect result (bisect.json,
-docs/bisect.md). One pydantic model gives both the validation of a file and
+(verdict.json, docs/verdict.md), the bisect result (bisect.json,
+docs/bisect.md) and the policy (docs/policy.md). One pydantic model gives both the validation of a file and
 its JSON Schema: gate/schemas/*.schema.json are generated from these models
 (`python -m gate.schemas`), and tests/unit/test_models.py fails when a
 committed schema differs from what the models generate.
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-__all__ = ["Verdict", "Bisect", "problem", "schema_of", "SCHEMAS", "json_path", "first_invalid_text"]
+__all__ = ["Verdict", "Bisect", "PolicyFile", "PolicyRules", "problem", "schema_of", "SCHEMAS", "json_path", "first_invalid_text"]
 
 
 def _not_nan(x: float) -> float:
@@ -207,11 +207,50 @@ class Bisect(_Closed):
     probes: list[Probe]
 
 
+# ------------------------------------------------------------------ policy (docs/policy.md)
+NonNegative = Annotated[float, Field(ge=0), AfterValidator(_not_nan)]
+
+
+def _check_bounds() -> type[BaseModel]:
+    """`checks:` of a policy: one optional key per check id (gate/core/policy.py
+    CHECKS); a tolerance check takes no bound of its own (atol/rtol give it),
+    only null, which stops gating on it."""
+    from pydantic import create_model
+
+    from gate.core.policy import CHECKS, TOLERANCE_CHECKS
+    fields: dict[str, Any] = {}
+    for c in CHECKS:
+        kind = Optional[NonNegative] if c.id not in TOLERANCE_CHECKS else None
+        fields[c.id.replace(".", "__")] = (kind, Field(None, alias=c.id, description=f"{c.title}: {c.measure} "
+                                                                                     f"{c.op} bound"))
+    return create_model("CheckBounds", __base__=_Closed, **fields)
+
+
+CheckBounds = _check_bounds()
+
+
+class PolicyRules(_Closed):
+    """The thresholds of one policy layer (the default or one sampling config)."""
+    atol: NonNegative = Field(None, description="absolute tolerance per token: |d| <= atol + rtol*|a|")
+    rtol: NonNegative = Field(None, description="relative tolerance per token")
+    min_evidence: Annotated[float, Field(gt=0, le=1)] = Field(
+        None, description="the share of the reference's tokens a check must compare")
+    checks: CheckBounds = Field(None, description="check id -> bound (null: reported, not gated)")
+
+
+class PolicyFile(PolicyRules):
+    """A policy file, or a suite's `policy:` section (docs/policy.md)."""
+    per_config: Optional[dict[str, PolicyRules]] = Field(None, description="sampling config name -> its rules")
+    fail_on: Literal["regression", "never"] = None  # type: ignore[assignment]
+    unapplied_engine_args: Literal["fail", "warn"] = None  # type: ignore[assignment]
+
+
 # ------------------------------------------------------------------ schemas
 # file name -> (model, $id, title)
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "verdict.schema.json": (Verdict, "parity-gate verdict.json, version 1 (docs/verdict.md)"),
     "bisect.schema.json": (Bisect, "parity-gate bisect.json, version 1 (docs/bisect.md)"),
+    "policy.schema.json": (PolicyFile, "parity-gate policy file (docs/policy.md)"),
 }
 
 

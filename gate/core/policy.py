@@ -107,52 +107,89 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
-def _number(value: Any, where: str, key: str, allow_none: bool = True) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
-        raise BadInput(f"{where}: policy '{key}' must be a non-negative number{' or null' if allow_none else ''}, "
-                       f"got {value!r}", "write a number, e.g. 1e-4 (unquoted)")
-    return float(value)
+def _got(value: Any) -> str:
+    """The offending value, short enough for one line (a 400-digit integer is not)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {len(str(abs(value)))}-digit integer" if type(value) is int \
+        else text[:57] + "..."
 
 
-def _rules(data: Any, base: Rules, where: str) -> Rules:
-    if not isinstance(data, dict):
-        raise BadInput(f"{where}: policy must be a mapping, got {type(data).__name__}",
-                       "see docs/policy.md for the keys")
-    atol, rtol = base.atol, base.rtol
-    if ("atol" in data) != ("rtol" in data) and "rtol" in data:
-        pass  # rtol alone keeps the base atol: both are always defined
-    if "atol" in data:
-        atol = _number(data["atol"], where, "atol", allow_none=False)  # type: ignore[assignment]
-    if "rtol" in data:
-        rtol = _number(data["rtol"], where, "rtol", allow_none=False)  # type: ignore[assignment]
-    min_evidence = base.min_evidence
-    if "min_evidence" in data:
-        value = data["min_evidence"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise BadInput(f"{where}: policy 'min_evidence' must be a share in (0, 1], got {value!r}",
-                           "e.g. min_evidence: 0.5 (a check must compare half of the reference's tokens)")
-        min_evidence = float(value)
-    bounds = dict(base.bounds)
-    checks = data.get("checks", {})
-    if not isinstance(checks, dict):
-        raise BadInput(f"{where}: policy 'checks' must be a mapping of check id to bound",
-                       f"known checks: {', '.join(_BY_ID)}")
-    for key, value in checks.items():
-        if key not in _BY_ID:
+def _refuse(err: dict[str, Any], where: str) -> BadInput:
+    """One pydantic error of the policy model (gate/core/models.py) as the
+    line this policy key has always had (docs/errors.md)."""
+    loc, raw = list(err["loc"]), err.get("input")
+    got = _got(raw)
+    if loc[:1] == ["per_config"] and len(loc) >= 2:
+        where = f"{where} (per_config.{loc[1]})"
+        loc = loc[2:]
+        if not loc:
+            return BadInput(f"{where}: policy must be a mapping, got {type(raw).__name__}",
+                            "see docs/policy.md for the keys")
+    key = loc[0]
+    if err["type"] == "extra_forbidden" and len(loc) == 1:  # in per_config (the top level is said in _validate)
+        return BadInput(f"{where}: unknown policy keys [{key!r}] in a per_config entry",
+                        "allowed there: atol, rtol, checks, min_evidence")
+    if key in ("atol", "rtol"):
+        return BadInput(f"{where}: policy '{key}' must be a non-negative number, got {got}",
+                        "write a number, e.g. 1e-4 (unquoted)")
+    if key == "min_evidence":
+        return BadInput(f"{where}: policy 'min_evidence' must be a share in (0, 1], got {got}",
+                        "e.g. min_evidence: 0.5 (a check must compare half of the reference's tokens)")
+    if key == "checks" and len(loc) == 1:
+        return BadInput(f"{where}: policy 'checks' must be a mapping of check id to bound",
+                        f"known checks: {', '.join(_BY_ID)}")
+    if key == "checks":
+        check = loc[1]
+        if err["type"] == "extra_forbidden":
             # Said in the message itself: a suite keeps only the message of a policy problem.
-            near = difflib.get_close_matches(str(key), list(_BY_ID), n=1)
+            near = difflib.get_close_matches(str(check), list(_BY_ID), n=1)
             guess = f"did you mean {near[0]!r}? " if near else ""
-            raise BadInput(f"{where}: unknown check {key!r} in policy ({guess}known checks: {', '.join(_BY_ID)})",
-                           "see docs/policy.md for what each check measures")
-        if key in TOLERANCE_CHECKS and value is not None:
-            raise BadInput(f"{where}: check {key!r} takes its bound from atol/rtol",
-                           "set policy.atol (and rtol) instead, or null to stop gating on it")
-        bounds[key] = _number(value, where, f"checks.{key}")
-        if key in TOLERANCE_CHECKS and value is None:
-            bounds[key] = "off"  # type: ignore[assignment]
-    return Rules(atol=atol, rtol=rtol, bounds=bounds, min_evidence=min_evidence)
+            return BadInput(f"{where}: unknown check {check!r} in policy ({guess}known checks: {', '.join(_BY_ID)})",
+                            "see docs/policy.md for what each check measures")
+        if check in TOLERANCE_CHECKS:
+            return BadInput(f"{where}: check {check!r} takes its bound from atol/rtol",
+                            "set policy.atol (and rtol) instead, or null to stop gating on it")
+        return BadInput(f"{where}: policy 'checks.{check}' must be a non-negative number or null, got {got}",
+                        "write a number, e.g. 1e-4 (unquoted)")
+    if key == "per_config":
+        return BadInput(f"{where}: policy 'per_config' must map config names to policies",
+                        "e.g. per_config: {hot: {atol: 1.0e-3}}")
+    if key == "fail_on":
+        return BadInput(f"{where}: policy fail_on must be one of {FAIL_ON}, got {got}",
+                        "use 'regression' (default) or 'never'")
+    if key == "unapplied_engine_args":
+        return BadInput(f"{where}: policy unapplied_engine_args must be one of {UNAPPLIED}, got {got}",
+                        "use 'fail' (default: a requested knob that vLLM did not apply fails the check) or 'warn'")
+    return BadInput(f"{where}: policy '{key}': {err['msg']}", "see docs/policy.md for the keys")
+
+
+_KEYS = ("atol", "rtol", "checks", "per_config", "fail_on", "min_evidence", "unapplied_engine_args")
+
+
+def _validate(data: dict[str, Any], where: str) -> None:
+    """The shape of a policy mapping is the model's (gate/core/models.py
+    PolicyFile, which gate/schemas/policy.schema.json is generated from);
+    the first problem is one line with the key and a fix."""
+    from pydantic import ValidationError
+
+    from gate.core.models import PolicyFile
+    try:
+        PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1)
+        if unknown:
+            raise BadInput(f"{where}: unknown policy keys {unknown}", f"allowed: {', '.join(_KEYS)}") from None
+        raise _refuse(errors[0], where) from None
+
+
+def _rules(data: dict[str, Any], base: Rules) -> Rules:
+    """`base` with the keys of one validated policy layer over it."""
+    bounds = dict(base.bounds)
+    for key, value in (data.get("checks") or {}).items():
+        bounds[key] = "off" if key in TOLERANCE_CHECKS else None if value is None else float(value)  # type: ignore
+    return Rules(atol=float(data.get("atol", base.atol)), rtol=float(data.get("rtol", base.rtol)), bounds=bounds,
+                 min_evidence=float(data.get("min_evidence", base.min_evidence)))
 
 
 def parse_policy(data: Any, where: str, base: Policy = DEFAULT_POLICY,
@@ -163,31 +200,16 @@ def parse_policy(data: Any, where: str, base: Policy = DEFAULT_POLICY,
     if not isinstance(data, dict):
         raise BadInput(f"{where}: policy must be a mapping, got {type(data).__name__}",
                        "see docs/policy.md for the keys")
-    unknown = set(data) - {"atol", "rtol", "checks", "per_config", "fail_on", "min_evidence", "unapplied_engine_args"}
-    if unknown:
-        raise BadInput(f"{where}: unknown policy keys {sorted(unknown)}",
-                       "allowed: atol, rtol, checks, per_config, fail_on, min_evidence, unapplied_engine_args")
-    default = _rules({k: v for k, v in data.items() if k in ("atol", "rtol", "checks", "min_evidence")},
-                     base.default, where)
+    _validate(data, where)
+    default = _rules(data, base.default)
     per_config = {name: replace(r) for name, r in base.per_config.items()}
-    pc = data.get("per_config", {}) or {}
-    if not isinstance(pc, dict):
-        raise BadInput(f"{where}: policy 'per_config' must map config names to policies",
-                       "e.g. per_config: {hot: {atol: 1.0e-3}}")
-    for name, sub in pc.items():
+    for name, sub in (data.get("per_config") or {}).items():
         if configs is not None and name not in configs:
             raise BadInput(f"{where}: policy per_config names unknown sampling config {name!r}",
                            f"known configs: {', '.join(sorted(configs))}")
-        per_config[name] = _rules(sub, per_config.get(name, default), f"{where} (per_config.{name})")
-    fail_on = data.get("fail_on", base.fail_on)
-    if fail_on not in FAIL_ON:
-        raise BadInput(f"{where}: policy fail_on must be one of {FAIL_ON}, got {fail_on!r}",
-                       "use 'regression' (default) or 'never'")
-    unapplied = data.get("unapplied_engine_args", base.unapplied_engine_args)
-    if unapplied not in UNAPPLIED:
-        raise BadInput(f"{where}: policy unapplied_engine_args must be one of {UNAPPLIED}, got {unapplied!r}",
-                       "use 'fail' (default: a requested knob that vLLM did not apply fails the check) or 'warn'")
-    return Policy(default=default, per_config=per_config, fail_on=fail_on, unapplied_engine_args=unapplied)
+        per_config[name] = _rules(sub, per_config.get(name, default))
+    return Policy(default=default, per_config=per_config, fail_on=data.get("fail_on", base.fail_on),
+                  unapplied_engine_args=data.get("unapplied_engine_args", base.unapplied_engine_args))
 
 
 def load_policy(path: Path, base: Policy = DEFAULT_POLICY, configs: set[str] | None = None) -> Policy:

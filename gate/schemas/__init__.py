@@ -1,1 +1,2 @@
-"""JSON Schemas of the trace format and verdict.json (shipped with the package)."""
+"""JSON Schemas of the trace format, verdict.json, bisect.json and the policy (shipped with the package;
+all but the trace schema generated from gate/core/models.py: python -m gate.schemas)."""

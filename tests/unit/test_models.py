@@ -68,3 +68,30 @@ def test_models__bisect_refuses_unknown_keys_and_short_candidates():
     assert problem(Bisect, dict(doc, probes=[{"name": "0.1", "status": "odd"}]), "bisect") == (
         "bisect.probes[0].status must be one of 'good', 'pass', 'changed', 'fail', 'skipped', 'not probed', "
         "got 'odd'")
+
+
+def test_models__policy_schema_accepts_what_the_policy_accepts_and_refuses_what_it_refuses():
+    from gate.core.errors import BadInput
+    from gate.core.policy import parse_policy
+    schema = schema_of("policy.schema.json")
+    good = {"atol": 1.0e-3, "rtol": 0, "min_evidence": 0.5, "checks": {"forced.k3_kl": 1e-6, "sampler.logprobs_close": None},
+            "per_config": {"hot": {"atol": 2.0e-3}}, "fail_on": "never", "unapplied_engine_args": "warn"}
+    jsonschema.validate(good, schema)
+    parse_policy(good, "p.yaml", configs={"hot"})
+    for bad in ({"atol": -1}, {"checks": {"forced.logprobs_close": 1.0}}, {"checks": {"forced.k3kl": 1}},
+                {"per_config": {"hot": {"fail_on": "never"}}}, {"min_evidence": 0}, {"fail_on": "always"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(BadInput):
+            parse_policy(bad, "p.yaml", configs={"hot"})
+
+
+def test_models__policy_problems_stay_one_short_line():
+    from gate.core.errors import BadInput
+    from gate.core.policy import parse_policy
+    with pytest.raises(BadInput) as exc:
+        parse_policy({"per_config": {"hot": {"fail_on": "never"}}}, "p.yaml", configs={"hot"})
+    assert exc.value.what == "p.yaml (per_config.hot): unknown policy keys ['fail_on'] in a per_config entry"
+    with pytest.raises(BadInput) as exc:
+        parse_policy({"atol": 10 ** 400}, "p.yaml")
+    assert exc.value.what == "p.yaml: policy 'atol' must be a non-negative number, got a 401-digit integer"
