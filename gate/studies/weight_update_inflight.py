@@ -124,6 +124,7 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
            if diverged else "") + f"logprobs max abs diff {worst:.3g} over matching tokens"
     post_ok = all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in post)
     checks.append({"id": "post_update.equals_fresh_new_weights", "status": "pass" if post_ok else "fail",
+                   "tokens_compared": sum(c["matching_tokens"] for c in post), "max_abs_diff": worst,
                    "detail": f"requests started after the update against a fresh engine on the new weights: "
                              f"{gap} (tolerance {atol:g})"})
     diagnosis = None
@@ -158,7 +159,7 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
         req = {"request": i, "tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"],
                "seen_at_update": run["seen_at_update"][i], "switched_at": s if s < len(o["token_ids"]) else None,
                "old_weights_tokens": s, "old_prefix_matches_old_reference": pre["tokens_equal"]
-               and pre["max_abs_diff"] <= atol}
+               and pre["max_abs_diff"] <= atol, "old_prefix_max_abs_diff": pre["max_abs_diff"]}
         if i in conts:
             c, ref_new = conts[i]
             tail = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
@@ -175,8 +176,11 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                                 for t, (lp, ref) in enumerate(zip(o["logprobs"], scores[i]))]
         requests.append(req)
     if pause == "wait":
-        ok = all(_cmp(o, r)["tokens_equal"] and _cmp(o, r)["max_abs_diff"] <= atol for o, r in zip(outs, old))
+        waited = [_cmp(o, r) for o, r in zip(outs, old)]
+        ok = all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in waited)
         checks.append({"id": "in_flight.wait_finishes_on_old_weights", "status": "pass" if ok else "fail",
+                       "tokens_compared": sum(c["matching_tokens"] for c in waited),
+                       "max_abs_diff": max((c["max_abs_diff"] for c in waited), default=0.0),
                        "detail": "every in-flight request finished entirely under the old weights" if ok else
                        "an in-flight request left the old-weights reference: pause_generation('wait') let it see "
                        "the new weights"})
@@ -185,6 +189,8 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
         prefix_ok = all(r["old_prefix_matches_old_reference"] and r["switched_at"] is None for r in requests)
         ok = prefix_ok and aborted == len(outs)
         checks.append({"id": "in_flight.abort_returns_old_partials", "status": "pass" if ok else "fail",
+                       "tokens_compared": sum(r["old_weights_tokens"] for r in requests),
+                       "max_abs_diff": max((r["old_prefix_max_abs_diff"] for r in requests), default=0.0),
                        "detail": f"{aborted} of {len(outs)} in-flight requests returned as aborted, with "
                                  f"{sum(len(o['token_ids']) for o in outs)} tokens, "
                                  + ("all equal to the old-weights reference" if prefix_ok else
@@ -192,6 +198,8 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
     else:
         pre_ok = all(r["old_prefix_matches_old_reference"] for r in requests)
         checks.append({"id": "in_flight.tokens_before_the_switch_are_old", "status": "pass" if pre_ok else "fail",
+                       "tokens_compared": sum(r["old_weights_tokens"] for r in requests),
+                       "max_abs_diff": max((r["old_prefix_max_abs_diff"] for r in requests), default=0.0),
                        "detail": "tokens produced before the update equal the old-weights reference" if pre_ok else
                        "a token produced before the update differs from the old-weights reference"})
         if pause == "keep" and clear:
@@ -199,7 +207,10 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                                                        == r["after_switch"]["tokens"]
                                                        and r["after_switch"]["max_abs_diff"] <= atol)
                      for r in requests)
+            resumed = [r["after_switch"] for r in requests if r.get("after_switch")]
             checks.append({"id": "in_flight.keep_cleared_resumes_on_new_weights", "status": "pass" if ok else "fail",
+                           "tokens_compared": sum(a["matching_new_reference"] for a in resumed),
+                           "max_abs_diff": max((a["max_abs_diff"] for a in resumed), default=0.0),
                            "detail": "after resume, every frozen request continues exactly as a fresh engine on the "
                                      "new weights continues the same tokens" if ok else
                                      "after resume, a frozen request does not continue as a fresh engine on the new "
@@ -218,6 +229,10 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
             "after_switch_k3": _k3([a for a, _ in new], [b for _, b in new]),
             "rollout_k3": _k3([a for a, _ in every], [b for _, b in every]),
             "expected": not (pause == "keep" and clear)}
+    for c in checks:  # nothing passes on zero evidence
+        if c["status"] == "pass" and not c["tokens_compared"]:
+            c["status"] = "fail"
+            c["detail"] += "; but no token was compared: nothing passes on zero evidence"
     failed = [c for c in checks if c["status"] == "fail"]
     if failed and diagnosis is None:
         diagnosis = {"kind": "in_flight", "summary": failed[0]["detail"]}
