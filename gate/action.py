@@ -50,6 +50,7 @@ __all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env
 log = logging.getLogger(__name__)
 
 FAIL_ON = ("regression", "never")
+WEIGHT_UPDATE_MODES = ("auto", "off")  # check --weight-update
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -111,6 +112,7 @@ class ActionSettings:
     status_context: str = "parity-gate"
     engine_args: tuple[str, ...] = ()
     fail_on: str = "regression"
+    weight_update: str = "auto"          # check --weight-update: the suite's declared update paths
     check_run: bool = True
     shard: str | None = None             # check --shard I/N (merge the shards' results in a later job)
     strict_paths: bool = False           # check --strict-paths: suite and golden read from the workspace
@@ -166,6 +168,7 @@ class ActionSettings:
             comment=choice("comment", COMMENT_MODES, "always"),
             status_context=context, engine_args=engine_args,
             fail_on=choice("fail-on", FAIL_ON, "regression"),
+            weight_update=choice("weight-update", WEIGHT_UPDATE_MODES, "auto"),
             check_run=check_run.lower() in _TRUE,
             shard=shard or None, strict_paths=strict.lower() in _TRUE,
             comment_author=get("comment-author")[1] or None,
@@ -182,6 +185,8 @@ def check_argv(s: ActionSettings, out: Path) -> list[str]:
         argv += ["--shard", s.shard]
     if s.strict_paths:
         argv.append("--strict-paths")
+    if s.weight_update != "auto":
+        argv += ["--weight-update", s.weight_update]
     return argv
 
 

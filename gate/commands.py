@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
 from gate.core.semantics import Relation, add_relation
 from gate.core.trace import Manifest, Record, TraceWriter, read_trace, trace_path
-from gate.core.verdict import build_verdict, read_verdict, text_summary, write_verdict
+from gate.core.verdict import add_update_paths, build_verdict, read_verdict, text_summary, write_verdict
 from gate.report.render import render_result
 from gate.run.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
 from gate.run.exercise import golden_notes, local_platform
@@ -52,6 +53,7 @@ from gate.run.replay import (
 from gate.run.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
 from gate.run.suite import (
     Suite,
+    WeightUpdateSpec,
     check_prompt_lengths,
     confine,
     load_suite,
@@ -59,6 +61,7 @@ from gate.run.suite import (
     workload_hash,
 )
 from gate.studies.diagnose import diagnose_result_dir
+from gate.studies.weight_update_inflight import inflight_check, refuse_bad_models, refuse_bad_request
 
 __all__ = ["add_arguments", "run", "record", "check", "compare", "merge"]
 
@@ -89,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="on failure, rerun ablations to name the likely cause (docs/diagnosis.md)")
         parser.add_argument("--diagnose-budget", type=float, default=300.0, metavar="SECONDS",
                             help="time budget for --diagnose (default 300)")
+        parser.add_argument("--weight-update", choices=("auto", "off"), default="auto",
+                            help="auto (default): after the comparison, run the update paths the suite's "
+                                 "weight_update: section declares, one check each (docs/weight-update.md); off: skip")
     if name in ("record", "check"):
         parser.add_argument("--shard", metavar="I/N",
                             help="run shard I of N: whole calls of the batch plan, dealt round robin "
@@ -377,10 +383,12 @@ def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
 
 
 def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: Golden, workload: Workload,
-           policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None) -> int:
+           policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None,
+           update: dict[str, Any] | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
     report and the exit code: the tail of `check`, and of `merge`.
-    `untested`: knobs the workload cannot exercise (gate/run/exercise.py)."""
+    `untested`: knobs the workload cannot exercise (gate/run/exercise.py);
+    `update`: the suite's weight-update paths, run (weight_update.json)."""
     with _writing(args.out):
         result = compare_traces(read_trace(golden.path), read_trace(stage.dir), policy.tolerances(),
                                 include=workload.include)
@@ -392,7 +400,37 @@ def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: Golden
             files={"traces": "traces.jsonl", "verdict": "verdict.json"})
         # the RL view of the same tokens: what the drift does to importance ratios (docs/trainer.md)
         verdict["rl"] = rl_measure(read_trace(golden.path), read_trace(stage.dir), include=workload.include)
+        if update is not None:
+            verdict = add_update_paths(verdict, update)
         return _finish(stage, verdict, args.out)
+
+
+def _update_plan(args: argparse.Namespace, suite: Suite, shard: Any, untested: list[str]) -> WeightUpdateSpec | None:
+    """The suite's `weight_update:` paths this check runs, each refused now
+    (before the engine starts) if this engine build cannot run it."""
+    spec = suite.weight_update
+    if spec is None or args.weight_update == "off":
+        return None
+    if shard is not None or args.engine == "hf":
+        untested.append(f"weight_update: the suite's {len(spec.paths)} update paths do not run "
+                        + ("in a shard (run them in an unsharded check)" if shard is not None else "with --engine hf"))
+        return None
+    for p in spec.paths:
+        try:
+            refuse_bad_request([p.via], [p.pause], spec.backend, spec.max_tokens, spec.switch_at, spec.atol)
+            refuse_bad_models(dataclasses.replace(suite, model=spec.load), spec.source)
+        except BadInput as exc:
+            raise BadInput(f"{suite.path}{p.where}: weight_update path {p.name}: {exc.what}",
+                           f"{exc.hint}; or run check --weight-update off") from None
+    return spec
+
+
+def _run_update_paths(spec: WeightUpdateSpec, suite: Suite, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    print(f"parity-gate: running the suite's {len(spec.paths)} weight-update paths "
+          f"({', '.join(p.name for p in spec.paths)})", file=sys.stderr)
+    return inflight_check(suite.path, spec.source, out, [], [], True, spec.backend, args.engine_arg, spec.max_tokens,
+                          spec.switch_at, spec.atol, new_weights=spec.load,
+                          paths=[{"via": p.via, "pause": p.pause, "clear_cache": p.clear_cache} for p in spec.paths])
 
 
 def check(args: argparse.Namespace) -> int:
@@ -414,6 +452,7 @@ def check(args: argparse.Namespace) -> int:
     # Knobs this run changes or turns on that its workload cannot exercise: said now, and in the verdict.
     untested = golden_notes(golden.manifest, engine_args, os.environ, calls, golden.prompts, golden.completions,
                             local_platform())
+    update_spec = _update_plan(args, suite, shard, untested)
     for line in untested:
         log.warning("%s", line)
     golden_sha = file_sha256(trace_path(args.golden))
@@ -467,13 +506,18 @@ def check(args: argparse.Namespace) -> int:
     # the process, as any vLLM program's does (an explicit shutdown here
     # cost a second of every check).
     try:
-        if args.diagnose:
-            _close(engine)
+        update = None
+        if args.diagnose or update_spec is not None:
+            _close(engine)  # its memory is free for the engines below
+        if update_spec is not None:
+            stage_name = "weight-update paths"
+            update = _run_update_paths(update_spec, suite, args, stage.dir / "weight-update")
         repro = command_line("check", "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                      *_engine_flags(args.engine_arg), *(["--engine", "hf"] if args.engine == "hf" else []),
                      *(["--shard", args.shard] if shard else []),
-                     *(["--policy", args.policy] if args.policy else []))
-        code = _judge(stage, args, suite, golden, workload, policy, ("run", manifest), repro, untested)
+                     *(["--policy", args.policy] if args.policy else []),
+                     *(["--weight-update", "off"] if args.weight_update == "off" else []))
+        code = _judge(stage, args, suite, golden, workload, policy, ("run", manifest), repro, untested, update)
     except BaseException as exc:
         if stage.dir is not None:
             stage.keep_traces(exc, "compare")

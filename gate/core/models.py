@@ -76,7 +76,7 @@ class Evidence(_Open):
 class Check(_Open):
     id: str
     title: str
-    channel: Literal["forced", "sampler", "free_run", "semantics", "engine"]
+    channel: Literal["forced", "sampler", "free_run", "semantics", "engine", "weight_update"]
     config: Optional[str]
     status: Literal["pass", "fail", "not_comparable"]
     measure: str

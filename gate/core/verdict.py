@@ -14,7 +14,8 @@ from gate.core.fsutil import NotRegularFile, TooLarge, atomic_write_text, read_r
 from gate.core.policy import CheckResult, Policy, _fmt, engine_check
 from gate.core.trace import Manifest
 
-__all__ = ["build_verdict", "environment_diff", "write_verdict", "read_verdict", "text_summary", "VERDICT_FILE"]
+__all__ = ["build_verdict", "add_update_paths", "environment_diff", "write_verdict", "read_verdict", "text_summary",
+           "VERDICT_FILE"]
 
 VERDICT_FILE = "verdict.json"
 SCHEMA = "parity-gate/verdict"
@@ -190,6 +191,57 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
         "reproduce": reproduce,
         "files": files,
     }
+
+
+def add_update_paths(verdict: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """The suite's declared weight-update paths (docs/weight-update.md), run
+    after the comparison: one check per path (channel `weight_update`, over
+    all configs), failing the verdict with its cause when a path fails. A
+    path passes only on evidence: each of its checks compared tokens.
+    `update` is what `parity-gate weight-update` writes (weight_update.json)."""
+    checks = []
+    for p in update.get("paths") or []:
+        sub = p.get("checks") or []
+        tokens = sum(int(c.get("tokens_compared") or 0) for c in sub)
+        failed = [c for c in sub if c.get("status") != "pass"]
+        status = "fail" if failed or p.get("verdict") != "pass" or not tokens else "pass"
+        worst = max((float(c.get("max_abs_diff") or 0.0) for c in sub), default=0.0)
+        st = p.get("staleness") or {}
+        if status == "pass":
+            message = (f"update path {p['name']}: {len(sub)} checks pass against fresh engines on the old and new "
+                       f"weights ({tokens} tokens compared)")
+        elif not tokens:
+            message = f"update path {p['name']}: no token was compared; nothing passes on zero evidence"
+        else:
+            cause = (p.get("diagnosis") or {}).get("summary") or (failed[0]["detail"] if failed else "failed")
+            message = f"update path {p['name']} fails: {cause}"
+        note = (f"in-flight staleness after the switch: max abs diff {_fmt(st.get('after_switch_max_abs_diff'))}, "
+                f"k3 {_fmt(st.get('after_switch_k3'))}" + ("" if st.get("expected", True) else " (must be 0)")
+                if st else None)
+        checks.append({
+            "id": f"weight_update.{p['name']}", "title": f"update path {p['name']}", "channel": "weight_update",
+            "config": None, "status": status, "measure": "max_abs_diff vs fresh engines", "value": worst, "op": "<=",
+            "bound": float(update.get("tolerance") or 0.0), "n_bad": len(failed), "n_total": len(sub),
+            "worst": None, "message": message, "evidence": {"compared": tokens, "unit": "tokens"}, "note": note})
+    out = dict(verdict)
+    out["checks"] = [*verdict["checks"], *checks]
+    out["weight_update"] = {k: update.get(k) for k in ("headline", "verdict", "tolerance", "switch_at", "max_tokens",
+                                                        "reference", "seconds")}
+    out["weight_update"]["paths"] = [{k: p.get(k) for k in ("name", "path", "verdict", "checks", "diagnosis",
+                                                            "mechanism", "staleness")}
+                                     for p in update.get("paths") or []]
+    bad = [c for c in checks if c["status"] == "fail"]
+    if bad:
+        out["verdict"] = "fail"
+        out["exit_code"] = EXIT_REGRESSION if verdict.get("fail_on", "regression") == "regression" else EXIT_PASS
+        causes = "; ".join(c["message"] for c in bad[:2]) + (f"; and {len(bad) - 2} more" if len(bad) > 2 else "")
+        out["headline"] = (f"FAIL: {len(bad)} of {len(checks)} weight-update paths: {causes}"
+                           if verdict["verdict"] == "pass" else f"{verdict['headline']}; and {causes}")
+    elif checks:
+        tokens = sum(c["evidence"]["compared"] for c in checks)
+        out["headline"] = (f"{verdict['headline']}; {len(checks)} weight-update paths match fresh engines "
+                           f"({tokens} tokens)")
+    return out
 
 
 def _finite(obj: Any) -> Any:

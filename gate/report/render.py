@@ -317,6 +317,7 @@ def _view(v: dict[str, Any], level: _Level) -> dict[str, Any]:
         "rl": rl if level.evidence else None,
         "rl_sentence": (rl or {}).get("sentence"),
         "diagnosis": _diagnosis(v.get("diagnosis")),
+        "update_paths": _update_paths(v.get("weight_update"), checks),
         "worst": worst[: level.worst],
         "worst_all": worst,
         "top_token": worst[0] if worst else None,
@@ -343,6 +344,26 @@ def _group(m: Any) -> dict[str, Any]:
     fr = m.get("free_run")
     out["free_run"] = dict(fr, diverged=_rows(fr.get("diverged"))) if isinstance(fr, dict) else None
     return out
+
+
+def _update_paths(update: Any, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per weight-update path the suite declared (verdict.weight_update):
+    its verdict, the update call, the tokens compared, the in-flight
+    staleness (reported, not failed) and the named cause of a failure."""
+    if not isinstance(update, dict):
+        return []
+    by_id = {c.get("id"): c for c in checks}
+    rows = []
+    for p in _rows(update.get("paths")):
+        c = by_id.get(f"weight_update.{p.get('name')}") or {}
+        st = _mapping(p.get("staleness"))
+        stale = (f"{_num(st.get('after_switch_max_abs_diff'))} (k3 {_num(st.get('after_switch_k3'))}"
+                 f"{'' if st.get('expected', True) else ', must be 0'})") if st else "-"
+        rows.append({"name": str(p.get("name") or ""), "status": str(c.get("status") or p.get("verdict") or ""),
+                     "mechanism": str(p.get("mechanism") or "-"),
+                     "tokens": _mapping(c.get("evidence")).get("compared"), "max_abs_diff": c.get("value"),
+                     "staleness": stale, "cause": str(_mapping(p.get("diagnosis")).get("summary") or "")})
+    return rows
 
 
 def _diagnosis(d: Any) -> dict[str, Any] | None:
@@ -391,6 +412,9 @@ def _extent(c: dict[str, Any]) -> str:
     if channel in _PER_TOKEN and unit == "tokens":
         share = _pct(n_bad, n_total, unit)
         return f"{share} beyond tolerance" if share else ""
+    if channel == "weight_update":
+        bad = f"; {n_bad} of {n_total} update checks failed" if n_bad else ""
+        return f"{ev.get('compared', 0):,} tokens against fresh engines{bad}"
     total = ev.get("compared", n_total)
     return f"judged on {total:,} {unit} as a whole" if isinstance(total, int) and not isinstance(total, bool) else ""
 

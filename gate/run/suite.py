@@ -22,9 +22,11 @@ from gate.run import engine as adapter  # imports vllm only when asked to
 
 __all__ = ["Prompt", "SamplingConfig", "Suite", "load_suite", "confine", "load_yaml", "parse_engine_arg",
            "check_prompt_lengths", "validate_with_vllm", "workload_hash", "SAMPLING_DEFAULTS",
-           "SUITE_SIZE_LIMIT", "PROMPTS_FILE_SIZE_LIMIT", "YAML_ALIAS_LIMIT"]
+           "SUITE_SIZE_LIMIT", "PROMPTS_FILE_SIZE_LIMIT", "YAML_ALIAS_LIMIT", "UpdatePathSpec", "WeightUpdateSpec",
+           "UPDATE_VIAS", "UPDATE_PAUSES", "UPDATE_CACHE"]
 
-TOP_KEYS = {"name", "description", "model", "engine", "prompts", "prompts_file", "sampling", "policy"}
+TOP_KEYS = {"name", "description", "model", "engine", "prompts", "prompts_file", "sampling", "policy",
+            "weight_update"}
 SAMPLING_DEFAULTS: dict[str, Any] = {
     "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "seed": 0, "n": 1, "logprobs": 5,
     "min_tokens": 0, "ignore_eos": False,
@@ -74,6 +76,42 @@ class SamplingConfig:
         return [int(self.params["seed"]) + i for i in range(self.n)]
 
 
+# `weight_update:` (docs/suite-format.md, docs/weight-update.md): the update paths `check` runs after its comparison
+UPDATE_VIAS = ("reload", "native", "sleep")
+UPDATE_PAUSES = ("none", "abort", "wait", "keep")
+UPDATE_CACHE = ("clear", "keep")
+_UPDATE_KEYS = ("from", "load", "paths", "max_tokens", "switch_at", "atol", "backend")
+_PATH_KEYS = ("via", "pause", "cache")
+UPDATE_PATH_DEFAULT = {"via": "reload", "pause": "keep", "cache": "clear"}
+
+
+@dataclass(frozen=True)
+class UpdatePathSpec:
+    via: str
+    pause: str
+    clear_cache: bool
+    where: str = field(default="", compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.via}/{self.pause}/{'clear-cache' if self.clear_cache else 'keep-cache'}"
+
+
+@dataclass(frozen=True)
+class WeightUpdateSpec:
+    """What `check` runs after its comparison: the engine starts on `source`
+    (the old weights, A), the update loads `load` (the new ones, B; default
+    the suite's model), once per path."""
+    source: Path
+    load: Path
+    paths: tuple[UpdatePathSpec, ...]
+    max_tokens: int = 16
+    switch_at: int | None = None
+    atol: float = 1e-4
+    backend: str = "file"
+    where: str = field(default="", compare=False)
+
+
 @dataclass(frozen=True)
 class Suite:
     path: Path
@@ -84,6 +122,7 @@ class Suite:
     policy: Any = None
     name: str = ""
     engine_lines: dict[str, str] = field(default_factory=dict)
+    weight_update: WeightUpdateSpec | None = None
 
     @property
     def sampling_by_name(self) -> dict[str, SamplingConfig]:
@@ -303,6 +342,94 @@ def _parse_sampling(item: Any, where: str, problems: _Problems) -> SamplingConfi
     return SamplingConfig(name=name, params=params, where=where) if ok else None
 
 
+def _folder(base: Path, value: Any, what: str, where: str, problems: _Problems) -> Path | None:
+    if not isinstance(value, str) or not value:
+        problems.add(where, f"weight_update.{what} must be a local path (string), got {value!r}")
+        return None
+    folder = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+    if not folder.is_dir():
+        problems.add(where, f"weight_update.{what}: model folder {folder} does not exist (relative paths resolve "
+                            "against the suite's folder)")
+        return None
+    if not (folder / "config.json").is_file():
+        problems.add(where, f"weight_update.{what}: model folder {folder} has no config.json")
+        return None
+    return folder
+
+
+def _parse_weight_update(data: Any, where: str, base: Path, model: Path, problems: _Problems) -> WeightUpdateSpec | None:
+    """`weight_update: {from, load, paths: [{via, pause, cache}], max_tokens, switch_at, atol, backend}`."""
+    if not isinstance(data, dict):
+        problems.add(where, f"'weight_update' must be a mapping with 'from' and 'paths', got {type(data).__name__}")
+        return None
+    n = len(problems.items)
+    at = {k: (_line(data, k) or where) for k in data}
+    for key in data:
+        if key not in _UPDATE_KEYS:
+            problems.add(at[key], f"weight_update: unknown key {key!r} (allowed: {', '.join(_UPDATE_KEYS)})")
+    if "from" not in data:
+        problems.add(where, "weight_update needs 'from': the folder of the old weights the engine starts on")
+        source = None
+    else:
+        source = _folder(base, data["from"], "from", at["from"], problems)
+    load = _folder(base, data["load"], "load", at["load"], problems) if data.get("load") is not None else model
+    if source is not None and load is not None and source.resolve() == Path(load).resolve():
+        problems.add(at["from"], "weight_update.from is the model the update loads, so the update changes nothing")
+    numbers: dict[str, Any] = {}
+    for key, types, ok, rule in (("max_tokens", (int,), lambda v: v >= 2, "an int >= 2"),
+                                 ("switch_at", (int,), lambda v: v >= 1, "an int >= 1"),
+                                 ("atol", (int, float), lambda v: math.isfinite(v) and v >= 0,
+                                  "a finite number >= 0")):
+        if data.get(key) is None:
+            continue
+        v = data[key]
+        if not isinstance(v, types) or isinstance(v, bool) or not ok(v):
+            problems.add(at[key], f"weight_update.{key} must be {rule}, got {v!r}")
+        else:
+            numbers[key] = v
+    max_tokens = numbers.get("max_tokens", 16)
+    if "switch_at" in numbers and numbers["switch_at"] >= max_tokens:
+        problems.add(at["switch_at"], f"weight_update.switch_at {numbers['switch_at']} must be below max_tokens "
+                                      f"({max_tokens})")
+    backend = data.get("backend", "file")
+    if not isinstance(backend, str) or not backend:
+        problems.add(at.get("backend", where), f"weight_update.backend must be a string, got {backend!r}")
+    raw = data.get("paths", [UPDATE_PATH_DEFAULT])
+    paths: list[UpdatePathSpec] = []
+    if not isinstance(raw, list) or not raw:
+        problems.add(at.get("paths", where), "weight_update.paths must be a non-empty list of {via, pause, cache}")
+        raw = []
+    for i, item in enumerate(raw):
+        pw = _line(raw, i) or at.get("paths", where)
+        if not isinstance(item, dict):
+            problems.add(pw, f"weight_update.paths[{i}] must be a mapping {{via, pause, cache}}, got "
+                             f"{type(item).__name__}")
+            continue
+        spec = dict(UPDATE_PATH_DEFAULT, **item)
+        bad = False
+        for key, value in item.items():
+            kw = _line(item, key) or pw
+            allowed = {"via": UPDATE_VIAS, "pause": UPDATE_PAUSES, "cache": UPDATE_CACHE}.get(key)
+            if allowed is None:
+                problems.add(kw, f"weight_update.paths[{i}]: unknown key {key!r} (allowed: {', '.join(_PATH_KEYS)})")
+                bad = True
+            elif value not in allowed:
+                problems.add(kw, f"weight_update.paths[{i}].{key} must be one of {', '.join(allowed)}, got {value!r}")
+                bad = True
+        if bad:
+            continue
+        path = UpdatePathSpec(spec["via"], spec["pause"], spec["cache"] == "clear", pw)
+        if path in paths:
+            problems.add(pw, f"weight_update.paths[{i}]: path {path.name} given twice")
+            continue
+        paths.append(path)
+    if len(problems.items) > n or source is None or load is None:
+        return None
+    return WeightUpdateSpec(source=source, load=Path(load), paths=tuple(paths), max_tokens=max_tokens,
+                            switch_at=numbers.get("switch_at"), atol=float(numbers.get("atol", 1e-4)),
+                            backend=backend, where=where)
+
+
 # ---------------------------------------------------------------- prompt lengths
 def _context(model: Path, engine: Mapping[str, Any], source: str) -> ContextLength | None:
     """The positions a request may fill: engine.max_model_len when it is
@@ -509,12 +636,16 @@ def load_suite(path: Path, strict_paths: bool = False, need_model: bool = True) 
     if context is not None:
         known = [(_prompt_location(path, p), p.id, len(p.token_ids)) for p in prompts if p.token_ids is not None]
         problems.items.extend(_length_problems(known, sampling, context))
+    update = None
+    if data.get("weight_update") is not None:
+        update = _parse_weight_update(data["weight_update"], _line(data, "weight_update"), base, model_path, problems)
     name = data.get("name", path.stem)
     if isinstance(name, str) and _surrogate(name):
         problems.add(_line(data, "name"), f"'name' holds {_surrogate(name)}")
     problems.raise_if_any()
     return Suite(path=path, model=model_path, engine=dict(engine), prompts=tuple(prompts),
-                 sampling=tuple(sampling), policy=policy, name=str(name), engine_lines=engine_lines)
+                 sampling=tuple(sampling), policy=policy, name=str(name), engine_lines=engine_lines,
+                 weight_update=update)
 
 
 def _sha(obj: Any) -> str:

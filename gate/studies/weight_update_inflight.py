@@ -31,6 +31,7 @@ Greedy sampling only: a seeded sampler's continuation would start a new
 random stream, so only greedy continuations are comparable token by token."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -41,15 +42,15 @@ from typing import Any
 
 from gate.core.errors import BadInput, GateError
 from gate.core.fsutil import atomic_write_text
-from gate.run.suite import load_suite
+from gate.run.suite import UPDATE_PAUSES, UPDATE_VIAS, load_suite
 
-__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models", "switch_points", "continuation_plan",
+__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models",
+           "switch_points", "continuation_plan",
            "judge_path", "departure", "inflight_check"]
 
 log = logging.getLogger(__name__)
 
-VIAS = ("reload", "native", "sleep")
-PAUSES = ("none", "abort", "wait", "keep")
+VIAS, PAUSES = UPDATE_VIAS, UPDATE_PAUSES  # declared with the suite's `weight_update:` section
 FILE_BACKEND = "file"
 # vLLM's own weight-transfer backends: each moves tensors over CUDA (NCCL, CUDA IPC) or Ray, from a trainer process
 CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
@@ -354,16 +355,26 @@ def _summary(result: dict[str, Any]) -> str:
 def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[str], pauses: list[str],
                    clear_cache: bool, backend: str = FILE_BACKEND, overrides: list[str] | None = None,
                    max_tokens: int = 16, switch_at: int | None = None, atol: float = DEFAULT_ATOL,
-                   timeout: float = 600, test_skip_weights: str = "") -> dict[str, Any]:
+                   timeout: float = 600, test_skip_weights: str = "", paths: list[dict[str, Any]] | None = None,
+                   new_weights: Path | None = None) -> dict[str, Any]:
     """The whole in-flight path: refusals, the update worker, the fresh
-    worker, the judge. Writes out/weight_update.json and out/summary.md."""
+    worker, the judge. Writes out/weight_update.json and out/summary.md.
+    `paths` ({via, pause, clear_cache} each, as a suite declares them)
+    replaces the vias x pauses product; `new_weights` what the update loads
+    (default the suite's model)."""
     from gate.run.replay import engine_overrides
 
-    switch = refuse_bad_request(vias, pauses, backend, max_tokens, switch_at, atol)
+    if paths is None:
+        switch = refuse_bad_request(vias, pauses, backend, max_tokens, switch_at, atol)
+        paths = [{"via": v, "pause": p, "clear_cache": clear_cache} for v in vias for p in pauses]
+    else:
+        for p in paths:
+            switch = refuse_bad_request([p["via"]], [p["pause"]], backend, max_tokens, switch_at, atol)
     suite = load_suite(suite_path)
+    if new_weights is not None:
+        suite = dataclasses.replace(suite, model=Path(new_weights))
     refuse_bad_models(suite, weights_from)
     engine_args = dict(suite.engine, **engine_overrides(list(overrides or [])))
-    paths = [{"via": v, "pause": p, "clear_cache": clear_cache} for v in vias for p in pauses]
     out = Path(out)
     work = out / "weight_update"
     work.mkdir(parents=True, exist_ok=True)

@@ -471,3 +471,23 @@ def test_compare__real_traces_render_relation_matched_tokens_and_rl(tmp_path: Pa
     assert "24 matched sampled tokens" in html and 'id="rl-table"' in html
     comment = (tmp_path / "res" / "comment.md").read_text(encoding="utf-8")
     assert "### RL view" in comment and "| hot |" in comment
+
+
+def test_report__weight_update_paths_in_comment_and_html():
+    """A suite's declared update paths (verdict.weight_update, one check each)
+    get their own table, with the cause of a failing path, in comment.md and
+    report.html; hostile strings stay escaped."""
+    from gate.core.verdict import add_update_paths
+
+    path = {"name": "reload/keep/keep-cache", "verdict": "fail", "mechanism": "collective_rpc('reload_weights')",
+            "checks": [{"id": "post_update.equals_fresh_new_weights", "status": "fail", "detail": "d",
+                        "tokens_compared": 7, "max_abs_diff": 0.31}],
+            "diagnosis": {"kind": "stale_prefix_cache", "summary": "stale prefix cache <script>x</script>"},
+            "staleness": {"after_switch_max_abs_diff": 0.25, "after_switch_k3": 0.02, "expected": True}}
+    v = add_update_paths(load("pass"), {"tolerance": 1e-4, "paths": [path]})
+    md = report.render_comment(v)
+    assert "### Weight-update paths (1 failed of 1)" in md
+    assert "| ❌ | reload/keep/keep-cache | collective\\_rpc('reload\\_weights') | 7 | 0.31 | 0.25 (k3 0.02) |" in md
+    assert "stale prefix cache &lt;script&gt;" in md and "<script>" not in md
+    html = report.render_html(v)
+    assert 'id="weight-update-table"' in html and "&lt;script&gt;" in html and "<script>x" not in html

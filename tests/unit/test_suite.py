@@ -489,3 +489,45 @@ def test_load_suite__strict_paths_refuses_a_suite_or_prompts_file_linked_out_of_
     (ws / "linked.yaml").symlink_to(elsewhere / "suite.yaml")
     with pytest.raises(_BadInput, match=r"suite .*linked.yaml resolves to .*elsewhere/suite.yaml, outside"):
         load_suite(ws / "linked.yaml", strict_paths=True)
+
+
+# ------------------------------------------------------------------ weight_update:
+def test_suite__weight_update_defaults_and_paths(folder):
+    (folder / "old").mkdir()
+    (folder / "old" / "config.json").write_text("{}", encoding="utf-8")
+    s = load_suite(_write(folder, SUITE + "weight_update:\n  from: old\n"))
+    wu = s.weight_update
+    assert wu.source == (folder / "old").resolve() and wu.load == s.model
+    assert [p.name for p in wu.paths] == ["reload/keep/clear-cache"]
+    assert (wu.max_tokens, wu.switch_at, wu.atol, wu.backend) == (16, None, 1e-4, "file")
+    s = load_suite(_write(folder, SUITE + "weight_update:\n  from: old\n  switch_at: 3\n  paths:\n"
+                                          "    - {via: native, pause: wait}\n    - {pause: abort, cache: keep}\n"))
+    assert [p.name for p in s.weight_update.paths] == ["native/wait/clear-cache", "reload/abort/keep-cache"]
+    assert load_suite(_write(folder, SUITE)).weight_update is None
+
+
+def test_suite__weight_update_problems_are_named_with_their_lines(folder):
+    what = _problem(folder, SUITE + textwrap.dedent("""\
+        weight_update:
+          from: nowhere
+          max_tokens: 1
+          atol: -1
+          pathz: []
+          paths:
+            - {via: reload, pause: kep}
+            - via: sleep
+              cach: clear
+            - {via: reload}
+            - {via: reload, pause: keep, cache: clear}
+        """))
+    assert "7 problems in the suite" in what, what
+    top = SUITE.count("\n")  # weight_update: is the line after
+    for line, msg in ((2, "weight_update.from: model folder"), (3, "weight_update.max_tokens must be an int >= 2"),
+                      (4, "weight_update.atol must be a finite number >= 0"), (5, "weight_update: unknown key 'pathz'"),
+                      (7, "weight_update.paths[0].pause must be one of none, abort, wait, keep, got 'kep'"),
+                      (9, "weight_update.paths[1]: unknown key 'cach'"),
+                      (11, "weight_update.paths[3]: path reload/keep/clear-cache given twice")):
+        assert f"suite.yaml:{top + line}: {msg}" in what, (line, msg, what)
+    assert "'weight_update' must be a mapping" in _problem(folder, SUITE + "weight_update: [old]\n")
+    assert "weight_update needs 'from'" in _problem(folder, SUITE + "weight_update: {paths: [{via: reload}]}\n")
+    assert "the update changes nothing" in _problem(folder, SUITE + "weight_update: {from: model}\n")
