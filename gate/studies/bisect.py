@@ -221,7 +221,10 @@ def _run_gate(python: Path, argv: list[str], logfile: Path, gate_lib: Path) -> i
     path = [str(gate_lib)]
     if Path(python) == Path(sys.executable) and os.environ.get("PYTHONPATH"):
         path.append(os.environ["PYTHONPATH"])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    # PYTHONSAFEPATH (3.11+): `-m` would put the working directory first on
+    # sys.path, and a gate checkout there (whose templates live outside the
+    # package) would shadow the snapshot
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONSAFEPATH="1")
     with logfile.open("w") as fh:
         return subprocess.run([str(python), "-m", "gate", *argv], stdout=fh, stderr=subprocess.STDOUT,
                               env=env).returncode

