@@ -1,6 +1,7 @@
 """Typed models of the documents the gate writes and reads back: the verdict
 (verdict.json, docs/verdict.md), the bisect result (bisect.json,
-docs/bisect.md) and the policy (docs/policy.md). One pydantic model gives both the validation of a file and
+docs/bisect.md) and the trace lines (docs/trace-format.md); the policy's
+model is in gate/core/policy_model.py. One pydantic model gives both the validation of a file and
 its JSON Schema: gate/schemas/*.schema.json are generated from these models
 (`python -m gate.schemas`), and tests/unit/test_models.py fails when a
 committed schema differs from what the models generate.
@@ -22,9 +23,12 @@ import json
 import math
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-__all__ = ["Verdict", "Bisect", "PolicyFile", "PolicyRules", "problem", "schema_of", "SCHEMAS", "json_path", "first_invalid_text"]
+from gate.core.jsonpath import first_invalid_text, json_path
+
+__all__ = ["Verdict", "Bisect", "Header", "Manifest", "Record", "Scores", "End",
+           "problem", "schema_of", "schema_text", "SCHEMAS", "json_path", "first_invalid_text"]
 
 
 def _not_nan(x: float) -> float:
@@ -43,12 +47,14 @@ Number = Annotated[float, AfterValidator(_not_nan)]
 Obj = dict[str, Any]
 
 
+# defer_build: a model's validator is built when first used, so reading a
+# trace header does not pay for the verdict's models
 class _Open(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow", defer_build=True)
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", defer_build=True)
 
 
 # ------------------------------------------------------------------ verdict.json
@@ -207,51 +213,147 @@ class Bisect(_Closed):
     probes: list[Probe]
 
 
-# ------------------------------------------------------------------ policy (docs/policy.md)
-NonNegative = Annotated[float, Field(ge=0), AfterValidator(_not_nan)]
+# ------------------------------------------------------------------ trace lines (docs/trace-format.md)
+FLOAT_MAX = 1.7976931348623157e308
+TokenId = Annotated[int, Field(ge=0, le=2 ** 63 - 1)]
+Logprob = Annotated[float, Field(le=FLOAT_MAX), AfterValidator(_not_nan)]  # -inf allowed; 1e400 reads as +inf
+Count = Annotated[int, Field(ge=0)]
 
 
-def _check_bounds() -> type[BaseModel]:
-    """`checks:` of a policy: one optional key per check id (gate/core/policy.py
-    CHECKS); a tolerance check takes no bound of its own (atol/rtol give it),
-    only null, which stops gating on it."""
-    from pydantic import create_model
-
-    from gate.core.policy import CHECKS, TOLERANCE_CHECKS
-    fields: dict[str, Any] = {}
-    for c in CHECKS:
-        kind = Optional[NonNegative] if c.id not in TOLERANCE_CHECKS else None
-        fields[c.id.replace(".", "__")] = (kind, Field(None, alias=c.id, description=f"{c.title}: {c.measure} "
-                                                                                     f"{c.op} bound"))
-    return create_model("CheckBounds", __base__=_Closed, **fields)
+class SamplingConfig(_Open):
+    temperature: Number = None  # type: ignore[assignment]
+    top_p: Number = None  # type: ignore[assignment]
+    top_k: int = None  # type: ignore[assignment]
+    max_tokens: int = None  # type: ignore[assignment]
+    seed: int = None  # type: ignore[assignment]
+    n: int = None  # type: ignore[assignment]
+    logprobs: int = None  # type: ignore[assignment]
+    min_tokens: int = None  # type: ignore[assignment]
+    ignore_eos: bool = None  # type: ignore[assignment]
 
 
-CheckBounds = _check_bounds()
+class PromptInfo(_Open):
+    sha256: Optional[str] = None
+    text: Optional[str] = None
 
 
-class PolicyRules(_Closed):
-    """The thresholds of one policy layer (the default or one sampling config)."""
-    atol: NonNegative = Field(None, description="absolute tolerance per token: |d| <= atol + rtol*|a|")
-    rtol: NonNegative = Field(None, description="relative tolerance per token")
-    min_evidence: Annotated[float, Field(gt=0, le=1)] = Field(
-        None, description="the share of the reference's tokens a check must compare")
-    checks: CheckBounds = Field(None, description="check id -> bound (null: reported, not gated)")
+class SuiteInfo(_Open):
+    name: Optional[str] = None
+    path: Optional[str] = None
+    workload_sha256: Optional[str] = None
+    sampling: dict[str, SamplingConfig] = None  # type: ignore[assignment]
+    prompts: dict[str, PromptInfo] = None  # type: ignore[assignment]
 
 
-class PolicyFile(PolicyRules):
-    """A policy file, or a suite's `policy:` section (docs/policy.md)."""
-    per_config: Optional[dict[str, PolicyRules]] = Field(None, description="sampling config name -> its rules")
-    fail_on: Literal["regression", "never"] = None  # type: ignore[assignment]
-    unapplied_engine_args: Literal["fail", "warn"] = None  # type: ignore[assignment]
+def _as_tuple(x: Any) -> Any:
+    return tuple(x) if type(x) is list else x  # JSON has arrays only; a strict tuple takes a tuple
+
+
+class Call(_Open):
+    kind: Literal["free", "score", "own"]
+    config: str
+    requests: list[Annotated[tuple[str, str, Count], BeforeValidator(_as_tuple)]]  # (config, prompt_id, sample)
+
+
+class BatchPlan(_Open):
+    scheduler: Optional[Obj] = None
+    calls: Optional[list[Call]] = None
+
+
+class EnvironmentInfo(_Open):
+    env: Optional[Obj] = None
+
+
+class EngineArgs(_Open):
+    requested: Optional[Obj] = None
+    resolved: Optional[Obj] = None
+
+
+class Manifest(_Closed):
+    """What produced a trace set (the header's manifest)."""
+    kind: str
+    environment: EnvironmentInfo = None  # type: ignore[assignment]
+    engine_args: EngineArgs = None  # type: ignore[assignment]
+    model: Obj = None  # type: ignore[assignment]
+    suite: SuiteInfo = None  # type: ignore[assignment]
+    batch_plan: BatchPlan = None  # type: ignore[assignment]
+    tool: Obj = None  # type: ignore[assignment]
+    extra: Obj = None  # type: ignore[assignment]
+
+
+class Header(_Closed):
+    """The first line of a trace file."""
+    format: Literal["parity-gate/trace"]
+    version: Literal[1]
+    minor: Count = None  # type: ignore[assignment]
+    manifest: Manifest
+
+
+class Scores(_Closed):
+    """One scoring path's logprobs (and top-k) for a record's tokens."""
+    path: Literal["decode", "prefill", "forced_decode", "trainer", "hf"]
+    logprobs: list[Optional[Logprob]]
+    top_ids: Optional[list[Optional[list[TokenId]]]] = None
+    top_logprobs: Optional[list[Optional[list[Logprob]]]] = None
+    completion_token_ids: Optional[list[TokenId]] = None
+
+
+class Record(_Closed):
+    """One (config, prompt_id, sample) line."""
+    config: str
+    prompt_id: str
+    sample: Count
+    seed: Optional[int] = None
+    prompt_token_ids: list[TokenId]
+    completion_token_ids: list[TokenId]
+    prompt_tokens: Optional[list[str]] = None
+    completion_tokens: Optional[list[str]] = None
+    finish_reason: Optional[str] = None
+    sampler: Optional[Scores] = None
+    forced: Optional[Scores] = None
+    own: Optional[Scores] = None
+
+
+class End(_Closed):
+    """The last line: the end marker and the record count."""
+    end: Literal[True]
+    records: Count
+
+
+_TRACE_DESCRIPTION = (
+    "Validate each line against this schema: it is a header, a record or the end marker. -Infinity logprobs are "
+    "written as the JSON extension token -Infinity (Python's json); NaN and +Infinity are never valid, and a number "
+    "too large for a float (1e400) is refused like +Infinity. Strings must be valid Unicode (no lone surrogate "
+    "escapes such as \\ud800). This schema describes minor version 1 exactly: a reader ignores keys it does not "
+    "know only in a file whose header 'minor' is newer than its own (minor versions add optional keys only), and "
+    "refuses them otherwise. Checks that a schema cannot express (docs/trace-format.md): score lists as long as "
+    "the tokens they score, each top_ids row as long as its top_logprobs row, records sorted by (config, "
+    "prompt_id, sample), and the end marker's count.")
+
+
+def _trace_schema() -> dict[str, Any]:
+    from pydantic.json_schema import models_json_schema
+    refs, body = models_json_schema([(m, "validation") for m in (Header, Record, End)], by_alias=True)
+    return {"description": _TRACE_DESCRIPTION, "oneOf": [refs[(m, "validation")] for m in (Header, Record, End)],
+            **body}
 
 
 # ------------------------------------------------------------------ schemas
-# file name -> (model, $id, title)
-SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
-    "verdict.schema.json": (Verdict, "parity-gate verdict.json, version 1 (docs/verdict.md)"),
-    "bisect.schema.json": (Bisect, "parity-gate bisect.json, version 1 (docs/bisect.md)"),
-    "policy.schema.json": (PolicyFile, "parity-gate policy file (docs/policy.md)"),
+# file name -> its title; the model each is generated from is _model(name)
+SCHEMAS: dict[str, str] = {
+    "verdict.schema.json": "parity-gate verdict.json, version 1 (docs/verdict.md)",
+    "bisect.schema.json": "parity-gate bisect.json, version 1 (docs/bisect.md)",
+    "policy.schema.json": "parity-gate policy file (docs/policy.md)",
+    "trace-v1.schema.json": "parity-gate trace format 1.1 (one JSON value per line)",
 }
+
+
+def _model(name: str) -> type[BaseModel] | None:
+    """The model a schema file is generated from (None: the trace's several line models)."""
+    if name == "policy.schema.json":
+        from gate.core.policy_model import PolicyFile
+        return PolicyFile
+    return {"verdict.schema.json": Verdict, "bisect.schema.json": Bisect}.get(name)
 
 
 def _tidy(node: Any) -> Any:
@@ -278,8 +380,8 @@ def _tidy(node: Any) -> Any:
 @functools.lru_cache(maxsize=None)
 def schema_of(name: str) -> dict[str, Any]:
     """The JSON Schema `name` (a file in gate/schemas) as the model generates it."""
-    model, title = SCHEMAS[name]
-    body = _tidy(model.model_json_schema(by_alias=True))
+    title, model = SCHEMAS[name], _model(name)
+    body = _tidy(_trace_schema() if model is None else model.model_json_schema(by_alias=True))
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://parity-gate.dev/schemas/{name}", "title": title, **body}
 
@@ -291,13 +393,6 @@ def schema_text(name: str) -> str:
 # ------------------------------------------------------------------ one-line problems
 _NAMES = {"object": "an object", "array": "an array", "string": "a string", "integer": "an integer",
           "number": "a number", "boolean": "a boolean", "null": "null"}
-
-
-def json_path(path: str, key: str | int) -> str:
-    """`path.key`, `path[3]`, or `path['odd key']` (ASCII-escaped: one line, always)."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if key.isidentifier() and key.isascii() else f"{path}[{ascii(key)}]"
 
 
 def _show(value: Any) -> str:
@@ -346,7 +441,8 @@ def _step(root: dict[str, Any], node: dict[str, Any], key: str | int, holder: An
     for b in _branches(root, node):
         if b.get("type") == want:
             if want == "array":
-                return b.get("items", {})
+                prefix = b.get("prefixItems", [])
+                return prefix[key] if isinstance(key, int) and key < len(prefix) else b.get("items", {})
             props = b.get("properties", {})
             extra = b.get("additionalProperties", {})
             return props.get(key, extra if isinstance(extra, dict) else {})
@@ -367,60 +463,70 @@ def _wants(root: dict[str, Any], node: dict[str, Any], here: Any) -> str:
     return " or ".join(dict.fromkeys(parts)) + f", got {_describe(here)}" if parts else ""
 
 
-def problem(model: type[BaseModel], value: Any, name: str) -> str | None:
-    """The first place `value` breaks `model`, as one line (what, where), or None."""
+_POS_INF = "+inf (a number too large for a float, such as 1e400, reads as +inf)"
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "less_than_equal": ("<=", "le"), "greater_than": (">", "gt"),
+           "less_than": ("<", "lt")}
+
+
+def _home(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schema document `model` is generated into, and its node there."""
+    for name in SCHEMAS:
+        top, root = _model(name), schema_of(name)
+        if name == "trace-v1.schema.json":  # one schema for every line: the models are its $defs
+            if model.__name__ in root["$defs"]:
+                return root, root["$defs"][model.__name__]
+        elif top is model:
+            return root, root
+    raise KeyError(model.__name__)
+
+
+def _show_keys(keys: list[Any]) -> str:
+    shown = sorted(map(str, keys))[:5]
+    return "[" + ", ".join(ascii(k) if len(k) <= 40 else ascii(k[:37] + "...") for k in shown) + \
+        (", ...]" if len(keys) > 5 else "]")
+
+
+def problem(model: type[BaseModel], value: Any, name: str, *, open_objects: bool = False) -> str | None:
+    """The first place `value` breaks `model`, as one line (what, where), or
+    None. `open_objects` accepts keys the model does not list (a file from a
+    newer minor version of the format may add optional keys)."""
     try:
-        _adapter(model).validate_python(value)
+        model.model_validate(value)
         return None
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-    root = schema_of(next(f for f, (m, _) in SCHEMAS.items() if m is model))
-    node: dict[str, Any] = root
+        errors = exc.errors(include_url=False)
+    if open_objects:
+        errors = [e for e in errors if e["type"] != "extra_forbidden"]
+        if not errors:
+            return None
+    err = errors[0]
+    root, node = _home(model)
     path, here = name, value
     loc = list(err["loc"])
     for i, key in enumerate(loc):
         if err["type"] == "extra_forbidden" and i == len(loc) - 1:
-            return f"{path} has unknown key {_show(key)}"
+            unknown = [e["loc"][-1] for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == err["loc"][:-1]]
+            return f"{path} has unknown keys {_show_keys(unknown)}"
         if isinstance(here, dict) and isinstance(key, str) and key in here:
             node, here, path = _step(root, node, key, here), here[key], json_path(path, key)
         elif isinstance(here, list) and isinstance(key, int) and 0 <= key < len(here):
             node, here, path = _step(root, node, key, here), here[key], json_path(path, key)
         elif err["type"] == "missing" and i == len(loc) - 1:
+            if isinstance(key, int) and isinstance(here, list):  # a tuple's item
+                return f"{path} must hold at least {key + 1} items, got {len(here)}"
             return f"{path} has no {key!r}"
         else:
             break  # a union member's tag: the path ends here
+    if err["type"] in _BOUNDS:
+        if type(here) is float and here == math.inf:
+            return f"{path} is {_POS_INF}"
+        op, key = _BOUNDS[err["type"]]
+        return f"{path} must be {op} {err['ctx'][key]}, got {_show(here)}"
+    if err["type"] in ("too_short", "too_long") and isinstance(here, list):
+        most = "at least" if err["type"] == "too_short" else "at most"
+        want = err["ctx"].get("min_length" if err["type"] == "too_short" else "max_length")
+        return f"{path} must hold {most} {want} items, got {len(here)}"
     wants = _wants(root, node, here)
     if wants and (err["type"].endswith(("_type", "literal_error", "enum")) or err["type"] == "value_error"):
         return f"{path} must be {wants}"
     return f"{path}: {err['msg']}"
-
-
-@functools.lru_cache(maxsize=None)
-def _adapter(model: type[BaseModel]) -> TypeAdapter:
-    return TypeAdapter(model)
-
-
-def first_invalid_text(value: Any, name: str = "value") -> str | None:
-    """The JSON path of the first string or key that is not valid Unicode (a
-    lone surrogate such as the escape \\ud800, which json reads but no UTF-8
-    file can hold), or None."""
-    stack: list[tuple[str, Any]] = [(name, value)]
-    while stack:
-        path, item = stack.pop()
-        if type(item) is str:
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    return path
-        elif type(item) is dict:
-            for key in reversed(list(item)):
-                sub = json_path(path, key)
-                try:
-                    key.encode("utf-8")
-                except UnicodeEncodeError:
-                    return f"{sub} (the key)"
-                stack.append((sub, item[key]))
-        elif type(item) is list:
-            stack.extend((json_path(path, i), item[i]) for i in reversed(range(len(item))))
-    return None

@@ -115,7 +115,7 @@ def _got(value: Any) -> str:
 
 
 def _refuse(err: dict[str, Any], where: str) -> BadInput:
-    """One pydantic error of the policy model (gate/core/models.py) as the
+    """One pydantic error of the policy model (gate/core/policy_model.py) as the
     line this policy key has always had (docs/errors.md)."""
     loc, raw = list(err["loc"]), err.get("input")
     got = _got(raw)
@@ -167,12 +167,12 @@ _KEYS = ("atol", "rtol", "checks", "per_config", "fail_on", "min_evidence", "una
 
 
 def _validate(data: dict[str, Any], where: str) -> None:
-    """The shape of a policy mapping is the model's (gate/core/models.py
+    """The shape of a policy mapping is the model's (gate/core/policy_model.py
     PolicyFile, which gate/schemas/policy.schema.json is generated from);
     the first problem is one line with the key and a fix."""
     from pydantic import ValidationError
 
-    from gate.core.models import PolicyFile
+    from gate.core.policy_model import PolicyFile
     try:
         PolicyFile.model_validate(data)
     except ValidationError as exc:

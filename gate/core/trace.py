@@ -1,6 +1,6 @@
 """Trace format v1: one JSON header line (the manifest), one line per record,
 one trailer line. Documented in docs/trace-format.md, schema in
-gate/schemas/trace-v1.schema.json.
+gate/schemas/trace-v1.schema.json (generated from gate/core/models.py).
 
 This is also the writer API a trainer uses to dump its own per-token
 logprobs (docs/trace-format.md, "Writing traces from a trainer")."""
@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from gate.core.errors import BadInput
 from gate.core.fsutil import NotRegularFile, atomic_open, open_regular
-from gate.core.schemacheck import first_invalid_text, load_schema
+from gate.core.jsonpath import first_invalid_text
 
 __all__ = ["FORMAT", "MAJOR", "MINOR", "TRACE_FILE", "Scores", "Record", "Manifest",
            "TraceWriter", "TraceReader", "read_trace", "trace_path"]
@@ -129,7 +129,8 @@ class Manifest:
     def from_json(cls, data: Any, where: str, newer: bool = False) -> "Manifest":
         """`newer`: the file is of a newer minor version, whose added keys are
         optional by promise, so keys this version does not know are dropped."""
-        problem = _SCHEMA.at("#/$defs/manifest").first_error(data, "manifest", open_objects=newer)
+        from gate.core import models  # pydantic: once per file, never per record
+        problem = models.problem(models.Manifest, data, "manifest", open_objects=newer)
         if problem:
             raise BadInput(f"{where}: {problem}", _hint_for(problem))
         names = {f.name for f in dataclasses.fields(cls)}
@@ -142,7 +143,6 @@ def trace_path(location: Path) -> Path:
     return location / TRACE_FILE if location.is_dir() else location
 
 
-_SCHEMA = load_schema("trace-v1.schema.json")
 _REDO = "re-record the traces"
 _DAMAGED = "the trace file is damaged; re-record it or restore it from CI artifacts"
 # A JSON escape of a UTF-16 surrogate: the only way a lone one can reach a str.
@@ -192,8 +192,8 @@ class TraceWriter:
         header = {"format": FORMAT, "version": MAJOR, "minor": MINOR, "manifest": manifest.to_json()}
         line = self._line(header, "trace header")
         try:
-            problem = _SCHEMA.at("#/$defs/header").first_error(json.loads(line, parse_constant=_reject_constant),
-                                                               "header")
+            from gate.core import models
+            problem = models.problem(models.Header, json.loads(line, parse_constant=_reject_constant), "header")
         except ValueError as exc:
             problem = f"manifest holds {str(exc).split()[0]}, which a reader refuses"
         if problem:
@@ -297,7 +297,8 @@ class TraceReader:
         # A newer minor only adds optional keys (docs/trace-format.md): ignore what we do not know.
         self.newer = type(minor) is int and minor > MINOR
         self._text(first, header, 1, "header")
-        problem = _SCHEMA.at("#/$defs/header").first_error(header, "header", open_objects=self.newer)
+        from gate.core import models  # pydantic: once per file, never per record
+        problem = models.problem(models.Header, header, "header", open_objects=self.newer)
         if problem:
             raise BadInput(f"{self.path}:1: {problem}", _hint_for(problem))
         self.manifest = Manifest.from_json(header["manifest"], f"{self.path}:1", self.newer)
@@ -347,7 +348,8 @@ class TraceReader:
                     raise BadInput(f"{self.path}:{lineno}: data after the end marker", _REDO)
                 obj = self._parse(raw, lineno)
                 if type(obj) is dict and obj.get("end") is True:
-                    problem = _SCHEMA.at("#/$defs/end").first_error(obj, "end marker", open_objects=self.newer)
+                    from gate.core import models
+                    problem = models.problem(models.End, obj, "end marker", open_objects=self.newer)
                     if problem:
                         raise BadInput(f"{self.path}:{lineno}: {problem}", _DAMAGED)
                     if obj["records"] != count:
@@ -380,7 +382,7 @@ def read_trace(location: Path) -> TraceReader:
 
 
 # ------------------------------------------------------------------ record checks
-# The schema's record rules (#/$defs/record), as checks that run at C speed
+# The record model's rules (gate/core/models.py Record), as checks that run at C speed
 # on whole lists: a generic validator visiting every number would slow
 # parsing several-fold. array('Q', ids) refuses anything but non-negative
 # ints below 2**64; sum(values, 0.0) refuses anything but numbers, and its
@@ -389,9 +391,9 @@ def read_trace(location: Path) -> TraceReader:
 # (records have no boolean key; a token string may say "true") takes the
 # exact path, set(map(type, ...)); the reader finds those literals in
 # what is left of the line once digits and brackets are deleted (a few
-# hundred bytes). When a check fails, the schema itself is
-# walked to say exactly where; tests/adversarial/test_trace_properties.py
-# holds the checks and the schema to the same answer.
+# hundred bytes). When a check fails, the model validates the line
+# to say exactly where; tests/adversarial/test_trace_properties.py
+# holds the checks and the model to the same answer.
 _NONE = type(None)
 _INT = frozenset({int})
 _NUMBER = frozenset({int, float})
@@ -400,8 +402,10 @@ _STR = frozenset({str})
 _MSB = 7 if sys.byteorder == "little" else 0   # the top byte of each packed uint64
 _FLOAT_MAX = 1.7976931348623157e308
 _PATHS = frozenset(PATHS)
-_SCORES_KEYS = frozenset(_SCHEMA.root["$defs"]["scores"]["properties"])
-_RECORD_KEYS = frozenset(_SCHEMA.root["$defs"]["record"]["properties"])
+# the keys of models.Scores and models.Record (tests/unit/test_models.py holds them equal)
+_SCORES_KEYS = frozenset({"path", "logprobs", "top_ids", "top_logprobs", "completion_token_ids"})
+_RECORD_KEYS = frozenset({"config", "prompt_id", "sample", "seed", "prompt_token_ids", "completion_token_ids",
+                          "prompt_tokens", "completion_tokens", "finish_reason", "sampler", "forced", "own"})
 
 
 def _ids_ok(ids: list, exact: bool) -> bool:
@@ -465,7 +469,7 @@ def _strs_ok(xs: Any) -> bool:
 
 
 def _record_ok(o: Any, open_keys: bool, exact: bool) -> bool:
-    """True when `o` is within the schema's #/$defs/record. `exact`: tell
+    """True when `o` is a valid models.Record. `exact`: tell
     bools from ints (needed when the line holds a true/false literal)."""
     if type(o) is not dict or (not open_keys and not o.keys() <= _RECORD_KEYS):
         return False
@@ -505,7 +509,8 @@ def _scores_from_json(obj: dict[str, Any] | None, where: str, expected_len: int)
 def _record_from_json(obj: Any, where: str, newer: bool = False, exact: bool = True) -> Record:
     """`exact=False` is the reader's fast path for a line without true/false literals."""
     if not _record_ok(obj, newer, exact):
-        problem = _SCHEMA.at("#/$defs/record").first_error(obj, "record", open_objects=newer)
+        from gate.core import models  # only for a line the fast checks refused: the model says where
+        problem = models.problem(models.Record, obj, "record", open_objects=newer)
         problem = problem or "record does not match the trace schema"
         raise BadInput(f"{where}: {problem}", _hint_for(problem))
     prompt_ids, completion_ids = obj["prompt_token_ids"], obj["completion_token_ids"]

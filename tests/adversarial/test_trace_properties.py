@@ -1,11 +1,12 @@
 """Property tests of the trace reader (docs/trace-format.md): records
 generated within gate/schemas/trace-v1.schema.json read back identical
 through TraceWriter; records just outside it raise BadInput naming the file
-and line; and the reader's fast checks, the generic validator and the JSON
+and line; and the reader's fast checks, the record model (gate/core/models.py) and the JSON
 Schema specification (the jsonschema package) give the same answer."""
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gate.core import models
 from gate.core.errors import BadInput
 from gate.core.trace import (
-    _SCHEMA,
     FORMAT,
     MAJOR,
     MINOR,
@@ -200,7 +201,8 @@ def test_trace_properties__records_just_outside_the_schema_name_file_and_line(tm
 
 
 # ------------------------------------------------------------------ three views of the schema agree
-_RECORD_SCHEMA = {k: v for k, v in _SCHEMA.root.items() if k != "oneOf"} | {"$ref": "#/$defs/record"}
+_TRACE_SCHEMA = json.loads(resources.files("gate.schemas").joinpath("trace-v1.schema.json").read_text())
+_RECORD_SCHEMA = {k: v for k, v in _TRACE_SCHEMA.items() if k != "oneOf"} | {"$ref": "#/$defs/Record"}
 _SPEC = jsonschema.Draft202012Validator(_RECORD_SCHEMA)
 
 
@@ -219,11 +221,11 @@ def _has(value: Any, kinds: tuple) -> bool:
 def test_trace_properties__fast_checks_validator_and_specification_agree(data):
     obj = data.draw(st.builds(lambda r: r.to_json(), records()) | outside().map(lambda c: c[0]))
     obj = json.loads(_line(obj))  # exactly what a reader holds: 1e400 is now +inf, \ud800 a lone surrogate
-    valid = _SCHEMA.at("#/$defs/record").first_error(obj, "record") is None
+    valid = models.problem(models.Record, obj, "record") is None
     assert _record_ok(obj, False, exact=True) is valid
     if not _has(obj, (bool,)):  # the fast path: no true/false literal on the line
         assert _record_ok(obj, False, exact=False) is valid
     if _SPEC.is_valid(obj) is not valid:  # only where this project is stricter, by design
-        problem = _SCHEMA.at("#/$defs/record").first_error(obj, "record")
+        problem = models.problem(models.Record, obj, "record")
         assert ("must be an integer" in problem and "got the number" in problem) or "-digit integer" in problem, \
             problem

@@ -63,8 +63,8 @@ def test_models__bisect_refuses_unknown_keys_and_short_candidates():
            "done": True, "first_bad": "0.2", "last_good": "0.1", "release_notes": None, "golden": None,
            "errors": [], "timings": {"0.1": 1.5}, "probes": [{"name": "0.1", "status": "good"}]}
     assert problem(Bisect, doc, "bisect") is None
-    assert problem(Bisect, dict(doc, extra=1), "bisect") == "bisect has unknown key 'extra'"
-    assert problem(Bisect, dict(doc, candidates=["x"]), "bisect").startswith("bisect.candidates: ")
+    assert problem(Bisect, dict(doc, extra=1), "bisect") == "bisect has unknown keys ['extra']"
+    assert problem(Bisect, dict(doc, candidates=["x"]), "bisect") == "bisect.candidates must hold at least 2 items, got 1"
     assert problem(Bisect, dict(doc, probes=[{"name": "0.1", "status": "odd"}]), "bisect") == (
         "bisect.probes[0].status must be one of 'good', 'pass', 'changed', 'fail', 'skipped', 'not probed', "
         "got 'odd'")
@@ -95,3 +95,10 @@ def test_models__policy_problems_stay_one_short_line():
     with pytest.raises(BadInput) as exc:
         parse_policy({"atol": 10 ** 400}, "p.yaml")
     assert exc.value.what == "p.yaml: policy 'atol' must be a non-negative number, got a 401-digit integer"
+
+
+def test_models__the_readers_fast_key_sets_are_the_models_keys():
+    from gate.core import models
+    from gate.core.trace import _RECORD_KEYS, _SCORES_KEYS
+    assert _RECORD_KEYS == {f.alias or n for n, f in models.Record.model_fields.items()}
+    assert _SCORES_KEYS == {f.alias or n for n, f in models.Scores.model_fields.items()}
