@@ -14,6 +14,7 @@ Publishing problems are warnings: the exit code is the check's."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shlex
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 FAIL_ON = ("regression", "never")
 WEIGHT_UPDATE_MODES = ("auto", "off")  # check --weight-update
+BISECT = ("off", "on-failure")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -117,6 +119,7 @@ class ActionSettings:
     shard: str | None = None             # check --shard I/N (merge the shards' results in a later job)
     strict_paths: bool = False           # check --strict-paths: suite and golden read from the workspace
     comment_author: str | None = None    # default: the token's own login
+    bisect: str = "off"                  # on-failure: a failing check bisects golden release -> release under test
     # The github-token input, else GITHUB_TOKEN: read here once, because
     # `run` then removes both from the environment.
     github_token: str = field(default="", repr=False)
@@ -172,6 +175,7 @@ class ActionSettings:
             check_run=check_run.lower() in _TRUE,
             shard=shard or None, strict_paths=strict.lower() in _TRUE,
             comment_author=get("comment-author")[1] or None,
+            bisect=choice("bisect", BISECT, "off"),
             github_token=_token(env),
         )
 
@@ -195,6 +199,103 @@ def _default_check(argv: list[str]) -> int:
         return cli.main(argv)
     except SystemExit as exc:  # argparse usage errors exit through SystemExit
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+
+
+def _default_bisect(argv: list[str]) -> tuple[int, str]:
+    """`parity-gate bisect ARGV` in this process: (exit code, the error's
+    one line, or "" when it ran)."""
+    from gate.core.errors import GateError
+    from gate.studies import bisect
+    try:
+        return bisect.run(cli.build_parser("bisect").parse_args(argv)), ""
+    except GateError as exc:
+        return exc.exit_code, exc.line()
+    except SystemExit as exc:
+        return EXIT_BAD_INPUT, f"bisect arguments refused (exit {exc.code})"
+    except Exception as exc:  # noqa: BLE001 - a bisect never changes the check's outcome
+        log.error("the bisect crashed", exc_info=True)
+        return EXIT_INFRA, f"the bisect crashed: {type(exc).__name__}: {exc}"
+
+
+def _release(verdict: dict, side: str) -> str | None:
+    manifest = (verdict.get(side) or {}).get("manifest") or {}
+    value = (manifest.get("environment") or {}).get("vllm_version") or manifest.get("vllm_version")
+    return value if isinstance(value, str) else None
+
+
+def bisect_section(settings: ActionSettings, result_dir: Path,
+                   bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> str:
+    """After a failing check (bisect: on-failure): bisect between the golden's
+    engine release and the release under test, into RESULT/bisect, and say
+    the answer (or why there is none) in a few Markdown lines. Never raises:
+    the check's verdict and exit code stay what they were."""
+    import json
+    import re
+
+    from packaging.version import InvalidVersion, Version
+    try:
+        verdict = json.loads((result_dir / VERDICT_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        return _bisect_md(f"not run: the verdict cannot be read ({type(exc).__name__})")
+    good, bad = _release(verdict, "reference"), _release(verdict, "candidate")
+    for side, value in (("the golden", good), ("the release under test", bad)):
+        # from manifests the PR's code wrote: only a plain version reaches the comment
+        if not value or not re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]{0,40}", value):
+            return _bisect_md(f"not run: {side} names no engine release in its manifest")
+        try:
+            Version(value)
+        except InvalidVersion:
+            return _bisect_md(f"not run: {side}'s engine release {value} is not a PEP 440 version")
+    if settings.shard:
+        return _bisect_md("not run: this is one shard's check; bisect from the merged result with `parity-gate bisect`")
+    if Version(good) == Version(bad):
+        return _bisect_md(f"not run: the golden and the check both ran on {bad}, so no release moved; "
+                          "the drift comes from the engine args, the model or the hardware "
+                          "(`parity-gate bisect --good-args ... --bad-args ...` names an arg)")
+    if Version(good) > Version(bad):
+        return _bisect_md(f"not run: the release under test {bad} is older than the golden's {good}")
+    out = result_dir / "bisect"
+    argv = ["bisect", "--suite", settings.suite, "--golden", settings.golden, "--good", good, "--bad", bad,
+            "--on", "fail", "--out", str(out), *sum((["--engine-arg", a] for a in settings.engine_args), [])]
+    log.info("running parity-gate %s", " ".join(argv))
+    code, error = bisect(argv)
+    try:
+        doc = json.loads((out / "bisect.json").read_text())
+    except (OSError, ValueError):
+        doc = {}
+    if code == 1 and doc.get("first_bad"):
+        first = doc["first_bad"]
+        notes = doc.get("release_notes")
+        unchanged = [p["name"] for p in doc.get("probes", []) if p.get("moved") is False]
+        line = f"first drifting release: **{first}**" + (f" ([release notes]({notes}))" if notes else "")
+        if unchanged:
+            line += f"; {', '.join(unchanged)} unchanged"
+        what = [w for p in doc.get("probes", []) if p.get("name") == first for w in p.get("what", [])][:2]
+        from gate.report.markdown import md_inline
+        tail = f"\n\n{md_inline('; '.join(what), limit=300)}" if what else ""
+        return _bisect_md(line + tail + f"\n\nThe bisect's report: `{out.name}/` in the result folder.")
+    if code == 0:
+        return _bisect_md(f"nothing fails at {bad} when the bisect checks it again (a flaky check?); "
+                          f"see `{out.name}/` in the result folder")
+    return _bisect_md(f"could not run (exit {code}): {_short(error or 'see the job log')}; the verdict above stands")
+
+
+def _short(text: str) -> str:
+    from gate.report.markdown import md_inline
+    return md_inline(text, limit=300)
+
+
+def _bisect_md(text: str) -> str:
+    if not text.startswith("first drifting"):
+        text = "bisect " + text
+    return f"\n### Release bisect\n\n{text}\n"
+
+
+def _append_bisect(result_dir: Path, section: str) -> None:
+    for name in ("comment.md", "summary.md"):
+        path = result_dir / name
+        if path.is_file():
+            atomic_write_text(path, path.read_text().rstrip("\n") + "\n" + section)
 
 
 def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]], int] = _default_check) -> int:
@@ -230,7 +331,8 @@ def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]
 
 def run_action(settings: ActionSettings, rt: Runtime,
                check: Callable[[list[str]], int] = _default_check, *,
-               api: GitHubAPI | None = None, pending_posted: bool = False) -> int:
+               api: GitHubAPI | None = None, pending_posted: bool = False,
+               bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> int:
     """The token comes from `settings` alone: the caller has already removed
     it from the environment (`run` does, with `withhold_tokens`)."""
     ctx = context_from_env(rt.env, token=settings.github_token)
@@ -239,7 +341,7 @@ def run_action(settings: ActionSettings, rt: Runtime,
     publisher = Publisher(ctx, api or rt.api(ctx), options, rt.stdout)
     try:
         with cancel_on_signals():
-            return _check_and_publish(settings, ctx, publisher, check, pending_posted)
+            return _check_and_publish(settings, ctx, publisher, check, pending_posted, bisect)
     except Cancelled as exc:
         # While checking or publishing: an `error`, unless the final status is already up.
         publisher.post_cancelled(f"cancelled ({exc})")
@@ -247,7 +349,8 @@ def run_action(settings: ActionSettings, rt: Runtime,
 
 
 def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: Publisher,
-                       check: Callable[[list[str]], int], pending_posted: bool) -> int:
+                       check: Callable[[list[str]], int], pending_posted: bool,
+                       bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> int:
     if not pending_posted:
         publisher.post_pending()
         try:
@@ -287,6 +390,14 @@ def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: 
         outcome = error_outcome(code if code in (EXIT_BAD_INPUT, EXIT_INFRA) else EXIT_INFRA,
                                 f"parity-gate check exited {code}; see the job log",
                                 result_dir if result_dir.is_dir() else None)
+    if (settings.bisect == "on-failure" and code == 1 and invalid is None and outcome.verdict is not None
+            and not settings.result_dir):
+        try:
+            section = bisect_section(settings, result_dir, bisect)
+            _append_bisect(result_dir, section)
+            outcome = dataclasses.replace(outcome, extra=section)
+        except Exception:  # noqa: BLE001 - the bisect is extra: the check's outcome is published regardless
+            log.warning("the bisect section could not be written", exc_info=True)
     publisher.publish(outcome)
     if invalid is not None:
         raise invalid  # after the `error` status, so the check does not hang pending
@@ -295,7 +406,7 @@ def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "action") -> None:
     parser.epilog = ("Takes its inputs from INPUT_* variables (action.yml): suite, golden, out, "
-                     "result-dir, comment, status-context, engine-args, fail-on, check-run, comment-author, "
+                     "result-dir, comment, status-context, engine-args, fail-on, check-run, comment-author, bisect, "
                      "github-token; and PARITY_GATE_GOLDEN_SHA, the commit the suite and golden came from.")
 
 

@@ -32,6 +32,9 @@ class Outcome:
     headline: str
     verdict: Mapping[str, Any] | None = None
     result_dir: Path | None = None
+    # Markdown the gate itself wrote after the verdict (the action's release
+    # bisect section), appended to comment and summary; never the result folder's files
+    extra: str = ""
 
     @property
     def passed(self) -> bool:
@@ -145,6 +148,8 @@ def comment_body(outcome: Outcome, context: str, run_url: str | None, footer: st
     body = _rendered(outcome, "comment.md", lambda: report.render_comment(
         dict(outcome.verdict or {}), context=context, report_url=run_url))
     body = body or _fallback_markdown(outcome, run_url)
+    if outcome.extra:
+        body = body.rstrip("\n") + "\n" + outcome.extra
     if marker not in body:
         body = f"{marker}\n{body}"
     return _with_footer(body, footer, COMMENT_LIMIT, run_url)
@@ -154,4 +159,6 @@ def summary_markdown(outcome: Outcome, run_url: str | None, footer: str = "") ->
     body = _rendered(outcome, "summary.md", lambda: report.render_summary(
         dict(outcome.verdict or {}), report_url=run_url))
     body = body or _fallback_markdown(outcome, run_url)
+    if outcome.extra:
+        body = body.rstrip("\n") + "\n" + outcome.extra
     return body.rstrip("\n") + f"\n\n{footer}\n" if footer else body

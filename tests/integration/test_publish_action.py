@@ -349,3 +349,69 @@ def test_action__sigterm_while_publishing_leaves_an_error_not_pending(gh, tmp_pa
     assert proc.returncode == 3 and "cancelled by SIGTERM" in stderr
     assert [s["state"] for s in gh.statuses] == ["pending", "error"]
     assert "cancelled (SIGTERM)" in gh.statuses[-1]["description"]
+
+
+def _bisect_env(gh, tmp_path, monkeypatch, **inputs):
+    monkeypatch.chdir(tmp_path)
+    return _env(gh, tmp_path, bisect="on-failure", **inputs)
+
+
+def test_action__bisect_on_failure_puts_the_first_drifting_release_in_the_comment(gh, session, tmp_path, monkeypatch):
+    """A recorded bisect answer (the bisect itself runs engines: tests/integration/test_bisect.py)."""
+    seen: list[list[str]] = []
+
+    def bisect(argv: list[str]) -> tuple[int, str]:
+        seen.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        probes = [{"name": "0.32.0", "status": "good", "moved": False},
+                  {"name": "0.32.1", "status": "pass", "moved": False},
+                  {"name": "0.33.0", "status": "fail", "moved": True, "what": ["sampler logprobs moved"]}]
+        (out / "bisect.json").write_text(json.dumps({
+            "first_bad": "0.33.0", "probes": probes,
+            "release_notes": "https://github.com/vllm-project/vllm/releases/tag/v0.33.0"}))
+        return 1, ""
+
+    env = _bisect_env(gh, tmp_path, monkeypatch)
+    rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    code = run_action(ActionSettings.from_env(env), rt, _copy_result("fail"), bisect=bisect)
+    assert code == 1   # the check's
+    assert seen == [["bisect", "--suite", "suite.yaml", "--golden", "golden", "--good", "0.32.0", "--bad", "0.33.0",
+                     "--on", "fail", "--out", str(tmp_path / "parity-gate-result" / "bisect")]]
+    body = gh.comments[("octo/gate", 7)][0]["body"]
+    assert ("first drifting release: **0.33.0** ([release notes](https://github.com/vllm-project/vllm/releases/"
+            "tag/v0.33.0)); 0.32.0, 0.32.1 unchanged") in body
+    assert [s["state"] for s in gh.statuses] == ["pending", "failure"]
+
+
+def test_action__bisect_that_cannot_run_says_why_and_keeps_the_verdict(gh, session, tmp_path, monkeypatch):
+    # the real bisect: no suite file here, so it refuses before installing anything
+    code, _ = _run(_bisect_env(gh, tmp_path, monkeypatch), session, _copy_result("fail"))
+    assert code == 1
+    body = gh.comments[("octo/gate", 7)][0]["body"]
+    assert "bisect could not run (exit 2): " in body and "suite.yaml" in body and "no such file" in body
+    assert [s["state"] for s in gh.statuses] == ["pending", "failure"]
+
+
+def test_action__bisect_on_the_same_release_is_not_run(gh, session, tmp_path, monkeypatch):
+    def check(argv: list[str]) -> int:
+        rc = _copy_result("fail")(argv)
+        path = Path(argv[argv.index("--out") + 1]) / "verdict.json"
+        doc = json.loads(path.read_text())
+        doc["candidate"]["manifest"]["vllm_version"] = "0.32.0"
+        path.write_text(json.dumps(doc))
+        return rc
+
+    def bisect(argv: list[str]) -> tuple[int, str]:
+        raise AssertionError("no bisect between a release and itself")
+
+    env = _bisect_env(gh, tmp_path, monkeypatch)
+    rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    assert run_action(ActionSettings.from_env(env), rt, check, bisect=bisect) == 1
+    body = gh.comments[("octo/gate", 7)][0]["body"]
+    assert "bisect not run: the golden and the check both ran on 0.32.0" in body
+
+
+def test_action__bisect_input_is_checked():
+    with pytest.raises(BadInput, match="INPUT_BISECT='always'"):
+        ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "INPUT_BISECT": "always"})
