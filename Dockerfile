@@ -7,7 +7,7 @@
 # BASE_IMAGE overrides the base (a mirror, a digest-pinned tag, or the local
 # stand-in the container test builds, see scripts/build-test-image.sh). The
 # base must carry python3 with pip, and vLLM for `check` (the gate's other
-# dependencies, numpy, pyyaml, jinja2 and requests, come with vLLM).
+# dependencies, numpy, pyyaml, jinja2, requests and pydantic 2, come with vLLM).
 ARG VLLM_VERSION=0.32.0
 ARG BASE_IMAGE=vllm/vllm-openai:v${VLLM_VERSION}
 FROM ${BASE_IMAGE}
@@ -28,7 +28,7 @@ COPY templates /tmp/parity-gate-src/templates
 # One RUN so the sources do not stay in a layer of their own.
 RUN python3 -m pip install --no-cache-dir --no-deps --no-build-isolation /tmp/parity-gate-src \
  && rm -rf /tmp/parity-gate-src \
- && python3 -c "import gate.cli, gate.action, gate.github.publish" \
+ && python3 -c "import gate.cli, gate.action, gate.github.publish, gate.core.models, gate.core.policy_model" \
  && (id -u gate >/dev/null 2>&1 || useradd --uid 10001 --create-home --shell /usr/sbin/nologin gate)
 
 # Caches (torch, triton, HF) go under HOME; action.yml runs the container with

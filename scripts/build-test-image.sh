@@ -19,8 +19,11 @@ tag="${1:-localhost/parity-gate:test}"
 cache="${PARITY_GATE_CACHE:-$root/.cache/container}"
 suite="${DEBIAN_SUITE:-bookworm}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-base_tag="localhost/parity-gate-standin:$suite"
-tarball="$cache/standin-$suite.tar"
+# Bump standin_version when what the stand-in carries changes: the cached tarball
+# and the imported base image are both named by it, so neither is reused stale.
+standin_version=2
+base_tag="localhost/parity-gate-standin:$suite-v$standin_version"
+tarball="$cache/standin-$suite-v$standin_version.tar"
 # What the stand-in carries: what the vLLM image carries that the gate needs.
 packages="python3,python3-pip,python3-venv,python3-setuptools,python3-wheel,python3-yaml,python3-jinja2,python3-requests,python3-numpy,ca-certificates"
 
@@ -38,6 +41,13 @@ if [[ ! -s "$tarball" ]]; then
     || { tail -20 "$cache/debootstrap.log" >&2; exit 3; }
   # Like the vLLM image, let pip install into the system Python (PEP 668 marker off).
   rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+  # pydantic 2 (the vLLM image carries it; Debian's python3-pydantic is 1.x): wheels
+  # for the stand-in's own Python, fetched by the host's pip, so the chroot needs no network.
+  pyver="$(ls -d "$rootfs"/usr/lib/python3.* | head -1 | sed 's/.*python//')"
+  python3 -m pip install --quiet --no-cache-dir --target "$rootfs/usr/local/lib/python$pyver/dist-packages" \
+    --python-version "$pyver" --platform manylinux2014_x86_64 --only-binary=:all: --implementation cp \
+    "pydantic>=2,<3" >"$cache/pip-standin.log" 2>&1 \
+    || { tail -20 "$cache/pip-standin.log" >&2; exit 3; }
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -cf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"
