@@ -80,6 +80,16 @@ class FileWeightTransferEngine(WeightTransferEngine[FileInitInfo, FileUpdateInfo
     def shutdown(self) -> None:
         return None
 
+    @staticmethod
+    def trainer_send_weights(iterator: Any, trainer_args: dict[str, Any] | Any) -> None:
+        """The trainer's side of the file transport: write the tensors where receive_weights reads them
+        (trainer_args["path"], one safetensors file). vLLM 0.26 declares it abstract; 0.32 does not."""
+        from safetensors.torch import save_file
+
+        path = Path(trainer_args["path"] if isinstance(trainer_args, dict) else trainer_args.path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({name: t.detach().contiguous().cpu() for name, t in iterator}, str(path / "model.safetensors"))
+
 
 try:
     WeightTransferEngineFactory.register_engine(FILE_BACKEND, FileWeightTransferEngine)
@@ -120,7 +130,11 @@ def _output(out: Any) -> dict[str, Any]:
         return {"token_ids": [], "logprobs": [], "finish_reason": "abort"}
     ids = list(c.token_ids)
     lps = [float(pos[t].logprob) for t, pos in zip(ids, c.logprobs or [])]
-    return {"token_ids": ids, "logprobs": lps, "finish_reason": c.finish_reason}
+    gaps = []  # per position, the gap between the two best logprobs (None with fewer than two): near ties
+    for pos in c.logprobs or []:
+        top = sorted((float(v.logprob) for v in pos.values()), reverse=True)
+        gaps.append(top[0] - top[1] if len(top) > 1 else None)
+    return {"token_ids": ids, "logprobs": lps, "top2_gap": gaps, "finish_reason": c.finish_reason}
 
 
 class _Driver:

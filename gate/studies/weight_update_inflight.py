@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gate.core.compare import NEAR_TIE_GAP
 from gate.core.errors import BadInput, GateError
 from gate.core.fsutil import atomic_write_text
 from gate.run.suite import UPDATE_PAUSES, UPDATE_VIAS, load_suite
@@ -55,6 +56,13 @@ FILE_BACKEND = "file"
 # vLLM's own weight-transfer backends: each moves tensors over CUDA (NCCL, CUDA IPC) or Ray, from a trainer process
 CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
 DEFAULT_ATOL = 1e-4
+# Greedy requests that part from their reference at a near tie, with every token up to and including the parting
+# one within atol: numerics (on a GPU, bf16 kernels differ with the batch's composition), not the weights. Measured
+# on an H200 (bf16, random 0.5B model, 64 requests): 1 or 2 of 64 such partings on correct paths. At most this
+# share of a check's requests (at least one) may part so; a stale cache parts them all, and with logprobs off.
+NEAR_TIE_SHARE = 0.05
+
+
 def departure(out: dict[str, Any], ref: dict[str, Any], atol: float) -> int:
     """The first token where `out` leaves `ref` (another token, or a
     logprob more than atol away); len(out) when it never does."""
@@ -103,6 +111,32 @@ def _cmp(out: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
             "max_abs_diff": max(diffs) if diffs else 0.0, "diffs": diffs}
 
 
+def near_tie(c: dict[str, Any], out: dict[str, Any], ref: dict[str, Any], atol: float) -> bool:
+    """A parting explained by numerics: the tokens before it within atol, the parting token's logprob within
+    atol of the reference's (greedy: both are the top logprob, so the distributions agree there too), and the
+    reference's two best tokens closer than NEAR_TIE_GAP at that position."""
+    pos = c["matching_tokens"]
+    gaps = ref.get("top2_gap") or []
+    return (not c["tokens_equal"] and c["max_abs_diff"] <= atol and pos < len(gaps) and gaps[pos] is not None
+            and gaps[pos] < NEAR_TIE_GAP and pos < len(out["logprobs"]) and pos < len(ref["logprobs"])
+            and abs(out["logprobs"][pos] - ref["logprobs"][pos]) <= atol)
+
+
+def agreement(outs: list[dict[str, Any]], refs: list[dict[str, Any]], atol: float) -> dict[str, Any]:
+    """Requests against their references: each equal within atol or parted at a near tie, and no more near
+    ties than NEAR_TIE_SHARE of the requests (at least one) allows."""
+    cmps = [_cmp(o, r) for o, r in zip(outs, refs)]
+    ties = [near_tie(c, o, r, atol) for c, o, r in zip(cmps, outs, refs)]
+    allowed = max(1, math.floor(NEAR_TIE_SHARE * len(cmps)))
+    ok = (all((c["tokens_equal"] and c["max_abs_diff"] <= atol) or t for c, t in zip(cmps, ties))
+          and sum(ties) <= allowed)
+    note = (f"; {sum(ties)} parted at a near tie (top-2 gap < {NEAR_TIE_GAP:g}, logprobs within tolerance up to "
+            f"and at the parting token; at most {allowed} allowed)") if any(ties) else ""
+    return {"ok": ok, "cmps": cmps, "near_ties": sum(ties), "allowed": allowed, "note": note,
+            "tokens_compared": sum(c["matching_tokens"] for c in cmps),
+            "max_abs_diff": max((c["max_abs_diff"] for c in cmps), default=0.0)}
+
+
 def _k3(lp: list[float], ref: list[float]) -> float:
     """k3 = E[exp(r) - 1 - r], r = log p_ref - log p_run: the KL estimate an RL
     trainer computes between the rollout's and its own logprobs."""
@@ -117,20 +151,18 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
     pause, clear = path["pause"], path["clear_cache"]
     checks: list[dict[str, Any]] = []
     # requests started after the update: a fresh engine on the new weights
-    post = [_cmp(o, r) for o, r in zip(run["post"], fresh["post"])]
-    post_old = [_cmp(o, r) for o, r in zip(run["post"], old)]
-    worst = max((c["max_abs_diff"] for c in post), default=0.0)
+    agree = agreement(run["post"], fresh["post"], atol)
+    post, post_ok, worst = agree["cmps"], agree["ok"], agree["max_abs_diff"]
     diverged = [c["matching_tokens"] for c in post if not c["tokens_equal"]]
     gap = (f"{len(diverged)} of {len(post)} requests diverge from it (first at token {min(diverged)}), "
            if diverged else "") + f"logprobs max abs diff {worst:.3g} over matching tokens"
-    post_ok = all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in post)
     checks.append({"id": "post_update.equals_fresh_new_weights", "status": "pass" if post_ok else "fail",
-                   "tokens_compared": sum(c["matching_tokens"] for c in post), "max_abs_diff": worst,
+                   "tokens_compared": agree["tokens_compared"], "max_abs_diff": worst,
                    "detail": f"requests started after the update against a fresh engine on the new weights: "
-                             f"{gap} (tolerance {atol:g})"})
+                             f"{gap} (tolerance {atol:g}){agree['note']}"})
     diagnosis = None
     if not post_ok:
-        if all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in post_old):
+        if agreement(run["post"], old, atol)["ok"]:
             diagnosis = (f"the update had no effect: requests after `{run.get('mechanism', path['via'])}` give "
                          "the old weights' outputs, whatever the API reported")
             kind = "no_effect"
@@ -177,14 +209,13 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                                 for t, (lp, ref) in enumerate(zip(o["logprobs"], scores[i]))]
         requests.append(req)
     if pause == "wait":
-        waited = [_cmp(o, r) for o, r in zip(outs, old)]
-        ok = all(c["tokens_equal"] and c["max_abs_diff"] <= atol for c in waited)
+        waited = agreement(outs, old, atol)
+        ok = waited["ok"]
         checks.append({"id": "in_flight.wait_finishes_on_old_weights", "status": "pass" if ok else "fail",
-                       "tokens_compared": sum(c["matching_tokens"] for c in waited),
-                       "max_abs_diff": max((c["max_abs_diff"] for c in waited), default=0.0),
-                       "detail": "every in-flight request finished entirely under the old weights" if ok else
-                       "an in-flight request left the old-weights reference: pause_generation('wait') let it see "
-                       "the new weights"})
+                       "tokens_compared": waited["tokens_compared"], "max_abs_diff": waited["max_abs_diff"],
+                       "detail": ("every in-flight request finished entirely under the old weights" if ok else
+                                  "an in-flight request left the old-weights reference: pause_generation('wait') "
+                                  "let it see the new weights") + waited["note"]})
     elif pause == "abort":
         aborted = sum(o["finish_reason"] == "abort" for o in outs)
         prefix_ok = all(r["old_prefix_matches_old_reference"] and r["switched_at"] is None for r in requests)
@@ -380,7 +411,7 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     spec = {"model_old": str(weights_from), "model_new": str(suite.model), "engine_args": engine_args,
-            "paths": paths, "prompts": _prompts(suite), "max_tokens": max_tokens, "logprobs": 1,
+            "paths": paths, "prompts": _prompts(suite), "max_tokens": max_tokens, "logprobs": 2,
             "switch_at": switch, "skip_prefix": test_skip_weights}
     _write_json(work / "update-spec.json", spec)
     _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "update", str(work / "update-spec.json"),
@@ -388,7 +419,7 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     upd = json.loads((work / "update.json").read_text())
     plans = [continuation_plan(run, p["pause"], upd["old"], atol) for p, run in zip(paths, upd["runs"])]
     fspec = {"model_new": str(suite.model), "engine_args": engine_args, "plans": plans, "prompts": upd["prompts"],
-             "max_tokens": max_tokens, "logprobs": 1}
+             "max_tokens": max_tokens, "logprobs": 2}
     _write_json(work / "fresh-spec.json", fspec)
     _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "fresh", str(work / "fresh-spec.json"),
             str(work / "fresh.json")], work / "fresh.log", "the fresh engine on the new weights", timeout)

@@ -1,0 +1,89 @@
+"""Judging one in-flight update path from its outputs (no engine): greedy
+requests that part from their reference at a near tie, with the logprobs
+agreeing up to and at the parting token, are numerics (GPU bf16 batch
+composition), within a bounded share; any other parting fails."""
+from __future__ import annotations
+
+import pytest
+
+from gate.studies.weight_update_inflight import agreement, judge_path
+
+ATOL = 0.05
+
+
+def _req(seed: int, n: int = 6, gap: float = 0.5) -> dict:
+    return {"token_ids": [seed * 10 + i for i in range(n)], "logprobs": [-0.5 - 0.01 * i for i in range(n)],
+            "top2_gap": [gap] * n, "finish_reason": "length"}
+
+
+def _parted(ref: dict, at: int, lp_shift: float = 0.01) -> dict:
+    """`ref` with another token from position `at` on, logprobs shifted by lp_shift."""
+    out = {k: list(v) if isinstance(v, list) else v for k, v in ref.items()}
+    out["logprobs"] = [lp + lp_shift for lp in out["logprobs"]]
+    out["token_ids"][at:] = [t + 1000 for t in out["token_ids"][at:]]
+    return out
+
+
+def _judge(post: list[dict], ref: list[dict], pause: str = "none", outs: list[dict] | None = None) -> dict:
+    outs = outs if outs is not None else ref
+    run = {"outputs": outs, "post": post, "seen_at_update": [2] * len(outs), "mechanism": "reload_weights"}
+    fresh = {"post": ref, "continuations": [], "scores": []}
+    old = [_req(100 + i) for i in range(len(outs))] if outs is not ref else ref
+    return judge_path({"via": "reload", "pause": pause, "clear_cache": True}, run, old, fresh,
+                      {"continue": [], "score": []}, ATOL)
+
+
+def _check(v: dict, cid: str) -> dict:
+    return next(c for c in v["checks"] if c["id"] == cid)
+
+
+def test_one_parting_at_a_near_tie_among_twenty_requests_passes_and_is_named():
+    ref = [_req(i) for i in range(20)]
+    ref[3]["top2_gap"][2] = 0.004
+    post = [dict(r) for r in ref]
+    post[3] = _parted(ref[3], 2)
+    c = _check(_judge(post, ref), "post_update.equals_fresh_new_weights")
+    assert c["status"] == "pass"
+    assert "1 of 20 requests diverge" in c["detail"] and "1 parted at a near tie" in c["detail"]
+    assert c["tokens_compared"] == 19 * 6 + 2
+
+
+def test_more_near_tie_partings_than_the_share_allows_fail():
+    ref = [_req(i) for i in range(20)]  # 5% of 20: one allowed
+    for i in (3, 7):
+        ref[i]["top2_gap"][1] = 0.001
+    post = [_parted(r, 1) if i in (3, 7) else r for i, r in enumerate(ref)]
+    a = agreement(post, ref, ATOL)
+    assert (a["near_ties"], a["allowed"], a["ok"]) == (2, 1, False)
+    assert _check(_judge(post, ref), "post_update.equals_fresh_new_weights")["status"] == "fail"
+
+
+@pytest.mark.parametrize("why", ["wide gap", "parting logprob moved", "prefix logprob moved", "no top-2 known"])
+def test_a_parting_numerics_cannot_explain_fails(why):
+    ref = [_req(i) for i in range(20)]
+    ref[5]["top2_gap"][3] = 0.5 if why == "wide gap" else 0.002
+    if why == "no top-2 known":
+        ref[5]["top2_gap"][3] = None
+    post = list(ref)
+    post[5] = _parted(ref[5], 3, lp_shift=0.2 if why == "prefix logprob moved" else 0.01)
+    if why == "parting logprob moved":
+        post[5]["logprobs"][3] -= 0.3
+    v = _judge(post, ref)
+    assert _check(v, "post_update.equals_fresh_new_weights")["status"] == "fail"
+    assert v["verdict"] == "fail" and v["diagnosis"]["kind"] == "partial_update"
+
+
+def test_wait_allows_the_same_near_tie_against_the_old_weights_reference():
+    old = [_req(100 + i) for i in range(20)]
+    old[0]["top2_gap"][4] = 0.003
+    outs = [_parted(old[0], 4), *old[1:]]
+    post = [_req(i) for i in range(20)]
+    run = {"outputs": outs, "post": post, "seen_at_update": [2] * 20, "mechanism": "reload_weights"}
+    v = judge_path({"via": "reload", "pause": "wait", "clear_cache": True}, run, old,
+                   {"post": post, "continuations": [], "scores": []}, {"continue": [], "score": []}, ATOL)
+    c = _check(v, "in_flight.wait_finishes_on_old_weights")
+    assert c["status"] == "pass" and "1 parted at a near tie" in c["detail"]
+    outs[1] = _parted(old[1], 2)  # a wide-gap parting: the request saw other weights
+    v = judge_path({"via": "reload", "pause": "wait", "clear_cache": True}, run, old,
+                   {"post": post, "continuations": [], "scores": []}, {"continue": [], "score": []}, ATOL)
+    assert _check(v, "in_flight.wait_finishes_on_old_weights")["status"] == "fail"
