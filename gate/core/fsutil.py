@@ -20,7 +20,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from gate.core.errors import BadInput, InfraError
 
@@ -343,3 +343,18 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def templates_root() -> Any:
+    """The report templates: the installed package `gate.templates` (the wheel maps the top-level templates/
+    there), else, for a source checkout on PYTHONPATH (a GPU host without pip), the checkout's templates/."""
+    import importlib.resources
+
+    try:
+        return importlib.resources.files("gate.templates")
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "templates"
+        if (checkout / "comment.md.j2").is_file():
+            return checkout
+    raise InfraError("the report templates (package gate.templates) are not installed",
+                     "install parity-gate (pip install . or pip install -e .), or run from a source checkout")

@@ -12,7 +12,6 @@ import argparse
 import base64
 import functools
 import hashlib
-import importlib.resources
 import json
 import logging
 import math
@@ -23,8 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 
-from gate.core.errors import InfraError
-from gate.core.fsutil import atomic_write_text
+from gate.core.fsutil import atomic_write_text, templates_root
 from gate.core.measures import CHANNEL_MEASURES, MEASURES
 from gate.core.tokentext import is_byte_level, readable, readable_join
 from gate.core.verdict import read_verdict
@@ -141,11 +139,7 @@ def _md_finalize(value: Any) -> str:
 @functools.lru_cache(maxsize=2)
 def _env(kind: str = "md") -> jinja2.Environment:
     """"md": Markdown templates, escaped by the finalizer; "html": autoescaped."""
-    try:
-        root = importlib.resources.files("gate.templates")
-    except ModuleNotFoundError:
-        raise InfraError("the report templates (package gate.templates) are not installed",
-                         "install parity-gate (pip install . or pip install -e .)") from None
+    root = templates_root()
 
     def load(name: str) -> tuple[str, None, Any]:
         return root.joinpath(name).read_text(encoding="utf-8"), None, lambda: True

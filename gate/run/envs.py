@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from gate.core.errors import BadInput, InfraError
+from gate.core.fsutil import templates_root
 
 __all__ = ["ENGINE_PACKAGES", "default_package", "default_cache", "gate_source", "pip_index_flags",
            "list_releases", "snapshot_gate", "env_python", "build_env", "BuildFailed"]
@@ -74,8 +75,7 @@ def snapshot_gate(dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(Path(gate.__file__).resolve().parent, tmp / "gate", ignore=ignore, dirs_exist_ok=True)
-    templates = importlib.resources.files("gate.templates")
-    with importlib.resources.as_file(templates) as folder:
+    with importlib.resources.as_file(templates_root()) as folder:
         shutil.copytree(folder, tmp / "gate" / "templates", ignore=ignore, dirs_exist_ok=True)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

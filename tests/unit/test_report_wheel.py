@@ -49,3 +49,30 @@ def test_render__from_installed_wheel_not_source_tree(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == ["comment.md", "report.html", "summary.md"]
     assert "parity-gate FAIL" in (result / "comment.md").read_text(encoding="utf-8")
+
+
+def test_render__from_a_source_checkout_on_pythonpath(tmp_path: Path) -> None:
+    # a GPU host without pip runs the gate from a checkout on PYTHONPATH: templates/ sits beside gate/,
+    # not inside it, and no installed package maps it
+    import sysconfig
+
+    src = tmp_path / "checkout"
+    for name in ("gate", "templates"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    result = tmp_path / "result"
+    result.mkdir()
+    shutil.copy(ROOT / "tests" / "fixtures" / "verdicts" / "fail.json", result / "verdict.json")
+    probe = ("import sys; from pathlib import Path; from gate.core.fsutil import templates_root; "
+             "from gate.report.render import render_result; print(templates_root()); "
+             "print(sorted(render_result(Path(sys.argv[1]))))")
+    # -S: no site, so no .pth of an editable install can map gate.templates; the dependencies by PYTHONPATH
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "PYTHONPATH": os.pathsep.join([str(src), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])}
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(result)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [str(src / "templates"), "['comment.md', 'report.html', 'summary.md']"]
+    (src / "templates" / "comment.md.j2").unlink()  # neither installed nor in the checkout: the documented error
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(result)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "report templates (package gate.templates) are not installed" in out.stderr
