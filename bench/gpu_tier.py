@@ -14,6 +14,13 @@ seed's regressions injected (expect FAIL, the cause named):
   stale       weight-update without a prefix-cache reset (root cause 3);
   reset       ... and with the reset, the correct path (expect PASS)
 
+Steps beyond the checks: weight-update-paths (AsyncLLM with requests in
+flight: reload, native and sleep x keep, wait, abort; a kept cache; a CUDA
+backend refused), moe and moe-old (the same on a mixture-of-experts body,
+on the new release and, for NeMo-RL PR 2895's case, the old one), and
+bisect-args (which of prefix caching, async scheduling and eager moves the
+verdict on the new release).
+
 Each step is one `parity-gate` process (one engine each). Results accumulate
 in WORK/results.json, so the steps can be split over several invocations
 (`--steps`); `--table FILE` writes the Markdown table for bench/RESULTS.md.
@@ -277,8 +284,50 @@ def main() -> int:
                     res = json.loads((out / "weight_update.json").read_text())
                     entry.update(headline=res["headline"], paths={p["name"]: {
                         "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
+                        "checks": [f"{c['id']}: {c['status']} ({c['detail']})" for c in p["checks"]],
                         "staleness": p.get("staleness")} for p in res["paths"]})
                 results[f"weight-update-paths-{name}"] = entry
+        elif step == "bisect-args":
+            # which of three changed runtime knobs moves the verdict on the new release (docs/bisect.md)
+            out = work / "bisect-args"
+            shutil.rmtree(out, ignore_errors=True)
+            knobs = ("enable_prefix_caching", "async_scheduling", "enforce_eager")
+            rc, secs = _gate(["bisect", "--suite", work / "suite.yaml", "--out", out, "--on", "fail",
+                              *[a for k in knobs for a in ("--good-args", f"{k}=false")],
+                              *[a for k in knobs for a in ("--bad-args", f"{k}=true")]],
+                             paths["new"], work / "bisect-args.log", timeout=1800)
+            entry = {"rc": rc, "seconds": round(secs, 1)}
+            if (out / "bisect.json").is_file():
+                b = json.loads((out / "bisect.json").read_text())
+                entry.update(moving_args=b.get("moving_args"), headline=b.get("headline"),
+                             probes=[{k: pr.get(k) for k in ("name", "verdict", "exit_code", "seconds", "headline")}
+                                     for pr in b.get("probes") or []])
+            results[step] = entry
+        elif step in ("moe", "moe-old"):
+            # a mixture-of-experts body (fused-MoE weight layout): every path on the new release; on the old one
+            # (vLLM 0.20.0) reload with CUDA graphs on, NeMo-RL PR 2895's case (graphs left on stale MoE weights)
+            moe = work / "moe"
+            if not (moe / "suite.yaml").is_file():
+                moe.mkdir(parents=True, exist_ok=True)
+                for name, seed in (("model", 0), ("model2", 1)):
+                    _gate(["tiny-model", "--out", moe / name, "--force", "--seed", str(seed),
+                           "--shape", "qwen2-moe"], paths["new"], moe / f"{name}.log")
+                _suite(moe, moe / "model", args.cpu)
+            extra = (["--via", "reload", "--via", "native", "--pause", "keep", "--pause", "wait", "--pause", "abort"]
+                     if step == "moe" else ["--via", "reload", "--pause", "keep", "--pause", "wait"])
+            out = work / f"wup-{step}"
+            shutil.rmtree(out, ignore_errors=True)
+            rc, secs = _gate(["weight-update", "--suite", moe / "suite.yaml", "--from", moe / "model2", "--out", out,
+                              "--engine-arg", "enable_prefix_caching=true", "--atol", "0.05", *extra],
+                             paths["new" if step == "moe" else "old"], work / f"wup-{step}.log")
+            entry = {"rc": rc, "seconds": round(secs, 1), "release": "new" if step == "moe" else "old"}
+            if (out / "weight_update.json").is_file():
+                res = json.loads((out / "weight_update.json").read_text())
+                entry.update(headline=res["headline"], paths={p["name"]: {
+                    "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
+                    "checks": [f"{c['id']}: {c['status']} ({c['detail']})" for c in p["checks"]],
+                    "staleness": p.get("staleness")} for p in res["paths"]})
+            results[step] = entry
         elif step == "model2":
             rc, secs = _gate(["tiny-model", "--out", work / "model2", "--force", "--seed", "1",
                               *([] if args.cpu else ["--shape", "qwen2-0.5b"])], paths["new"], log)

@@ -60,13 +60,23 @@ MODEL_FILES = frozenset({"config.json", "generation_config.json", "model.safeten
                          "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"})
 
 
-SHAPES = ("tiny", "qwen2-0.5b")
+SHAPES = ("tiny", "qwen2-0.5b", "qwen2-moe")
 
 
 def _model(shape: str, vocab: int):
     """`tiny`: the CPU test model. `qwen2-0.5b`: Qwen2-0.5B's body (24 layers,
     hidden 896, 14 heads, 2 KV heads) with the small tokenizer, in bfloat16:
     the GPU validation tier's model (docs/design.md section 4.1, run G3)."""
+    if shape == "qwen2-moe":
+        # A small mixture-of-experts body (8 layers, 8 experts, 2 per token, a shared expert): in vLLM its expert
+        # weights load into the fused-MoE layout, the path an RL weight update must reach (issue 20's MoE body).
+        from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+        return Qwen2MoeForCausalLM(Qwen2MoeConfig(
+            vocab_size=vocab, hidden_size=512, intermediate_size=1024, moe_intermediate_size=256,
+            shared_expert_intermediate_size=512, num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1,
+            num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
+            bos_token_id=0, eos_token_id=1, tie_word_embeddings=False, torch_dtype="bfloat16"))
     if shape == "qwen2-0.5b":
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
