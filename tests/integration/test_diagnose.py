@@ -137,6 +137,7 @@ def test_determinism__cpu_float32_reruns_are_bitwise_equal(suite, tmp_path):
         assert cfg["batch_invariant"] is False
 
 
+@pytest.mark.slow
 def test_diagnose__changed_engine_default_compiled_to_eager_is_named(suite, tmp_path):
     """A default the user never set moves: torch.compile (vLLM's default) -> eager.
     In bfloat16 on this CPU that moves logprobs by ~0.1; the diagnosis must

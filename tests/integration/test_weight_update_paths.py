@@ -49,6 +49,7 @@ def _paths(out: Path) -> dict[str, dict]:
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_every_pause_mode_on_reload_and_native_matches_fresh_engines(setup, tmp_path):
     suite, old = setup
     r = _gate("--suite", suite, "--from", old, "--out", tmp_path / "r", "--via", "reload", "--via", "native",
@@ -68,6 +69,7 @@ def test_every_pause_mode_on_reload_and_native_matches_fresh_engines(setup, tmp_
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_keep_with_the_cache_kept_reports_staleness_and_fails_on_stale_prefix_cache(setup, tmp_path):
     suite, old = setup
     r = _gate("--suite", suite, "--from", old, "--out", tmp_path / "r", "--via", "reload", "--pause", "keep",
@@ -83,6 +85,7 @@ def test_keep_with_the_cache_kept_reports_staleness_and_fails_on_stale_prefix_ca
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_an_update_into_only_some_layers_fails_and_is_named(setup, tmp_path):
     suite, old = setup
     r = _gate("--suite", suite, "--from", old, "--out", tmp_path / "r", "--via", "native", "--pause", "wait",
