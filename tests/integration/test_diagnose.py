@@ -97,6 +97,7 @@ def test_hf_reference__float32_trainer_matches_vllm_cpu_to_float32_noise(golden,
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_weight_update__stale_prefix_cache_fails_and_the_reset_path_passes(models, tmp_path):
     suite = tmp_path / "wu.yaml"
     suite.write_text(f"""name: weight-update
@@ -128,6 +129,7 @@ sampling:
     assert overall["sampler"]["max_abs_diff"] == 0.0 and overall["free_run"]["exact_match_rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_determinism__cpu_float32_reruns_are_bitwise_equal(suite, tmp_path):
     r = _gate("determinism", "--suite", str(suite), "--out", str(tmp_path / "det.json"))
     assert r.returncode == 0, r.stderr[-2000:]
