@@ -162,6 +162,17 @@ def _gate(args: list[str], pythonpath: str, log: Path, timeout: float = 900,
     return rc, time.monotonic() - t
 
 
+def _paths_summary(out: Path) -> dict:
+    """A weight-update run's headline and, per path, its verdict, diagnosis, checks and staleness."""
+    if not (out / "weight_update.json").is_file():
+        return {}
+    res = json.loads((out / "weight_update.json").read_text())
+    return {"headline": res["headline"], "paths": {p["name"]: {
+        "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
+        "checks": [f"{c['id']}: {c['status']} ({c['detail']})" for c in p["checks"]],
+        "staleness": p.get("staleness")} for p in res["paths"]}}
+
+
 def _summarise(result: Path) -> dict:
     v = json.loads((result / "verdict.json").read_text())
     per = v["measures"]["per_config"]
@@ -280,12 +291,7 @@ def main() -> int:
                                   "--out", out, "--engine-arg", "enable_prefix_caching=true",
                                   "--atol", "0.05", *extra], paths["new"], work / f"wup-{name}.log")
                 entry = {"rc": rc, "seconds": round(secs, 1), "expect_rc": expect_rc, "as_expected": rc == expect_rc}
-                if (out / "weight_update.json").is_file():
-                    res = json.loads((out / "weight_update.json").read_text())
-                    entry.update(headline=res["headline"], paths={p["name"]: {
-                        "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
-                        "checks": [f"{c['id']}: {c['status']} ({c['detail']})" for c in p["checks"]],
-                        "staleness": p.get("staleness")} for p in res["paths"]})
+                entry.update(_paths_summary(out))
                 results[f"weight-update-paths-{name}"] = entry
         elif step == "bisect-args":
             # which of three changed runtime knobs moves the verdict on the new release (docs/bisect.md)
@@ -321,12 +327,7 @@ def main() -> int:
                               "--engine-arg", "enable_prefix_caching=true", "--atol", "0.05", *extra],
                              paths["new" if step == "moe" else "old"], work / f"wup-{step}.log")
             entry = {"rc": rc, "seconds": round(secs, 1), "release": "new" if step == "moe" else "old"}
-            if (out / "weight_update.json").is_file():
-                res = json.loads((out / "weight_update.json").read_text())
-                entry.update(headline=res["headline"], paths={p["name"]: {
-                    "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
-                    "checks": [f"{c['id']}: {c['status']} ({c['detail']})" for c in p["checks"]],
-                    "staleness": p.get("staleness")} for p in res["paths"]})
+            entry.update(_paths_summary(out))
             results[step] = entry
         elif step == "model2":
             rc, secs = _gate(["tiny-model", "--out", work / "model2", "--force", "--seed", "1",
