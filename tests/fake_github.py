@@ -2,7 +2,12 @@
 
 Implements what the gate calls (issue comments with Link pagination, create,
 update; commit statuses and the combined status; check runs: create, list
-for a commit, update; one pull request; GET /user; the GraphQL `viewer`),
+for a commit, update; one pull request; GET /user; the GraphQL `viewer`;
+for the PR-comment commands: a collaborator's permission, reactions on an
+issue comment, a workflow run's artifacts and their zip download (a 302 to
+a blob URL outside the API, as GitHub answers), and files on a branch
+through the contents API: GET with `ref`, PUT with `sha`, each PUT one
+commit that moves the branch),
 records every request, and injects faults (5xx, 429/403 with retry-after,
 403 forbidden, slow responses, a non-JSON body, a chunked body cut short, a
 connection closed without an answer, a lost answer after acting) by method
@@ -12,11 +17,15 @@ It refuses what GitHub refuses, so the client's tests meet GitHub's answers:
 422 for a comment body over 65,536 characters, a status with an unknown
 state, a description over 140 characters, or a commit the repository does
 not have (statuses and check runs); 404 for an unknown repository, issue,
-pull request or comment; 403 for a write the token's permissions lack
-(`checks` for check runs; a personal access token never creates check runs).
+pull request or comment, an unknown user, artifact, branch or file; 403 for
+a write the token's permissions lack (`checks` for check runs, `contents`
+for a file; a personal access token never creates check runs); 409 for a
+file PUT whose `sha` is not the branch's, 422 for one without `sha` over an
+existing file, without a message, or with content that is not base64; 410
+for an expired artifact.
 Known by default: the repositories in DEFAULT_REPOS, each with the commits
 `0`*40 ... `f`*40 and issues 1..99; add more with `add_repo`, `add_commit`,
-`add_pull`.
+`add_pull`, `add_branch`, `add_artifact`, `set_permission`.
 
 Each token has an identity and a permission set, as on GitHub: by default an
 installation token (GITHUB_TOKEN), which GET /user refuses with 403
@@ -36,8 +45,13 @@ comment can be PATCHed, whoever wrote it.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import io
 import itertools
 import json
+import zipfile
 import re
 import threading
 import time
@@ -47,12 +61,15 @@ from typing import Any, Iterable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 __all__ = ["FakeGitHub", "Fault", "Recorded", "TokenInfo", "ACTIONS_BOT", "ALL_WRITE", "DEFAULT_REPOS",
-           "COMMENT_LIMIT"]
+           "COMMENT_LIMIT", "ROLES", "REACTIONS", "git_blob_sha"]
 
 ACTIONS_BOT = "github-actions[bot]"
 # What GITHUB_TOKEN may write with `statuses: write`, `pull-requests: write`,
-# `issues: write` and `checks: write`.
-ALL_WRITE = frozenset({"statuses", "pull_requests", "issues", "checks"})
+# `issues: write`, `checks: write` and `contents: write`.
+ALL_WRITE = frozenset({"statuses", "pull_requests", "issues", "checks", "contents"})
+# A collaborator's role, and the legacy `permission` GitHub sends beside it.
+ROLES = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read", "none": "none"}
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
 DEFAULT_REPOS = ("octo/gate", "o/r")
 DEFAULT_COMMITS = tuple(c * 40 for c in "0123456789abcdef")
 DEFAULT_ISSUES = range(1, 100)
@@ -109,14 +126,20 @@ class TokenInfo:
 
 
 class _Raw:
-    def __init__(self, data: bytes, cut: bool = False, drop: bool = False) -> None:
-        self.data, self.cut, self.drop = data, cut, drop
+    def __init__(self, data: bytes, cut: bool = False, drop: bool = False,
+                 ctype: str = "text/html; charset=utf-8") -> None:
+        self.data, self.cut, self.drop, self.ctype = data, cut, drop, ctype
 
 
 def _validation(message: str, resource: str, field_name: str) -> dict[str, Any]:
     return {"message": "Validation Failed",
             "errors": [{"resource": resource, "code": "custom", "field": field_name, "message": message}],
             "documentation_url": "https://docs.github.com/rest"}
+
+
+def git_blob_sha(data: bytes) -> str:
+    """The sha git (and GitHub's contents API) gives a file's bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 class FakeGitHub:
@@ -139,6 +162,13 @@ class FakeGitHub:
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self.commits: dict[str, set[str]] = {}
         self.issues: dict[str, set[int]] = {}
+        self.roles: dict[tuple[str, str], str] = {}       # (repo, login) -> role
+        self.users: set[str] = {"someone", "octocat", ACTIONS_BOT}
+        self.reactions: list[dict[str, Any]] = []
+        self.branches: dict[tuple[str, str], str] = {}    # (repo, branch) -> head sha
+        self.files: dict[tuple[str, str], dict[str, bytes]] = {}  # (repo, branch) -> path -> bytes
+        self.file_commits: list[dict[str, Any]] = []      # every PUT that made a commit
+        self.artifacts: dict[int, dict[str, Any]] = {}
         for repo in DEFAULT_REPOS:
             self.add_repo(repo, DEFAULT_COMMITS, DEFAULT_ISSUES)
         self._faults: list[Fault] = []
@@ -224,9 +254,55 @@ class FakeGitHub:
                 ids.append(cid)
             return ids
 
-    def add_pull(self, repo: str, number: int, head_sha: str) -> None:
+    def add_pull(self, repo: str, number: int, head_sha: str, *, head_repo: str | None = "",
+                 head_ref: str = "bump-vllm", base_ref: str = "main", user: str = "someone") -> None:
+        """A pull request. `head_repo` "" is the repository itself (its branch
+        `head_ref` is created at `head_sha`); a fork's "owner/name"; None is
+        what GitHub sends for a deleted fork."""
         self.add_repo(repo, [head_sha], [number])
-        self.pulls[(repo, number)] = {"number": number, "head": {"sha": head_sha}}
+        head = {"sha": head_sha, "ref": head_ref,
+                "repo": None if head_repo is None else {"full_name": head_repo or repo}}
+        self.pulls[(repo, number)] = {"number": number, "head": head, "user": {"login": user, "type": "User"},
+                                      "base": {"ref": base_ref, "repo": {"full_name": repo}}}
+        if head_repo == "" and (repo, head_ref) not in self.branches:
+            self.add_branch(repo, head_ref, head_sha)
+
+    def add_branch(self, repo: str, branch: str, sha: str, files: dict[str, bytes] | None = None) -> None:
+        self.add_repo(repo, [sha])
+        self.branches[(repo, branch)] = sha
+        self.files.setdefault((repo, branch), {}).update(files or {})
+
+    def set_permission(self, repo: str, login: str, role: str) -> None:
+        """`login`'s role on `repo` (admin, maintain, write, triage, read, none)."""
+        assert role in ROLES, role
+        self.users.add(login)
+        self.roles[(repo, login)] = role
+
+    def add_user(self, login: str) -> None:
+        """A GitHub user with no role on any repository (a stranger)."""
+        self.users.add(login)
+
+    def add_artifact(self, repo: str, run_id: int, name: str, files: dict[str, bytes], *,
+                     expired: bool = False) -> int:
+        """A workflow run's artifact: `files` zipped, as upload-artifact stores them."""
+        self.add_repo(repo)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for path, data in files.items():
+                z.writestr(path, data)
+        aid = next(self._ids)
+        self.artifacts[aid] = {"id": aid, "name": name, "repo": repo, "run_id": run_id, "expired": expired,
+                               "size_in_bytes": len(buf.getvalue()), "zip": buf.getvalue()}
+        return aid
+
+    def add_artifact_zip(self, repo: str, run_id: int, name: str, data: bytes) -> int:
+        """An artifact whose zip is these bytes exactly (a hostile one)."""
+        aid = self.add_artifact(repo, run_id, name, {})
+        self.artifacts[aid].update(zip=data, size_in_bytes=len(data))
+        return aid
+
+    def file_at(self, repo: str, branch: str, path: str) -> bytes | None:
+        return self.files.get((repo, branch), {}).get(path)
 
     def fail(self, method: str, path_regex: str, status: int = 502, *, times: int = 1,
              headers: dict[str, str] | None = None, body: Any = None, delay_s: float = 0.0,
@@ -285,6 +361,12 @@ class FakeGitHub:
 
     def _handle(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
                 body: Any) -> tuple[int, dict[str, str], Any]:
+        if mm := re.fullmatch(r"/_blob/artifacts/(\d+)\.zip", path):
+            # The signed blob URL GET .../zip redirects to: no token needed (or wanted).
+            art = self.artifacts.get(int(mm[1]))
+            if art is None or method != "GET":
+                return 404, {}, _Raw(b"BlobNotFound")
+            return 200, {"Content-Type": "application/zip"}, _Raw(art["zip"], ctype="application/zip")
         if self.prefix:
             if path == "/api/graphql" and self.prefix == "/api/v3":
                 path = "/graphql"  # GitHub Enterprise Server: GraphQL beside /api/v3, not under it
@@ -419,8 +501,101 @@ class FakeGitHub:
             return status, headers, {"total_count": len(runs), "check_runs": page}
         if (mm := re.fullmatch(r"/pulls/(\d+)", rest)) and method == "GET":
             pull = self.pulls.get((repo, int(mm[1])))
-            return (200, {}, pull) if pull else not_found
+            if pull is None:
+                return not_found
+            head = pull["head"]
+            if (head.get("repo") or {}).get("full_name") == repo and (repo, head["ref"]) in self.branches:
+                head["sha"] = self.branches[(repo, head["ref"])]  # a push to the branch moves the PR
+            return 200, {}, pull
+        if (mm := re.fullmatch(r"/collaborators/([^/]+)/permission", rest)) and method == "GET":
+            login = mm[1]
+            if login not in self.users:
+                return not_found
+            role = self.roles.get((repo, login), "read")  # anyone may read a public repository
+            return 200, {}, {"permission": ROLES[role], "role_name": role,
+                             "user": {"login": login, "type": "Bot" if login.endswith("[bot]") else "User"}}
+        if (mm := re.fullmatch(r"/issues/comments/(\d+)/reactions", rest)) and method == "POST":
+            if denied := self._denied(who, "issues") and self._denied(who, "pull_requests"):
+                return denied
+            if not any(item["id"] == int(mm[1]) for (item_repo, _), items in self.comments.items()
+                       if item_repo == repo for item in items):
+                return not_found
+            content = body.get("content") if isinstance(body, dict) else None
+            if content not in REACTIONS:
+                return 422, {}, _validation(f"content is not included in the list ({content!r})", "Reaction",
+                                            "content")
+            user = who.author["login"]
+            with self._lock:
+                for r in self.reactions:
+                    if (r["comment_id"], r["content"], r["user"]["login"]) == (int(mm[1]), content, user):
+                        return 200, {}, r  # the same reaction again: GitHub answers 200 with the old one
+                item = {"id": next(self._ids), "comment_id": int(mm[1]), "content": content,
+                        "user": dict(who.author)}
+                self.reactions.append(item)
+            return 201, {}, item
+        if (mm := re.fullmatch(r"/actions/runs/(\d+)/artifacts", rest)) and method == "GET":
+            items = [{k: a[k] for k in ("id", "name", "expired", "size_in_bytes")}
+                     | {"archive_download_url": f"{self.url}/repos/{repo}/actions/artifacts/{a['id']}/zip",
+                        "workflow_run": {"id": a["run_id"]}}
+                     for a in self.artifacts.values() if a["repo"] == repo and a["run_id"] == int(mm[1])
+                     and query.get("name") in (None, a["name"])]
+            status, headers, page = self._page(path, query, items)
+            return status, headers, {"total_count": len(items), "artifacts": page}
+        if (mm := re.fullmatch(r"/actions/artifacts/(\d+)/zip", rest)) and method == "GET":
+            art = self.artifacts.get(int(mm[1]))
+            if art is None or art["repo"] != repo:
+                return not_found
+            if art["expired"]:
+                return 410, {}, {"message": "Artifact has expired", "documentation_url": "https://docs.github.com/rest"}
+            return 302, {"Location": f"{self.host}/_blob/artifacts/{art['id']}.zip"}, _Raw(b"")
+        if (mm := re.fullmatch(r"/contents/(.+)", rest)) and method in ("GET", "PUT"):
+            return self._contents(who, method, repo, mm[1], query, body)
         return 404, {}, {"message": f"fake GitHub: no route for {method} {path}"}
+
+    def _contents(self, who: TokenInfo, method: str, repo: str, path: str, query: dict[str, str],
+                  body: Any) -> tuple[int, dict[str, str], Any]:
+        not_found = (404, {}, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        if method == "GET":
+            branch = query.get("ref", "main")
+            data = self.files.get((repo, branch), {}).get(path)
+            if data is None:
+                return not_found
+            return 200, {}, {"type": "file", "path": path, "name": path.rsplit("/", 1)[-1], "size": len(data),
+                             "sha": git_blob_sha(data), "encoding": "base64" if len(data) <= 1 << 20 else "none",
+                             "content": base64.b64encode(data).decode() if len(data) <= 1 << 20 else ""}
+        if denied := self._denied(who, "contents"):
+            return denied
+        if not isinstance(body, dict):
+            return 400, {}, {"message": "Problems parsing JSON"}
+        if not (isinstance(body.get("message"), str) and body["message"]):
+            return 422, {}, _validation("message wasn't supplied", "Commit", "message")
+        try:
+            data = base64.b64decode(body.get("content") or "", validate=True) if isinstance(body.get("content"), str) \
+                else None
+        except (binascii.Error, ValueError):
+            data = None
+        if data is None:
+            return 422, {}, {"message": "content is not valid Base64"}
+        branch = body.get("branch") or "main"
+        with self._lock:
+            if (repo, branch) not in self.branches:
+                return 404, {}, {"message": f"Branch {branch} not found"}
+            files = self.files.setdefault((repo, branch), {})
+            old = files.get(path)
+            if old is not None and "sha" not in body:
+                return 422, {}, {"message": 'Invalid request.\n\n"sha" wasn\'t supplied.'}
+            if body.get("sha") is not None and (old is None or body["sha"] != git_blob_sha(old)):
+                return 409, {}, {"message": f"{path} does not match {body['sha']}"}
+            files[path] = data
+            sha = hashlib.sha1(f"{self.branches[(repo, branch)]}:{path}:{git_blob_sha(data)}".encode()).hexdigest()
+            self.branches[(repo, branch)] = sha
+            self.commits[repo].add(sha)
+            commit = {"sha": sha, "message": body["message"], "branch": branch, "path": path,
+                      "author": dict(who.author)}
+            self.file_commits.append(commit)
+        return (200 if old is not None else 201), {}, {
+            "content": {"path": path, "sha": git_blob_sha(data), "size": len(data)},
+            "commit": {"sha": sha, "message": body["message"]}}
 
     @staticmethod
     def _bad_comment(body: Any) -> tuple[int, dict[str, str], Any] | None:
@@ -519,8 +694,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         data = payload.data if isinstance(payload, _Raw) else json.dumps(payload).encode()
-        ctype = "text/html; charset=utf-8" if isinstance(payload, _Raw) else "application/json; charset=utf-8"
-        self.send_header("Content-Type", ctype)
+        ctype = payload.ctype if isinstance(payload, _Raw) else "application/json; charset=utf-8"
+        if "Content-Type" not in out_headers:
+            self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
