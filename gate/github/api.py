@@ -357,3 +357,59 @@ class GitHubAPI:
 
     def pull(self, repo: str, number: int) -> dict[str, Any]:
         return self.call("GET", f"repos/{repo}/pulls/{number}")
+
+    # --- PR-comment commands (gate/github/pr_commands.py) --------------------
+    def collaborator_role(self, repo: str, login: str) -> str:
+        """`login`'s role on `repo`, asked of GitHub: admin, maintain, write,
+        triage, read or none (`role_name`; the legacy `permission` where an
+        older GitHub Enterprise Server sends only that)."""
+        data = self.call("GET", f"repos/{repo}/collaborators/{login}/permission")
+        role = (data or {}).get("role_name") or (data or {}).get("permission") if isinstance(data, dict) else None
+        if not isinstance(role, str) or not role:
+            raise ApiError(f"GitHub GET /repos/{repo}/collaborators/{login}/permission: no role in the answer")
+        return role
+
+    def add_reaction(self, repo: str, comment_id: int, content: str) -> dict[str, Any]:
+        """GitHub answers the same reaction twice with the first one: safe to repeat."""
+        return self.call("POST", f"repos/{repo}/issues/comments/{comment_id}/reactions", json={"content": content})
+
+    def combined_status(self, repo: str, sha: str) -> dict[str, Any]:
+        return self.call("GET", f"repos/{repo}/commits/{sha}/status", params={"per_page": 100})
+
+    def run_artifacts(self, repo: str, run_id: int, name: str | None = None) -> Iterator[dict[str, Any]]:
+        return self.paginate(f"repos/{repo}/actions/runs/{run_id}/artifacts", {"name": name} if name else None,
+                             key="artifacts")
+
+    def download_artifact(self, repo: str, artifact_id: int, limit: int) -> bytes:
+        """The artifact's zip. GitHub answers with a redirect to a blob URL on
+        another host; `requests` drops the Authorization header when it
+        follows one off the API host. Refused beyond `limit` bytes."""
+        resp = self.request("GET", f"repos/{repo}/actions/artifacts/{artifact_id}/zip")
+        if len(resp.content) > limit:
+            raise ApiError(f"GitHub artifact {artifact_id}: {len(resp.content)} bytes, over the {limit} byte limit")
+        return resp.content
+
+    def file_sha(self, repo: str, path: str, ref: str) -> str | None:
+        """The blob sha of `path` on branch `ref`, or None when there is none."""
+        try:
+            data = self.call("GET", f"repos/{repo}/contents/{path}", params={"ref": ref})
+        except PermissionDenied:
+            raise
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        sha = data.get("sha") if isinstance(data, dict) else None
+        if not isinstance(sha, str) or (isinstance(data, dict) and data.get("type") not in (None, "file")):
+            raise ApiError(f"GitHub GET /repos/{repo}/contents/{path}: not a file")
+        return sha
+
+    def put_file(self, repo: str, path: str, content_b64: str, *, message: str, branch: str,
+                 sha: str | None) -> dict[str, Any]:
+        """One commit on `branch` that writes `path`. `sha` is the blob it
+        replaces (None: a new file); GitHub answers 409 when the branch holds
+        another. Not replayed blindly: a lost answer may have committed."""
+        payload: dict[str, Any] = {"message": message, "content": content_b64, "branch": branch}
+        if sha is not None:
+            payload["sha"] = sha
+        return self.call("PUT", f"repos/{repo}/contents/{path}", json=payload, replay_safe=False)

@@ -24,7 +24,7 @@ from typing import Any
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
 from gate.run import envs
 
-__all__ = ["add_arguments", "run", "Predicate", "order_releases"]
+__all__ = ["add_arguments", "run", "Predicate", "order_releases", "release_pair"]
 
 log = logging.getLogger(__name__)
 SCHEMA = "parity-gate/bisect"
@@ -57,6 +57,39 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--bad-args", action="append", default=None, metavar="KEY=VALUE",
                         help="args bisect: the engine args known to move the verdict (repeatable)")
     parser.add_argument("--release", help="args bisect: the release to run on (default: this environment's)")
+
+
+_PLAIN_RELEASE = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,40}")
+
+
+def _manifest_release(verdict: dict[str, Any], side: str) -> str | None:
+    manifest = (verdict.get(side) or {}).get("manifest") or {}
+    value = (manifest.get("environment") or {}).get("vllm_version") or manifest.get("vllm_version")
+    return value if isinstance(value, str) else None
+
+
+def release_pair(verdict: dict[str, Any]) -> tuple[str | None, str | None, str]:
+    """(the golden's release, the run's release, why a release bisect cannot
+    run or ""), from a verdict's manifests. A release is returned only when
+    it is a plain PEP 440 version: the manifests come from the run's side."""
+    from packaging.version import InvalidVersion, Version
+    found: dict[str, str | None] = {}
+    for side, what in (("reference", "the golden"), ("candidate", "the release under test")):
+        value = _manifest_release(verdict, side)
+        try:
+            found[side] = value if value and _PLAIN_RELEASE.fullmatch(value) and Version(value) else None
+        except InvalidVersion:
+            found[side] = None
+    good, bad = found["reference"], found["candidate"]
+    if good is None or bad is None:
+        side = "the golden" if good is None else "the release under test"
+        return good, bad, f"{side} names no engine release (a PEP 440 version) in its manifest"
+    if Version(good) == Version(bad):
+        return good, bad, (f"the golden and the check both ran on {bad}, so no release moved; the drift comes "
+                           "from the engine args, the model or the hardware")
+    if Version(good) > Version(bad):
+        return good, bad, f"the release under test {bad} is older than the golden's {good}"
+    return good, bad, ""
 
 
 # ---------------------------------------------------------------- predicate

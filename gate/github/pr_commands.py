@@ -1,0 +1,652 @@
+"""`/parity-gate accept|diagnose|bisect` in a pull request comment
+(docs/github.md, "Commands in PR comments").
+
+Split like the rest of the gate, so no write token is ever near the engine
+(examples/workflows/pr-commands.yml):
+
+- `parity-gate pr-command plan` (a hosted job, with the token) reads the
+  `issue_comment` event, acknowledges the command with an 👀 reaction, asks
+  GitHub whether the commenter may write to the repository, finds the PR's
+  latest gate result (the run the required status links to, whose head sha
+  must be the PR's), downloads its artifact, and decides what the GPU job
+  runs. A refusal is answered in the sticky comment, never silently.
+- the GPU job runs `record`, `diagnose` or `bisect` with no token at all.
+- `parity-gate pr-command answer` (a hosted job, with the token) reads what
+  the GPU job wrote: for `accept`, commits the new golden's files to the PR
+  branch through the contents API (same-repository PRs) or points at the
+  artifact (forks); for `diagnose` and `bisect`, says what they found. The
+  answer goes into the sticky comment, and a 👍 or 😕 on the command.
+
+Only results the required status context links to are used: on a fork's PR
+that status comes from the trusted path (gate-trusted.yml), never from a
+workflow the fork controls.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, TextIO
+
+import requests
+
+from gate.core.errors import EXIT_INFRA, EXIT_PASS, BadInput, InfraError
+from gate.core.fsutil import atomic_write_text
+from gate.core.verdict import read_verdict
+from gate.github.api import ApiError, GitHubAPI, MaybeApplied, PermissionDenied
+from gate.github.context import ResultOrigin, context_from_env, read_event
+from gate.github.outcome import COMMENT_LIMIT, comment_marker, one_line
+from gate.github.publish import Runtime, check_runner_files
+from gate.github.workflow_commands import annotation, write_outputs
+from gate.report.markdown import md_inline
+from gate.studies.bisect import release_pair
+
+__all__ = ["Command", "CommentEvent", "Plan", "Options", "Desk", "COMMANDS", "WRITE_ROLES", "parse_command",
+           "comment_event", "with_reply", "git_blob_sha", "add_arguments", "run", "PLAN_FILE"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/parity-gate"
+COMMANDS = {
+    "accept": "re-record the golden on the vLLM this PR pins and commit it to the PR branch",
+    "diagnose": "rerun the ablations of the failing check and name the knob that restores parity",
+    "bisect": "name the first vLLM release between the golden's and this PR's that moves the verdict",
+}
+WRITE_ROLES = ("admin", "maintain", "write")
+PLAN_FILE = "plan.json"
+PLAN_SCHEMA = "parity-gate/pr-command"
+RESULT_ARTIFACT = "parity-gate-result"
+REPLY_BEGIN = "<!-- parity-gate-reply:begin -->"
+REPLY_END = "<!-- parity-gate-reply:end -->"
+_REPLY_LIMIT = 6000                     # characters of one reply: the report keeps the rest
+ARTIFACT_LIMIT = 1 << 30                # bytes of a result artifact's zip, and of what it unpacks to
+FILE_LIMIT = 50 << 20                   # bytes of one golden file committed through the contents API
+_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,40}$")
+_COMMAND_LINE = re.compile(r"^/parity-gate(?:[ \t]+(?P<rest>.*))?$")
+_FENCE = re.compile(r"^(```|~~~)")
+
+
+# ---------------------------------------------------------------- parsing (pure)
+@dataclass(frozen=True)
+class Command:
+    name: str                  # "accept", "diagnose", "bisect", or what was written ("" for none)
+    args: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        return self.name in COMMANDS and not self.args
+
+
+def parse_command(body: str) -> Command | None:
+    """The first line that starts with `/parity-gate` (outside code blocks
+    and quotes: a quoted or pasted command runs nothing), or None when the
+    comment holds no command."""
+    fenced = False
+    for raw in (body or "").splitlines():
+        line = raw.strip()
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith(">"):
+            continue
+        m = _COMMAND_LINE.match(line)
+        if m:
+            words = (m["rest"] or "").split()
+            return Command(words[0].lower() if words else "", tuple(words[1:]))
+    return None
+
+
+@dataclass(frozen=True)
+class CommentEvent:
+    """The facts of an `issue_comment` event the commands act on."""
+
+    action: str
+    comment_id: int
+    body: str
+    author: str
+    author_is_bot: bool
+    number: int
+    on_pull_request: bool
+
+
+def comment_event(event_name: str | None, payload: Mapping[str, Any], where: str) -> CommentEvent:
+    hint = "run 'parity-gate pr-command plan' from a workflow on issue_comment (examples/workflows/pr-commands.yml)"
+    if event_name != "issue_comment":
+        raise BadInput(f"GITHUB_EVENT_NAME={event_name or '(unset)'}: pr-command reads an issue_comment event", hint)
+    comment, issue = payload.get("comment"), payload.get("issue")
+    if not isinstance(comment, Mapping) or not isinstance(issue, Mapping):
+        raise BadInput(f"{where}: not an issue_comment payload (no 'comment' or 'issue')", hint)
+    user = comment.get("user") if isinstance(comment.get("user"), Mapping) else {}
+    cid, number, login = comment.get("id"), issue.get("number"), user.get("login")
+    for name, value in (("comment.id", cid), ("issue.number", number)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise BadInput(f"{where}: {name} must be a positive integer, got {value!r}", hint)
+    if not isinstance(login, str) or not login:
+        raise BadInput(f"{where}: comment.user.login is missing", hint)
+    return CommentEvent(str(payload.get("action") or ""), cid, str(comment.get("body") or ""), login,
+                        user.get("type") == "Bot" or login.endswith("[bot]"), number,
+                        isinstance(issue.get("pull_request"), Mapping))
+
+
+# ---------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Plan:
+    """What `plan` decided, for the GPU job and for `answer` (PLAN_DIR/plan.json,
+    written by the hosted plan job: the GPU job never writes it)."""
+
+    command: str
+    repository: str
+    pr_number: int
+    comment_id: int
+    commenter: str
+    head_sha: str
+    head_ref: str
+    fork: bool
+    gate_run_id: int
+    gate_run_url: str
+    headline: str                  # the failing check's headline, as the verdict said it
+    golden_release: str | None
+    run_release: str | None
+    status_context: str
+    golden_path: str
+    suite_path: str
+    schema: str = field(default=PLAN_SCHEMA)
+
+    def write(self, folder: Path) -> None:
+        atomic_write_text(Path(folder) / PLAN_FILE, json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> "Plan":
+        path = Path(folder) / PLAN_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("schema") != PLAN_SCHEMA:
+                raise ValueError("not a parity-gate pr-command plan")
+            return cls(**data)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise BadInput(f"{path}: cannot read the plan ({exc})",
+                           "pass --plan the folder 'parity-gate pr-command plan --out' wrote") from None
+
+
+@dataclass(frozen=True)
+class Options:
+    status_context: str = "parity-gate"
+    golden_path: str = "parity/golden"
+    suite_path: str = "parity/suite.yaml"
+    artifact_name: str = RESULT_ARTIFACT
+    comment_author: str | None = None
+
+
+class Refusal(Exception):
+    """A command that will not run, or did not work: the reply says why and
+    what to do; `exit_code` is the step's (3 when something failed)."""
+
+    def __init__(self, reply: str, exit_code: int = EXIT_PASS) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.exit_code = exit_code
+
+
+def with_reply(body: str | None, marker: str, reply: str) -> str:
+    """The sticky comment's body with `reply` as its last section (an older
+    reply replaced), within GitHub's 65,536 characters: the report above it
+    is cut to fit, never the reply."""
+    section = f"{REPLY_BEGIN}\n---\n\n{reply.strip()}\n{REPLY_END}\n"
+    base = body or f"{marker}\n## parity-gate\n"
+    start = base.find(REPLY_BEGIN)
+    if start >= 0:
+        end = base.find(REPLY_END, start)
+        base = base[:start] + (base[end + len(REPLY_END):] if end >= 0 else "")
+    base = base.rstrip("\n") + "\n\n"
+    if len(base) + len(section) > COMMENT_LIMIT:
+        note = "\n\n*(report cut to make room for the reply below; the full report is in the workflow run)*\n\n"
+        base = base[: COMMENT_LIMIT - len(section) - len(note)] + note
+    if marker not in base:
+        base = f"{marker}\n{base}"
+    return (base + section)[:COMMENT_LIMIT]
+
+
+def git_blob_sha(data: bytes) -> str:
+    """The blob sha git and the contents API give these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _code(text: str) -> str:
+    return "`" + md_inline(text, 80).replace("`", "") + "`"
+
+
+def _who(login: str) -> str:
+    return "@" + md_inline(login, 60)
+
+
+def _usage() -> str:
+    return "\n".join(f"- `{PREFIX} {name}`: {what}" for name, what in COMMANDS.items())
+
+
+def _unpack(data: bytes, dest: Path) -> None:
+    """An artifact's zip into `dest`: regular files only, relative paths
+    that stay inside, at most ARTIFACT_LIMIT bytes unpacked."""
+    try:
+        archive = zipfile.ZipFile(BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise Refusal(f"The result artifact is not a zip archive ({exc})") from None
+    total = 0
+    for info in members:
+        name = PurePosixPath(info.filename)
+        mode = info.external_attr >> 16
+        if info.is_dir():
+            continue
+        if name.is_absolute() or ".." in name.parts or "\\" in info.filename or stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise Refusal(f"The result artifact holds {md_inline(info.filename, 80)!s}, which is not a plain "
+                          "relative file; it is not used")
+        total += info.file_size
+        if total > ARTIFACT_LIMIT:
+            raise Refusal(f"The result artifact unpacks to more than {ARTIFACT_LIMIT} bytes; it is not used")
+        target = dest.joinpath(*name.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(info) as src, open(target, "xb") as out:
+            shutil.copyfileobj(src, out)
+
+
+# ---------------------------------------------------------------- the desk
+class Desk:
+    """Answers one command: every remote call goes through `api`, every
+    answer into the PR's sticky comment."""
+
+    def __init__(self, api: GitHubAPI, repository: str, server_url: str, options: Options, out: TextIO,
+                 run_url: str | None = None) -> None:
+        self.api = api
+        self.repo = repository
+        self.server_url = server_url.rstrip("/")
+        self.options = options
+        self.out = out
+        self.run_url = run_url
+
+    # --- answering -------------------------------------------------------
+    def react(self, comment_id: int, content: str) -> None:
+        try:
+            self.api.add_reaction(self.repo, comment_id, content)
+        except ApiError as exc:  # a reaction is a courtesy; the reply says the same
+            log.warning("could not react %s to comment %d: %s", content, comment_id, exc.what)
+
+    def reply(self, number: int, text: str) -> None:
+        """`text` as the last section of the sticky comment of `number` (the
+        one with the context's marker, written by the token's own identity),
+        created when there is none."""
+        marker = comment_marker(self.options.status_context)
+        if len(text) > _REPLY_LIMIT:
+            text = text[: _REPLY_LIMIT - 20] + "\n\n*(cut)*\n"
+        if self.run_url:
+            text = text.rstrip("\n") + f"\n\n<sub>[command run]({self.run_url})</sub>\n"
+        login = self.options.comment_author or self.api.token_login()
+
+        def find() -> dict[str, Any] | None:
+            return next((c for c in self.api.issue_comments(self.repo, number)
+                         if (c.get("user") or {}).get("login") == login and marker in (c.get("body") or "")), None)
+
+        def update(existing: dict[str, Any]) -> dict[str, Any]:
+            return self.api.update_comment(self.repo, existing["id"], with_reply(existing.get("body"), marker, text))
+
+        existing = find()
+        if existing is not None:
+            update(existing)
+            return
+
+        def lookup() -> dict[str, Any] | None:
+            found = find()
+            return update(found) if found is not None else None
+
+        self.api.create_once("create the pull request comment",
+                             lambda: self.api.create_comment(self.repo, number, with_reply(None, marker, text)),
+                             lookup)
+
+    def refuse(self, ev_number: int, comment_id: int, command: str, why: str) -> None:
+        self.react(comment_id, "confused")
+        self.reply(ev_number, f"**`{PREFIX} {md_inline(command, 30).replace('`', '')}`**: not run. {why}")
+        self.out.write(annotation("notice", f"{PREFIX} {command}: not run: {one_line(why, 600)}", "parity-gate"))
+
+    # --- plan ------------------------------------------------------------
+    def plan(self, ev: CommentEvent, work: Path) -> Plan | None:
+        """None when nothing runs (no command, an edit, or a refusal, which
+        is answered here); else the plan, with the result artifact unpacked
+        into WORK/result."""
+        if ev.action != "created":
+            log.info("comment %s, not created: commands run from new comments only", ev.action or "(no action)")
+            return None
+        cmd = parse_command(ev.body)
+        if cmd is None:
+            log.info("comment %d holds no %s command", ev.comment_id, PREFIX)
+            return None
+        self.react(ev.comment_id, "eyes")
+        shown = " ".join((cmd.name, *cmd.args)).strip() or "(nothing)"
+        try:
+            return self._plan(ev, cmd, work)
+        except Refusal as refusal:
+            self.refuse(ev.number, ev.comment_id, shown, refusal.reply)
+            return None
+
+    def _plan(self, ev: CommentEvent, cmd: Command, work: Path) -> Plan:
+        me = self.options.comment_author or self.api.token_login()
+        if ev.author_is_bot or ev.author == me:
+            raise Refusal(f"The comment is by {_who(ev.author)}, a bot; commands are run for people only.")
+        if not ev.on_pull_request:
+            raise Refusal(f"#{ev.number} is an issue; commands work in pull request comments only.")
+        if not cmd.known:
+            what = (f"{_code(' '.join((cmd.name, *cmd.args)))} is not a command" if cmd.name
+                    else "No command was given")
+            raise Refusal(f"{what}. The commands (no arguments):\n\n{_usage()}")
+        try:
+            role = self.api.collaborator_role(self.repo, ev.author)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            role = "none"
+        if role not in WRITE_ROLES:
+            raise Refusal(f"{_who(ev.author)} has the role `{md_inline(role, 20)}` on this repository; "
+                          f"`{PREFIX} {cmd.name}` needs write, maintain or admin (it runs on the GPU runner"
+                          f"{' and commits to the branch' if cmd.name == 'accept' else ''}). Ask a maintainer "
+                          "to comment it.")
+        pull = self.api.pull(self.repo, ev.number)
+        head = pull.get("head") or {}
+        head_sha, head_ref = head.get("sha"), head.get("ref")
+        if not (isinstance(head_sha, str) and re.fullmatch(r"[0-9a-f]{40}", head_sha) and isinstance(head_ref, str)):
+            raise InfraError(f"GitHub GET /repos/{self.repo}/pulls/{ev.number}: no head sha or ref in the answer")
+        # Fail closed: a head repository GitHub does not name (a deleted fork) is a fork's.
+        fork = ((head.get("repo") or {}).get("full_name") if isinstance(head.get("repo"), Mapping) else None) \
+            != self.repo
+        run_id, run_url = self._failing_run(cmd.name, head_sha)
+        result = work / "result"
+        self._download(run_id, result)
+        try:
+            verdict = read_verdict(result)
+            origin = ResultOrigin.read(result)
+        except BadInput as exc:
+            raise Refusal(f"The result of [run {run_id}]({run_url}) cannot be read: "
+                          f"{md_inline(exc.what, 300)}. Re-run the gate.") from None
+        if origin is None or origin.head_sha != head_sha:
+            raise Refusal(f"The result of [run {run_id}]({run_url}) was computed for "
+                          f"{(origin.head_sha if origin else None) or 'an unknown commit'}, not for the PR's head "
+                          f"{head_sha}. Wait for the gate on the head commit, then comment again.")
+        if verdict.get("verdict") == "pass":
+            raise Refusal(f"The result of [run {run_id}]({run_url}) passes: nothing to {cmd.name}.")
+        good, bad, why = release_pair(verdict)
+        if cmd.name == "accept" and bad is None:
+            raise Refusal(f"The run names no vLLM release to record on ({md_inline(why, 200)}).")
+        if cmd.name == "bisect" and why:
+            raise Refusal(f"Nothing to bisect: {md_inline(why, 300)}. `{PREFIX} diagnose` moves the engine args "
+                          "back one at a time instead.")
+        plan = Plan(cmd.name, self.repo, ev.number, ev.comment_id, ev.author, head_sha, head_ref, fork, run_id,
+                    run_url, one_line(str(verdict.get("headline") or "FAIL"), 300), good, bad,
+                    self.options.status_context, self.options.golden_path, self.options.suite_path)
+        plan.write(work)
+        doing = {"accept": f"re-recording the golden on vLLM {bad}",
+                 "diagnose": "rerunning the ablations of the failing check",
+                 "bisect": f"bisecting vLLM {good} → {bad}"}[cmd.name]
+        self.reply(ev.number, f"**`{PREFIX} {cmd.name}`** by {_who(ev.author)}: {doing} (the result of "
+                              f"[run {run_id}]({run_url}) on {head_sha[:12]}). The answer comes here.")
+        return plan
+
+    def _failing_run(self, command: str, head_sha: str) -> tuple[int, str]:
+        """The run the required status on the head commit links to, when that
+        status says the check failed."""
+        context = self.options.status_context
+        data = self.api.combined_status(self.repo, head_sha)
+        status = next((s for s in (data or {}).get("statuses") or [] if s.get("context") == context), None)
+        if status is None:
+            raise Refusal(f"There is no `{md_inline(context, 100)}` status on the PR's head {head_sha} yet. "
+                          "Wait for the gate, then comment again.")
+        state = status.get("state")
+        desc = md_inline(str(status.get("description") or ""), 140)
+        if state == "pending":
+            raise Refusal(f"The gate is still running on {head_sha} ({desc}). Comment again when it has failed.")
+        if state == "success":
+            raise Refusal(f"The gate passed on {head_sha}: nothing to {command}.")
+        if state != "failure":
+            raise Refusal(f"The gate ended in `{md_inline(state, 20)}` on {head_sha}, without a verdict ({desc}): "
+                          f"nothing to {command}. Fix what the run's log says and re-run it.")
+        url = str(status.get("target_url") or "")
+        m = re.fullmatch(rf"{re.escape(self.server_url)}/{re.escape(self.repo)}/actions/runs/(\d+)"
+                         r"(?:/attempts/\d+)?", url)
+        if not m:
+            raise Refusal(f"The failing `{md_inline(context, 100)}` status on {head_sha} links to no workflow run "
+                          f"of this repository ({md_inline(url or 'no link', 120)}), so its result cannot be found.")
+        return int(m[1]), url
+
+    def _download(self, run_id: int, dest: Path) -> None:
+        name = self.options.artifact_name
+        found = [a for a in self.api.run_artifacts(self.repo, run_id, name) if a.get("name") == name]
+        live = [a for a in found if not a.get("expired")]
+        if not live:
+            gone = "has expired" if found else "does not exist"
+            raise Refusal(f"The artifact `{md_inline(name, 60)}` of run {run_id} {gone}. Re-run the gate, then "
+                          "comment again.")
+        try:
+            data = self.api.download_artifact(self.repo, int(live[-1]["id"]), ARTIFACT_LIMIT)
+        except ApiError as exc:
+            if exc.status == 410:
+                raise Refusal(f"The artifact `{md_inline(name, 60)}` of run {run_id} has expired. Re-run the gate, "
+                              "then comment again.") from None
+            raise
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        _unpack(data, dest)
+
+    # --- answer ----------------------------------------------------------
+    def answer(self, plan: Plan, work: Path, exit_code: int, artifact_url: str | None) -> int:
+        """Say what the GPU job's run of the command gave; for accept, commit
+        the golden first. Returns the exit code: 0 answered, 3 when the
+        command itself failed (answered too)."""
+        try:
+            if plan.command == "accept":
+                text = self._accept(plan, work, exit_code, artifact_url)
+            elif plan.command == "diagnose":
+                text = self._diagnosed(plan, work, exit_code)
+            else:
+                text = self._bisected(plan, work, exit_code)
+        except Refusal as refusal:
+            self.refuse(plan.pr_number, plan.comment_id, plan.command, refusal.reply)
+            return refusal.exit_code
+        self.react(plan.comment_id, "+1")
+        self.reply(plan.pr_number, f"**`{PREFIX} {plan.command}`** by {_who(plan.commenter)}: {text}")
+        return EXIT_PASS
+
+    def _failed(self, plan: Plan, work: Path, exit_code: int, what: str) -> Refusal:
+        line = ""
+        error = work / "error.json"
+        if error.is_file():
+            try:
+                line = str(json.loads(error.read_text(encoding="utf-8")).get("error") or "")
+            except (OSError, ValueError):
+                line = ""
+        return Refusal(f"{what} failed (exit {exit_code}){': ' + md_inline(line, 300) if line else ''}; "
+                       "see the command run's log.", EXIT_INFRA)
+
+    def _accept(self, plan: Plan, golden: Path, exit_code: int, artifact_url: str | None) -> str:
+        if exit_code != 0:
+            raise self._failed(plan, golden, exit_code, f"Recording the golden on vLLM {plan.run_release}")
+        files = sorted(p for p in golden.rglob("*") if p.is_file() and not p.is_symlink()) if golden.is_dir() else []
+        if not any(p.name == "traces.jsonl" for p in files):
+            raise Refusal("The GPU job left no golden (no traces.jsonl); see the command run's log.")
+        what = (f"what moved: {md_inline(plan.headline, 300)} (golden on vLLM {plan.golden_release}, "
+                f"this PR on {plan.run_release})")
+        if plan.fork:
+            where = f"[the artifact]({artifact_url})" if artifact_url else "the command run's artifact"
+            return (f"re-recorded the golden on vLLM {plan.run_release}; {what}. This PR comes from a fork, which "
+                    f"this workflow cannot push to: download {where}, unpack it into `{plan.golden_path}/` of the "
+                    "PR branch, commit and push. The gate then compares against the base branch's golden until "
+                    "the PR merges; a maintainer's accept is the record that the drift was meant.")
+        pull = self.api.pull(plan.repository, plan.pr_number)
+        now = (pull.get("head") or {}).get("sha")
+        if now != plan.head_sha:
+            raise Refusal(f"The PR moved on to {now} while the golden was recorded for {plan.head_sha}; nothing was "
+                          "committed. Wait for the gate on the new head, then comment again.")
+        for path in files:
+            if path.stat().st_size > FILE_LIMIT:
+                raise Refusal(f"`{md_inline(path.name, 60)}` is {path.stat().st_size} bytes, over the "
+                              f"{FILE_LIMIT >> 20} MiB this command commits through the API; nothing was committed. "
+                              "Store goldens that large with Git LFS or as a release asset (docs/github.md).")
+        changed, same, commit = [], [], None
+        message = (f"parity-gate: accept the golden re-recorded on vLLM {plan.run_release}\n\n"
+                   f"Accepted by @{plan.commenter} in #{plan.pr_number} (was vLLM {plan.golden_release}): "
+                   f"{plan.headline}")
+        for path in files:
+            rel = path.relative_to(golden).as_posix()
+            remote = f"{plan.golden_path.rstrip('/')}/{rel}"
+            data = path.read_bytes()
+            sha = self.api.file_sha(plan.repository, remote, plan.head_ref)
+            if sha == git_blob_sha(data):
+                same.append(rel)
+                continue
+            try:
+                answer = self.api.put_file(plan.repository, remote, base64.b64encode(data).decode("ascii"),
+                                           message=message, branch=plan.head_ref, sha=sha)
+            except MaybeApplied:
+                if self.api.file_sha(plan.repository, remote, plan.head_ref) != git_blob_sha(data):
+                    raise
+                answer = {"commit": {"sha": (self.api.pull(plan.repository, plan.pr_number).get("head") or {})
+                                     .get("sha")}}
+            except PermissionDenied as exc:
+                raise Refusal(f"GitHub refused the commit to `{md_inline(plan.head_ref, 100)}` (HTTP {exc.status}); "
+                              "nothing was committed. The answer job needs `contents: write` (and a token that "
+                              "may push to the branch: protected branches refuse it).", EXIT_INFRA) from None
+            except ApiError as exc:
+                if exc.status == 409:
+                    done = f" ({', '.join(changed)} already committed)" if changed else ""
+                    raise Refusal(f"The branch `{md_inline(plan.head_ref, 100)}` moved while the golden was "
+                                  f"committed{done}. Comment again on the new head.") from None
+                raise
+            changed.append(rel)
+            commit = (answer.get("commit") or {}).get("sha") or commit
+        if not changed:
+            raise Refusal(f"Nothing to accept: `{md_inline(plan.golden_path, 100)}/` on "
+                          f"`{md_inline(plan.head_ref, 100)}` already is what vLLM {plan.run_release} records.")
+        if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit):
+            # The maintainer's word is the verdict on the commit the accept made
+            # (and on that one only: any later push is gated again).
+            try:
+                self.api.create_status(plan.repository, commit, state="success", context=plan.status_context,
+                                       description=one_line(f"accepted by @{plan.commenter}: golden re-recorded "
+                                                            f"on vLLM {plan.run_release}", 140),
+                                       target_url=self.run_url)
+            except ApiError as exc:
+                log.warning("could not post the accepted status on %s: %s", commit, exc.what)
+        files_note = ", ".join(f"`{md_inline(f, 60)}`" for f in changed)
+        if same:
+            files_note += f" ({len(same)} unchanged)"
+        return (f"accepted. Re-recorded the golden on vLLM {plan.run_release} and committed {files_note} to "
+                f"`{md_inline(plan.head_ref, 100)}` in {commit}; {what}. The `{md_inline(plan.status_context, 60)}` "
+                "status on that commit says who accepted it; a later push is gated again.")
+
+    def _diagnosed(self, plan: Plan, result: Path, exit_code: int) -> str:
+        if exit_code != 0:
+            raise self._failed(plan, result, exit_code, "The diagnosis")
+        try:
+            diagnosis = read_verdict(result).get("diagnosis")
+        except BadInput as exc:
+            raise Refusal(f"The diagnosis left no readable verdict: {md_inline(exc.what, 300)}") from None
+        if not isinstance(diagnosis, Mapping) or not diagnosis.get("summary"):
+            raise Refusal("The diagnosis wrote nothing into verdict.json; see the command run's log.")
+        lines = [f"{md_inline(diagnosis['summary'], 1500)}", ""]
+        findings = [f for f in diagnosis.get("findings") or [] if isinstance(f, Mapping)]
+        if findings:
+            lines += ["| ablation | restores parity | detail |", "|---|---|---|"]
+            for f in findings[:20]:
+                lines.append(f"| {md_inline(f.get('cause') or f.get('ablation'), 120)} | "
+                             f"{'yes' if f.get('restores_parity') else 'no'} | {md_inline(f.get('detail') or '', 300)} |")
+        return "\n".join(lines)
+
+    def _bisected(self, plan: Plan, out: Path, exit_code: int) -> str:
+        if exit_code not in (0, 1):
+            raise self._failed(plan, out, exit_code, f"The bisect of vLLM {plan.golden_release} → {plan.run_release}")
+        try:
+            doc = json.loads((out / "bisect.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise Refusal("The bisect left no readable bisect.json; see the command run's log.") from None
+        first = doc.get("first_bad") if isinstance(doc, dict) else None
+        if exit_code == 0 or not isinstance(first, str):
+            return (f"nothing fails at vLLM {plan.run_release} when the bisect checks it again (a flaky check?); "
+                    "see the command run's artifact.")
+        probes = [p for p in doc.get("probes") or [] if isinstance(p, Mapping)]
+        unchanged = [str(p.get("name")) for p in probes if p.get("moved") is False]
+        notes = doc.get("release_notes")
+        line = f"first drifting release: **{md_inline(first, 40)}**"
+        if isinstance(notes, str) and notes.startswith("https://github.com/"):
+            line += f" ([release notes]({notes}))"
+        if unchanged:
+            line += f"; {md_inline(', '.join(unchanged), 300)} unchanged"
+        return line + "."
+
+
+# ---------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser, name: str = "pr-command") -> None:
+    sub = parser.add_subparsers(dest="step", metavar="STEP", required=True)
+    plan = sub.add_parser("plan", help="read the issue_comment event, answer refusals, decide what the GPU job runs")
+    plan.add_argument("--event", default=None, metavar="PATH", help="the event payload (default: GITHUB_EVENT_PATH)")
+    plan.add_argument("--out", required=True, type=Path, help="folder for plan.json and the PR's result")
+    plan.add_argument("--suite", default=Options.suite_path, help="the suite's path in the repository")
+    plan.add_argument("--golden", default=Options.golden_path, help="the golden's path in the repository")
+    plan.add_argument("--artifact-name", default=RESULT_ARTIFACT, help="the gate run's result artifact")
+    answer = sub.add_parser("answer", help="commit an accepted golden, and answer in the sticky comment")
+    answer.add_argument("--plan", required=True, type=Path, help="the folder 'pr-command plan --out' wrote")
+    answer.add_argument("--work", required=True, type=Path,
+                        help="what the GPU job wrote: the golden (accept), the result (diagnose), the bisect folder")
+    answer.add_argument("--exit-code", required=True, type=int, help="the GPU job's command's exit code")
+    answer.add_argument("--artifact-url", default=None, help="accept from a fork: where the new golden is")
+    for p in (plan, answer):
+        p.add_argument("--status-context", default="parity-gate", help="the required status context")
+        p.add_argument("--comment-author", default=None, metavar="LOGIN",
+                       help="the login the token comments as (default: asked of GitHub)")
+
+
+def pr_command(args: argparse.Namespace, rt: Runtime) -> int:
+    ctx = context_from_env(rt.env)
+    check_runner_files(ctx)
+    if not ctx.token:
+        raise BadInput("GITHUB_TOKEN is not set: pr-command answers on the pull request",
+                       "run it in the hosted job with pull-requests: write (examples/workflows/pr-commands.yml)")
+    if not ctx.repository:
+        raise BadInput("GITHUB_REPOSITORY is not set", "run it inside a GitHub Actions job")
+    api = rt.api(ctx)
+    if args.step == "plan":
+        options = Options(args.status_context, args.golden, args.suite, args.artifact_name, args.comment_author)
+    else:
+        plan = Plan.read(args.plan)
+        if plan.repository != ctx.repository:
+            raise BadInput(f"{args.plan}/{PLAN_FILE}: planned for {plan.repository}, this is {ctx.repository}")
+        options = Options(plan.status_context, plan.golden_path, plan.suite_path,
+                          comment_author=args.comment_author)
+    desk = Desk(api, ctx.repository, ctx.server_url, options, rt.stdout, ctx.run_url)
+    try:
+        if args.step == "answer":
+            return desk.answer(plan, Path(args.work), args.exit_code, args.artifact_url)
+        event_path = args.event or rt.env.get("GITHUB_EVENT_PATH")
+        ev = comment_event(ctx.event_name or ("issue_comment" if args.event else None), read_event(event_path),
+                           event_path or "GITHUB_EVENT_PATH")
+        args.out.mkdir(parents=True, exist_ok=True)
+        planned = desk.plan(ev, args.out)
+    except PermissionDenied as exc:
+        raise InfraError(f"{exc.what}", "the job needs pull-requests: write (reactions, the sticky comment) and, "
+                                        "for accept, contents: write") from None
+    outputs = {"run": "false"}
+    if planned is not None:
+        outputs = {"run": "true", "command": planned.command, "pr": str(planned.pr_number),
+                   "head-sha": planned.head_sha, "head-ref": planned.head_ref, "fork": str(planned.fork).lower(),
+                   "vllm": planned.run_release or "", "golden-vllm": planned.golden_release or ""}
+    write_outputs(ctx.output_path, outputs)
+    return EXIT_PASS
+
+
+def run(args: argparse.Namespace) -> int:
+    with requests.Session() as session:
+        return pr_command(args, Runtime.real(session))
