@@ -1136,6 +1136,25 @@ def _(ctx):
     return ["publish", "result"]
 
 
+@case("pr-command-not-issue-comment", "GITHUB_EVENT_NAME=pull_request: pr-command reads an issue_comment event")
+def _(ctx):
+    ctx.env.update(GITHUB_EVENT_NAME="pull_request", GITHUB_TOKEN="t0ken", GITHUB_REPOSITORY="o/r")
+    return ["pr-command", "plan", "--out", "command"]
+
+
+@case("pr-command-no-token", "GITHUB_TOKEN is not set: pr-command answers on the pull request")
+def _(ctx):
+    ctx.env.update(GITHUB_EVENT_NAME="issue_comment", GITHUB_REPOSITORY="o/r")
+    return ["pr-command", "plan", "--out", "command"]
+
+
+@case("pr-command-no-plan", "plan/plan.json: cannot read the plan")
+def _(ctx):
+    (ctx.d / "plan").mkdir()
+    ctx.env.update(GITHUB_EVENT_NAME="issue_comment", GITHUB_TOKEN="t0ken", GITHUB_REPOSITORY="o/r")
+    return ["pr-command", "answer", "--plan", "plan", "--work", "golden", "--exit-code", "0"]
+
+
 @case("golden-other-suite", "--golden golden shares no (config, prompt id) with suite 'suite' (suite.yaml): "
                             "it was recorded from suite 'other'")
 def _(ctx):
