@@ -57,7 +57,7 @@ def test_workflow_files__action_yml_matches_the_github_actions_schema():
 
 def test_workflow_files__examples_match_the_github_workflows_schema():
     assert {p.name for p in WORKFLOWS} == {"gate.yml", "gate-trusted.yml", "publish.yml", "rerecord.yml",
-                                           "sharded.yml"}
+                                           "sharded.yml", "pr-commands.yml"}
     _check_jsonschema("vendor.github-workflows", WORKFLOWS)
 
 
@@ -184,3 +184,28 @@ def test_workflow_files__sharded_runs_a_matrix_without_a_token_and_one_merge_pos
     script = next(s for s in merge["steps"] if s.get("id") == "merge")["run"]
     assert "parity-gate merge" in script and "--golden base/parity/golden" in script and "for i in 1 2 3 4" in script
     assert "parity-gate publish merged" in merge["steps"][-1]["run"]
+
+
+def test_workflow_files__pr_commands_compute_without_a_token_and_answer_from_a_hosted_job():
+    wf = _load("pr-commands.yml")
+    on = wf.get("on") or wf.get(True)
+    assert on == {"issue_comment": {"types": ["created"]}}
+    assert wf["permissions"] == {}
+    assert wf["concurrency"] == {"group": "parity-gate-command-${{ github.event.issue.number }}",
+                                 "cancel-in-progress": False}
+    plan, compute, answer = wf["jobs"]["plan"], wf["jobs"]["compute"], wf["jobs"]["answer"]
+    assert plan["runs-on"] == answer["runs-on"] == "ubuntu-latest"
+    assert "pr-command plan" in plan["steps"][2]["run"] and plan["steps"][2]["env"] == {
+        "GITHUB_TOKEN": "${{ github.token }}"}
+    # The GPU job: only for a pull request, a read-only token, none in the container.
+    assert "github.event.issue.pull_request" in compute["if"]
+    assert "self-hosted" in compute["runs-on"] and compute["permissions"] == {"contents": "read"}
+    for step in compute["steps"]:
+        assert "GITHUB_TOKEN" not in json.dumps(step.get("env") or {}) and "github.token" not in json.dumps(step)
+    run = next(s for s in compute["steps"] if "docker run" in s.get("run", ""))["run"]
+    assert "-e GITHUB_TOKEN" not in run and "--env-file" not in run
+    # A fork's head is never checked out on the GPU runner.
+    checkout = next(s for s in compute["steps"] if s.get("uses", "").startswith("actions/checkout"))
+    assert "needs.plan.outputs.fork == 'false'" in checkout["with"]["ref"]
+    assert answer["if"] == "always() && needs.plan.outputs.run == 'true'"
+    assert answer["permissions"]["contents"] == "write" and "pr-command answer" in answer["steps"][-1]["run"]
