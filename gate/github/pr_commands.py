@@ -315,6 +315,15 @@ class Desk:
         self.reply(ev_number, f"**`{PREFIX} {md_inline(command, 30).replace('`', '')}`**: not run. {why}")
         self.out.write(annotation("notice", f"{PREFIX} {command}: not run: {one_line(why, 600)}", "parity-gate"))
 
+    def _last_word(self, number: int, comment_id: int, command: str, exc: ApiError) -> None:
+        """GitHub failed half way: say so where that still works (the call
+        that failed may have been the reply itself)."""
+        try:
+            self.refuse(number, comment_id, command, f"GitHub failed while it ran: {md_inline(exc.what, 300)}. "
+                                                     "Comment again later.")
+        except ApiError as again:
+            log.warning("could not answer on #%d either: %s", number, again.what)
+
     # --- plan ------------------------------------------------------------
     def plan(self, ev: CommentEvent, work: Path) -> Plan | None:
         """None when nothing runs (no command, an edit, or a refusal, which
@@ -334,6 +343,9 @@ class Desk:
         except Refusal as refusal:
             self.refuse(ev.number, ev.comment_id, shown, refusal.reply)
             return None
+        except ApiError as exc:
+            self._last_word(ev.number, ev.comment_id, shown, exc)
+            raise
 
     def _plan(self, ev: CommentEvent, cmd: Command, work: Path) -> Plan:
         me = self.options.comment_author or self.api.token_login()
@@ -457,6 +469,9 @@ class Desk:
         except Refusal as refusal:
             self.refuse(plan.pr_number, plan.comment_id, plan.command, refusal.reply)
             return refusal.exit_code
+        except ApiError as exc:
+            self._last_word(plan.pr_number, plan.comment_id, plan.command, exc)
+            raise
         self.react(plan.comment_id, "+1")
         self.reply(plan.pr_number, f"**`{PREFIX} {plan.command}`** by {_who(plan.commenter)}: {text}")
         return EXIT_PASS

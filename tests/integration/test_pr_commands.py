@@ -424,3 +424,13 @@ def test_pr_commands__bisect_on_one_release_is_refused(world, session, tmp_path)
     _, outputs, _ = _plan(gh, tmp_path, session, "/parity-gate bisect")
     assert outputs == {"run": "false"}
     assert "Nothing to bisect: the golden and the check both ran on 0.32.0" in _sticky(gh)
+
+
+def test_pr_commands__github_failing_mid_plan_is_answered_and_exit_3(world, session, tmp_path):
+    gh = world
+    gh.fail("GET", r"/actions/runs/555/artifacts", status=404, times=1)  # a 4xx is not retried
+    with pytest.raises(pr_commands.InfraError) as raised:
+        _plan(gh, tmp_path, session, "/parity-gate diagnose")
+    assert raised.value.exit_code == 3
+    assert "GitHub failed while it ran: GitHub GET /repos/octo/gate/actions/runs/555/artifacts: HTTP 404" in _sticky(gh)
+    assert _reactions(gh) == ["eyes", "confused"]
