@@ -434,3 +434,37 @@ def test_pr_commands__github_failing_mid_plan_is_answered_and_exit_3(world, sess
     assert raised.value.exit_code == 3
     assert "GitHub failed while it ran: GitHub GET /repos/octo/gate/actions/runs/555/artifacts: HTTP 404" in _sticky(gh)
     assert _reactions(gh) == ["eyes", "confused"]
+
+
+def test_pr_commands__token_that_may_not_write_is_exit_3(world, session, tmp_path):
+    gh = world
+    gh.read_only = True  # every write refused, as for a job without issues/pull-requests: write
+    with pytest.raises(pr_commands.InfraError) as raised:
+        _plan(gh, tmp_path, session, "/parity-gate frobnicate")
+    assert raised.value.exit_code == 3 and "pull-requests: write" in raised.value.line()
+    assert gh.requests_to("POST", r"/reactions$")[0].status == 403
+    assert not gh.reactions
+
+
+def test_pr_commands__the_real_cli_plans_and_answers(world, tmp_path):
+    """`python -m gate pr-command plan` and `answer` as the workflow runs them."""
+    import os
+    import subprocess
+    import sys
+    gh = world
+    event = _event(tmp_path, gh, "/parity-gate accept")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
+    env.update(_env(gh, tmp_path, event), PYTHONWARNINGS="ignore")
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gate", "pr-command", *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    plan = cli("plan", "--out", "command")
+    assert plan.returncode == 0, plan.stderr
+    assert "run=true" in (tmp_path / "output").read_text()
+    _recorded_golden(tmp_path)
+    answer = cli("answer", "--plan", "command", "--work", "recorded", "--exit-code", "0")
+    assert answer.returncode == 0, answer.stderr
+    assert gh.file_at(REPO, "bump-vllm", "parity/golden/traces.jsonl") == b'{"header": "new"}\n'
+    assert _reactions(gh) == ["eyes", "+1"] and "accepted." in _sticky(gh)
