@@ -477,6 +477,9 @@ class Desk:
         return EXIT_PASS
 
     def _failed(self, plan: Plan, work: Path, exit_code: int, what: str) -> Refusal:
+        if not work.exists():
+            return Refusal(f"{what} did not finish: the GPU job left nothing (cancelled, timed out, or replaced "
+                           "by a later command on this PR). Comment again.", EXIT_INFRA)
         line = ""
         error = work / "error.json"
         if error.is_file():

@@ -468,3 +468,13 @@ def test_pr_commands__the_real_cli_plans_and_answers(world, tmp_path):
     assert answer.returncode == 0, answer.stderr
     assert gh.file_at(REPO, "bump-vllm", "parity/golden/traces.jsonl") == b'{"header": "new"}\n'
     assert _reactions(gh) == ["eyes", "+1"] and "accepted." in _sticky(gh)
+
+
+def test_pr_commands__gpu_job_that_left_nothing_is_answered(world, session, tmp_path):
+    gh = world
+    _, _, plan_dir = _plan(gh, tmp_path, session, "/parity-gate diagnose")
+    code, _ = _run(["answer", "--plan", str(plan_dir), "--work", str(tmp_path / "work" / "result"),
+                    "--exit-code", "3"], _env(gh, tmp_path), session)
+    assert code == 3
+    assert "The diagnosis did not finish: the GPU job left nothing" in _sticky(gh)
+    assert _reactions(gh) == ["eyes", "confused"]
