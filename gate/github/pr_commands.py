@@ -246,7 +246,8 @@ def _unpack(data: bytes, dest: Path) -> None:
         mode = info.external_attr >> 16
         if info.is_dir():
             continue
-        if name.is_absolute() or ".." in name.parts or "\\" in info.filename or stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+        leaves = name.is_absolute() or ".." in name.parts or "\\" in info.filename
+        if leaves or stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             raise Refusal(f"The result artifact holds {md_inline(info.filename, 80)!s}, which is not a plain "
                           "relative file; it is not used")
         total += info.file_size
@@ -580,8 +581,9 @@ class Desk:
         if findings:
             lines += ["| ablation | restores parity | detail |", "|---|---|---|"]
             for f in findings[:20]:
-                lines.append(f"| {md_inline(f.get('cause') or f.get('ablation'), 120)} | "
-                             f"{'yes' if f.get('restores_parity') else 'no'} | {md_inline(f.get('detail') or '', 300)} |")
+                restores = "yes" if f.get("restores_parity") else "no"
+                lines.append(f"| {md_inline(f.get('cause') or f.get('ablation'), 120)} | {restores} | "
+                             f"{md_inline(f.get('detail') or '', 300)} |")
         return "\n".join(lines)
 
     def _bisected(self, plan: Plan, out: Path, exit_code: int) -> str:

@@ -128,7 +128,7 @@ def test_pr_commands__accept_same_repo_commits_golden_and_answers(world, session
     assert (outputs["vllm"], outputs["golden-vllm"], outputs["fork"]) == ("0.33.0", "0.32.0", "false")
     assert (outputs["head-sha"], outputs["head-ref"]) == (HEAD, "bump-vllm")
     assert (plan_dir / "result" / "verdict.json").is_file()  # the failing run's artifact, unpacked
-    assert gh.requests_to("GET", rf"/collaborators/alice/permission$")
+    assert gh.requests_to("GET", r"/collaborators/alice/permission$")
     assert _reactions(gh) == ["eyes"]
     body = _sticky(gh)
     assert "the report" in body and "re-recording the golden on vLLM 0.33.0" in body
@@ -394,7 +394,8 @@ def test_pr_commands__diagnose_end_to_end_answers_with_the_diagnosis(world, sess
     assert code == 0
     body = _sticky(gh)
     assert "likely cause: logprobs\\_mode raw\\_logprobs -&gt; processed\\_logprobs" in body
-    assert "| logprobs\\_mode raw\\_logprobs -&gt; processed\\_logprobs | yes | sampler max abs diff 0.72 -&gt; 0 |" in body
+    assert ("| logprobs\\_mode raw\\_logprobs -&gt; processed\\_logprobs | yes | "
+            "sampler max abs diff 0.72 -&gt; 0 |") in body
     assert _reactions(gh) == ["eyes", "+1"]
     assert not gh.file_commits
 
