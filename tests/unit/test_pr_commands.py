@@ -1,4 +1,4 @@
-"""The pure parts of gate/github/pr_commands.py: the command line of a
+"""The pure parts of the PR-comment commands (gate/github/pr_comment.py): the command line of a
 comment, the reply section of the sticky comment, the artifact unpacker, and
 bisect's release pair."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from gate.github.outcome import COMMENT_LIMIT, comment_marker
-from gate.github.pr_commands import REPLY_BEGIN, Command, Refusal, _unpack, git_blob_sha, parse_command, with_reply
+from gate.github.pr_comment import REPLY_BEGIN, Command, Refusal, git_blob_sha, parse_command, unpack_artifact, with_reply
 from gate.studies.bisect import release_pair
 
 MARKER = comment_marker("parity-gate")
@@ -71,7 +71,7 @@ def _zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
 
 
 def test_unpack__plain_files_in_folders(tmp_path):
-    _unpack(_zip([("verdict.json", b"{}"), ("diagnosis/logs/a.log", b"x")]), tmp_path)
+    unpack_artifact(_zip([("verdict.json", b"{}"), ("diagnosis/logs/a.log", b"x")]), tmp_path)
     assert (tmp_path / "verdict.json").read_bytes() == b"{}" and (tmp_path / "diagnosis/logs/a.log").is_file()
 
 
@@ -80,7 +80,7 @@ def test_unpack__refuses_paths_that_leave(tmp_path, name):
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(Refusal, match="not a plain relative file"):
-        _unpack(_zip([(name, b"x")]), dest)
+        unpack_artifact(_zip([(name, b"x")]), dest)
     assert [p.name for p in tmp_path.rglob("*")] == ["dest"]
 
 
@@ -88,13 +88,13 @@ def test_unpack__refuses_a_symlink(tmp_path):
     info = zipfile.ZipInfo("link")
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
     with pytest.raises(Refusal, match="not a plain relative file"):
-        _unpack(_zip([(info, b"/etc/passwd")]), tmp_path)
+        unpack_artifact(_zip([(info, b"/etc/passwd")]), tmp_path)
     assert not (tmp_path / "link").exists()
 
 
 def test_unpack__refuses_what_is_not_a_zip(tmp_path):
     with pytest.raises(Refusal, match="not a zip archive"):
-        _unpack(b"<html>proxy</html>", tmp_path)
+        unpack_artifact(b"<html>proxy</html>", tmp_path)
 
 
 def _verdict(good: object, bad: object) -> dict:
