@@ -1,6 +1,16 @@
 """`parity-gate action`: the container entrypoint of action.yml.
 
-Reads the token once and removes every token variable from the process
+action.yml runs it in three phases (`--phase`), each its own container of
+the one image: `pending` (token, no GPU: posts `pending`, then parses the
+inputs, so a bad one ends in an `error` status), `compute` (GPU, engine,
+model code, and no token at all: runs `check`, and the bisect, into the
+result folder), and `publish` (token, no GPU, no engine run: publishes that
+folder with the compute phase's exit code, which the runner passes in). So
+the write token never enters the container that runs the code under test
+(docs/github.md, "The write token and the code under test").
+
+`--phase all` (the default) does the three in one process, for a container
+run by hand. It reads the token once and removes every token variable from the process
 environment, before anything else runs: `check` runs the code under test (a
 new vLLM, perhaps a model's own code, diagnosis subprocesses) in this process
 and its children, and none of them may see a write token. Then posts a
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -45,14 +56,18 @@ from gate.github.publish import (
 )
 from gate.run.shards import parse_shard
 
-__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env", "check_argv",
-           "withhold_tokens", "TOKEN_VARIABLES"]
+__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env", "run_pending", "run_compute",
+           "run_publish", "check_argv", "withhold_tokens", "TOKEN_VARIABLES", "PHASES"]
 
 log = logging.getLogger(__name__)
 
 FAIL_ON = ("regression", "never")
 WEIGHT_UPDATE_MODES = ("auto", "off")  # check --weight-update
 BISECT = ("off", "on-failure")
+PHASES = ("all", "pending", "compute", "publish")
+# RESULT/bisect/ANSWER: the compute phase's bisect exit code and error line,
+# from which the publish phase writes the bisect section again.
+BISECT_ANSWER = "action-answer.json"
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
 
@@ -298,11 +313,9 @@ def _append_bisect(result_dir: Path, section: str) -> None:
             atomic_write_text(path, path.read_text().rstrip("\n") + "\n" + section)
 
 
-def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]], int] = _default_check) -> int:
-    """The action from its inputs: `pending` first, then the inputs parsed,
-    so that a bad one ends in an `error` status on the head sha naming it.
-    `env` holds the inputs and the token (the environment the process
-    started with); `rt.env`, the environment the check will see, need not."""
+def _pending(env: Mapping[str, str], rt: Runtime, *, post: bool = True) -> tuple[ActionSettings, GitHubAPI]:
+    """`pending` first (unless `post` is false), then the inputs parsed, so
+    that a bad one ends in an `error` status on the head sha naming it."""
     token = _token(env)
     ctx = context_from_env(rt.env, token=token)  # a broken event payload: no commit to post on
     try:
@@ -315,7 +328,8 @@ def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]
                       rt.stdout)
     try:
         with cancel_on_signals():
-            early.post_pending()
+            if post:
+                early.post_pending()
             if context_error is not None:
                 raise context_error
             settings = ActionSettings.from_env(env)
@@ -326,7 +340,108 @@ def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]
     except Cancelled as exc:
         early.post_cancelled(f"cancelled ({exc})")
         raise InfraError(f"cancelled by {exc}") from None
+    return settings, api
+
+
+def run_from_env(env: Mapping[str, str], rt: Runtime, check: Callable[[list[str]], int] = _default_check) -> int:
+    """The action from its inputs (`--phase all`): `pending` first, then the
+    inputs parsed, then check and publish. `env` holds the inputs and the
+    token (the environment the process started with); `rt.env`, the
+    environment the check will see, need not."""
+    settings, api = _pending(env, rt)
     return run_action(settings, rt, check, api=api, pending_posted=True)
+
+
+def run_pending(env: Mapping[str, str], rt: Runtime) -> int:
+    """`--phase pending`: post `pending`, check the inputs (a bad one: an
+    `error` status and BadInput, exit 2). Runs nothing else."""
+    _pending(env, rt)
+    return 0
+
+
+def run_compute(env: Mapping[str, str], check: Callable[[list[str]], int] = _default_check,
+                bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> int:
+    """`--phase compute`: the check (and, on a failure with bisect:
+    on-failure, the bisect) into the result folder; the check's exit code.
+    Nothing is posted and no runner file is written: this phase runs the
+    code under test, and action.yml gives it neither a token nor
+    GITHUB_OUTPUT or GITHUB_STEP_SUMMARY. A bad input is BadInput (exit 2);
+    a cancel or a crash is InfraError (exit 3)."""
+    settings = ActionSettings.from_env(env)
+    if settings.github_token:
+        raise BadInput("a GitHub token reached the compute phase (github-token input or GITHUB_TOKEN)",
+                       "run the compute phase with no token; the publish phase posts the result")
+    if settings.result_dir:
+        return 0  # a precomputed result: nothing to compute
+    ctx = context_from_env(env, token="")
+    result_dir = Path(settings.out).resolve()
+    try:
+        with cancel_on_signals():
+            argv = check_argv(settings, result_dir)
+            log.info("running parity-gate %s", " ".join(argv))
+            try:
+                code = check(argv)
+            except Cancelled:
+                raise
+            except Exception as exc:
+                log.error("parity-gate check crashed", exc_info=True)
+                raise InfraError(f"check crashed: {type(exc).__name__}: {exc}") from exc
+            if result_dir.is_dir():
+                atomic_write_text(result_dir / ORIGIN_FILE, ResultOrigin.from_context(ctx).to_json())
+            if settings.bisect == "on-failure" and code == 1:
+                try:
+                    load_outcome(result_dir, settings.fail_on)  # a verdict the schema refuses is not bisected
+                except BadInput:
+                    pass
+                else:
+                    bisect_section(settings, result_dir, _recording(bisect, result_dir))
+    except Cancelled as exc:
+        raise InfraError(f"cancelled by {exc}") from None
+    return code
+
+
+def _recording(bisect: Callable[[list[str]], tuple[int, str]],
+               result_dir: Path) -> Callable[[list[str]], tuple[int, str]]:
+    """The bisect, its answer kept in RESULT/bisect for the publish phase."""
+    def run_and_record(argv: list[str]) -> tuple[int, str]:
+        code, error = bisect(argv)
+        out = result_dir / "bisect"
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / BISECT_ANSWER, json.dumps({"exit_code": code, "error": error}) + "\n")
+        return code, error
+    return run_and_record
+
+
+def _recorded(result_dir: Path) -> Callable[[list[str]], tuple[int, str]]:
+    """The compute phase's bisect answer, read back. The result folder is
+    the compute container's: only an int and one line are taken from it,
+    and the section is written here, as `bisect_section` writes it."""
+    def answer(argv: list[str]) -> tuple[int, str]:
+        try:
+            doc = json.loads((result_dir / "bisect" / BISECT_ANSWER).read_text())
+            code, error = doc["exit_code"], doc["error"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return EXIT_INFRA, "the compute phase left no bisect answer"
+        if not isinstance(code, int) or isinstance(code, bool) or not isinstance(error, str):
+            return EXIT_INFRA, "the compute phase's bisect answer is malformed"
+        return code, error
+    return answer
+
+
+def run_publish(env: Mapping[str, str], rt: Runtime, check_exit_code: int | None) -> int:
+    """`--phase publish`: the compute phase's result folder published with
+    its exit code (from the runner, which saw the compute container exit),
+    the bisect section written again from its recorded answer. No check
+    runs here. Exit code: the outcome's, as `--phase all` gives."""
+    settings, api = _pending(env, rt, post=False)
+    if settings.result_dir:
+        return run_action(settings, rt, api=api, pending_posted=True)
+    if check_exit_code is None:
+        raise BadInput("--phase publish: --check-exit-code is missing",
+                       "pass the compute phase's exit code, or set INPUT_RESULT_DIR to publish a result")
+    result_dir = Path(settings.out).resolve()
+    return run_action(settings, rt, lambda argv: check_exit_code, api=api, pending_posted=True,
+                      bisect=_recorded(result_dir))
 
 
 def run_action(settings: ActionSettings, rt: Runtime,
@@ -405,12 +520,19 @@ def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: 
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "action") -> None:
+    parser.add_argument("--phase", choices=PHASES, default="all",
+                        help="all (default): pending, check and publish in one process; pending: post "
+                             "pending and check the inputs; compute: the check, with no token; publish: post "
+                             "the result of a compute phase (action.yml runs the three in separate containers)")
+    parser.add_argument("--check-exit-code", type=int, choices=(0, 1, 2, 3), default=None,
+                        help="with --phase publish: the compute phase's exit code")
     parser.epilog = ("Takes its inputs from INPUT_* variables (action.yml): suite, golden, out, "
                      "result-dir, comment, status-context, engine-args, fail-on, check-run, comment-author, bisect, "
                      "github-token; and PARITY_GATE_GOLDEN_SHA, the commit the suite and golden came from.")
 
 
 def run(args: argparse.Namespace, check: Callable[[list[str]], int] = _default_check) -> int:
+    phase = getattr(args, "phase", None) or "all"
     started_with = dict(os.environ)
     # Before any engine, thread or child starts: from here on only this
     # process's memory holds the token (`started_with`, then the settings,
@@ -418,5 +540,13 @@ def run(args: argparse.Namespace, check: Callable[[list[str]], int] = _default_c
     removed = withhold_tokens(os.environ)
     if removed:
         log.info("removed %s from the environment of the check", ", ".join(removed))
+    if phase == "compute":
+        # The environment as it started: a token that reached this phase is refused, not used.
+        return run_compute(started_with, check)
     with requests.Session() as session:
-        return run_from_env(started_with, Runtime.real(session), check)
+        rt = Runtime.real(session)
+        if phase == "pending":
+            return run_pending(started_with, rt)
+        if phase == "publish":
+            return run_publish(started_with, rt, getattr(args, "check_exit_code", None))
+        return run_from_env(started_with, rt, check)

@@ -415,3 +415,117 @@ def test_action__bisect_on_the_same_release_is_not_run(gh, session, tmp_path, mo
 def test_action__bisect_input_is_checked():
     with pytest.raises(BadInput, match="INPUT_BISECT='always'"):
         ActionSettings.from_env({"INPUT_SUITE": "s", "INPUT_GOLDEN": "g", "INPUT_BISECT": "always"})
+
+
+# ------------------------------------------------------------------ phases (action.yml: pending, compute, publish)
+def _no_token(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != "INPUT_GITHUB_TOKEN"}
+
+
+def _fake_bisect(argv: list[str]) -> tuple[int, str]:
+    out = Path(argv[argv.index("--out") + 1])
+    out.mkdir(parents=True)
+    (out / "bisect.json").write_text(json.dumps({
+        "first_bad": "0.33.0", "probes": [{"name": "0.32.0", "status": "good", "moved": False},
+                                          {"name": "0.33.0", "status": "fail", "moved": True}]}))
+    return 1, ""
+
+
+def test_action__pending_phase_posts_pending_and_checks_the_inputs(gh, session, tmp_path):
+    rt = Runtime(env=_env(gh, tmp_path), session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    assert action.run_pending(_env(gh, tmp_path), rt) == 0
+    assert [s["state"] for s in gh.statuses] == ["pending"] and not gh.comments
+    bad = _env(gh, tmp_path, comment="sometimes")
+    with pytest.raises(BadInput, match="INPUT_COMMENT='sometimes'"):
+        action.run_pending(bad, Runtime(env=bad, session=session, stdout=io.StringIO(), sleep=lambda s: None))
+    assert [s["state"] for s in gh.statuses] == ["pending", "pending", "error"]
+
+
+def test_action__compute_phase_checks_and_posts_nothing(gh, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = _no_token(_env(gh, tmp_path))
+    assert action.run_compute(env, _copy_result("fail")) == 1
+    assert gh.requests == []  # no token, nothing posted
+    assert not (tmp_path / "output").exists() and not (tmp_path / "summary").exists()
+    origin = json.loads((tmp_path / "parity-gate-result" / "github.json").read_text())
+    assert (origin["pr_number"], origin["head_sha"]) == (7, HEAD)
+
+
+@pytest.mark.parametrize("name", ["INPUT_GITHUB_TOKEN", "GITHUB_TOKEN"])
+def test_action__compute_phase_refuses_a_token(gh, tmp_path, name):
+    env = _no_token(_env(gh, tmp_path))
+    env[name] = TOKEN
+    with pytest.raises(BadInput, match="a GitHub token reached the compute phase") as info:
+        action.run_compute(env, lambda argv: pytest.fail("no check with a token in reach"))
+    assert TOKEN not in info.value.line()
+
+
+def test_action__compute_phase_exit_2_or_3_and_crash(gh, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = _no_token(_env(gh, tmp_path))
+    assert action.run_compute(env, lambda argv: 3) == 3
+
+    def crash(argv: list[str]) -> int:
+        raise RuntimeError("CUDA error")
+
+    with pytest.raises(InfraError, match="check crashed: RuntimeError: CUDA error"):
+        action.run_compute(env, crash)
+
+
+def test_action__compute_then_publish_puts_the_bisect_answer_in_the_comment(gh, session, tmp_path, monkeypatch):
+    """The bisect runs in the compute phase (it runs engines); the publish
+    phase writes its section again from the recorded answer, once."""
+    monkeypatch.chdir(tmp_path)
+    env = _env(gh, tmp_path, bisect="on-failure")
+    code = action.run_compute(_no_token(env), _copy_result("fail"), bisect=_fake_bisect)
+    assert code == 1 and gh.requests == []
+    answer = tmp_path / "parity-gate-result" / "bisect" / action.BISECT_ANSWER
+    assert json.loads(answer.read_text()) == {"exit_code": 1, "error": ""}
+    rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    assert action.run_publish(env, rt, code) == 1
+    assert [s["state"] for s in gh.statuses] == ["failure"]  # pending was the pending phase's
+    (comment,) = gh.comments[("octo/gate", 7)]
+    assert "first drifting release: **0.33.0**; 0.32.0 unchanged" in comment["body"]
+    assert (tmp_path / "parity-gate-result" / "comment.md").read_text().count("### Release bisect") == 1
+
+
+def test_action__publish_phase_takes_only_a_number_and_a_line_from_the_bisect_answer(gh, session, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = _env(gh, tmp_path, bisect="on-failure")
+    _copy_result("fail")(["--out", str(tmp_path / "parity-gate-result")])
+    (tmp_path / "parity-gate-result" / "bisect").mkdir()
+    (tmp_path / "parity-gate-result" / "bisect" / action.BISECT_ANSWER).write_text('{"exit_code": "1", "error": 5}')
+    rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    assert action.run_publish(env, rt, 1) == 1
+    body = gh.comments[("octo/gate", 7)][0]["body"]
+    assert "bisect could not run (exit 3): the compute phase's bisect answer is malformed" in body
+
+
+def test_action__publish_phase_needs_the_compute_exit_code(gh, session, tmp_path):
+    env = _env(gh, tmp_path)
+    rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    with pytest.raises(BadInput, match="--check-exit-code is missing"):
+        action.run_publish(env, rt, None)
+
+
+def test_action__publish_phase_of_a_check_that_exited_2_is_an_error(gh, session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = _env(gh, tmp_path)
+    rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
+    assert action.run_publish(env, rt, 2) == 2
+    assert [s["state"] for s in gh.statuses] == ["error"]
+    assert "parity-gate check exited 2" in gh.statuses[-1]["description"]
+    assert "verdict=error" in (tmp_path / "output").read_text()
+
+
+def test_action__compute_phase_in_a_real_process_refuses_a_token(gh, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
+    env.update(_env(gh, tmp_path))
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-m", "gate", "action", "--phase", "compute"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and gh.requests == []
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "parity-gate: bad input: a GitHub token reached the compute phase")
+    assert TOKEN not in proc.stdout + proc.stderr
