@@ -36,25 +36,44 @@ HEAD = "a" * 40
 REPO = "octo/gate"
 
 STUB = r'''#!{python}
-import json, os, signal, sys, time
+import hashlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 state = Path(os.environ["DOCKER_STUB_DIR"])
 argv = sys.argv[1:]
 keys = [k for k in os.environ.get("DOCKER_STUB_ENV_KEYS", "").split(",") if k]
+phase = argv[argv.index("--phase") + 1] if argv[:1] == ["run"] and "--phase" in argv else None
 with open(state / "calls.jsonl", "a") as fh:
-    fh.write(json.dumps({"argv": argv, "env": {k: os.environ.get(k) for k in keys}}) + "\n")
+    fh.write(json.dumps({"argv": argv, "phase": phase, "env": {k: os.environ.get(k) for k in keys},
+                         "environ": dict(os.environ)}) + "\n")
 cmd = "inspect" if argv[:2] == ["image", "inspect"] else (argv[0] if argv else "")
 fail = json.loads(os.environ.get("DOCKER_STUB_FAIL") or "{}")
 if cmd in fail:
     print(f"docker stub: {cmd} fails", file=sys.stderr)
     sys.exit(fail[cmd])
-images = state / "images"
+store = state / "images.json"
+images = json.loads(store.read_text()) if store.exists() else {}  # reference -> image ID
+
+
+def image_id(seed):
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
 if cmd == "inspect":
-    sys.exit(0 if images.exists() and argv[2] in images.read_text().split() else 1)
-if cmd == "build":
-    with open(images, "a") as fh:
-        fh.write(argv[argv.index("-t") + 1] + "\n")
+    ref = argv[-1]
+    found = images.get(ref) or (ref if ref in images.values() else None)
+    if found is None:
+        sys.exit(1)
+    if "--format" in argv:
+        print(found)
+    sys.exit(0)
+if cmd in ("build", "pull"):
+    ref = argv[argv.index("-t") + 1] if cmd == "build" else argv[-1]
+    new = image_id(f"{cmd} {ref} {len(images)}")
+    images[ref] = new
+    store.write_text(json.dumps(images))
+    if cmd == "build" and "--iidfile" in argv and not os.environ.get("DOCKER_STUB_NO_IID"):
+        Path(argv[argv.index("--iidfile") + 1]).write_text(new)
     sys.exit(0)
 if cmd == "ps":
     listed = state / "containers.json"
@@ -67,14 +86,51 @@ if cmd == "ps":
         if ok and (not states or c["state"] in states):
             print(c["id"])
     sys.exit(0)
+
+
+def container():
+    # docker run's own options, then the image, then the entrypoint's arguments.
+    with_value = {"--name", "--label", "--shm-size", "--gpus", "--user", "-w", "-v", "-e", "--env", "--ipc"}
+    env, workdir, i = {}, "/", 1
+    while i < len(argv) and argv[i].startswith("-"):
+        flag = argv[i]
+        if flag in ("-e", "--env"):
+            name, eq, value = argv[i + 1].partition("=")
+            if eq:
+                env[name] = value
+            elif name in os.environ:
+                env[name] = os.environ[name]
+        elif flag == "-w":
+            workdir = argv[i + 1]
+        i += 2 if flag in with_value else 1
+    return env, workdir, argv[i], argv[i + 1:]
+
+
 if cmd == "run":
+    (state / f"run-{phase}.pid").write_text(str(os.getpid()))
     (state / "run.pid").write_text(str(os.getpid()))
-    if os.environ.get("DOCKER_STUB_RUN_HANG"):
-        # The container's gate: SIGTERM (docker stop) posts its error and exits 3.
+    env, workdir, image, args = container()
+    (state / f"container-{phase}.json").write_text(json.dumps({"env": env, "image": image, "args": args}))
+    if os.environ.get("DOCKER_STUB_RUN_HANG") == phase:
+        # The container's gate: SIGTERM (docker stop) ends it with exit 3.
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
         while True:
             time.sleep(0.05)
-    sys.exit(int(os.environ.get("DOCKER_STUB_RUN_RC", "0")))
+    rcs = json.loads(os.environ.get("DOCKER_STUB_RUN_RC") or "{}")
+    if phase in rcs:
+        sys.exit(rcs[phase])
+    if os.environ.get("DOCKER_STUB_EXEC"):
+        # The real gate for pending and publish, with only the variables
+        # docker would pass; compute writes the fixture result it is given.
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        if phase == "compute":
+            fixture = os.environ["DOCKER_STUB_RESULT"]
+            out = Path(workdir, env.get("INPUT_OUT") or "parity-gate-result")
+            shutil.copytree(fixture, out, dirs_exist_ok=True)
+            sys.exit(1 if fixture.endswith("fail") else 0)
+        env.update({"PATH": os.environ["PATH"], "PYTHONPATH": os.environ["DOCKER_STUB_GATE"]})
+        sys.exit(subprocess.run([sys.executable, "-m", "gate", "action", *args], env=env, cwd=workdir).returncode)
+    sys.exit(0)
 if cmd == "stop":
     pid = state / "run.pid"
     if not pid.exists():
@@ -180,7 +236,7 @@ class Runner:
                 "GITHUB_API_URL": self.api_url, "GITHUB_SERVER_URL": "https://github.example",
                 "GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SHA": "c" * 40,
                 "GITHUB_REF": "refs/pull/7/merge", "GITHUB_STEP_SUMMARY": str(self.summary),
-                "DOCKER_STUB_DIR": str(self.state), **self.extra_env}
+                "DOCKER_STUB_DIR": str(self.state), "DOCKER_STUB_GATE": str(ROOT), **self.extra_env}
 
     def context(self, inputs: dict[str, str]) -> dict[str, Any]:
         github = {"event": self.event, "event_name": self.event_name, "action_path": str(self.action_path),
@@ -240,9 +296,14 @@ class Runner:
         calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         return [c for c in calls if sub is None or c["argv"][:1] == [sub]]
 
-    def run_argv(self) -> list[str]:
-        (call,) = self.calls("run")
+    def run_argv(self, phase: str = "compute") -> list[str]:
+        (call,) = [c for c in self.calls("run") if c["phase"] == phase]
         return call["argv"]
+
+    def container(self, phase: str) -> dict[str, Any]:
+        """What the stub's `docker run` passed into the container of a phase:
+        its environment (the -e names resolved as docker does), image, args."""
+        return json.loads((self.state / f"container-{phase}.json").read_text())
 
 
 def pr_event(head_repo: str = REPO, base_sha: str = "b" * 40, base_ref: str = "main") -> dict[str, Any]:
@@ -282,7 +343,7 @@ def test_action_scripts__image_tag_is_a_content_hash_and_an_upgrade_rebuilds(tmp
         r.steps = {}
         assert r.step("setup", {"vllm-version": "0.32.0"}).rc == 0
         assert r.step("image").rc == 0, r.steps["image"].stderr
-        return r.steps["image"].outputs["image"]
+        return r.steps["image"].outputs["ref"]
 
     first = tag()
     assert re.fullmatch(r"parity-gate:vllm-0\.32\.0-[0-9a-f]{16}", first)
@@ -294,13 +355,16 @@ def test_action_scripts__image_tag_is_a_content_hash_and_an_upgrade_rebuilds(tmp
     (action / "gate" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
     assert tag() == first  # nothing the image is built from changed
     builds = [c["argv"] for c in r.calls("build")]
-    assert len(builds) == 1 and builds[0][-3:] == ["-t", first, str(action)]
+    # Built every time (docker's layer cache makes that seconds), so the ID
+    # that runs is the one this build gave, never a tag found on the host.
+    assert len(builds) == 3 and all(b[-3:] == ["-t", first, str(action)] for b in builds)
+    assert all("--pull" in b for b in builds)
 
     with open(action / "gate" / "cli.py", "a") as fh:
         fh.write("# a new release of the action\n")
     upgraded = tag()
     assert upgraded != first and upgraded.startswith("parity-gate:vllm-0.32.0-")
-    assert [c["argv"][-2] for c in r.calls("build")] == [first, upgraded]  # the upgrade rebuilt
+    assert [c["argv"][-2] for c in r.calls("build")][-1] == upgraded  # the upgrade built a new tag
     (action / "templates" / "comment.md.j2").write_text("changed\n")
     assert tag() != upgraded
 
@@ -311,14 +375,186 @@ def test_action_scripts__leading_v_of_vllm_version_is_stripped(runner, given):
     assert runner.step("image").rc == 0
     (build,) = runner.calls("build")
     assert "VLLM_VERSION=0.32.0" in build["argv"]
-    assert runner.steps["image"].outputs["image"].startswith("parity-gate:vllm-0.32.0-")
+    assert runner.steps["image"].outputs["ref"].startswith("parity-gate:vllm-0.32.0-")
     assert not any("vv" in a for a in build["argv"])
 
 
 def test_action_scripts__prebuilt_image_is_pulled_not_built(runner):
-    runner.action({**WS, "image": "registry.example/gate@sha256:" + "1" * 64})
-    assert runner.calls("pull")[0]["argv"] == ["pull", "registry.example/gate@sha256:" + "1" * 64]
-    assert runner.calls("build") == [] and runner.run_argv()[-1] == "registry.example/gate@sha256:" + "1" * 64
+    ref = "registry.example/gate@sha256:" + "1" * 64
+    runner.action({**WS, "image": ref})
+    assert runner.calls("pull")[0]["argv"] == ["pull", ref]
+    pulled = json.loads((runner.state / "images.json").read_text())[ref]
+    assert runner.calls("build") == [] and runner.steps["image"].outputs["image"] == pulled
+    for phase in ("pending", "compute", "publish"):
+        assert runner.container(phase)["image"] == pulled  # by ID
+
+
+# ------------------------------------------------------------------ the token and the engine container
+_TOKEN_REFS = ("github-token", "github.token", "GITHUB_TOKEN", "INPUT_GITHUB_TOKEN", "secrets.", "TOKEN")
+
+
+def _engine_steps() -> list[dict[str, Any]]:
+    """The steps that start the container of the code under test."""
+    return [s for s in STEPS if "--phase compute" in s.get("run", "") or "--gpus" in s.get("run", "")
+            or "gpu_args" in s.get("run", "")]
+
+
+def test_action_scripts__no_step_that_runs_the_engine_container_references_the_token():
+    (step,) = _engine_steps()
+    assert step["id"] == "gate"
+    for key, value in (step.get("env") or {}).items():
+        for ref in _TOKEN_REFS:
+            assert ref not in key and ref not in str(value), f"the gate step's env {key}: {value} names {ref}"
+    for ref in _TOKEN_REFS:
+        assert ref not in step["run"], f"the gate step's script names {ref}"
+    # ... while the steps that post do take it, and run no GPU container.
+    for step_id in ("pending", "publish"):
+        (other,) = [s for s in STEPS if s["id"] == step_id]
+        assert other["env"]["INPUT_GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+        assert "--gpus" not in other["run"] and "DOCKER_ARGS" not in other["run"] and f"--phase {step_id}" in other["run"]
+
+
+def test_action_scripts__split_end_to_end_token_only_where_it_posts(gh, tmp_path):
+    """The whole action, with a docker that runs the real gate for pending
+    and publish (only the variables docker would pass) and writes a failing
+    result for compute: pending first, then the result, while the compute
+    container never sees the token, not even one a workflow put in the job's
+    environment (GH_TOKEN here)."""
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_EXEC": "1", "GH_TOKEN": TOKEN,
+                                          "DOCKER_STUB_RESULT": str(ROOT / "tests" / "fixtures" / "results" / "fail")})
+    steps = r.action(WS)
+    assert [steps[k].rc for k in ("pending", "gate", "publish")] == [0, 0, 1], steps["publish"].stderr
+    assert "the gate's own failure status is up" in steps["error"].stdout  # exit 1: the error step only looks
+    assert [x["state"] for x in gh.statuses] == ["pending", "failure"]
+    assert len(gh.comments[(REPO, 7)]) == 1
+    assert steps["gate"].outputs == {"check-exit-code": "1"}
+    assert steps["publish"].outputs["verdict"] == "fail" and steps["publish"].outputs["exit-code"] == "1"
+    compute = r.container("compute")
+    assert compute["args"] == ["--phase", "compute"]
+    assert TOKEN not in json.dumps(compute) and not [k for k in compute["env"] if "TOKEN" in k.upper()]
+    (call,) = [c for c in r.calls("run") if c["phase"] == "compute"]
+    assert TOKEN not in " ".join(call["argv"]) and "INPUT_GITHUB_TOKEN" not in call["environ"]
+    for phase in ("pending", "publish"):
+        assert r.container(phase)["env"]["INPUT_GITHUB_TOKEN"] == TOKEN
+    origin = json.loads((r.workspace / "parity-gate-result" / "github.json").read_text())
+    assert (origin["pr_number"], origin["head_sha"]) == (7, HEAD)
+
+
+def test_action_scripts__bad_input_stops_before_the_engine_container(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_EXEC": "1"})
+    steps = r.action({**WS, "comment": "sometimes"})
+    assert steps["pending"].rc == 2 and steps["gate"].rc is None and steps["error"].rc == 0
+    assert [c["phase"] for c in r.calls("run")] == ["pending"]
+    assert [x["state"] for x in gh.statuses] == ["pending", "error"]
+    assert "INPUT_COMMENT='sometimes'" in gh.statuses[-1]["description"]
+
+
+def test_action_scripts__a_check_that_exited_3_is_published_as_an_error(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_EXEC": "1", "DOCKER_STUB_RUN_RC": '{"compute": 3}'})
+    steps = r.action(WS)
+    assert steps["gate"].rc == 0 and steps["publish"].rc == 3
+    assert [x["state"] for x in gh.statuses] == ["pending", "error"]
+    assert "parity-gate check exited 3" in gh.statuses[-1]["description"]
+    assert [c["argv"][-2:] for c in r.calls("run") if c["phase"] == "publish"] == [["--check-exit-code", "3"]]
+
+
+def test_action_scripts__precomputed_result_dir_runs_no_engine_container(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_EXEC": "1"})
+    result = r.workspace / "downloaded"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "results" / "pass", result)
+    steps = r.action({**WS, "result-dir": str(result)})
+    assert [c["phase"] for c in r.calls("run")] == ["pending", "publish"]
+    assert steps["publish"].rc == 0 and [x["state"] for x in gh.statuses] == ["pending", "success"]
+    assert "--check-exit-code" not in r.run_argv("publish")
+
+
+# ------------------------------------------------------------------ the image, by ID
+def test_action_scripts__a_tag_left_on_the_host_is_never_run(runner):
+    assert runner.step("setup", WS).rc == 0
+    tag = runner.steps["setup"].outputs["tag"]
+    planted = "sha256:" + "e" * 64
+    (runner.state / "images.json").write_text(json.dumps({tag: planted}))  # an earlier job's image
+    steps = runner.action(WS)
+    built = steps["image"].outputs["image"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", built) and built != planted
+    (build,) = runner.calls("build")
+    assert "--pull" in build["argv"] and "--iidfile" in build["argv"]
+    for phase in ("pending", "compute", "publish"):
+        assert runner.container(phase)["image"] == built
+    assert planted not in json.dumps(runner.calls("run"))
+    assert f"gate image {tag} is {built}" in steps["image"].stdout
+
+
+def test_action_scripts__a_prebuilt_tag_is_pulled_again_even_when_present(runner):
+    planted = "sha256:" + "e" * 64
+    (runner.state / "images.json").write_text(json.dumps({"registry.example/gate:1": planted}))
+    runner.action({**WS, "image": "registry.example/gate:1"})
+    assert [c["argv"] for c in runner.calls("pull")] == [["pull", "registry.example/gate:1"]]
+    assert runner.container("compute")["image"] not in (planted, "registry.example/gate:1")
+
+
+def test_action_scripts__a_prebuilt_digest_on_the_host_is_not_pulled(runner):
+    ref = "registry.example/gate@sha256:" + "2" * 64
+    (runner.state / "images.json").write_text(json.dumps({ref: "sha256:" + "3" * 64}))
+    runner.action({**WS, "image": ref})
+    assert runner.calls("pull") == [] and runner.container("compute")["image"] == "sha256:" + "3" * 64
+
+
+def test_action_scripts__a_build_that_names_no_image_id_is_an_error(gh, tmp_path):
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_NO_IID": "1"})
+    steps = r.action(WS)
+    assert steps["image"].rc == 3 and r.calls("run") == []
+    assert "docker gave no image ID for parity-gate:vllm-0.32.0-" in gh.statuses[0]["description"]
+
+
+# ------------------------------------------------------------------ cache-dir: the runner user's alone
+def test_action_scripts__a_new_cache_dir_is_made_private(runner, tmp_path):
+    cache = tmp_path / "tool-cache" / "parity-gate"
+    assert runner.action({**WS, "cache-dir": str(cache)})["gate"].rc == 0
+    key = runner.steps["setup"].outputs["key"]
+    assert (cache.stat().st_mode & 0o777, (cache / key).stat().st_mode & 0o777) == (0o700, 0o700)
+    assert f"{cache / key}:/parity-gate-cache" in _pairs(runner.run_argv(), "-v")
+
+
+@pytest.mark.parametrize("mode, where", [(0o775, "top"), (0o757, "top"), (0o770, "key")])
+def test_action_scripts__a_cache_dir_others_can_write_is_refused(gh, tmp_path, mode, where):
+    r = _with_gh(tmp_path, gh)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    assert r.step("setup", WS).rc == 0
+    target = cache if where == "top" else cache / r.steps["setup"].outputs["key"]
+    target.mkdir(exist_ok=True)
+    target.chmod(mode)
+    steps = r.action({**WS, "cache-dir": str(cache)})
+    assert steps["gate"].rc == 2 and [c["phase"] for c in r.calls("run")] == ["pending"]
+    line = (f"cache-dir {target} is writable by group or others (mode {mode:o}): another user could plant "
+            f"compiled kernels that the gate loads; chmod go-w {target}")
+    assert f"::error title=parity-gate::{line}" in steps["gate"].stdout.splitlines()
+    assert gh.statuses[-1]["state"] == "error" and gh.statuses[-1]["description"].startswith(f"ERROR: cache-dir {target}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another uid needs root")
+def test_action_scripts__a_cache_dir_of_another_user_is_refused(gh, tmp_path):
+    runner = _with_gh(tmp_path, gh)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    os.chown(cache, 4242, 4242)
+    steps = runner.action({**WS, "cache-dir": str(cache)})
+    assert steps["gate"].rc == 2 and not [c for c in runner.calls("run") if c["phase"] == "compute"]
+    assert (f"cache-dir {cache} is owned by uid 4242, not the runner's user (uid {os.geteuid()})"
+            in steps["gate"].stdout)
+
+
+def test_action_scripts__a_cache_key_that_is_a_link_is_refused(gh, tmp_path):
+    runner = _with_gh(tmp_path, gh)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    assert runner.step("setup", WS).rc == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (cache / runner.steps["setup"].outputs["key"]).symlink_to(elsewhere)
+    steps = runner.action({**WS, "cache-dir": str(cache)})
+    assert steps["gate"].rc == 2 and "is a symbolic link" in steps["gate"].stdout
 
 
 # ------------------------------------------------------------------ failure before the container
@@ -360,9 +596,9 @@ def test_action_scripts__failed_pull_posts_an_error_status(gh, tmp_path):
     (137, "the gate container ended without a result (exit 137"),
 ])
 def test_action_scripts__docker_run_that_never_ran_the_gate_posts_an_error(gh, tmp_path, rc, expected):
-    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": json.dumps({"compute": rc})})
     steps = r.action(WS)
-    assert steps["gate"].rc == 3
+    assert steps["gate"].rc == 3 and steps["publish"].rc is None
     (status,) = gh.statuses
     assert status["state"] == "error" and expected in status["description"]
 
@@ -371,9 +607,9 @@ def test_action_scripts__docker_run_that_never_ran_the_gate_posts_an_error(gh, t
 def test_action_scripts__a_gate_that_ran_posts_its_own_status_and_the_error_step_stays_quiet(gh, tmp_path, rc, state):
     # The stub posts nothing: here the gate's own final status is put up for it.
     gh.statuses.append({"sha": HEAD, "state": state, "context": "parity-gate", "description": "the gate's"})
-    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": json.dumps({"publish": rc})})
     steps = r.action(WS)
-    assert steps["gate"].rc == rc
+    assert steps["gate"].rc == 0 and steps["publish"].rc == rc
     assert gh.requests_to("POST", "/statuses/") == []
     if rc:  # the error step only looked
         assert [r.path for r in gh.requests] == [f"/repos/{REPO}/commits/{HEAD}/status"]
@@ -385,9 +621,9 @@ def test_action_scripts__a_gate_that_exited_without_its_final_status_gets_one(gh
     """Exit 2 or 3 with only `pending` up (say the gate died on a broken event
     payload before it could post): the error step ends the check."""
     gh.statuses.append({"sha": HEAD, "state": "pending", "context": "parity-gate", "description": "running"})
-    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": str(rc)})
+    r = _with_gh(tmp_path, gh, extra_env={"DOCKER_STUB_RUN_RC": json.dumps({"publish": rc})})
     steps = r.action(WS)
-    assert steps["gate"].rc == rc and steps["error"].rc == 0
+    assert steps["publish"].rc == rc and steps["error"].rc == 0
     status = gh.statuses[-1]
     assert (status["state"], status["context"]) == ("error", "parity-gate")
     assert status["description"] == f"ERROR: the gate exited {rc} ({why}) and its own status is not up; see the job log"
@@ -453,14 +689,16 @@ def test_action_scripts__docker_args_are_split_like_a_shell_and_never_run(runner
     argv = runner.run_argv()
     tail = argv[argv.index("HF_HUB_DISABLE_TELEMETRY=1") + 1:]  # docker-args come last, before the image
     assert tail == ["-v", "/data/my models:/models:ro", "--env", "GREETING=hello world", "-e", 'QUOTED="q"',
-                    "--label", "x=$(touch PWNED)", "`touch", "PWNED2`", runner.steps["image"].outputs["image"]]
+                    "--label", "x=$(touch PWNED)", "`touch", "PWNED2`", runner.steps["image"].outputs["image"],
+                    "--phase", "compute"]
+    assert "/data/my models:/models:ro" not in runner.run_argv("publish")  # docker-args reach the compute only
     assert not list(runner.root.rglob("PWNED*"))
 
 
 def test_action_scripts__unbalanced_quote_in_docker_args_is_a_clear_error(gh, tmp_path):
     r = _with_gh(tmp_path, gh)
     steps = r.action({**WS, "docker-args": "-v 'unclosed"})
-    assert steps["gate"].rc == 2 and r.calls("run") == []
+    assert steps["gate"].rc == 2 and [c["phase"] for c in r.calls("run")] == ["pending"]
     assert "docker-args can't be split like a shell would: No closing quotation" in steps["gate"].stdout
     assert "No closing quotation" in gh.statuses[0]["description"]
 
@@ -492,8 +730,9 @@ def test_action_scripts__container_environment(tmp_path):
     argv = r.run_argv()
     env = _pairs(argv, "-e")
     for name in ("HTTP_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
-                 "INPUT_GITHUB_TOKEN", "INPUT_CHECK_RUN", "INPUT_COMMENT_AUTHOR", "PARITY_GATE_GOLDEN_SHA"):
+                 "INPUT_CHECK_RUN", "INPUT_COMMENT_AUTHOR", "PARITY_GATE_GOLDEN_SHA"):
         assert name in env, name  # by name: values stay off the command line
+    assert "INPUT_GITHUB_TOKEN" not in env and "GITHUB_OUTPUT" not in env and "GITHUB_STEP_SUMMARY" not in env
     assert "HTTPS_PROXY" not in env and "ALL_PROXY" not in env  # unset ones are not named
     assert "proxy-secret" not in " ".join(argv) and TOKEN not in " ".join(argv)
     assert f"{ca}:{ca}:ro" in _pairs(argv, "-v")
@@ -506,11 +745,16 @@ def test_action_scripts__container_environment(tmp_path):
     assert (tmp_path / "cache" / key).is_dir() and key.startswith("vllm-0.32.0-")
     assert _pairs(argv, "--shm-size") == ["16g"] and "--ipc=host" not in argv
     assert _pairs(argv, "--user") and "--init" in argv and "--rm" in argv
-    (call,) = r.calls("run")
+    (call,) = [c for c in r.calls("run") if c["phase"] == "compute"]
     assert call["env"]["INPUT_CHECK_RUN"] == "false"  # the default: see docs/github.md
     assert call["env"]["INPUT_COMMENT_AUTHOR"] == "my-app[bot]"
-    assert call["env"]["INPUT_GITHUB_TOKEN"] == TOKEN
+    assert call["env"]["INPUT_GITHUB_TOKEN"] is None  # not even in the docker CLI's environment
     assert call["env"]["INPUT_SUITE"] == "parity/suite.yaml"
+    # The token goes to the containers that post, by name, and to no other.
+    for phase in ("pending", "publish"):
+        argv = r.run_argv(phase)
+        assert "INPUT_GITHUB_TOKEN" in _pairs(argv, "-e") and TOKEN not in " ".join(argv)
+        assert "--gpus" not in argv and f"{ca}:{ca}:ro" in _pairs(argv, "-v")
 
 
 def test_action_scripts__mounts_keep_git_and_runner_command_files_out_of_reach(runner):
@@ -520,9 +764,14 @@ def test_action_scripts__mounts_keep_git_and_runner_command_files_out_of_reach(r
     ws, temp = runner.workspace, runner.temp
     assert f"{ws}:{ws}" in mounts and f"{ws}/.git:{ws}/.git:ro" in mounts
     assert f"{temp}:{temp}" not in mounts  # not the runner's set_env/add_path files
-    assert f"{runner.event_path}:{runner.event_path}:ro" in mounts and f"{runner.summary}:{runner.summary}" in mounts
-    output = temp / "_runner_file_commands" / "set_output_gate"
-    assert f"{output}:{output}" in mounts
+    assert f"{runner.event_path}:{runner.event_path}:ro" in mounts
+    # Step outputs and summary: only the publish container writes them, so
+    # the code under test can't forge the action's `verdict` output.
+    assert not any("_runner_file_commands" in m for m in mounts)
+    output = temp / "_runner_file_commands" / "set_output_publish"
+    publish = _pairs(runner.run_argv("publish"), "-v")
+    assert f"{output}:{output}" in publish and f"{runner.summary}:{runner.summary}" in publish
+    assert not any(m.startswith(f"{ws}:") for m in publish)  # no workspace where the token is
 
 
 def test_action_scripts__no_cache_dir_keeps_caches_in_the_container(runner):
@@ -590,31 +839,56 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def _steps_before(runner: Runner, step_id: str, inputs: dict[str, str]) -> None:
+    for step in STEPS:
+        if step["id"] == step_id:
+            return
+        assert runner.step(step["id"], inputs).rc == 0, runner.steps[step["id"]].stdout
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_action_scripts__cancel_stops_the_container_by_name(runner, sig, code):
-    assert runner.step("setup", WS).rc == 0 and runner.step("golden", WS).rc == 0 and runner.step("image").rc == 0
-    runner.extra_env["DOCKER_STUB_RUN_HANG"] = "1"
+def test_action_scripts__cancel_stops_the_container_by_name(gh, tmp_path, sig, code):
+    runner = _with_gh(tmp_path, gh)
+    _steps_before(runner, "gate", WS)
+    runner.extra_env["DOCKER_STUB_RUN_HANG"] = "compute"
     proc, output = runner.start("gate", WS)
-    _wait_for(lambda: (runner.state / "run.pid").exists() and runner.calls("run"))
+    _wait_for(lambda: (runner.state / "run-compute.pid").exists())
     proc.send_signal(sig)
     step = runner.finish("gate", proc, output)
     assert step.rc == code
     (name,) = _pairs(runner.run_argv(), "--name")
     assert [c["argv"] for c in runner.calls("stop")] == [["stop", "--time", "8", name]]
-    # The container got SIGTERM and reports its own error: the error step has nothing to add.
+    # The compute container holds no token, so it can't post its own error:
+    # the error step posts the reason the step left.
+    assert runner.step("error").rc == 0
+    (status,) = gh.statuses
+    assert status["description"] == f"ERROR: cancelled ({signal.Signals(sig).name}) while the gate computed the result"
+
+
+def test_action_scripts__cancel_while_publishing_leaves_the_status_to_the_gate(gh, tmp_path):
+    runner = _with_gh(tmp_path, gh)
+    _steps_before(runner, "publish", WS)
+    runner.extra_env["DOCKER_STUB_RUN_HANG"] = "publish"
+    proc, output = runner.start("publish", WS)
+    _wait_for(lambda: (runner.state / "run-publish.pid").exists())
+    proc.send_signal(signal.SIGTERM)
+    assert runner.finish("publish", proc, output).rc == 143
+    (name,) = _pairs(runner.run_argv("publish"), "--name")
+    assert [c["argv"] for c in runner.calls("stop")] == [["stop", "--time", "8", name]]
+    # The publish container has the token and posts its own `error` on SIGTERM.
     assert not (Path(runner.steps["setup"].outputs["dir"]) / "failure").exists()
 
 
 def test_action_scripts__cancel_before_the_container_exists_leaves_the_reason(gh, tmp_path):
     r = _with_gh(tmp_path, gh)
-    assert r.step("setup", WS).rc == 0 and r.step("golden", WS).rc == 0 and r.step("image").rc == 0
-    r.extra_env["DOCKER_STUB_RUN_HANG"] = "1"
+    _steps_before(r, "gate", WS)
+    r.extra_env["DOCKER_STUB_RUN_HANG"] = "compute"
     r.extra_env["DOCKER_STUB_FAIL"] = '{"stop": 1}'  # no such container yet (still pulling)
     proc, output = r.start("gate", WS)
-    _wait_for(lambda: bool(r.calls("run")))
+    _wait_for(lambda: (r.state / "run-compute.pid").exists())
     proc.send_signal(signal.SIGTERM)
     assert r.finish("gate", proc, output).rc == 143
-    _wait_for(lambda: _ended(int((r.state / "run.pid").read_text())))  # the docker CLI too: it can't start one late
+    _wait_for(lambda: _ended(int((r.state / "run-compute.pid").read_text())))  # the docker CLI too: it can't start one late
     assert r.step("error").rc == 0
     assert gh.statuses[0]["description"] == "ERROR: cancelled (SIGTERM) before the gate container started"
 

@@ -25,6 +25,12 @@ def test_action__weight_update_input_refuses_other_values():
 
 
 def test_action__weight_update_input_is_declared_and_passed_to_the_container():
-    text = (Path(__file__).resolve().parent.parent.parent / "action.yml").read_text()
-    assert "  weight-update:\n" in text and "INPUT_WEIGHT_UPDATE: ${{ inputs.weight-update }}" in text
-    assert "-e INPUT_WEIGHT_UPDATE" in text
+    import yaml
+    root = Path(__file__).resolve().parent.parent.parent
+    action = yaml.safe_load((root / "action.yml").read_text())
+    assert "weight-update" in action["inputs"]
+    steps = {s["id"]: s for s in action["runs"]["steps"]}
+    for step in ("pending", "gate", "publish"):  # each container parses the inputs
+        assert steps[step]["env"]["INPUT_WEIGHT_UPDATE"] == "${{ inputs.weight-update }}", step
+    # ... and passes every INPUT_* of its step's env into the container by name
+    assert 'compgen -v INPUT_' in (root / "scripts" / "action-container.sh").read_text()
