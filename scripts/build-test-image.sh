@@ -11,7 +11,9 @@
 # on a precomputed result (INPUT_RESULT_DIR).
 #
 # Usage: scripts/build-test-image.sh [TAG]   (default localhost/parity-gate:test)
-# Env:   PARITY_GATE_CACHE (default .cache/container), DEBIAN_MIRROR, DEBIAN_SUITE
+# Env:   PARITY_GATE_CACHE (default .cache/container), DEBIAN_MIRROR, DEBIAN_SUITE,
+#        PARITY_GATE_IIDFILE (a file to write the built image's ID to: the ID this
+#        build made, not whatever the tag names by the time a test reads it)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,7 +63,9 @@ if ! podman image exists "$base_tag"; then
 fi
 
 t1=$SECONDS
-podman build --isolation=chroot --quiet \
+iid=()
+[[ -z "${PARITY_GATE_IIDFILE:-}" ]] || iid=(--iidfile "$PARITY_GATE_IIDFILE")
+podman build --isolation=chroot --quiet "${iid[@]}" \
   --build-arg BASE_IMAGE="$base_tag" --build-arg VLLM_VERSION=standin \
   -t "$tag" -f "$root/Dockerfile" "$root" >/dev/null
 echo "build-test-image: built $tag in $((SECONDS - t1)) s (total $((SECONDS - t0)) s)" >&2
