@@ -84,10 +84,14 @@ def test_workflow_files__action_is_composite_passing_gpus_and_runner_user():
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
     script = next(s for s in action["runs"]["steps"] if s["id"] == "gate")["run"]
-    for needle in ("docker run", '--gpus "$gpus"', '--user "$(id -u):$(id -g)"', "-e INPUT_GITHUB_TOKEN",
-                   "-e GITHUB_EVENT_PATH", "-e INPUT_CHECK_RUN", "-e INPUT_COMMENT_AUTHOR", "--shm-size",
-                   "trap 'on_signal SIGTERM 143' TERM"):
+    for needle in ("gate_run compute", '--gpus "$gpus"', '--user "$(id -u):$(id -g)"', "gate_env_args compute",
+                   "--shm-size", '"$IMAGE" --phase compute'):
         assert needle in script
+    assert "TOKEN" not in script  # the compute container gets no token (tests/container/test_token_split.py)
+    lib = (ROOT / "scripts" / "action-container.sh").read_text()
+    for needle in ("docker run --rm --init", "GITHUB_EVENT_PATH",
+                   "compgen -v INPUT_", "trap 'gate_on_signal SIGTERM 143' TERM"):
+        assert needle in lib
     assert "--ipc=host" not in script and '"$RUNNER_TEMP:$RUNNER_TEMP"' not in script
     for step in action["runs"]["steps"]:
         assert "${{" not in step["run"], step["id"]  # inputs reach scripts through env, never spliced in
