@@ -1128,6 +1128,12 @@ def _(ctx):
     return ["publish", "result"]
 
 
+@case("action-compute-token", "a GitHub token reached the compute phase (github-token input or GITHUB_TOKEN)")
+def _(ctx):
+    ctx.env.update({"INPUT_SUITE": "suite.yaml", "INPUT_GOLDEN": "golden", "GITHUB_TOKEN": "ghs_case-token"})
+    return ["action", "--phase", "compute"]
+
+
 @case("publish-summary-not-a-file", "GITHUB_STEP_SUMMARY=summary: is a FIFO (named pipe), not a file")
 def _(ctx):
     ctx.result()
