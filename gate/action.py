@@ -368,9 +368,11 @@ def run_compute(env: Mapping[str, str], check: Callable[[list[str]], int] = _def
     GITHUB_OUTPUT or GITHUB_STEP_SUMMARY. A bad input is BadInput (exit 2);
     a cancel or a crash is InfraError (exit 3)."""
     settings = ActionSettings.from_env(env)
-    if settings.github_token:
-        raise BadInput("a GitHub token reached the compute phase (github-token input or GITHUB_TOKEN)",
-                       "run the compute phase with no token; the publish phase posts the result")
+    tokens = sorted(k for k, v in env.items() if _is_token_variable(k) and v.strip())
+    if tokens:  # names only, never a value
+        raise BadInput(f"a GitHub token reached the compute phase ({', '.join(tokens)})",
+                       "pass the compute container no token variable (docker-args included); "
+                       "the publish phase posts the result")
     if settings.result_dir:
         return 0  # a precomputed result: nothing to compute
     ctx = context_from_env(env, token="")

@@ -1128,7 +1128,7 @@ def _(ctx):
     return ["publish", "result"]
 
 
-@case("action-compute-token", "a GitHub token reached the compute phase (github-token input or GITHUB_TOKEN)")
+@case("action-compute-token", "a GitHub token reached the compute phase (GITHUB_TOKEN)")
 def _(ctx):
     ctx.env.update({"INPUT_SUITE": "suite.yaml", "INPUT_GOLDEN": "golden", "GITHUB_TOKEN": "ghs_case-token"})
     return ["action", "--phase", "compute"]

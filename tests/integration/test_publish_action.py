@@ -451,13 +451,16 @@ def test_action__compute_phase_checks_and_posts_nothing(gh, tmp_path, monkeypatc
     assert (origin["pr_number"], origin["head_sha"]) == (7, HEAD)
 
 
-@pytest.mark.parametrize("name", ["INPUT_GITHUB_TOKEN", "GITHUB_TOKEN"])
+@pytest.mark.parametrize("name", ["INPUT_GITHUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_RUNTIME_TOKEN"])
 def test_action__compute_phase_refuses_a_token(gh, tmp_path, name):
     env = _no_token(_env(gh, tmp_path))
     env[name] = TOKEN
-    with pytest.raises(BadInput, match="a GitHub token reached the compute phase") as info:
+    with pytest.raises(BadInput) as info:
         action.run_compute(env, lambda argv: pytest.fail("no check with a token in reach"))
+    assert info.value.what == f"a GitHub token reached the compute phase ({name})"
     assert TOKEN not in info.value.line()
+    env[name] = ""  # an empty variable holds no token
+    assert action.run_compute(env, lambda argv: 0) == 0
 
 
 def test_action__compute_phase_exit_2_or_3_and_crash(gh, tmp_path, monkeypatch):
