@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
-    "ComparisonResult": "gate.core.compare", "Tolerance": "gate.core.compare", "compare_records": "gate.core.compare",
+    "ComparisonResult": "gate.core.compare", "Tolerance": "gate.core.channel", "compare_records": "gate.core.compare",
     "compare_traces": "gate.core.compare",
     "BadInput": "gate.core.errors", "GateError": "gate.core.errors", "InfraError": "gate.core.errors", "StaleGolden": "gate.core.errors",
     "Manifest": "gate.core.trace", "Record": "gate.core.trace", "Scores": "gate.core.trace", "TraceReader": "gate.core.trace",
@@ -31,7 +31,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from gate.core.compare import ComparisonResult, Tolerance, compare_records, compare_traces
+    from gate.core.channel import Tolerance
+    from gate.core.compare import ComparisonResult, compare_records, compare_traces
     from gate.core.errors import BadInput, GateError, InfraError, StaleGolden
     from gate.core.trace import Manifest, Record, Scores, TraceReader, TraceWriter, read_trace
 

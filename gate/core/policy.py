@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gate.core.compare import ComparisonResult, Tolerance
+from gate.core.channel import Tolerance
+from gate.core.compare import ComparisonResult
 from gate.core.errors import BadInput
 from gate.core.measures import short
 from gate.core.semantics import CENTRE_FLOOR, SPREAD_RATIO

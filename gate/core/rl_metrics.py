@@ -28,7 +28,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gate.core.compare import CLIP_EPS, merge_records
+from gate.core.channel import CLIP_EPS
+from gate.core.compare import merge_records
 from gate.core.measures import as_float_array
 from gate.core.trace import Record, TraceReader
 

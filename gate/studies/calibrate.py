@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from gate.core.compare import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
+from gate.core.channel import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
 from gate.core.errors import BadInput, InfraError
 from gate.core.fsutil import atomic_write_text
 from gate.core.measures import higher_is_better

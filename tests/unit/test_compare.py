@@ -8,7 +8,8 @@ import weakref
 import numpy as np
 import pytest
 
-from gate.core.compare import HIST_BINS_PER_DECADE, Tolerance, _Channel, compare_records, compare_traces
+from gate.core.channel import HIST_BINS_PER_DECADE, Channel, Tolerance
+from gate.core.compare import compare_records, compare_traces
 from gate.core.trace import TraceReader
 from tests._util import record, write_trace
 
@@ -409,7 +410,7 @@ def test_compare__tiny_diffs_below_the_bins_report_an_upper_bound():
 
 
 # ------------------------------------------------------------------ speed without a change of result
-def _state(channel: _Channel) -> str:
+def _state(channel: Channel) -> str:
     # repr tells every float apart bit for bit (and NaN from NaN); arrays as lists
     return repr({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in sorted(vars(channel).items())})
 
@@ -418,7 +419,7 @@ def _state(channel: _Channel) -> str:
 def test_compare__finite_fast_path_is_bit_for_bit_the_general_path(rtol):
     rng = np.random.default_rng(11)
     tol = Tolerance(1e-4, rtol)
-    fast_all, general_all = _Channel(tol), _Channel(tol)
+    fast_all, general_all = Channel(tol), Channel(tol)
     for n in [1, 2, 7, 8, 9, 16, 100, 127, 128, 129, 250, 300] * 3:
         a = -rng.exponential(2.0, n)
         a[rng.random(n) < 0.05] = -1e300  # squares and exponentials overflow; sums stay finite
@@ -429,7 +430,7 @@ def test_compare__finite_fast_path_is_bit_for_bit_the_general_path(rtol):
         tops_b = tops_a if rng.random() < 0.5 else [[r[1], r[0], *r[2:]] for r in tops_a]
         loc = {"config": "c", "prompt_id": f"p{n}", "sample": 0}
         # one sequence alone (a last-bit difference in its sums would show) and folded into the running totals
-        for fast, general in ((_Channel(tol), _Channel(tol)), (fast_all, general_all)):
+        for fast, general in ((Channel(tol), Channel(tol)), (fast_all, general_all)):
             got = fast.add(a, b, np.arange(n), loc, ids, (tops_a, tops_b))  # every number finite: the fast path
             want = general._add_general(a, b, np.arange(n), loc, ids, (tops_a, tops_b))
             assert repr(got.tolist()) == repr(want.tolist())
