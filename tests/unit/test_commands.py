@@ -8,7 +8,9 @@ import pytest
 from gate.core.errors import StaleGolden
 from gate.core.trace import Manifest
 from gate.run.golden import match_workload
-from gate.run.suite import SAMPLING_DEFAULTS, Prompt, SamplingConfig, Suite, prompt_hash
+from gate.run.prompts import Prompt
+from gate.run.sampling import SAMPLING_DEFAULTS, SamplingConfig
+from gate.run.suite import Suite, prompt_hash
 
 
 def _suite(prompts, sampling) -> Suite:

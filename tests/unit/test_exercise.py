@@ -18,7 +18,7 @@ from gate.run.exercise import (
     platform_defaults,
 )
 from gate.run.replay import plan
-from gate.run.suite import SAMPLING_DEFAULTS
+from gate.run.sampling import SAMPLING_DEFAULTS
 
 GREEDY = dict(SAMPLING_DEFAULTS, temperature=0.0, max_tokens=8)
 HOT = dict(SAMPLING_DEFAULTS, temperature=0.7, top_p=0.95, max_tokens=8, seed=7)

@@ -9,9 +9,9 @@ import pytest
 
 from gate.core.errors import BadInput
 from gate.core.identity import ContextLength, model_max_len
+from gate.run.sampling import SAMPLING_DEFAULTS
 from gate.run.suite import (
     PROMPTS_FILE_SIZE_LIMIT,
-    SAMPLING_DEFAULTS,
     SUITE_SIZE_LIMIT,
     YAML_ALIAS_LIMIT,
     check_prompt_lengths,
