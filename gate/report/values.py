@@ -1,4 +1,4 @@
-"""Tolerant readers of a verdict's values, for the renderers (gate/report/render.py,
+"""Tolerant readers of a verdict's values, for the renderers (gate/report/view.py,
 gate/report/charts.py). A verdict may be hand-edited or from another version, so
 every read is total: a missing or mistyped value gives a neutral default,
 never an exception, and infinities arrive as the strings write_verdict uses."""

@@ -543,10 +543,10 @@ _CELL = {"pass": "✅", "good": "✅", "changed": "🟡", "fail": "❌", "skippe
 
 def _render(out: Path, doc: dict[str, Any]) -> None:
     from gate.core.fsutil import atomic_write_text
-    from gate.report.render import _env
+    from gate.report.templating import template_env
     headline = _headline(doc)
     moved = bool(doc.get("first_bad")) or bool(doc.get("moving_args"))
-    atomic_write_text(out / "comment.md", _env("md").get_template("bisect.md.j2").render(
+    atomic_write_text(out / "comment.md", template_env("md").get_template("bisect.md.j2").render(
         doc=doc, headline=headline, cells=_CELL))
-    atomic_write_text(out / "report.html", _env("html").get_template("bisect.html.j2").render(
+    atomic_write_text(out / "report.html", template_env("html").get_template("bisect.html.j2").render(
         doc=doc, headline=headline, moved=moved))

@@ -27,6 +27,7 @@ from gate.core.errors import BadInput
 from gate.core.verdict import read_verdict
 from gate.report import render as report
 from gate.report import values as _values
+from gate.report import view
 from tests._util import record, run_cli, write_trace
 from tests.adversarial.test_suite_inputs import refused, snapshot
 
@@ -229,7 +230,7 @@ def test_report_inputs__number_formatting_is_total(value, text):
 ])
 def test_report_inputs__ratio_to_the_bound_is_total(value, bound, text):
     op = ">=" if value == "-Infinity" else "<="
-    assert report._ratio({"status": "fail", "value": value, "bound": bound, "op": op}) == text
+    assert view._ratio({"status": "fail", "value": value, "bound": bound, "op": op}) == text
 
 
 # ------------------------------------------------------------------ any value anywhere: a report or one line
