@@ -2,7 +2,7 @@
 a suite's `policy:` section. gate/schemas/policy.schema.json is generated from
 it; gate/core/policy.py validates with it before layering a policy. Apart
 from gate/core/models.py because it reads the check table of
-gate/core/policy.py (and so numpy), which the trace and verdict models need not."""
+gate/core/thresholds.py (and so numpy), which the trace and verdict models need not."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
@@ -17,12 +17,12 @@ NonNegative = Annotated[float, Field(ge=0), AfterValidator(_not_nan)]
 
 
 def _check_bounds() -> type[BaseModel]:
-    """`checks:` of a policy: one optional key per check id (gate/core/policy.py
+    """`checks:` of a policy: one optional key per check id (gate/core/thresholds.py
     CHECKS); a tolerance check takes no bound of its own (atol/rtol give it),
     only null, which stops gating on it."""
     from pydantic import create_model
 
-    from gate.core.policy import CHECKS, TOLERANCE_CHECKS
+    from gate.core.thresholds import CHECKS, TOLERANCE_CHECKS
     fields: dict[str, Any] = {}
     for c in CHECKS:
         kind = Optional[NonNegative] if c.id not in TOLERANCE_CHECKS else None

@@ -8,10 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gate.core.checks import CheckResult
 from gate.core.compare import ComparisonResult
+from gate.core.engine_args import engine_check
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
 from gate.core.fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regular
-from gate.core.policy import CheckResult, Policy, _fmt, engine_check
+from gate.core.measures import short as _fmt
+from gate.core.thresholds import Policy
 from gate.core.trace import Manifest
 
 __all__ = ["build_verdict", "add_update_paths", "environment_diff", "write_verdict", "read_verdict", "text_summary",

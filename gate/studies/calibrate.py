@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MARGIN = 10.0
 ATOL_MIN = 1e-5  # 5x the largest real bump measured: 1.9e-6 (bf16 model, H100; docs/design.md section 4.3)
-TOP1_RATE_MIN = 1e-3  # the default policy's 0.1% of near-tie disagreements (gate/core/policy.py)
+TOP1_RATE_MIN = 1e-3  # the default policy's 0.1% of near-tie disagreements (gate/core/thresholds.py)
 TOP1_SIGMAS = 3.0     # slack above the worst measured count of top-1 flips, in Poisson standard deviations
 _MEASURES = (("forced", "max_abs_diff"), ("forced", "mean_abs_diff"), ("forced", "p99_abs_diff"),
              ("forced", "k3_kl"), ("forced", "top1_agreement"), ("sampler", "max_abs_diff"),

@@ -10,7 +10,8 @@ import yaml
 
 from gate.core.compare import compare_records
 from gate.core.errors import InfraError
-from gate.core.policy import DEFAULT_POLICY, evaluate, load_policy, parse_policy
+from gate.core.policy import evaluate, load_policy, parse_policy
+from gate.core.thresholds import DEFAULT_POLICY
 from gate.studies.calibrate import (
     ATOL_MIN,
     config_floors,

@@ -8,9 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from gate.core.measures import (CHANNEL_MEASURES, MEASURES, as_float_array, first_divergence, higher_is_better,
-                                measure, report_number, short)
-from gate.core.policy import CHECKS
+from gate.core.measures import (
+    CHANNEL_MEASURES,
+    MEASURES,
+    as_float_array,
+    first_divergence,
+    higher_is_better,
+    measure,
+    report_number,
+    short,
+)
+from gate.core.thresholds import CHECKS
 
 
 def test_every_check_measures_a_registered_measure_in_its_direction():

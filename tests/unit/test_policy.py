@@ -8,7 +8,8 @@ import pytest
 
 from gate.core.compare import compare_records
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
-from gate.core.policy import CHECKS, DEFAULT_POLICY, evaluate, layered_policy, load_policy, parse_policy
+from gate.core.policy import evaluate, layered_policy, load_policy, parse_policy
+from gate.core.thresholds import CHECKS, DEFAULT_POLICY
 from gate.core.trace import Manifest
 from gate.core.verdict import build_verdict
 from tests._util import record
