@@ -28,9 +28,9 @@ from gate.core.trace import (
     Scores,
     TraceReader,
     TraceWriter,
-    _dumps,
-    _record_ok,
 )
+from gate.core.trace_format import dumps
+from gate.core.trace_records import record_ok
 
 ID_MAX = 2 ** 63 - 1
 FLOAT_MAX = 1.7976931348623157e308
@@ -93,7 +93,7 @@ def test_trace_properties__records_within_the_schema_read_back_identical(tmp_pat
     back = list(TraceReader(path).records())
     assert [r.key for r in back] == sorted(written)
     for r in back:  # the same JSON text: -0.0, -inf, ints and None all survive
-        assert _dumps(r.to_json()) == _dumps(written[r.key].to_json())
+        assert dumps(r.to_json()) == dumps(written[r.key].to_json())
 
 
 # ------------------------------------------------------------------ just outside the schema
@@ -176,12 +176,12 @@ def outside(draw: Any) -> tuple[dict, str]:
 
 
 def _line(obj: dict) -> str:
-    return _dumps(obj).replace(json.dumps(INF), "1e400").replace(json.dumps(SURROGATE), '"\\ud800"')
+    return dumps(obj).replace(json.dumps(INF), "1e400").replace(json.dumps(SURROGATE), '"\\ud800"')
 
 
 def _file(path: Path, obj: dict) -> Path:
     header = {"format": FORMAT, "version": MAJOR, "minor": MINOR, "manifest": {"kind": "trainer"}}
-    path.write_text("\n".join([_dumps(header), _line(obj), _dumps({"end": True, "records": 1})]) + "\n",
+    path.write_text("\n".join([dumps(header), _line(obj), dumps({"end": True, "records": 1})]) + "\n",
                     encoding="utf-8")
     return path
 
@@ -222,9 +222,9 @@ def test_trace_properties__fast_checks_validator_and_specification_agree(data):
     obj = data.draw(st.builds(lambda r: r.to_json(), records()) | outside().map(lambda c: c[0]))
     obj = json.loads(_line(obj))  # exactly what a reader holds: 1e400 is now +inf, \ud800 a lone surrogate
     valid = models.problem(models.Record, obj, "record") is None
-    assert _record_ok(obj, False, exact=True) is valid
+    assert record_ok(obj, False, exact=True) is valid
     if not _has(obj, (bool,)):  # the fast path: no true/false literal on the line
-        assert _record_ok(obj, False, exact=False) is valid
+        assert record_ok(obj, False, exact=False) is valid
     if _SPEC.is_valid(obj) is not valid:  # only where this project is stricter, by design
         problem = models.problem(models.Record, obj, "record")
         assert ("must be an integer" in problem and "got the number" in problem) or "-digit integer" in problem, \

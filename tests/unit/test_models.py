@@ -99,6 +99,6 @@ def test_models__policy_problems_stay_one_short_line():
 
 def test_models__the_readers_fast_key_sets_are_the_models_keys():
     from gate.core import models
-    from gate.core.trace import _RECORD_KEYS, _SCORES_KEYS
-    assert _RECORD_KEYS == {f.alias or n for n, f in models.Record.model_fields.items()}
-    assert _SCORES_KEYS == {f.alias or n for n, f in models.Scores.model_fields.items()}
+    from gate.core.trace_records import RECORD_KEYS, SCORES_KEYS
+    assert RECORD_KEYS == {f.alias or n for n, f in models.Record.model_fields.items()}
+    assert SCORES_KEYS == {f.alias or n for n, f in models.Scores.model_fields.items()}
