@@ -120,8 +120,8 @@ class Manifest:
     def from_json(cls, data: Any, where: str, newer: bool = False) -> "Manifest":
         """`newer`: the file is of a newer minor version, whose added keys are
         optional by promise, so keys this version does not know are dropped."""
-        from gate.core import models  # pydantic: once per file, never per record
-        problem = models.problem(models.Manifest, data, "manifest", open_objects=newer)
+        from gate.core import models, validation  # pydantic: once per file, never per record
+        problem = validation.problem(models.Manifest, data, "manifest", open_objects=newer)
         if problem:
             raise BadInput(f"{where}: {problem}", hint_for(problem))
         names = {f.name for f in dataclasses.fields(cls)}

@@ -65,8 +65,8 @@ class TraceReader:
         # A newer minor only adds optional keys (docs/trace-format.md): ignore what we do not know.
         self.newer = type(minor) is int and minor > MINOR
         self._text(first, header, 1, "header")
-        from gate.core import models  # pydantic: once per file, never per record
-        problem = models.problem(models.Header, header, "header", open_objects=self.newer)
+        from gate.core import models, validation  # pydantic: once per file, never per record
+        problem = validation.problem(models.Header, header, "header", open_objects=self.newer)
         if problem:
             raise BadInput(f"{self.path}:1: {problem}", hint_for(problem))
         self.manifest = Manifest.from_json(header["manifest"], f"{self.path}:1", self.newer)
@@ -116,8 +116,8 @@ class TraceReader:
                     raise BadInput(f"{self.path}:{lineno}: data after the end marker", REDO)
                 obj = self._parse(raw, lineno)
                 if type(obj) is dict and obj.get("end") is True:
-                    from gate.core import models
-                    problem = models.problem(models.End, obj, "end marker", open_objects=self.newer)
+                    from gate.core import models, validation
+                    problem = validation.problem(models.End, obj, "end marker", open_objects=self.newer)
                     if problem:
                         raise BadInput(f"{self.path}:{lineno}: {problem}", DAMAGED)
                     if obj["records"] != count:

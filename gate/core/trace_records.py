@@ -141,8 +141,8 @@ def _scores_from_json(obj: dict[str, Any] | None, where: str, expected_len: int)
 def record_from_json(obj: Any, where: str, newer: bool = False, exact: bool = True) -> Record:
     """`exact=False` is the reader's fast path for a line without true/false literals."""
     if not record_ok(obj, newer, exact):
-        from gate.core import models  # only for a line the fast checks refused: the model says where
-        problem = models.problem(models.Record, obj, "record", open_objects=newer)
+        from gate.core import models, validation  # only for a line the fast checks refused: the model says where
+        problem = validation.problem(models.Record, obj, "record", open_objects=newer)
         problem = problem or "record does not match the trace schema"
         raise BadInput(f"{where}: {problem}", hint_for(problem))
     prompt_ids, completion_ids = obj["prompt_token_ids"], obj["completion_token_ids"]

@@ -43,8 +43,8 @@ class TraceWriter:
         header = {"format": FORMAT, "version": MAJOR, "minor": MINOR, "manifest": manifest.to_json()}
         line = self._line(header, "trace header")
         try:
-            from gate.core import models
-            problem = models.problem(models.Header, json.loads(line, parse_constant=reject_constant), "header")
+            from gate.core import models, validation
+            problem = validation.problem(models.Header, json.loads(line, parse_constant=reject_constant), "header")
         except ValueError as exc:
             problem = f"manifest holds {str(exc).split()[0]}, which a reader refuses"
         if problem:

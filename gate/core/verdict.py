@@ -13,6 +13,7 @@ from gate.core.compare import ComparisonResult
 from gate.core.engine_args import engine_check
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
 from gate.core.fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regular
+from gate.core.jsonpath import first_invalid_text
 from gate.core.measures import short as _fmt
 from gate.core.thresholds import Policy
 from gate.core.trace import Manifest
@@ -309,7 +310,8 @@ def _validate(v: Any, path: Path, hint: str) -> None:
     if type(v.get("version")) is not int or v.get("version") != VERSION:
         raise BadInput(f"{path}: verdict schema version {v.get('version')!r} is not supported (this gate reads "
                        f"{VERSION})", "re-run check/compare with this version of parity-gate, or upgrade parity-gate")
-    from gate.core.models import Verdict, first_invalid_text, problem  # pydantic: only when a verdict is read
+    from gate.core.models import Verdict  # pydantic: only when a verdict is read
+    from gate.core.validation import problem
     wrong = problem(Verdict, v, "verdict")
     if wrong is None and _deeper_than(v, _MAX_DEPTH):
         wrong = f"verdict nests more than {_MAX_DEPTH} levels deep"

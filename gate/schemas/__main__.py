@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gate.core.fsutil import atomic_write_text
-from gate.core.models import SCHEMAS, schema_text
+from gate.core.schema_docs import SCHEMAS, schema_text
 
 HERE = Path(__file__).resolve().parent
 

@@ -234,7 +234,8 @@ class _State:
 
     def save(self, result: dict[str, Any]) -> dict[str, Any]:
         from gate.core.fsutil import atomic_write_text
-        from gate.core.models import Bisect, problem
+        from gate.core.models import Bisect
+        from gate.core.validation import problem
         doc = self.doc(result)
         wrong = problem(Bisect, doc, "bisect")
         if wrong:  # a bug here, not the user's: say so before writing a file others would refuse

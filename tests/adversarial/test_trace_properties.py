@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate.core import models
+from gate.core import models, validation
 from gate.core.errors import BadInput
 from gate.core.trace import (
     FORMAT,
@@ -221,11 +221,11 @@ def _has(value: Any, kinds: tuple) -> bool:
 def test_trace_properties__fast_checks_validator_and_specification_agree(data):
     obj = data.draw(st.builds(lambda r: r.to_json(), records()) | outside().map(lambda c: c[0]))
     obj = json.loads(_line(obj))  # exactly what a reader holds: 1e400 is now +inf, \ud800 a lone surrogate
-    valid = models.problem(models.Record, obj, "record") is None
+    valid = validation.problem(models.Record, obj, "record") is None
     assert record_ok(obj, False, exact=True) is valid
     if not _has(obj, (bool,)):  # the fast path: no true/false literal on the line
         assert record_ok(obj, False, exact=False) is valid
     if _SPEC.is_valid(obj) is not valid:  # only where this project is stricter, by design
-        problem = models.problem(models.Record, obj, "record")
+        problem = validation.problem(models.Record, obj, "record")
         assert ("must be an integer" in problem and "got the number" in problem) or "-digit integer" in problem, \
             problem

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gate.core.models import Bisect, problem
+from gate.core.models import Bisect
+from gate.core.validation import problem
 from tests.integration.conftest import gate
 
 pytestmark = pytest.mark.engine

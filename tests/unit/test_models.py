@@ -13,7 +13,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gate.core.models import SCHEMAS, Bisect, Verdict, problem, schema_of, schema_text
+from gate.core.models import Bisect, Verdict
+from gate.core.schema_docs import SCHEMAS, schema_of, schema_text
+from gate.core.validation import problem
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "verdicts"
 
