@@ -1,6 +1,6 @@
 """`parity-gate suite lint SUITE`: for each engine knob the suite sets, and
 those users commonly change, can the suite exercise it, and why not
-(gate/run/exercise.py has the rules). No engine starts: text prompts are
+(gate/run/knob_rules.py has the rules). No engine starts: text prompts are
 tokenized with the model's own tokenizer, as `record` does; with --golden,
 the golden's token ids, batch plan and resolved sizes are used instead,
 and the notes that `check` would add are printed too."""
@@ -14,20 +14,11 @@ from typing import Any
 
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
 from gate.core.trace import read_trace, trace_path
-from gate.run.exercise import (
-    COMMON_KNOBS,
-    Finding,
-    Limits,
-    Workload,
-    changed_knobs,
-    golden_notes,
-    golden_resolved,
-    judge,
-    limits,
-    local_platform,
-)
+from gate.run.exercise import changed_knobs, golden_notes, golden_resolved, limits, local_platform
+from gate.run.knob_rules import judge
 from gate.run.replay import DEFAULT_CALL_SIZE, engine_overrides, plan, prompt_where, replay_engine_args
 from gate.run.suite import Suite, check_prompt_lengths, load_suite
+from gate.run.workload import COMMON_KNOBS, Finding, Limits, Workload
 
 __all__ = ["add_arguments", "run", "EXIT_UNTESTED"]
 

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from gate.run.exercise import (
-    CPU,
-    CUDA,
-    UNSET,
-    Workload,
-    changed_knobs,
-    check_findings,
-    judge,
-    limits,
-    notes,
-    platform_defaults,
-)
+from gate.run.exercise import CPU, CUDA, changed_knobs, check_findings, limits, notes, platform_defaults
+from gate.run.knob_rules import judge
 from gate.run.replay import plan
 from gate.run.sampling import SAMPLING_DEFAULTS
+from gate.run.workload import UNSET, Workload
 
 GREEDY = dict(SAMPLING_DEFAULTS, temperature=0.0, max_tokens=8)
 HOT = dict(SAMPLING_DEFAULTS, temperature=0.7, top_p=0.95, max_tokens=8, seed=7)
