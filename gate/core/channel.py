@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gate.core.rows import Histogram, Location, MaxLocation, PositionBucket
+
 __all__ = ["Tolerance", "Channel", "CLIP_EPS", "POSITION_BUCKET", "HIST_BINS_PER_DECADE", "HIST_MIN_EXP",
            "HIST_MAX_EXP"]
 
@@ -47,7 +49,7 @@ class Channel:
     bitwise: int = 0
     sum_abs: float = 0.0
     max_abs: float = 0.0
-    max_loc: dict[str, Any] | None = None
+    max_loc: MaxLocation | None = None
     sum_exp_abs: float = 0.0
     sum_k1: float = 0.0
     sum_k2: float = 0.0
@@ -71,7 +73,7 @@ class Channel:
     pos_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pos_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def add(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
+    def add(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: Location,
             token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
         """Fold in one sequence; returns abs diffs aligned with `a` (0 where a
         side has no number), for worst-token tracking.
@@ -89,7 +91,7 @@ class Channel:
             return self._add_finite(a, b, positions, loc, token_ids, tops)
         return self._add_general(a, b, positions, loc, token_ids, tops)
 
-    def _add_general(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
+    def _add_general(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: Location,
                      token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
         """`add` for any sequence, nulls and -inf included."""
         size = a.size
@@ -161,7 +163,7 @@ class Channel:
         out[known] = absd
         return out
 
-    def _add_finite(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: dict[str, Any],
+    def _add_finite(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: Location,
                     token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
         """`add` where every number on both sides is finite (nearly every
         sequence): the same numpy reductions over the same arrays as
@@ -328,12 +330,12 @@ class Channel:
             "tolerance": {"atol": self.tol.atol, "rtol": self.tol.rtol},
         })
 
-    def by_position(self) -> list[dict[str, Any]]:
+    def by_position(self) -> list[PositionBucket]:
         return [{"start": k * POSITION_BUCKET, "end": (k + 1) * POSITION_BUCKET, "count": int(self.pos_count[k]),
                  "mean_abs_diff": float(self.pos_sum[k] / self.pos_count[k]), "max_abs_diff": float(self.pos_max[k])}
                 for k in np.flatnonzero(self.pos_count).tolist()]
 
-    def histogram(self) -> dict[str, Any]:
+    def histogram(self) -> Histogram:
         """Decade bins for display (the fine bins are for p99)."""
         decades: dict[int, int] = {}
         for i, c in enumerate(self.hist.tolist()):

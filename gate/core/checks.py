@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gate.core.measures import short
+from gate.core.rows import CheckWorst, Evidence
 from gate.core.thresholds import TOLERANCE_CHECKS, CheckSpec, Rules
 
 __all__ = ["CheckResult", "evaluate_check"]
@@ -27,17 +28,17 @@ class CheckResult:
     bound: float
     n_bad: int
     n_total: int
-    worst: dict[str, Any] | None
+    worst: CheckWorst | None
     message: str
     # evidence: tokens (or sequences) compared, what the reference offered, the floor a pass needs
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=dict)  # type: ignore[assignment]
     note: str | None = None  # why a check is not comparable, in words
 
 
 _fmt = short  # one number format for messages (gate/core/measures.py)
 
 
-def _where(loc: dict[str, Any] | None, tokens: dict | None = None) -> str:
+def _where(loc: CheckWorst | None, tokens: dict | None = None) -> str:
     if not loc:
         return "nowhere"
     tok = f" token {loc['token']!r}" if loc.get("token") is not None else ""
@@ -92,7 +93,7 @@ def _why_not_comparable(spec: CheckSpec, group: dict[str, Any], compared: int, o
 
 
 def _not_comparable(spec: CheckSpec, config: str | None, group: dict[str, Any], compared: int, offered: int,
-                    labels: tuple[str, str], evidence: dict[str, Any], floor: int, rules: Rules,
+                    labels: tuple[str, str], evidence: Evidence, floor: int, rules: Rules,
                     value: float | None, bound: float, label: str) -> CheckResult:
     note = _why_not_comparable(spec, group, compared, offered, labels)
     pct = f" ({100 * compared / offered:.2f}%)" if offered else ""
@@ -116,7 +117,7 @@ def evaluate_check(spec: CheckSpec, rules: Rules, config: str | None, group: dic
     if compared == 0 and offered == 0:
         return None  # neither side has this channel: nothing expected, nothing claimed
     floor = max(1, math.ceil(rules.min_evidence * offered)) if offered else 1
-    evidence = {"compared": compared, "reference": offered, "floor": floor,
+    evidence: Evidence = {"compared": compared, "reference": offered, "floor": floor,
                 "unit": "sequences" if spec.channel == "free_run" else "tokens"}
     label = spec.title + (f" [{config}]" if config else "")
     summary = group.get(spec.channel) or {}

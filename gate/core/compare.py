@@ -23,6 +23,7 @@ import numpy as np
 from gate.core.channel import Channel, Tolerance
 from gate.core.divergence import NEAR_TIE_GAP, FreeRun, top2_gap
 from gate.core.measures import as_float_array, first_divergence
+from gate.core.rows import Histogram, Location, MatchedSample, PositionBucket, PromptRow, WorstToken
 from gate.core.selection import PromptRows, WorstTokens
 from gate.core.semantics import Relation, compare_spread, describe, judge, matters, relation_pairs
 from gate.core.trace import Record, TraceReader
@@ -102,16 +103,16 @@ class _Sample:
 class ComparisonResult:
     overall: dict[str, Any]
     per_config: dict[str, dict[str, Any]]
-    worst_tokens: list[dict[str, Any]]
-    by_position: dict[str, list[dict[str, Any]]]
-    histogram: dict[str, dict[str, Any]]
-    per_prompt: list[dict[str, Any]]
+    worst_tokens: list[WorstToken]
+    by_position: dict[str, list[PositionBucket]]
+    histogram: dict[str, Histogram]
+    per_prompt: list[PromptRow]
     per_prompt_omitted: int
     only_reference: list[tuple[str, str, int]]
     only_candidate: list[tuple[str, str, int]]
     warnings: list[str]
     records: int
-    sampler_matched: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sampler_matched: dict[str, MatchedSample] = field(default_factory=dict)
 
 
 def _arr(values: Sequence[float | None]) -> np.ndarray:
@@ -179,9 +180,9 @@ class _Comparator:
 
     def add(self, ref: Record, cand: Record) -> None:
         groups = (self.group(ref.config),)  # overall is merged from the configs at the end
-        loc = {"config": ref.config, "prompt_id": ref.prompt_id, "sample": ref.sample}
-        row: dict[str, Any] = dict(loc, forced_max_abs_diff=None, sampler_max_abs_diff=None,
-                                   free_run_match=None, first_divergence=None)
+        loc: Location = {"config": ref.config, "prompt_id": ref.prompt_id, "sample": ref.sample}
+        row: PromptRow = dict(loc, forced_max_abs_diff=None, sampler_max_abs_diff=None,
+                              free_run_match=None, first_divergence=None)
         forced_close = -1  # leading completion positions whose teacher-forced scores agree (-1: not scored)
         # forced channel: the same (reference) tokens in the same contexts
         if ref.forced is not None and cand.forced is not None:

@@ -5,8 +5,8 @@ the first few divergences kept for the report."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from gate.core.rows import Divergence, FreeRunSummary, Location
 from gate.core.trace import Record
 
 __all__ = ["FreeRun", "top2_gap", "NEAR_TIE_GAP", "DIVERGENCES_KEPT"]
@@ -28,9 +28,9 @@ class FreeRun:
     stream: int = 0
     stream_first_min: int | None = None
     first_min: int | None = None
-    diverged: list[dict[str, Any]] = field(default_factory=list)
+    diverged: list[Divergence] = field(default_factory=list)
 
-    def add(self, loc: dict[str, Any], match: bool, first: int, gap: float | None, stream: bool) -> None:
+    def add(self, loc: Location, match: bool, first: int, gap: float | None, stream: bool) -> None:
         """One pair of free runs: identical (`match`), or parted at `first`
         with the reference's top-2 gap there (`gap`) and whether the
         teacher-forced scores agreed up to it (`stream`)."""
@@ -63,7 +63,7 @@ class FreeRun:
             self.first_min = other.first_min if self.first_min is None else min(self.first_min, other.first_min)
         self.diverged.extend(other.diverged[:max(0, DIVERGENCES_KEPT - len(self.diverged))])
 
-    def summary(self) -> dict[str, Any] | None:
+    def summary(self) -> FreeRunSummary | None:
         if not self.sequences:
             return None
         return {"sequences": self.sequences, "exact_matches": self.exact,

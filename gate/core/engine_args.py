@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gate.core.checks import CheckResult
+from gate.core.rows import UnappliedArg
 from gate.core.thresholds import ENGINE_CHECK, Policy
 
 __all__ = ["engine_check", "unapplied_engine_args"]
@@ -39,7 +40,7 @@ def _same_setting(requested: Any, resolved: Any) -> bool:
     return norm(requested) == norm(resolved)
 
 
-def unapplied_engine_args(manifest: Any) -> list[dict[str, Any]]:
+def unapplied_engine_args(manifest: Any) -> list[UnappliedArg]:
     """Engine args a run asked for that vLLM resolved to something else
     (keys it resolves under the same name only; 'auto' is never a request)."""
     args = getattr(manifest, "engine_args", None) or {}

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from gate.core.rows import PromptRow, WorstToken
 from gate.core.trace import Record
 
 __all__ = ["WorstTokens", "PromptRows", "WORST_TOKENS", "PER_PROMPT_ROWS", "CONTEXT_TOKENS"]
@@ -30,7 +31,7 @@ class WorstTokens:
     """The WORST_TOKENS largest |d| over both channels, largest first (ties in the order seen)."""
 
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, dict[str, Any]]] = []
+        self.heap: list[tuple[float, int, WorstToken]] = []
         self.counter = itertools.count()
 
     def track(self, channel: str, absd: np.ndarray, top: float, a: np.ndarray, b: np.ndarray,
@@ -47,19 +48,20 @@ class WorstTokens:
             if v <= 0 or (len(worst) == WORST_TOKENS and v <= worst[0][0]):
                 continue
             pos = int(positions[i])
-            entry = {"channel": channel, "config": rec.config, "prompt_id": rec.prompt_id, "sample": rec.sample,
-                     "position": pos, "token_id": int(ids[i]),
-                     "token": toks[pos] if toks and pos < len(toks) else None,
-                     "context_before": toks[max(0, pos - CONTEXT_TOKENS):pos] if toks else [],
-                     "context_after": toks[pos + 1:pos + 1 + CONTEXT_TOKENS] if toks else [],
-                     "reference": float(a[i]), "candidate": float(b[i]), "abs_diff": v}
+            entry: WorstToken = {
+                "channel": channel, "config": rec.config, "prompt_id": rec.prompt_id, "sample": rec.sample,
+                "position": pos, "token_id": int(ids[i]),
+                "token": toks[pos] if toks and pos < len(toks) else None,
+                "context_before": toks[max(0, pos - CONTEXT_TOKENS):pos] if toks else [],
+                "context_after": toks[pos + 1:pos + 1 + CONTEXT_TOKENS] if toks else [],
+                "reference": float(a[i]), "candidate": float(b[i]), "abs_diff": v}
             item = (v, next(self.counter), entry)
             if len(worst) < WORST_TOKENS:
                 heapq.heappush(worst, item)
             else:
                 heapq.heapreplace(worst, item)
 
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[WorstToken]:
         return [e for _, _, e in sorted(self.heap, key=lambda t: (-t[0], t[1]))]
 
 
@@ -68,11 +70,11 @@ class PromptRows:
     are kept (the earlier one on a tie), and how many were left out."""
 
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, dict[str, Any]]] = []
+        self.heap: list[tuple[float, int, PromptRow]] = []
         self.seen = 0
         self.counter = itertools.count()
 
-    def keep(self, row: dict[str, Any]) -> None:
+    def keep(self, row: PromptRow) -> None:
         self.seen += 1
         score = max(row["forced_max_abs_diff"] or 0.0, row["sampler_max_abs_diff"] or 0.0)
         item = (score, -next(self.counter), row)
@@ -81,7 +83,7 @@ class PromptRows:
         elif item > self.heap[0]:
             heapq.heapreplace(self.heap, item)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[PromptRow]:
         """The kept rows in key order."""
         return [r for _, _, r in sorted(self.heap, key=lambda t: (t[2]["config"], t[2]["prompt_id"],
                                                                   t[2]["sample"]))]

@@ -15,6 +15,7 @@ from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
 from gate.core.fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regular
 from gate.core.jsonpath import first_invalid_text
 from gate.core.measures import short as _fmt
+from gate.core.rows import ConfigOutcome, EnvRow
 from gate.core.thresholds import Policy
 from gate.core.trace import Manifest
 
@@ -33,7 +34,7 @@ _ENV_KEYS = ("vllm_version", "vllm_commit", "torch_version", "transformers_versi
 _HARDWARE = ("device_name", "driver_version", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
 
 
-def _row(key: str, group: str, ref: dict[str, Any], cand: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+def _row(key: str, group: str, ref: dict[str, Any], cand: dict[str, Any], name: str | None = None) -> EnvRow:
     """A key one side does not record at all (a trainer or transformers run has
     no scheduler) is listed but not counted as a change."""
     name = name or key
@@ -43,10 +44,10 @@ def _row(key: str, group: str, ref: dict[str, Any], cand: dict[str, Any], name: 
             **({} if both else {"recorded_by": "reference" if key in ref else "candidate"})}
 
 
-def environment_diff(ref: Manifest, cand: Manifest) -> list[dict[str, Any]]:
+def environment_diff(ref: Manifest, cand: Manifest) -> list[EnvRow]:
     """Every environment and resolved engine key, marked where it moved.
     Config differences are always listed, even when nothing drifted."""
-    rows: list[dict[str, Any]] = []
+    rows: list[EnvRow] = []
     re_, ce = ref.environment or {}, cand.environment or {}
     for key in _ENV_KEYS:
         if key in re_ or key in ce:
@@ -69,7 +70,7 @@ def environment_diff(ref: Manifest, cand: Manifest) -> list[dict[str, Any]]:
     return rows
 
 
-def _hardware_warnings(diff: list[dict[str, Any]]) -> list[str]:
+def _hardware_warnings(diff: list[EnvRow]) -> list[str]:
     moved = [r for r in diff if r["key"] in _HARDWARE and r["differs"]]
     if not moved:
         return []
@@ -79,7 +80,7 @@ def _hardware_warnings(diff: list[dict[str, Any]]) -> list[str]:
 
 
 def config_status(config: str, checks: list[CheckResult], group: dict[str, Any],
-                  mode: str = "check") -> dict[str, Any]:
+                  mode: str = "check") -> ConfigOutcome:
     """Per sampling config: 'fail', 'inconclusive' or 'pass', and why, in words.
 
     A config passes only on evidence: its teacher-forced channel (the gate's
@@ -121,7 +122,7 @@ _CHANNEL_WORDS = {"forced": "teacher-forced channel", "sampler": "sampler channe
                   "semantics": "in-run semantics"}
 
 
-def _headline(checks: list[CheckResult], result: ComparisonResult, configs: dict[str, dict[str, Any]]) -> str:
+def _headline(checks: list[CheckResult], result: ComparisonResult, configs: dict[str, ConfigOutcome]) -> str:
     failed = [c for c in checks if c.status == "fail"]
     counted = [c for c in checks if c.status != "not_comparable"]
     skipped = len(checks) - len(counted)

@@ -1,0 +1,138 @@
+"""The rows a comparison and its checks hand on, typed: TypedDicts, so they
+stay the plain dicts that go into verdict.json as they are (the models in
+`core/models` are the reader's side of the same rows: WorstToken, PromptRow,
+Evidence, EnvRow, ConfigOutcome)."""
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+__all__ = ["Location", "MaxLocation", "CheckWorst", "WorstToken", "PromptRow", "Divergence", "PositionBucket",
+           "Decade", "Histogram", "MatchedSample", "Evidence", "FreeRunSummary", "EnvRow", "ConfigOutcome",
+           "UnappliedArg"]
+
+
+class Location(TypedDict):
+    """One record: a sampling config's prompt and sample."""
+    config: str
+    prompt_id: str
+    sample: int
+
+
+class MaxLocation(Location):
+    """Where a channel's greatest |d| is (a summary's `max_location`)."""
+    position: int
+    token_id: int
+    reference: float
+    candidate: float
+
+
+class CheckWorst(MaxLocation, total=False):
+    """A check's `worst`: the max location with its token's text, when the worst tokens hold it."""
+    token: str | None
+
+
+class WorstToken(TypedDict):
+    """One of the worst tokens, with a few tokens of context."""
+    channel: str
+    config: str
+    prompt_id: str
+    sample: int
+    position: int
+    token_id: int
+    token: str | None
+    context_before: list[str]
+    context_after: list[str]
+    reference: float
+    candidate: float
+    abs_diff: float
+
+
+class PromptRow(Location):
+    """One compared record's largest drift per channel and where its free runs part."""
+    forced_max_abs_diff: float | None
+    sampler_max_abs_diff: float | None
+    free_run_match: bool | None
+    first_divergence: int | None
+
+
+class Divergence(Location):
+    """Where one pair of free runs parted."""
+    position: int
+    near_tie: bool
+    top2_gap: float | None
+    stream_changed: bool
+
+
+class PositionBucket(TypedDict):
+    """|d| over the completion positions [start, end)."""
+    start: int
+    end: int
+    count: int
+    mean_abs_diff: float
+    max_abs_diff: float
+
+
+class Decade(TypedDict):
+    exp: int
+    count: int
+
+
+class Histogram(TypedDict):
+    """|d| by decade for display; `zero` counts the exact matches."""
+    zero: int
+    decades: list[Decade]
+
+
+class MatchedSample(TypedDict):
+    """Sampler differences on matched tokens: how many, and an even sample of (position, d)."""
+    tokens: int
+    points: list[list[float]]
+
+
+class Evidence(TypedDict, total=False):
+    """What a check's verdict rests on: compared, offered by the reference, the floor a pass needs, in `unit`."""
+    compared: int
+    reference: int
+    floor: int
+    unit: str
+
+
+class FreeRunSummary(TypedDict):
+    """The free runs of a config (or overall): how many matched, where the first parted, the first few partings."""
+    sequences: int
+    exact_matches: int
+    exact_match_rate: float
+    first_divergence_min: int | None
+    near_tie_divergences: int
+    diverged_at_start: int
+    stream_changed: int
+    stream_first_position: int | None
+    diverged: list[Divergence]
+
+
+class _EnvRow(TypedDict):
+    key: str
+    group: str
+    reference: Any
+    candidate: Any
+    differs: bool
+
+
+class EnvRow(_EnvRow, total=False):
+    """One environment or engine key of the two runs; `recorded_by` where only one side records it."""
+    recorded_by: str
+
+
+class ConfigOutcome(TypedDict):
+    """A sampling config's status, why in words, and its checks counted by status."""
+    status: str
+    reason: str
+    notes: list[str]
+    checks: dict[str, int]
+
+
+class UnappliedArg(TypedDict):
+    """An engine arg the run asked for that vLLM resolved to something else."""
+    key: str
+    requested: Any
+    resolved: Any
