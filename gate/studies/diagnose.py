@@ -7,10 +7,10 @@ some settings are read at import), and name the knobs that restore parity,
 with numbers. When none does, the remaining drift is numeric or
 version-internal, and we say where it starts.
 
-Pure parts (`plan_ablations`, `summarize`, `drift_start`) take data and
-return data; `diagnose` takes a `runner` so tests can pass a fake one. Each
-ablation runs through gate/run/child.py, like every engine command the gate
-spawns.
+Pure parts (`summarize`, `drift_start`, and `plan_ablations` in
+gate/studies/ablations.py) take data and return data; `diagnose` takes a
+`runner` so tests can pass a fake one. Each ablation runs through
+gate/run/child.py, like every engine command the gate spawns.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,119 +34,15 @@ from gate.core.trace import read_trace
 from gate.core.verdict import read_verdict, write_verdict
 from gate.report.render import render_result
 from gate.run.child import GPU_MEMORY_HINT, GROUP_GRACE_S, error_line, is_gpu_memory_error, run_child
+from gate.studies.ablations import Ablation, AblationOutcome, Runner, plan_ablations, show_value
 
-__all__ = ["Ablation", "AblationOutcome", "plan_ablations", "summarize", "drift_start", "diagnose",
+__all__ = ["summarize", "drift_start", "diagnose",
            "diagnose_result_dir", "subprocess_runner", "DEFAULT_BUDGET_S", "add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_S = 300.0
 ABLATION_DIR = "diagnosis"
-# Resolved-config keys that are also vllm.EngineArgs names: moving one back is
-# `--engine-arg KEY=<golden's resolved value>`.
-_ENGINE_KEYS = {
-    "dtype", "logprobs_mode", "max_model_len", "max_logprobs", "seed", "enforce_eager", "hf_overrides",
-    "quantization", "enable_prefix_caching", "block_size", "kv_cache_dtype", "max_num_seqs",
-    "max_num_batched_tokens", "async_scheduling", "enable_chunked_prefill", "tensor_parallel_size",
-    "pipeline_parallel_size",
-}
-# Resolved keys that are read from the environment, not from engine args.
-_ENV_BACKED = {"batch_invariant": "VLLM_BATCH_INVARIANT", "attention_backend": "VLLM_ATTENTION_BACKEND"}
-# Keys whose value is derived from another knob: ablate the knob instead.
-_DERIVED = {"head_dtype": "hf_overrides"}
-# Names used in messages, where the raw key says too little.
-_TITLES = {"hf_overrides": "lm_head precision (hf_overrides)", "head_dtype": "lm_head dtype",
-           "logprobs_mode": "logprobs_mode", "batch_invariant": "VLLM_BATCH_INVARIANT"}
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """One rerun: the check's own overrides plus these knobs moved back."""
-
-    name: str                               # e.g. "logprobs_mode" or "all"
-    knobs: tuple[str, ...]                  # diff keys it moves back
-    engine_args: dict[str, Any]             # extra --engine-arg KEY=VALUE (golden's values)
-    env: dict[str, str | None]              # environment variables to set (None: unset)
-    description: str                        # "logprobs_mode processed_logprobs -> raw_logprobs"
-
-
-@dataclass(frozen=True)
-class AblationOutcome:
-    ablation: Ablation
-    status: str                             # "ran" | "skipped" | "error"
-    verdict: str | None = None              # "pass" | "fail"
-    measures: dict[str, Any] = field(default_factory=dict)   # channel -> {max_abs_diff, mean_abs_diff, ...}
-    seconds: float = 0.0
-    error: str | None = None
-    result_dir: str | None = None
-
-
-Runner = Callable[[Ablation, Path, float], AblationOutcome]
-
-
-# ---------------------------------------------------------------- planning (pure)
-def _show(v: Any) -> str:
-    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
-
-
-def _env_value(ref: Any) -> str | None:
-    if isinstance(ref, bool):
-        return "1" if ref else "0"
-    return None if ref is None else str(ref)
-
-
-def plan_ablations(verdict: dict[str, Any]) -> tuple[list[Ablation], list[dict[str, Any]]]:
-    """From a verdict's environment diff: one ablation per movable knob, then
-    one with all of them (when there are several). Also returns the
-    differences that cannot be moved back here (versions, hardware)."""
-    rows = [r for r in verdict.get("environment_diff", []) if r.get("differs")]
-    ref_manifest = (verdict.get("reference") or {}).get("manifest") or {}
-    requested = (ref_manifest.get("engine_args") or {}).get("requested") or {}
-    ref_env = (ref_manifest.get("environment") or {}).get("env") or {}
-    by_key = {r["key"]: r for r in rows}
-    singles: dict[str, Ablation] = {}
-    fixed: list[dict[str, Any]] = []
-    for r in rows:
-        key, group, ref, cand = r["key"], r.get("group", ""), r.get("reference"), r.get("candidate")
-        knob = _DERIVED.get(key, key)
-        if knob != key and knob in by_key:
-            continue  # the underlying knob has its own row and ablation
-        desc = f"{_TITLES.get(key, key)} {_show(ref)} -> {_show(cand)}"
-        if group == "environment" and key.startswith("env."):
-            var = key[4:]
-            singles[key] = Ablation(var, (key,), {}, {var: _env_value(ref)}, desc)
-        elif group.startswith("engine") and key in _ENV_BACKED:
-            var = _ENV_BACKED[key]
-            if key == "attention_backend" and var not in ref_env:
-                fixed.append(dict(r, why="attention backend was chosen by vLLM; no setting to move back"))
-                continue
-            value = ref_env.get(var) if key == "attention_backend" else _env_value(ref)
-            singles[key] = Ablation(key, (key,), {}, {var: value}, desc)
-        elif group.startswith("engine") and knob != key:
-            value = requested.get(knob, {} if knob == "hf_overrides" else None)
-            if knob == "hf_overrides" and not value and key == "head_dtype" and "default" not in str(ref):
-                value = {"head_dtype": ref}
-            singles[knob] = Ablation(knob, (key,), {knob: value}, {}, desc)
-        elif group == "engine" and key in _ENGINE_KEYS:
-            singles[key] = Ablation(key, (key,) + tuple(k for k, v in _DERIVED.items() if v == key and k in by_key),
-                                    {key: requested.get(key, ref) if key == "hf_overrides" else ref}, {}, desc)
-        elif group == "engine (requested)":
-            singles[key] = Ablation(key, (key,), {key: ref} if ref is not None else {}, {}, desc)
-            if ref is None:
-                fixed.append(dict(r, why="set only in the run; remove it from the suite or --engine-arg to test"))
-                del singles[key]
-        else:
-            fixed.append(dict(r, why="not a setting of this run (version, hardware or build)"))
-    plan = list(singles.values())
-    if len(plan) > 1:
-        args: dict[str, Any] = {}
-        env: dict[str, str | None] = {}
-        for a in plan:
-            args.update(a.engine_args)
-            env.update(a.env)
-        plan.append(Ablation("all", tuple(k for a in plan for k in a.knobs), args, env,
-                             "all of: " + "; ".join(a.description for a in plan)))
-    return plan, fixed
 
 
 # ---------------------------------------------------------------- drift start (pure)
@@ -239,7 +134,7 @@ def summarize(baseline: dict[str, Any], outcomes: Sequence[AblationOutcome], fix
         reduced = after < before / 10 if before > 0 else False
         how = ("restores parity" if restores else
                "reduces the drift but does not restore parity" if reduced else "does not restore parity")
-        setting = ", ".join(f"{k}={_show(v)}" for k, v in {**a.engine_args, **{k: v for k, v in a.env.items()}}
+        setting = ", ".join(f"{k}={show_value(v)}" for k, v in {**a.engine_args, **{k: v for k, v in a.env.items()}}
                             .items())
         findings.append({"cause": a.description, "knobs": list(a.knobs), "ablation": a.name,
                          "restores_parity": restores, "partial": (not restores) and reduced, "status": "ran",
@@ -277,7 +172,7 @@ def summarize(baseline: dict[str, Any], outcomes: Sequence[AblationOutcome], fix
                 bits.append(f"prompt positions drift too (max {_fmt(start['prompt_max_abs_diff'])}), so it is "
                             "present from the first prefill token")
             where = "; ".join(bits) + "; the layer of the cause is unknown" if bits else ""
-        moved = ", ".join(f"{r['key']} {_show(r.get('reference'))} -> {_show(r.get('candidate'))}" for r in fixed)
+        moved = ", ".join(f"{r['key']} {show_value(r.get('reference'))} -> {show_value(r.get('candidate'))}" for r in fixed)
         if untested:
             failed = [f for f in untested if f["status"] == "error"]
             skipped = [f for f in untested if f["status"] != "error"]

@@ -6,13 +6,8 @@ import json
 from pathlib import Path
 
 from gate.run.child import error_line, is_gpu_memory_error
-from gate.studies.diagnose import (
-    Ablation,
-    AblationOutcome,
-    diagnose,
-    plan_ablations,
-    summarize,
-)
+from gate.studies.ablations import Ablation, AblationOutcome, plan_ablations
+from gate.studies.diagnose import diagnose, summarize
 
 PASS_VERDICT = Path(__file__).resolve().parents[1] / "fixtures" / "verdicts" / "pass.json"
 
