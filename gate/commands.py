@@ -11,29 +11,27 @@ killed run resumes from its saved engine calls."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from gate.core.compare import compare_traces
-from gate.core.errors import EXIT_PASS, BadInput, GateError, InfraError, StaleGolden, command_line
-from gate.core.fsutil import MARKER, StagedDir, atomic_write_text, disk_error, file_sha256
+from gate.core.errors import EXIT_PASS, BadInput, InfraError, StaleGolden, command_line
+from gate.core.fsutil import file_sha256
 from gate.core.identity import model_identity, model_vocab_size, same_model
 from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
-from gate.core.semantics import Relation, add_relation
-from gate.core.trace import Manifest, Record, TraceWriter, read_trace, trace_path
+from gate.core.trace import Manifest, read_trace, trace_path
 from gate.core.verdict import add_update_paths, build_verdict, read_verdict, text_summary, write_verdict
 from gate.report.render import render_result
 from gate.run.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
 from gate.run.exercise import golden_notes, local_platform
 from gate.run.golden import Golden, Workload, golden_where, match_workload, read_golden
+from gate.run.outdir import Stage, failed_run, resumable, suite_inputs, write_records, writing
+from gate.run.progress import run_engine
 from gate.run.replay import (
     DEFAULT_CALL_SIZE,
     arg_lines,
@@ -46,7 +44,6 @@ from gate.run.replay import (
     prompt_where,
     rel_path,
     replay_engine_args,
-    run_calls,
     start_engine,
     tokenize_prompts,
 )
@@ -66,7 +63,6 @@ from gate.studies.weight_update_inflight import inflight_check, refuse_bad_model
 __all__ = ["add_arguments", "run", "record", "check", "compare", "merge"]
 
 log = logging.getLogger(__name__)
-ERROR_FILE = "error.json"
 
 
 # ---------------------------------------------------------------- arguments
@@ -140,143 +136,11 @@ def run(args: argparse.Namespace) -> int:
     return {"record": record, "check": check, "compare": compare, "merge": merge}[args.command](args)
 
 
-# ---------------------------------------------------------------- helpers
-class _Stage(StagedDir):
-    """--out is staged, then renamed into place (gate/_fsutil.StagedDir knows
-    what it may replace); an infrastructure failure keeps what was written,
-    plus error.json."""
-
-    def save_error(self, exc: GateError, stage: str) -> None:
-        """Keep what was written, plus error.json, and put it in place."""
-        atomic_write_text(self.dir / ERROR_FILE, json.dumps(
-            {"error": exc.what, "hint": exc.hint, "kind": exc.kind, "stage": stage, "exit_code": exc.exit_code},
-            indent=1) + "\n")
-        self.commit()
-
-    def keep_traces(self, exc: BaseException, stage: str) -> None:
-        """The engine's traces are already in the stage: whatever fails after
-        them must not lose them. Best effort: the original error wins."""
-        err = exc if isinstance(exc, GateError) else InfraError(
-            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}",
-            "the traces of the engine run are saved; re-run 'parity-gate compare' on them")
-        try:
-            self.save_error(err, stage)
-        except Exception:  # noqa: BLE001 - never mask the error that brought us here
-            log.warning("could not save the traces after a failure", exc_info=True)
-            self.discard()
-
-
-@contextlib.contextmanager
-def _writing(out: Path) -> Iterator[None]:
-    """OSError from a full disk or a read-only mount -> one bad-input line."""
-    try:
-        yield
-    except OSError as exc:
-        err = disk_error(exc, f"--out {out}")
-        if err is None:
-            raise
-        raise err from None
-
-
 def _engine_flags(items: list[str]) -> list[str]:
     out: list[str] = []
     for i in items:
         out += ["--engine-arg", i]
     return out
-
-
-def _suite_inputs(suite: Suite) -> list[Path]:
-    """What a run reads: --out may be none of these, contain none, lie in none."""
-    return [suite.path, suite.model]
-
-
-class _Progress:
-    """Engine calls done, tokens per second and the time left, on stderr: one
-    line rewritten in place on a terminal, else a line at most every
-    `interval` seconds (CI logs), and always one at the end."""
-
-    def __init__(self, quiet: bool, interval: float, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = self.stream.isatty()
-        self.interval = max(0.0, interval)
-        self.start = time.monotonic()
-        self.last = float("-inf")
-        self.busy = 0.0
-        self.ran = 0
-        self.tokens = 0
-
-    def __call__(self, done: int, total: int, requests: int, tokens: int, seconds: float) -> None:
-        self.ran += 1
-        self.tokens += tokens
-        self.busy += seconds
-        now = time.monotonic()
-        if self.quiet or not (self.tty or done == total or now - self.last >= self.interval):
-            return
-        self.last = now
-        rate = self.tokens / self.busy if self.busy > 0 else 0.0
-        left = (total - done) * self.busy / self.ran
-        line = (f"parity-gate: engine calls {done}/{total} ({100 * done // total}%), {rate:,.0f} tokens/s, "
-                f"{'done' if done == total else 'about ' + _duration(left) + ' left'}")
-        self.stream.write(("\r\033[K" + line + ("\n" if done == total else "")) if self.tty else line + "\n")
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _resumable(exc: BaseException, checkpoint: Checkpoint | None) -> None:
-    """Say, in the error's one line, that the finished engine calls are kept.
-    A checkpoint that holds none goes, and so does one that a deterministic
-    failure (`resumable` False: the same command fails the same way) makes
-    useless: nothing is left to resume, and nothing says to."""
-    if checkpoint is None:
-        return
-    if not checkpoint.done_count or not getattr(exc, "resumable", True):
-        checkpoint.remove()
-        return
-    saved = f"{checkpoint.describe()}: run the same command again to resume"
-    if isinstance(exc, KeyboardInterrupt):
-        exc.resume = saved  # type: ignore[attr-defined]  # gate/cli.py prints it
-    elif isinstance(exc, GateError):
-        exc.hint = f"{exc.hint}; {saved}" if exc.hint else saved
-
-
-def _failed_run(out: Path) -> bool:
-    """--out holds what a failed run of parity-gate left (its error.json): the
-    same command may replace it (gate/_fsutil.StagedDir still refuses any
-    file it did not write)."""
-    return not out.is_symlink() and (out / ERROR_FILE).is_file() and (out / MARKER).is_file()
-
-
-def _run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
-                sampling: dict[str, dict[str, Any]], forced: dict[tuple, list[int]] | None, checkpoint: Checkpoint,
-                args: argparse.Namespace) -> None:
-    if checkpoint.resumed:
-        print(f"resuming: {checkpoint.resumed} of {len(calls)} engine calls were done by an earlier run",
-              file=sys.stderr)
-    run_calls(engine, calls, prompts, sampling, forced, checkpoint,
-              _Progress(args.quiet, args.progress_interval))
-
-
-def _write_records(stage: _Stage, records: Iterable[Record],
-                   manifest_of: Callable[[dict[str, Relation]], Manifest]) -> tuple[Manifest, int]:
-    """Records into the staged traces.jsonl, in key order, in one pass; the
-    header, whose sampler relation needs every record, comes last."""
-    relations: dict[str, Relation] = {}
-    made: list[Manifest] = []
-
-    def header() -> Manifest:
-        made.append(manifest_of(relations))
-        return made[0]
-
-    with TraceWriter(stage.dir, header) as writer:
-        for rec in records:
-            writer.write(add_relation(relations, rec))
-    return made[0], writer.count
 
 
 def record(args: argparse.Namespace) -> int:
@@ -315,13 +179,13 @@ def record(args: argparse.Namespace) -> int:
     def refuse_splits(limits: dict[str, Any], prompt_ids: dict[str, list[int]] = known) -> None:
         check_seeded_prefills(calls, prompt_ids, sampling, limits, lambda pid: prompt_where(suite, by_id[pid]))
     check_checkpoint_folder(out)
-    stage = _Stage(out, force=args.force or (previous is None and _failed_run(out)), replace=previous is not None,
-                   inputs=_suite_inputs(suite))
+    stage = Stage(out, force=args.force or (previous is None and failed_run(out)), replace=previous is not None,
+                   inputs=suite_inputs(suite))
     checkpoint = None
     engine = None
     try:
         validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
-        with _writing(out):
+        with writing(out):
             engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides),
                                   preflight=refuse_splits if len(known) == len(by_id) else None)
             prompts = tokenize_prompts(suite, engine, vocab)
@@ -333,15 +197,15 @@ def record(args: argparse.Namespace) -> int:
             checkpoint = Checkpoint(out, run_identity(command="record", workload=workload_hash(prompts, sampling),
                                                       engine_args=engine_args, model=model_id, shard=shard),
                                     calls, resume=not args.no_resume)
-            _run_engine(engine, calls, prompts, sampling, None, checkpoint, args)
+            run_engine(engine, calls, prompts, sampling, None, checkpoint, args)
             info = shard_info(shard, suite_sha256=file_sha256(suite.path)) if shard else None
-            manifest, count = _write_records(
+            manifest, count = write_records(
                 stage, build_records(engine, checkpoint.fragments(), prompts, sampling),
                 lambda relations: build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts,
                                                  sampling, calls, relations, info))
             stage.commit()
     except InfraError as exc:
-        _resumable(exc, checkpoint)
+        resumable(exc, checkpoint)
         # A partial golden is worse than none: --out gets error.json only (the
         # engine's calls stay in the checkpoint), and --update keeps the golden.
         if previous is None:
@@ -351,7 +215,7 @@ def record(args: argparse.Namespace) -> int:
         raise
     except BaseException as exc:
         stage.discard()  # a partial golden is worse than none; the engine's calls stay in the checkpoint
-        _resumable(exc, checkpoint)
+        resumable(exc, checkpoint)
         raise
     finally:
         _close(engine)
@@ -374,7 +238,7 @@ def record(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- check
-def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
+def _finish(stage: Stage, verdict: dict[str, Any], out: Path) -> int:
     write_verdict(stage.dir, verdict)
     render_result(stage.dir)
     stage.commit()
@@ -382,14 +246,14 @@ def _finish(stage: _Stage, verdict: dict[str, Any], out: Path) -> int:
     return int(verdict["exit_code"])
 
 
-def _judge(stage: _Stage, args: argparse.Namespace, suite: Suite, golden: Golden, workload: Workload,
+def _judge(stage: Stage, args: argparse.Namespace, suite: Suite, golden: Golden, workload: Workload,
            policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None,
            update: dict[str, Any] | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
     report and the exit code: the tail of `check`, and of `merge`.
     `untested`: knobs the workload cannot exercise (gate/run/exercise.py);
     `update`: the suite's weight-update paths, run (weight_update.json)."""
-    with _writing(args.out):
+    with writing(args.out):
         result = compare_traces(read_trace(golden.path), read_trace(stage.dir), policy.tolerances(),
                                 include=workload.include)
         checks = evaluate(policy, result, ("golden", "run"))
@@ -459,13 +323,13 @@ def check(args: argparse.Namespace) -> int:
     check_checkpoint_folder(args.out)
     # A run that stopped after its engine work may have left its traces and
     # error.json in --out: the same command resumes, so it may replace them.
-    stage = _Stage(args.out, force=args.force or checkpoint_folder(args.out).is_dir() or _failed_run(args.out),
-                   inputs=[*_suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
+    stage = Stage(args.out, force=args.force or checkpoint_folder(args.out).is_dir() or failed_run(args.out),
+                   inputs=[*suite_inputs(suite), args.golden, *([args.policy] if args.policy else [])])
     stage_name = "engine start"
     engine = checkpoint = None
     try:
         validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
-        with _writing(args.out):
+        with writing(args.out):
             if args.engine == "hf":  # teacher-forced only: it cannot sample
                 calls = [c for c in calls if c["kind"] == "score"]
             # The golden's plan, replayed exactly; then one more prefill call per
@@ -481,24 +345,24 @@ def check(args: argparse.Namespace) -> int:
                                       calls, golden.prompts, sampling, limits, lambda pid: golden_where(
                                           suite, args.golden, pid)))
             stage_name = "replay"
-            _run_engine(engine, calls, golden.prompts, sampling, golden.completions, checkpoint, args)
+            run_engine(engine, calls, golden.prompts, sampling, golden.completions, checkpoint, args)
             stage_name = "writing traces"
             texts = {k: v.get("text") for k, v in (golden.manifest.suite.get("prompts") or {}).items()}
             info = shard_info(shard, golden_sha256=golden_sha, suite_sha256=file_sha256(suite.path)) \
                 if shard else None
-            manifest, _ = _write_records(
+            manifest, _ = write_records(
                 stage, build_records(engine, checkpoint.fragments(), golden.prompts, sampling),
                 lambda relations: build_manifest("obtained", engine, suite, engine_args, model_id, golden.prompts,
                                                  texts, sampling, calls, relations, info))
     except InfraError as exc:
         _close(engine)
-        _resumable(exc, checkpoint)
+        resumable(exc, checkpoint)
         stage.save_error(exc, stage_name)
         raise
     except BaseException as exc:
         _close(engine)
         stage.discard()
-        _resumable(exc, checkpoint)
+        resumable(exc, checkpoint)
         raise
     # The engine's work is on disk (staged) from here on: a failure below keeps
     # traces.jsonl and error.json. With --diagnose the engine goes first, so
@@ -560,11 +424,11 @@ def merge(args: argparse.Namespace) -> int:
         confine(args.policy, "--policy")
     policy = layered_policy(suite.policy, str(suite.path), args.policy, args.fail_on, {s.name for s in suite.sampling})
     workload = match_workload(suite, golden.manifest, args.golden, args.suite, list(golden.completions))
-    stage = _Stage(args.out, force=args.force, inputs=[suite.path, args.golden, *args.results,
+    stage = Stage(args.out, force=args.force, inputs=[suite.path, args.golden, *args.results,
                                                        *([args.policy] if args.policy else [])])
     try:
-        with _writing(args.out):
-            manifest, _ = _write_records(stage, merged_records(shards),
+        with writing(args.out):
+            manifest, _ = write_records(stage, merged_records(shards),
                                          lambda relations: merged_manifest(shards, relations))
             repro = command_line("merge", *args.results, "--suite", args.suite, "--golden", args.golden, "--out", args.out,
                          *(["--policy", args.policy] if args.policy else []))
@@ -584,10 +448,10 @@ def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
     sampling = shards[0].manifest.suite.get("sampling") or {}
     whole = dict(shards[0].manifest.suite, workload_sha256=workload_hash(prompts, sampling),
                  prompts={pid: info for s in shards for pid, info in (s.manifest.suite.get("prompts") or {}).items()})
-    stage = _Stage(args.out, force=args.force, inputs=[suite.path, *args.results])
+    stage = Stage(args.out, force=args.force, inputs=[suite.path, *args.results])
     try:
-        with _writing(args.out):
-            _, count = _write_records(stage, merged_records(shards),
+        with writing(args.out):
+            _, count = write_records(stage, merged_records(shards),
                                       lambda relations: merged_manifest(shards, relations, whole))
             stage.commit()
     except BaseException:
@@ -623,10 +487,10 @@ def compare(args: argparse.Namespace) -> int:
         warnings.append(f"workloads differ ({rw} vs {cw}); only records with the same key are compared")
     configs = set((ref.manifest.suite.get("sampling") or {})) | set((cand.manifest.suite.get("sampling") or {}))
     policy = layered_policy(None, "", args.policy, args.fail_on, configs or None)  # type: ignore[arg-type]
-    stage = _Stage(args.out, force=args.force,
+    stage = Stage(args.out, force=args.force,
                    inputs=[args.reference, args.candidate, *([args.policy] if args.policy else [])])
     try:
-        with _writing(args.out):
+        with writing(args.out):
             result = compare_traces(ref, cand, policy.tolerances())
             checks = evaluate(policy, result, ("A", "B"))
             repro = command_line("compare", args.reference, args.candidate, "--out", args.out,

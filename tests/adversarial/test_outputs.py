@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gate.commands import _Stage
 from gate.core.errors import BadInput, InfraError
 from gate.core.fsutil import MARKER, StagedDir
+from gate.run.outdir import Stage
 from tests._util import record, run_cli, write_trace
 
 
@@ -156,7 +156,7 @@ def test_outputs__commit_refuses_when_something_else_wrote_the_out_meanwhile(tmp
 def test_outputs__traces_survive_a_failure_after_the_engine(tmp_path):
     """What `check` does when anything after the engine fails: the staged
     traces are put in place with error.json, never thrown away."""
-    stage = _Stage(tmp_path / "res")
+    stage = Stage(tmp_path / "res")
     write_trace(stage.dir, [record()])
     stage.keep_traces(RuntimeError("boom in the comparison"), "compare")
     out = tmp_path / "res"

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from gate.commands import _Progress
 from gate.core.errors import BadInput
 from gate.core.trace import Scores
 from gate.run.checkpoint import Checkpoint, checkpoint_folder, run_identity
 from gate.run.engine import Generation
+from gate.run.progress import Progress
 from gate.run.replay import build_records, plan, run_calls
 
 PROMPTS = {"a": [1, 2], "b": [3], "c": [4, 5, 6]}
@@ -116,18 +116,18 @@ class _Stream(io.StringIO):
 
 def test_progress__a_terminal_line_rewritten_in_place_and_ci_lines_rate_limited():
     tty = _Stream(True)
-    p = _Progress(quiet=False, interval=30, stream=tty)
+    p = Progress(quiet=False, interval=30, stream=tty)
     for done in (1, 2, 3, 4):
         p(done, 4, 2, 100, 0.5)
     assert tty.getvalue().count("\r\033[K") == 4 and tty.getvalue().endswith("done\n")
     assert "engine calls 2/4 (50%), 200 tokens/s, about 1s left" in tty.getvalue()
     ci = _Stream(False)
-    p = _Progress(quiet=False, interval=3600, stream=ci)
+    p = Progress(quiet=False, interval=3600, stream=ci)
     for done in (1, 2, 3, 4):
         p(done, 4, 2, 100, 0.5)
     assert ci.getvalue().splitlines() == ["parity-gate: engine calls 1/4 (25%), 200 tokens/s, about 2s left",
                                           "parity-gate: engine calls 4/4 (100%), 200 tokens/s, done"]
     quiet = _Stream(True)
-    p = _Progress(quiet=True, interval=0, stream=quiet)
+    p = Progress(quiet=True, interval=0, stream=quiet)
     p(1, 1, 1, 1, 1.0)
     assert quiet.getvalue() == ""
