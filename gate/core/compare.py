@@ -23,7 +23,7 @@ import numpy as np
 from gate.core.channel import Channel, Tolerance
 from gate.core.divergence import NEAR_TIE_GAP, FreeRun, top2_gap
 from gate.core.measures import as_float_array, first_divergence
-from gate.core.rows import Histogram, Location, MatchedSample, PositionBucket, PromptRow, WorstToken
+from gate.core.rows import Histogram, Location, MatchedSample, PositionBucket, PromptRow, SamplingParams, WorstToken
 from gate.core.selection import PromptRows, WorstTokens
 from gate.core.semantics import Relation, compare_spread, describe, judge, matters, relation_pairs
 from gate.core.trace import Record, TraceReader
@@ -46,7 +46,7 @@ class _Group:
     # in-run relation of each side's sampler logprobs to its own prefill scores
     relation_ref: Relation = field(default_factory=Relation)
     relation_cand: Relation = field(default_factory=Relation)
-    params: dict[str, Any] | None = None
+    params: SamplingParams | None = None
 
     def __post_init__(self) -> None:
         self.forced = Channel(self.tol)
@@ -140,7 +140,7 @@ def _prompt_max_abs(pa: np.ndarray, pb: np.ndarray) -> float:
 
 
 class _Comparator:
-    def __init__(self, tolerances: dict[str | None, Tolerance], sampling: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, tolerances: dict[str | None, Tolerance], sampling: dict[str, SamplingParams]) -> None:
         self.tolerances = tolerances
         self.sampling = sampling
         self.overall = _Group(tolerances.get(None, Tolerance()))
@@ -298,7 +298,7 @@ def merge_records(ref: Iterator[Record], cand: Iterator[Record]) -> Iterator[tup
 def compare_records(reference: Iterable[Record], candidate: Iterable[Record],
                     tolerances: dict[str | None, Tolerance] | None = None,
                     include: set[tuple[str, str, int]] | None = None,
-                    sampling: dict[str, dict[str, Any]] | None = None) -> ComparisonResult:
+                    sampling: dict[str, SamplingParams] | None = None) -> ComparisonResult:
     """Compare two sorted record streams. `tolerances` maps a config name
     (None = default) to its Tolerance; `include` restricts to those keys;
     `sampling` gives each config's params (for the in-run semantics)."""

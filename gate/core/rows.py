@@ -1,5 +1,6 @@
-"""The rows a comparison and its checks hand on, typed: TypedDicts, so they
-stay the plain dicts that go into verdict.json as they are (the models in
+"""The rows a comparison and its checks hand on, and the sampling params
+of a config, typed: TypedDicts, so they stay the plain dicts that go into
+verdict.json and the trace header as they are (the models in
 `core/models` are the reader's side of the same rows: WorstToken, PromptRow,
 Evidence, EnvRow, ConfigOutcome)."""
 from __future__ import annotations
@@ -8,7 +9,7 @@ from typing import Any, TypedDict
 
 __all__ = ["Location", "MaxLocation", "CheckWorst", "WorstToken", "PromptRow", "Divergence", "PositionBucket",
            "Decade", "Histogram", "MatchedSample", "Evidence", "FreeRunSummary", "EnvRow", "ConfigOutcome",
-           "UnappliedArg"]
+           "UnappliedArg", "SamplingParams"]
 
 
 class Location(TypedDict):
@@ -136,3 +137,17 @@ class UnappliedArg(TypedDict):
     key: str
     requested: Any
     resolved: Any
+
+
+class SamplingParams(TypedDict, total=False):
+    """One sampling config's params (run/sampling.SAMPLING_DEFAULTS fills them in for a suite; a golden from
+    another version may lack some)."""
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int
+    n: int
+    logprobs: int
+    min_tokens: int
+    ignore_eos: bool

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from gate.core.measures import as_float_array
+from gate.core.rows import SamplingParams
 from gate.core.trace import Record, Scores
 
 __all__ = ["Relation", "own_scores", "relation_pairs", "add_relation", "compare_relations", "compare_spread",
@@ -63,14 +64,14 @@ _MIN_EXP, _MAX_EXP = -12, 3
 MIN_TOKENS = 8        # fewer pairs than this: no relation is claimed
 
 
-def matters(params: dict[str, Any]) -> bool:
+def matters(params: SamplingParams) -> bool:
     """Raw and processed differ only with temperature != 1 (and > 0), top-k or top-p."""
     t = params.get("temperature", 1.0)
     return bool((t is not None and t > 0 and t != 1) or params.get("top_k") not in (None, -1, 0)
                 or params.get("top_p") not in (None, 1.0, 1))
 
 
-def describe(params: dict[str, Any]) -> str:
+def describe(params: SamplingParams) -> str:
     bits = []
     t = params.get("temperature", 1.0)
     if t not in (None, 1.0, 1):
@@ -217,7 +218,7 @@ def relation_pairs(rec: Record) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
-def classify(summary: dict[str, Any] | None, params: dict[str, Any], floor: float = SHIFT_FLOOR) -> str:
+def classify(summary: dict[str, Any] | None, params: SamplingParams, floor: float = SHIFT_FLOOR) -> str:
     """'raw', 'processed', 'raw (= processed)' or 'unknown', in words for reports.
 
     For tokens sampled from the processed distribution q, the mean of
@@ -301,7 +302,7 @@ def compare_spread(ref: Relation, cand: Relation) -> dict[str, Any] | None:
             "candidate_beyond_band": cand.share_beyond(band)}
 
 
-def judge(ref: dict[str, Any] | None, cand: dict[str, Any] | None, params: dict[str, Any],
+def judge(ref: dict[str, Any] | None, cand: dict[str, Any] | None, params: SamplingParams,
           floor: float = SHIFT_FLOOR, gate_floor: float = CENTRE_FLOOR) -> dict[str, Any]:
     """Both sides' modes and how far the relation moved. A side is labelled
     on its own first; when the relation moved beyond the floor but both got

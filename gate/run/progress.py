@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from gate.core.rows import SamplingParams
 from gate.run.checkpoint import Checkpoint
 from gate.run.replay import run_calls
 
@@ -52,7 +53,7 @@ def duration(seconds: float) -> str:
 
 
 def run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
-                sampling: dict[str, dict[str, Any]], forced: dict[tuple, list[int]] | None, checkpoint: Checkpoint,
+                sampling: dict[str, SamplingParams], forced: dict[tuple, list[int]] | None, checkpoint: Checkpoint,
                 args: argparse.Namespace) -> None:
     if checkpoint.resumed:
         print(f"resuming: {checkpoint.resumed} of {len(calls)} engine calls were done by an earlier run",

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 from gate import __version__
 from gate.core.errors import BadInput
+from gate.core.rows import SamplingParams
 from gate.core.semantics import Relation
 from gate.core.trace import Manifest, Record
 from gate.run.checkpoint import Checkpoint, scores_from_json, scores_to_json
@@ -91,7 +92,7 @@ def check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str)
                        f"use ids in 0..{vocab - 1}, or check that the suite points at the right model")
 
 
-def plan(suite_prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
+def plan(suite_prompts: dict[str, list[int]], sampling: dict[str, SamplingParams],
          order: list[str], call_size: int | None = None) -> list[dict[str, Any]]:
     """The batch plan: the free-run generate() calls of every config, then its
     scoring calls, each with its requests in (prompt, sample) order and at
@@ -197,7 +198,7 @@ class Progress(Protocol):
     def __call__(self, done: int, total: int, requests: int, tokens: int, seconds: float) -> None: ...
 
 
-def _execute(engine: Any, call: dict[str, Any], prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]],
+def _execute(engine: Any, call: dict[str, Any], prompts: dict[str, list[int]], sampling: dict[str, SamplingParams],
              completion_of: Callable[[tuple], list[int]]) -> tuple[list[dict[str, Any]], int]:
     """One batch-plan call -> its fragments (see gate/run/checkpoint.py) and the
     number of tokens it processed."""
@@ -221,7 +222,7 @@ def _execute(engine: Any, call: dict[str, Any], prompts: dict[str, list[int]], s
 
 
 def run_calls(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
-              sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None,
+              sampling: dict[str, SamplingParams], forced_ids: dict[tuple, list[int]] | None,
               checkpoint: Checkpoint, progress: Progress | None = None) -> None:
     """Replay the plan into `checkpoint`, skipping the calls it already holds.
     Scoring calls score `forced_ids` (check: the golden's tokens) or, when
@@ -252,7 +253,7 @@ def run_calls(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[
 
 
 def run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
-             sampling: dict[str, dict[str, Any]], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
+             sampling: dict[str, SamplingParams], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
     """`run_calls` held in memory, for the small workloads of weight-update:
     key -> {"gen", "forced", "own"} fragments."""
     state: dict[tuple, dict[str, Any]] = {}
@@ -266,7 +267,7 @@ def run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[i
 
 
 def build_records(engine: Any, joined: Iterable[tuple[tuple, dict[str, Any]]] | dict[tuple, dict],
-                  prompts: dict[str, list[int]], sampling: dict[str, dict[str, Any]]) -> Iterator[Record]:
+                  prompts: dict[str, list[int]], sampling: dict[str, SamplingParams]) -> Iterator[Record]:
     """Records from per-key fragments (`Checkpoint.fragments()`, or
     `run_plan`'s state), in key order."""
     items = sorted(joined.items()) if isinstance(joined, dict) else joined
@@ -282,7 +283,7 @@ def build_records(engine: Any, joined: Iterable[tuple[tuple, dict[str, Any]]] | 
 
 
 def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
-              prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, dict[str, Any]],
+              prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, SamplingParams],
               calls: list[dict[str, Any]], relations: Mapping[str, Relation] | None = None,
               shard: dict[str, Any] | None = None) -> Manifest:
     """The trace header. `relations`: the run's sampler relation per config

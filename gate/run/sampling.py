@@ -6,11 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gate.core.rows import SamplingParams
 from gate.run.problems import Problems, line_of, surrogate
 
 __all__ = ["SamplingConfig", "parse_sampling", "SAMPLING_DEFAULTS", "MAX_LOGPROBS", "SEED_LIMIT"]
 
-SAMPLING_DEFAULTS: dict[str, Any] = {
+SAMPLING_DEFAULTS: SamplingParams = {
     "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "seed": 0, "n": 1, "logprobs": 5,
     "min_tokens": 0, "ignore_eos": False,
 }
@@ -25,7 +26,7 @@ SEED_LIMIT = 2**63  # per-request seeds are signed 64-bit on the engine's side
 @dataclass(frozen=True)
 class SamplingConfig:
     name: str
-    params: dict[str, Any]  # SAMPLING_DEFAULTS filled in: the hash is stable under defaults
+    params: SamplingParams  # SAMPLING_DEFAULTS filled in: the hash is stable under defaults
     where: str = field(default="", compare=False)  # ":LINE" in the suite, for messages
 
     @property
@@ -41,7 +42,7 @@ class SamplingConfig:
         return [int(self.params["seed"]) + i for i in range(self.n)]
 
 
-def _range_problems(p: dict[str, Any]) -> list[str]:
+def _range_problems(p: SamplingParams) -> list[str]:
     """Values vLLM would refuse only after the engine started (or take and
     misbehave on), checked in well under a second."""
     out = []

@@ -15,6 +15,7 @@ import yaml
 from gate.core.errors import BadInput, InfraError
 from gate.core.fsutil import outside, workspace_root
 from gate.core.policy import parse_policy  # validated with the suite, so a bad policy fails before the engine starts
+from gate.core.rows import SamplingParams
 from gate.core.yamlio import PROMPTS_FILE_SIZE_LIMIT, SUITE_SIZE_LIMIT, YAML_ALIAS_LIMIT, load_yaml
 from gate.run import engine as adapter  # imports vllm only when asked to
 from gate.run.lengths import context_length, length_problems
@@ -252,7 +253,7 @@ def prompt_hash(token_ids: list[int]) -> str:
     return _sha(list(token_ids))[:16]
 
 
-def workload_hash(prompt_ids: dict[str, list[int]], sampling: dict[str, dict[str, Any]]) -> str:
+def workload_hash(prompt_ids: dict[str, list[int]], sampling: dict[str, SamplingParams]) -> str:
     """Identity of what is run: prompt token ids and sampling configs only.
     Editing `engine:` or `policy:` never makes a golden stale."""
     return _sha({"prompts": {k: list(v) for k, v in sorted(prompt_ids.items())},
