@@ -51,10 +51,10 @@ import hashlib
 import io
 import itertools
 import json
-import zipfile
 import re
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable

@@ -21,15 +21,14 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from gate.core.channel import Channel, Tolerance
-from gate.core.divergence import NEAR_TIE_GAP, FreeRun, top2_gap
+from gate.core.divergence import FreeRun, top2_gap
 from gate.core.measures import as_float_array, first_divergence
 from gate.core.rows import Histogram, Location, MatchedSample, PositionBucket, PromptRow, SamplingParams, WorstToken
 from gate.core.selection import PromptRows, WorstTokens
 from gate.core.semantics import Relation, compare_spread, describe, judge, matters, relation_pairs
 from gate.core.trace import Record, TraceReader
 
-# NEAR_TIE_GAP (core/divergence) is read from here by studies/weight_update_inflight
-__all__ = ["ComparisonResult", "compare_traces", "compare_records", "merge_records", "CHANNELS", "NEAR_TIE_GAP"]
+__all__ = ["ComparisonResult", "compare_traces", "compare_records", "merge_records", "CHANNELS"]
 
 CHANNELS = ("forced", "sampler")
 MATCHED_POINTS = 256       # sampler differences kept per config for the report's chart

@@ -64,7 +64,7 @@ from gate.github.pr_comment import (
 from gate.github.publish import Runtime, check_runner_files
 from gate.github.workflow_commands import annotation, write_outputs
 from gate.report.markdown import md_inline
-from gate.studies.bisect import release_pair
+from gate.studies.releases import release_pair
 
 __all__ = ["Desk", "add_arguments", "pr_command", "run"]
 

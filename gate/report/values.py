@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gate.core.measures import NONFINITE as _NONFINITE, report_number
+from gate.core.measures import NONFINITE as _NONFINITE
+from gate.core.measures import report_number
 
 
 def _float(x: Any) -> float | None:

@@ -22,12 +22,11 @@ from gate.run.lengths import context_length, length_problems
 from gate.run.problems import Problems, line_of, one_message, surrogate
 from gate.run.prompts import Prompt, load_prompts_file, parse_prompt, prompt_location
 from gate.run.sampling import SamplingConfig, parse_sampling
-from gate.run.update_spec import UPDATE_PAUSES, UPDATE_VIAS, WeightUpdateSpec, parse_weight_update
+from gate.run.update_spec import WeightUpdateSpec, parse_weight_update
 
-# UPDATE_PAUSES and UPDATE_VIAS are read from here by studies/weight_update_inflight
 __all__ = ["Suite", "load_suite", "confine", "load_yaml", "parse_engine_arg",
            "check_prompt_lengths", "validate_with_vllm", "workload_hash", "prompt_hash",
-           "SUITE_SIZE_LIMIT", "PROMPTS_FILE_SIZE_LIMIT", "YAML_ALIAS_LIMIT", "UPDATE_VIAS", "UPDATE_PAUSES"]
+           "SUITE_SIZE_LIMIT", "PROMPTS_FILE_SIZE_LIMIT", "YAML_ALIAS_LIMIT"]
 
 TOP_KEYS = {"name", "description", "model", "engine", "prompts", "prompts_file", "sampling", "policy",
             "weight_update"}

@@ -24,10 +24,9 @@ from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
 from gate.run import envs
 from gate.studies.bisect_predicate import Predicate
 from gate.studies.bisect_report import headline, render
-from gate.studies.releases import release_pair, release_range
+from gate.studies.releases import release_range
 
-# release_pair (studies/releases) is read from here by github/pr_commands
-__all__ = ["add_arguments", "run", "release_pair"]
+__all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 SCHEMA = "parity-gate/bisect"

@@ -40,10 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.core.compare import NEAR_TIE_GAP
+from gate.core.divergence import NEAR_TIE_GAP
 from gate.core.errors import BadInput, GateError
 from gate.core.fsutil import atomic_write_text
-from gate.run.suite import UPDATE_PAUSES, UPDATE_VIAS, load_suite
+from gate.run.suite import load_suite
+from gate.run.update_spec import UPDATE_PAUSES, UPDATE_VIAS
 
 __all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models",
            "switch_points", "continuation_plan",

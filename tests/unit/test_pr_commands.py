@@ -10,8 +10,16 @@ import zipfile
 import pytest
 
 from gate.github.outcome import COMMENT_LIMIT, comment_marker
-from gate.github.pr_comment import REPLY_BEGIN, Command, Refusal, git_blob_sha, parse_command, unpack_artifact, with_reply
-from gate.studies.bisect import release_pair
+from gate.github.pr_comment import (
+    REPLY_BEGIN,
+    Command,
+    Refusal,
+    git_blob_sha,
+    parse_command,
+    unpack_artifact,
+    with_reply,
+)
+from gate.studies.releases import release_pair
 
 MARKER = comment_marker("parity-gate")
 

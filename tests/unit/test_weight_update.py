@@ -171,9 +171,9 @@ def test_file_backend__implements_every_abstract_method_and_round_trips_the_trai
     # vLLM 0.26 made trainer_send_weights abstract: a backend missing it cannot be instantiated (GPU tier, exit 3)
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
+    from vllm.distributed.weight_transfer.base import WeightTransferEngine
 
     from gate.run.async_engine import FileWeightTransferEngine
-    from vllm.distributed.weight_transfer.base import WeightTransferEngine
 
     abstract = {n for n, v in vars(WeightTransferEngine).items() if getattr(v, "__isabstractmethod__", False)}
     assert abstract | {"trainer_send_weights"} <= set(vars(FileWeightTransferEngine))
