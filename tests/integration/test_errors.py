@@ -1120,6 +1120,40 @@ def _(ctx):
     return ["report", "result"]
 
 
+# ------------------------------------------------------------------ the vLLM pin (parity-gate pin)
+@case("pin-missing", ".: no vLLM pin found in requirements*.txt")
+def _(ctx):
+    ctx.write("requirements.txt", "torch==2.9.0\n")
+    return ["pin"]
+
+
+@case("pin-not-exact", "requirements.txt:2: vllm>=0.30 is a range, not one release")
+def _(ctx):
+    ctx.write("requirements.txt", "torch==2.9.0\nvllm>=0.30\n")
+    return ["pin"]
+
+
+@case("pin-two-releases", "vLLM is pinned to more than one release: requirements.txt:1: vllm==0.31.0; "
+                          "Dockerfile:1: FROM vllm/vllm-openai:v0.32.0")
+def _(ctx):
+    ctx.write("requirements.txt", "vllm==0.31.0\n")
+    ctx.write("Dockerfile", "FROM vllm/vllm-openai:v0.32.0\n")
+    return ["pin"]
+
+
+@case("pin-range-excludes-pin", "pyproject.toml:3: vllm<0.32 excludes 0.32.0, pinned at uv.lock:2: vllm 0.32.0")
+def _(ctx):
+    ctx.write("pyproject.toml", '[project]\nname = "trainer"\ndependencies = ["vllm<0.32"]\n')
+    ctx.write("uv.lock", '[[package]]\nname = "vllm"\nversion = "0.32.0"\n')
+    return ["pin"]
+
+
+@case("pin-malformed-toml", "pyproject.toml:2: malformed TOML")
+def _(ctx):
+    ctx.write("pyproject.toml", "[project]\nname = \n")
+    return ["pin"]
+
+
 @case("publish-output-not-a-file", "GITHUB_OUTPUT=out: is a folder, not a file")
 def _(ctx):
     ctx.result()
