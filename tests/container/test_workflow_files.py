@@ -151,8 +151,9 @@ def test_workflow_files__trusted_fork_path_checks_out_no_pr_code():
     for step in _steps(trusted):
         if str(step.get("uses", "")).startswith("actions/checkout"):
             assert "ref" not in step.get("with", {}) and "repository" not in step.get("with", {})
-    pin = trusted["jobs"]["pin"]["steps"][0]["run"]
-    assert "contents/requirements.txt?ref=${HEAD_SHA}" in pin and "[[ ! \"$version\" =~" in pin
+    pin = next(s for s in trusted["jobs"]["pin"]["steps"] if s.get("id") == "pin")["run"]
+    assert "contents/$1?ref=${HEAD_SHA}" in pin and "parity-gate pin --dir \"$files\"" in pin
+    assert "[[ ! \"$version\" =~" in pin and '[[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]' in pin
     assert trusted["jobs"]["gate"]["permissions"] == {"contents": "read"}
 
 
@@ -214,3 +215,13 @@ def test_workflow_files__pr_commands_compute_without_a_token_and_answer_from_a_h
     assert "needs.plan.outputs.fork == 'false'" in checkout["with"]["ref"]
     assert answer["if"] == "always() && needs.plan.outputs.run == 'true'"
     assert answer["permissions"]["contents"] == "write" and "pr-command answer" in answer["steps"][-1]["run"]
+
+
+def test_workflow_files__every_workflow_has_a_concurrency_group():
+    """On the workflow, or (pr-commands.yml, whose plan must answer at once) on the job that runs the engine."""
+    for path in WORKFLOWS:
+        wf = yaml.safe_load(path.read_text())
+        groups = [wf.get("concurrency", {}).get("group", "")]
+        groups += [job.get("concurrency", {}).get("group", "") for job in wf["jobs"].values()
+                   if isinstance(job.get("concurrency"), dict)]
+        assert any(g.startswith("parity-gate") for g in groups), path.name
