@@ -372,6 +372,12 @@ def _(ctx):
     return ctx.record()
 
 
+@case("model-hub-id", "model 'Qwen/Qwen2.5-0.5B' is not a local folder")
+def _(ctx):
+    _suite_with(ctx, "model: {m0}", "model: Qwen/Qwen2.5-0.5B")
+    return ctx.record()
+
+
 @case("model-no-config", "has no config.json")
 def _(ctx):
     (ctx.d / "empty-model").mkdir()
