@@ -225,3 +225,11 @@ def test_workflow_files__every_workflow_has_a_concurrency_group():
         groups += [job.get("concurrency", {}).get("group", "") for job in wf["jobs"].values()
                    if isinstance(job.get("concurrency"), dict)]
         assert any(g.startswith("parity-gate") for g in groups), path.name
+
+
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def test_workflow_files__release_workflow_matches_the_schema_and_passes_actionlint():
+    _check_jsonschema("vendor.github-workflows", [RELEASE])
+    assert _actionlint([RELEASE]) == []
