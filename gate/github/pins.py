@@ -38,7 +38,7 @@ from packaging.version import InvalidVersion, Version
 
 from gate.core.errors import BadInput, InfraError
 
-__all__ = ["Mention", "Pin", "mentions", "resolve", "fingerprint", "read_tree", "read_rev", "PATTERNS",
+__all__ = ["Mention", "Pin", "mentions", "resolve", "bump", "fingerprint", "read_tree", "read_rev", "PATTERNS",
            "normalize_version", "add_arguments", "run"]
 
 PACKAGE = "vllm"
@@ -420,6 +420,43 @@ def fingerprint(found: Iterable[Mention]) -> list[tuple[str, str]]:
     return sorted({(m.file, "".join(m.spec.split())) for m in found})
 
 
+LOCKS = ("uv.lock", "poetry.lock")  # written by their tools, never by hand: re-lock them
+
+
+def bump(files: Mapping[str, str], version: str) -> tuple[dict[str, str], list[str]]:
+    """The texts of `files` with every exact mention of another release set
+    to `version`, and one 'file:line: old -> new' note per change. Lock files
+    are left to their tools (uv lock, poetry lock). BadInput when there is no
+    exact mention to change, or one whose release is not written out on its
+    own lines (a Dockerfile ARG two lines up: edit it by hand)."""
+    version = normalize_version(version)
+    if not VERSION_SHAPE.match(version):
+        raise BadInput(f"--set {version!r} is not a vLLM release", "give one such as 0.32.0")
+    found = mentions(files)
+    exact = [m for m in found if m.version is not None]
+    if not exact:
+        resolve(found)  # the same one line as `pin` gives: no mention, or only ranges
+    texts: dict[str, list[str]] = {}
+    notes = []
+    old_release = lambda v: re.compile(rf"(?<![0-9.]){re.escape(v)}(?![0-9A-Za-z.])")  # noqa: E731
+    for m in exact:
+        if m.version == version or m.file.rsplit("/", 1)[-1] in LOCKS:
+            continue
+        lines = texts.setdefault(m.file, files[m.file].splitlines(keepends=True))
+        index = m.line - 1
+        while True:  # the logical line: its continuation lines too
+            new = old_release(m.version).sub(version, lines[index])
+            if new != lines[index]:
+                lines[index] = new
+                notes.append(f"{m.file}:{index + 1}: {m.version} -> {version}")
+                break
+            if not lines[index].rstrip().endswith("\\") or index + 1 >= len(lines):
+                raise BadInput(f"{m.described()}: release {m.version} is not written on that line",
+                               f"set it to {version} by hand where it is defined")
+            index += 1
+    return {name: "".join(lines) for name, lines in texts.items()}, notes
+
+
 # ------------------------------------------------------------------ reading files (the only I/O)
 def read_tree(root: Path) -> dict[str, str]:
     """The candidate files under `root` (not below, except requirements/)."""
@@ -465,6 +502,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "pin") -> None:
     parser.add_argument("--vllm-version", default="", help="the release under test, given explicitly: wins over the files")
     parser.add_argument("--base", default="", metavar="REV",
                         help="also read the files of commit REV (git) and say whether the vLLM requirement changed")
+    parser.add_argument("--set", default="", metavar="VERSION", dest="set_version",
+                        help="rewrite every exact pin of another release to VERSION (lock files excepted: re-lock "
+                             "them), print what changed, and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -473,6 +513,12 @@ def run(args: argparse.Namespace) -> int:
     2 (one line on stderr) without one. With --base the lines are printed
     on exit 2 too, so a workflow can tell a PR that changed the vLLM
     requirement from one that left an unpinned requirement alone."""
+    if args.set_version:
+        texts, notes = bump(read_tree(args.dir), args.set_version)
+        for name, text in texts.items():
+            (args.dir / name).write_text(text, encoding="utf-8")
+        sys.stdout.write("".join(f"bumped {note}\n" for note in notes))
+        return 0
     head = mentions(read_tree(args.dir))
     problem: BadInput | None = None
     try:

