@@ -164,12 +164,22 @@ def test_workflow_files__publish_never_checks_out_pr_and_only_handles_forks():
     assert "head_repository.full_name != github.repository" in job["if"]
 
 
-def test_workflow_files__rerecord_opens_its_pr_with_an_app_token():
+def test_workflow_files__rerecord_carries_golden_pin_and_report_in_one_pr():
     rerecord = _load("rerecord.yml")
-    assert rerecord["jobs"]["record"]["permissions"] == {"contents": "read"}
-    steps = rerecord["jobs"]["pull-request"]["steps"]
-    assert any(str(s.get("uses", "")).startswith("actions/create-github-app-token") for s in steps)
-    assert steps[-1]["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token }}"
+    jobs = rerecord["jobs"]
+    assert jobs["record"]["permissions"] == {"contents": "read"}
+    record = next(s for s in jobs["record"]["steps"] if str(s.get("name", "")).startswith("Compare the release"))["run"]
+    assert record.index("gate check --suite parity/suite.yaml --golden parity/golden") < record.index("gate record")
+    assert "--fail-on never" in record
+    steps = jobs["pull-request"]["steps"]
+    app = next(s for s in steps if str(s.get("uses", "")).startswith("actions/create-github-app-token"))
+    assert app["if"] == "env.HAS_APP == 'true'"
+    bump = next(s for s in steps if str(s.get("name", "")).startswith("Bump the pin"))["run"]
+    assert 'parity-gate pin --set "$VLLM"' in bump and 'uv lock --upgrade-package "vllm==$VLLM"' in bump
+    push = next(s for s in steps if s.get("id") == "push")
+    assert push["env"]["GH_TOKEN"] == "${{ github.token }}" and "-f state=success -f context=parity-gate" in push["run"]
+    assert steps[-1]["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token || github.token }}"
+    assert "--body-file" in steps[-1]["run"]
     assert "--ipc=host" not in json.dumps(rerecord)
 
 

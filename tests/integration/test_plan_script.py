@@ -66,12 +66,12 @@ class Plan:
         shim.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT}" exec "{sys.executable}" -m gate "$@"\n')
         shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
 
-    def run(self, explicit: str = "") -> tuple[int, dict[str, str], str]:
+    def run(self, explicit: str = "", accepted: str = "") -> tuple[int, dict[str, str], str]:
         self.output.write_text("")
         env = {"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}", "HOME": str(self.temp),
                "EVENT": "pull_request", "PR_BASE_REF": "main", "PR_BASE_SHA": self.base,
                "MERGE_GROUP_BASE_SHA": "", "RUNNER_TEMP": str(self.temp), "GITHUB_OUTPUT": str(self.output),
-               "PARITY_GATE_VLLM": explicit}
+               "PARITY_GATE_VLLM": explicit, "ACCEPTED": accepted}
         proc = subprocess.run(["bash", "-c", _script("plan")], cwd=self.repo, env=env, capture_output=True,
                               text=True, timeout=60)
         outputs = dict(line.split("=", 1) for line in self.output.read_text().splitlines())
@@ -165,5 +165,55 @@ def test_plan__the_explicit_version_gates_an_unpinned_project(tmp_path):
     assert (rc, out["run"], out["vllm"]) == (0, "true", "0.32.0"), log
 
 
+def test_plan__a_commit_the_rerecord_workflow_accepted_keeps_its_status(tmp_path):
+    plan = Plan(tmp_path, _at("requirements.txt", "0.31.0"),
+                {**_at("requirements.txt", "0.32.0"), "parity/golden/traces.jsonl": "new\n"})
+    rc, out, log = plan.run(accepted="accepted by @maintainer: golden re-recorded on vLLM 0.32.0")
+    assert rc == 0, log
+    assert (out["run"], out["accepted"], out["vllm"]) == ("false", "true", "0.32.0")
+    status = next(s for s in _plan_job()["steps"] if str(s.get("name", "")).startswith("Required status now"))
+    assert status["if"] == "steps.plan.outputs.accepted != 'true'"  # the accepted status is not overwritten
+    accepted = next(s for s in _plan_job()["steps"] if s.get("id") == "accepted")["run"]
+    assert '.creator.login == "github-actions[bot]"' in accepted and 'startswith("accepted by @")' in accepted
+
+
 def test_plan__sharded_carries_the_same_plan_job():
     assert _plan_job("sharded.yml") == _plan_job("gate.yml")
+
+
+# ------------------------------------------------------------------ rerecord.yml: the PR body
+def _rerecord_step(prefix: str) -> str:
+    steps = yaml.safe_load((ROOT / "examples" / "workflows" / "rerecord.yml").read_text())["jobs"]["pull-request"]["steps"]
+    return next(s for s in steps if str(s.get("name", "")).startswith(prefix))["run"]
+
+
+def _body(tmp_path: Path, exit_code: str, pinned: str = "0.31.0") -> str:
+    report, temp = tmp_path / "report", tmp_path / "temp"
+    report.mkdir()
+    temp.mkdir()
+    (report / "check-exit-code").write_text(f"{exit_code}\n")
+    (report / "comment.md").write_text("## parity-gate FAIL\n\nsampled-token logprobs [hot]: max abs diff 0.77\n")
+    (report / "check-error.txt").write_text("parity-gate: stale golden: golden was recorded from another model\n")
+    (temp / "bumped.txt").write_text("bumped requirements.txt:3: 0.31.0 -> 0.32.0\n")
+    env = {"PATH": os.environ["PATH"], "VLLM": "0.32.0", "PINNED": pinned, "REASON": "accept the 0.32 sampler change",
+           "REPORT": str(report), "BODY": str(temp / "body.md"), "RUNNER_TEMP": str(temp),
+           "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "42"}
+    proc = subprocess.run(["bash", "-c", _rerecord_step("Write the PR body")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return (temp / "body.md").read_text()
+
+
+def test_rerecord__the_pr_body_carries_the_report_and_the_pin_bump(tmp_path):
+    body = _body(tmp_path, "1")
+    assert "**Reason:** accept the 0.32 sampler change" in body
+    assert "**Pin:** vLLM 0.31.0 -> 0.32.0, in this same PR" in body and "- requirements.txt:3: 0.31.0 -> 0.32.0" in body
+    assert "### What is accepted: vLLM 0.32.0 against the old golden" in body
+    assert "sampled-token logprobs [hot]: max abs diff 0.77" in body
+    assert "https://github.com/o/r/actions/runs/42" in body
+
+
+def test_rerecord__a_comparison_that_could_not_run_says_why(tmp_path):
+    body = _body(tmp_path, "2", pinned="0.32.0")
+    assert "**Pin:** unchanged (vLLM 0.32.0)." in body
+    assert "No comparison (check exited 2): `parity-gate: stale golden: golden was recorded from another model`" in body
+    assert "## parity-gate FAIL" not in body
