@@ -31,6 +31,7 @@ FORMAT = "parity-gate/trace"
 MAJOR = 1
 MINOR = 1  # 1.1 added the optional record key `own`
 TRACE_FILE = "traces.jsonl"
+LFS_POINTER = "version https://git-lfs.github.com/spec/"  # the first line of a Git LFS pointer file
 
 # Where a number came from. Compare like with like (docs/design.md section 7).
 PATHS = ("decode", "prefill", "forced_decode", "trainer", "hf")
@@ -280,6 +281,13 @@ class TraceReader:
             first = fh.readline()
         if not first.strip():
             raise BadInput(f"{self.path}:1: trace file is empty", _REDO)
+        if first.startswith(LFS_POINTER.encode()):
+            # A Git LFS pointer: the checkout (or `git archive`, which never
+            # fetches LFS objects) holds the pointer, not the trace.
+            raise BadInput(f"{self.path}: a Git LFS pointer, not the trace: the LFS object was not fetched",
+                           "check out with lfs: true (actions/checkout) or run 'git lfs pull'; with the action's "
+                           "golden-from: base, check the base commit out with LFS and use golden-from: workspace "
+                           "(docs/github.md, 'Where goldens live')")
         try:
             header = self._parse(first, 1)
         except BadInput:

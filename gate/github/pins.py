@@ -1,6 +1,6 @@
 """`parity-gate pin`: which vLLM release a project pins, found in the files
 where projects pin it, without installing anything (docs/github.md,
-"Finding the vLLM pin").
+"Finding the vLLM pin, and skipping the GPU run").
 
 Read, in this order: `requirements*.txt`, `requirements/*.txt` and
 `constraints*.txt` (pip), `pyproject.toml` (PEP 621 dependencies and

@@ -949,6 +949,14 @@ def _(ctx):
     return ctx.check()
 
 
+@case("trace-lfs-pointer", "golden/traces.jsonl: a Git LFS pointer, not the trace")
+def _(ctx):
+    ctx.suite()
+    ctx.write("golden/traces.jsonl", "version https://git-lfs.github.com/spec/v1\n"
+              "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 161000000\n")
+    return ctx.check()
+
+
 @case("trace-not-regular-file", "trace file golden/traces.jsonl is a FIFO (named pipe), not a regular file")
 def _(ctx):
     ctx.suite()
