@@ -152,7 +152,7 @@ def test_workflow_files__trusted_fork_path_checks_out_no_pr_code():
         if str(step.get("uses", "")).startswith("actions/checkout"):
             assert "ref" not in step.get("with", {}) and "repository" not in step.get("with", {})
     pin = next(s for s in trusted["jobs"]["pin"]["steps"] if s.get("id") == "pin")["run"]
-    assert "contents/$1?ref=${HEAD_SHA}" in pin and "parity-gate pin --dir \"$files\"" in pin
+    assert "contents/$1?ref=${HEAD_SHA}" in pin and "parity-gate pin --dir \"$files\" --vllm-version" in pin
     assert "[[ ! \"$version\" =~" in pin and '[[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]' in pin
     assert trusted["jobs"]["gate"]["permissions"] == {"contents": "read"}
 
