@@ -528,7 +528,10 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"vllm={pin.version if pin else ''}", f"source={pin.source if pin else ''}"]
     if args.base:
         files = read_rev(args.dir, args.base)
-        base = mentions(files) if files is not None else None
+        try:
+            base = mentions(files) if files is not None else None
+        except BadInput:  # the base's own malformed TOML is not this PR's problem: unknown, so run
+            base = None
         base_version = ""
         if base is not None:
             try:

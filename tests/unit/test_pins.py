@@ -325,3 +325,13 @@ def test_pins__command_set_rewrites_the_files_and_says_what_changed(tmp_path):
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout == "bumped requirements.txt:1: 0.31.0 -> 0.32.0\nbumped Dockerfile:1: 0.31.0 -> 0.32.0\n"
     assert _pin_cli(tmp_path).stdout == "vllm=0.32.0\nsource=requirements.txt:1\n"
+
+
+def test_pins__a_base_with_malformed_toml_counts_as_changed(tmp_path):
+    _git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "pyproject.toml").write_text("[project\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "base")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "t"\ndependencies = ["vllm==0.32.0"]\n')
+    proc = _pin_cli(tmp_path, "--base", "main")
+    assert (proc.returncode, proc.stdout) == (0, "vllm=0.32.0\nsource=pyproject.toml:3\nbase-vllm=\nchanged=true\n")
