@@ -22,6 +22,7 @@ FORMAT = "parity-gate/trace"
 MAJOR = 1
 MINOR = 1  # 1.1 added the optional record key `own`
 TRACE_FILE = "traces.jsonl"
+LFS_POINTER = "version https://git-lfs.github.com/spec/"  # the first line of a Git LFS pointer file
 
 # Where a number came from. Compare like with like (docs/design.md section 7).
 PATHS = ("decode", "prefill", "forced_decode", "trainer", "hf")

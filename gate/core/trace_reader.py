@@ -13,6 +13,7 @@ from gate.core.jsonpath import first_invalid_text
 from gate.core.trace_format import (
     DAMAGED,
     FORMAT,
+    LFS_POINTER,
     MAJOR,
     MINOR,
     REDO,
@@ -48,6 +49,13 @@ class TraceReader:
             first = fh.readline()
         if not first.strip():
             raise BadInput(f"{self.path}:1: trace file is empty", REDO)
+        if first.startswith(LFS_POINTER.encode()):
+            # A Git LFS pointer: the checkout (or `git archive`, which never
+            # fetches LFS objects) holds the pointer, not the trace.
+            raise BadInput(f"{self.path}: a Git LFS pointer, not the trace: the LFS object was not fetched",
+                           "check out with lfs: true (actions/checkout) or run 'git lfs pull'; with the action's "
+                           "golden-from: base, check the base commit out with LFS and use golden-from: workspace "
+                           "(docs/github.md, 'Where goldens live')")
         try:
             header = self._parse(first, 1)
         except BadInput:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -156,6 +157,13 @@ def load_suite(path: Path, strict_paths: bool = False, need_model: bool = True) 
         model_path = (base / model).resolve() if not Path(model).is_absolute() else Path(model)
         if not need_model:
             pass
+        elif not model_path.is_dir() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
+            # A hub id: the gate never downloads (the action runs HF_HUB_OFFLINE=1), so say how to fetch it.
+            problems.add(line_of(data, "model"), f"model {model!r} is not a local folder ({model_path} does not "
+                                                f"exist) and looks like a Hugging Face hub id: the gate reads local "
+                                                f"folders only; fetch it onto the runner first (hf download {model} "
+                                                f"--revision COMMIT --local-dir /models/{model.rsplit('/', 1)[-1]}) "
+                                                f"and set model: to that folder")
         elif not model_path.is_dir():
             problems.add(line_of(data, "model"), f"model folder {model_path} does not exist "
                                               "(a local path; relative paths resolve against the suite's folder)")

@@ -151,8 +151,9 @@ def test_workflow_files__trusted_fork_path_checks_out_no_pr_code():
     for step in _steps(trusted):
         if str(step.get("uses", "")).startswith("actions/checkout"):
             assert "ref" not in step.get("with", {}) and "repository" not in step.get("with", {})
-    pin = trusted["jobs"]["pin"]["steps"][0]["run"]
-    assert "contents/requirements.txt?ref=${HEAD_SHA}" in pin and "[[ ! \"$version\" =~" in pin
+    pin = next(s for s in trusted["jobs"]["pin"]["steps"] if s.get("id") == "pin")["run"]
+    assert "contents/$1?ref=${HEAD_SHA}" in pin and "parity-gate pin --dir \"$files\" --vllm-version" in pin
+    assert "[[ ! \"$version\" =~" in pin and '[[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]' in pin
     assert trusted["jobs"]["gate"]["permissions"] == {"contents": "read"}
 
 
@@ -163,12 +164,22 @@ def test_workflow_files__publish_never_checks_out_pr_and_only_handles_forks():
     assert "head_repository.full_name != github.repository" in job["if"]
 
 
-def test_workflow_files__rerecord_opens_its_pr_with_an_app_token():
+def test_workflow_files__rerecord_carries_golden_pin_and_report_in_one_pr():
     rerecord = _load("rerecord.yml")
-    assert rerecord["jobs"]["record"]["permissions"] == {"contents": "read"}
-    steps = rerecord["jobs"]["pull-request"]["steps"]
-    assert any(str(s.get("uses", "")).startswith("actions/create-github-app-token") for s in steps)
-    assert steps[-1]["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token }}"
+    jobs = rerecord["jobs"]
+    assert jobs["record"]["permissions"] == {"contents": "read"}
+    record = next(s for s in jobs["record"]["steps"] if str(s.get("name", "")).startswith("Compare the release"))["run"]
+    assert record.index("gate check --suite parity/suite.yaml --golden parity/golden") < record.index("gate record")
+    assert "--fail-on never" in record
+    steps = jobs["pull-request"]["steps"]
+    app = next(s for s in steps if str(s.get("uses", "")).startswith("actions/create-github-app-token"))
+    assert app["if"] == "env.HAS_APP == 'true'"
+    bump = next(s for s in steps if str(s.get("name", "")).startswith("Bump the pin"))["run"]
+    assert 'parity-gate pin --set "$VLLM"' in bump and 'uv lock --upgrade-package "vllm==$VLLM"' in bump
+    push = next(s for s in steps if s.get("id") == "push")
+    assert push["env"]["GH_TOKEN"] == "${{ github.token }}" and "-f state=success -f context=parity-gate" in push["run"]
+    assert steps[-1]["env"]["GH_TOKEN"] == "${{ steps.app.outputs.token || github.token }}"
+    assert "--body-file" in steps[-1]["run"]
     assert "--ipc=host" not in json.dumps(rerecord)
 
 
@@ -214,3 +225,21 @@ def test_workflow_files__pr_commands_compute_without_a_token_and_answer_from_a_h
     assert "needs.plan.outputs.fork == 'false'" in checkout["with"]["ref"]
     assert answer["if"] == "always() && needs.plan.outputs.run == 'true'"
     assert answer["permissions"]["contents"] == "write" and "pr-command answer" in answer["steps"][-1]["run"]
+
+
+def test_workflow_files__every_workflow_has_a_concurrency_group():
+    """On the workflow, or (pr-commands.yml, whose plan must answer at once) on the job that runs the engine."""
+    for path in WORKFLOWS:
+        wf = yaml.safe_load(path.read_text())
+        groups = [wf.get("concurrency", {}).get("group", "")]
+        groups += [job.get("concurrency", {}).get("group", "") for job in wf["jobs"].values()
+                   if isinstance(job.get("concurrency"), dict)]
+        assert any(g.startswith("parity-gate") for g in groups), path.name
+
+
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def test_workflow_files__release_workflow_matches_the_schema_and_passes_actionlint():
+    _check_jsonschema("vendor.github-workflows", [RELEASE])
+    assert _actionlint([RELEASE]) == []

@@ -372,6 +372,12 @@ def _(ctx):
     return ctx.record()
 
 
+@case("model-hub-id", "model 'Qwen/Qwen2.5-0.5B' is not a local folder")
+def _(ctx):
+    _suite_with(ctx, "model: {m0}", "model: Qwen/Qwen2.5-0.5B")
+    return ctx.record()
+
+
 @case("model-no-config", "has no config.json")
 def _(ctx):
     (ctx.d / "empty-model").mkdir()
@@ -943,6 +949,14 @@ def _(ctx):
     return ctx.check()
 
 
+@case("trace-lfs-pointer", "golden/traces.jsonl: a Git LFS pointer, not the trace")
+def _(ctx):
+    ctx.suite()
+    ctx.write("golden/traces.jsonl", "version https://git-lfs.github.com/spec/v1\n"
+              "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 161000000\n")
+    return ctx.check()
+
+
 @case("trace-not-regular-file", "trace file golden/traces.jsonl is a FIFO (named pipe), not a regular file")
 def _(ctx):
     ctx.suite()
@@ -1118,6 +1132,40 @@ def _(ctx):
 def _(ctx):
     ctx.fifo("result/verdict.json")
     return ["report", "result"]
+
+
+# ------------------------------------------------------------------ the vLLM pin (parity-gate pin)
+@case("pin-missing", ".: no vLLM pin found in requirements*.txt")
+def _(ctx):
+    ctx.write("requirements.txt", "torch==2.9.0\n")
+    return ["pin"]
+
+
+@case("pin-not-exact", "requirements.txt:2: vllm>=0.30 is a range, not one release")
+def _(ctx):
+    ctx.write("requirements.txt", "torch==2.9.0\nvllm>=0.30\n")
+    return ["pin"]
+
+
+@case("pin-two-releases", "vLLM is pinned to more than one release: requirements.txt:1: vllm==0.31.0; "
+                          "Dockerfile:1: FROM vllm/vllm-openai:v0.32.0")
+def _(ctx):
+    ctx.write("requirements.txt", "vllm==0.31.0\n")
+    ctx.write("Dockerfile", "FROM vllm/vllm-openai:v0.32.0\n")
+    return ["pin"]
+
+
+@case("pin-range-excludes-pin", "pyproject.toml:3: vllm<0.32 excludes 0.32.0, pinned at uv.lock:2: vllm 0.32.0")
+def _(ctx):
+    ctx.write("pyproject.toml", '[project]\nname = "trainer"\ndependencies = ["vllm<0.32"]\n')
+    ctx.write("uv.lock", '[[package]]\nname = "vllm"\nversion = "0.32.0"\n')
+    return ["pin"]
+
+
+@case("pin-malformed-toml", "pyproject.toml:2: malformed TOML")
+def _(ctx):
+    ctx.write("pyproject.toml", "[project]\nname = \n")
+    return ["pin"]
 
 
 @case("publish-output-not-a-file", "GITHUB_OUTPUT=out: is a folder, not a file")

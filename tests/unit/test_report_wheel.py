@@ -36,6 +36,8 @@ def test_render__from_installed_wheel_not_source_tree(tmp_path: Path) -> None:
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, cwd=tmp_path, capture_output=True)
     wheel = next((tmp_path / "dist").glob("parity_gate-*.whl"))
+    # the release's wheel, as the README's install line names it (release.yml attaches dist/*.whl)
+    assert f"/releases/download/v{wheel.name.split('-')[1]}/{wheel.name}" in (ROOT / "README.md").read_text()
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, cwd=tmp_path, capture_output=True)
