@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gate.studies.weight_update_inflight import agreement, judge_path
+from gate.studies.update_judge import agreement, judge_path
 
 ATOL = 0.05
 

@@ -1,0 +1,232 @@
+"""Judging one in-flight weight-update path (docs/weight-update.md): pure,
+from the outputs the update worker and the fresh worker return. Post-update
+requests must equal a fresh engine on the new weights; `wait` requests the
+old-weights reference; `abort` returns old partials; `keep` with the cache
+cleared continues as the fresh engine does; otherwise the staleness of each
+in-flight token is reported, not failed. Greedy requests may part from their
+reference at a near tie, within a bounded share (NEAR_TIE_SHARE)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gate.core.divergence import NEAR_TIE_GAP
+
+__all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agreement", "near_tie",
+           "NEAR_TIE_SHARE"]
+
+# Greedy requests that part from their reference at a near tie, with every token up to and including the parting
+# one within atol: numerics (on a GPU, bf16 kernels differ with the batch's composition), not the weights. Measured
+# on an H200 (bf16, random 0.5B model, 64 requests): 1 or 2 of 64 such partings on correct paths. At most this
+# share of a check's requests (at least one) may part so; a stale cache parts them all, and with logprobs off.
+NEAR_TIE_SHARE = 0.05
+
+
+def departure(out: dict[str, Any], ref: dict[str, Any], atol: float) -> int:
+    """The first token where `out` leaves `ref` (another token, or a
+    logprob more than atol away); len(out) when it never does."""
+    for i, (t, lp) in enumerate(zip(out["token_ids"], out["logprobs"])):
+        if i >= len(ref["token_ids"]) or t != ref["token_ids"][i] or abs(lp - ref["logprobs"][i]) > atol:
+            return i
+    return len(out["token_ids"])
+
+
+def switch_points(run: dict[str, Any], pause: str, old: list[dict[str, Any]], atol: float) -> list[int]:
+    """Per in-flight request, the number of its tokens produced under the
+    old weights: what the client had at the update when generation was
+    frozen (`keep`), else where it left the old-weights reference."""
+    outs = run["outputs"]
+    if pause == "keep":
+        return [min(n, len(o["token_ids"])) for n, o in zip(run["seen_at_update"], outs)]
+    return [departure(o, r, atol) for o, r in zip(outs, old)]
+
+
+def continuation_plan(run: dict[str, Any], pause: str, old: list[dict[str, Any]], atol: float) -> dict[str, list]:
+    """What the fresh engine on the new weights runs for one path: it
+    continues each in-flight request that went on after the update from the
+    tokens it had before it (decode, like the run), and scores every token
+    those requests returned (the trainer's view)."""
+    if pause not in ("keep", "none"):
+        return {"continue": [], "score": []}
+    plan = []
+    for i, (s, o) in enumerate(zip(switch_points(run, pause, old, atol), run["outputs"])):
+        if s < len(o["token_ids"]):
+            plan.append({"request": i, "prefix": list(o["token_ids"][:s])})
+    return {"continue": plan, "score": [list(o["token_ids"]) for o in run["outputs"]]}
+
+
+def _cmp(out: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Tokens and logprobs of `out` against `ref`, over their common prefix."""
+    n = 0
+    diffs = []
+    for t, lp, rt, rlp in zip(out["token_ids"], out["logprobs"], ref["token_ids"], ref["logprobs"]):
+        if t != rt:
+            break
+        diffs.append(abs(lp - rlp))
+        n += 1
+    same_len = len(out["token_ids"]) == len(ref["token_ids"])
+    return {"tokens_equal": n == len(ref["token_ids"]) and same_len, "matching_tokens": n,
+            "tokens": len(out["token_ids"]), "reference_tokens": len(ref["token_ids"]),
+            "max_abs_diff": max(diffs) if diffs else 0.0, "diffs": diffs}
+
+
+def near_tie(c: dict[str, Any], out: dict[str, Any], ref: dict[str, Any], atol: float) -> bool:
+    """A parting explained by numerics: the tokens before it within atol, the parting token's logprob within
+    atol of the reference's (greedy: both are the top logprob, so the distributions agree there too), and the
+    reference's two best tokens closer than NEAR_TIE_GAP at that position."""
+    pos = c["matching_tokens"]
+    gaps = ref.get("top2_gap") or []
+    return (not c["tokens_equal"] and c["max_abs_diff"] <= atol and pos < len(gaps) and gaps[pos] is not None
+            and gaps[pos] < NEAR_TIE_GAP and pos < len(out["logprobs"]) and pos < len(ref["logprobs"])
+            and abs(out["logprobs"][pos] - ref["logprobs"][pos]) <= atol)
+
+
+def agreement(outs: list[dict[str, Any]], refs: list[dict[str, Any]], atol: float) -> dict[str, Any]:
+    """Requests against their references: each equal within atol or parted at a near tie, and no more near
+    ties than NEAR_TIE_SHARE of the requests (at least one) allows."""
+    cmps = [_cmp(o, r) for o, r in zip(outs, refs)]
+    ties = [near_tie(c, o, r, atol) for c, o, r in zip(cmps, outs, refs)]
+    allowed = max(1, math.floor(NEAR_TIE_SHARE * len(cmps)))
+    ok = (all((c["tokens_equal"] and c["max_abs_diff"] <= atol) or t for c, t in zip(cmps, ties))
+          and sum(ties) <= allowed)
+    note = (f"; {sum(ties)} parted at a near tie (top-2 gap < {NEAR_TIE_GAP:g}, logprobs within tolerance up to "
+            f"and at the parting token; at most {allowed} allowed)") if any(ties) else ""
+    return {"ok": ok, "cmps": cmps, "near_ties": sum(ties), "allowed": allowed, "note": note,
+            "tokens_compared": sum(c["matching_tokens"] for c in cmps),
+            "max_abs_diff": max((c["max_abs_diff"] for c in cmps), default=0.0)}
+
+
+def _k3(lp: list[float], ref: list[float]) -> float:
+    """k3 = E[exp(r) - 1 - r], r = log p_ref - log p_run: the KL estimate an RL
+    trainer computes between the rollout's and its own logprobs."""
+    vals = [math.exp(b - a) - 1 - (b - a) for a, b in zip(lp, ref)]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, Any]], fresh: dict[str, Any],
+               plan: dict[str, list], atol: float) -> dict[str, Any]:
+    """One update path: checks (pass/fail with their evidence), a diagnosis
+    when one fails, and the staleness of in-flight tokens (reported)."""
+    pause, clear = path["pause"], path["clear_cache"]
+    checks: list[dict[str, Any]] = []
+    # requests started after the update: a fresh engine on the new weights
+    agree = agreement(run["post"], fresh["post"], atol)
+    post, post_ok, worst = agree["cmps"], agree["ok"], agree["max_abs_diff"]
+    diverged = [c["matching_tokens"] for c in post if not c["tokens_equal"]]
+    gap = (f"{len(diverged)} of {len(post)} requests diverge from it (first at token {min(diverged)}), "
+           if diverged else "") + f"logprobs max abs diff {worst:.3g} over matching tokens"
+    checks.append({"id": "post_update.equals_fresh_new_weights", "status": "pass" if post_ok else "fail",
+                   "tokens_compared": agree["tokens_compared"], "max_abs_diff": worst,
+                   "detail": f"requests started after the update against a fresh engine on the new weights: "
+                             f"{gap} (tolerance {atol:g}){agree['note']}"})
+    diagnosis = None
+    if not post_ok:
+        if agreement(run["post"], old, atol)["ok"]:
+            diagnosis = (f"the update had no effect: requests after `{run.get('mechanism', path['via'])}` give "
+                         "the old weights' outputs, whatever the API reported")
+            kind = "no_effect"
+        elif not clear:
+            diagnosis = ("stale prefix cache: pause_generation(clear_cache=False) (or no reset after the update) "
+                         "kept KV blocks computed with the old weights, and requests after the update reuse them "
+                         f"(against a fresh engine on the new weights: {gap}); remedy: "
+                         "clear_cache=True, or reset_prefix_cache() after the update")
+            kind = "stale_prefix_cache"
+        else:
+            diagnosis = (f"requests after `{run.get('mechanism', path['via'])}` differ from a fresh engine on the "
+                         f"new weights ({gap}) although the cache was cleared: the update reached "
+                         "only part of the model, or state derived from the old weights (post-processed or "
+                         "repacked weights, captured graphs) was not rebuilt")
+            kind = "partial_update"
+        diagnosis = {"kind": kind, "summary": diagnosis}
+    # in-flight requests
+    outs = run["outputs"]
+    sw = switch_points(run, pause, old, atol)
+    requests = []
+    conts = {c["request"]: (c, r) for c, r in zip(plan["continue"], fresh.get("continuations") or [])}
+    scores = fresh.get("scores") or []
+    for i, (o, ref_old) in enumerate(zip(outs, old)):
+        s = sw[i]
+        pre = _cmp({"token_ids": o["token_ids"][:s], "logprobs": o["logprobs"][:s]},
+                   {"token_ids": ref_old["token_ids"][:s], "logprobs": ref_old["logprobs"][:s]})
+        req = {"request": i, "tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"],
+               "seen_at_update": run["seen_at_update"][i], "switched_at": s if s < len(o["token_ids"]) else None,
+               "old_weights_tokens": s, "old_prefix_matches_old_reference": pre["tokens_equal"]
+               and pre["max_abs_diff"] <= atol, "old_prefix_max_abs_diff": pre["max_abs_diff"]}
+        if i in conts:
+            c, ref_new = conts[i]
+            tail = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
+            cmp_new = _cmp(tail, ref_new)
+            req["after_switch"] = {"tokens": len(tail["token_ids"]),
+                                   "matching_new_reference": cmp_new["matching_tokens"],
+                                   "max_abs_diff": cmp_new["max_abs_diff"]}
+        if i < len(scores):
+            # per token: under which weights it was produced, and how far its logprob is from the new
+            # weights' logprob of the same token in the same context (what the trainer computes)
+            req["per_token"] = [{"weights": "old" if t < s else "new", "logprob": round(lp, 6),
+                                 "new_weights_logprob": None if ref is None else round(ref, 6),
+                                 "abs_diff": None if ref is None else round(abs(lp - ref), 6)}
+                                for t, (lp, ref) in enumerate(zip(o["logprobs"], scores[i]))]
+        requests.append(req)
+    if pause == "wait":
+        waited = agreement(outs, old, atol)
+        ok = waited["ok"]
+        checks.append({"id": "in_flight.wait_finishes_on_old_weights", "status": "pass" if ok else "fail",
+                       "tokens_compared": waited["tokens_compared"], "max_abs_diff": waited["max_abs_diff"],
+                       "detail": ("every in-flight request finished entirely under the old weights" if ok else
+                                  "an in-flight request left the old-weights reference: pause_generation('wait') "
+                                  "let it see the new weights") + waited["note"]})
+    elif pause == "abort":
+        aborted = sum(o["finish_reason"] == "abort" for o in outs)
+        prefix_ok = all(r["old_prefix_matches_old_reference"] and r["switched_at"] is None for r in requests)
+        ok = prefix_ok and aborted == len(outs)
+        checks.append({"id": "in_flight.abort_returns_old_partials", "status": "pass" if ok else "fail",
+                       "tokens_compared": sum(r["old_weights_tokens"] for r in requests),
+                       "max_abs_diff": max((r["old_prefix_max_abs_diff"] for r in requests), default=0.0),
+                       "detail": f"{aborted} of {len(outs)} in-flight requests returned as aborted, with "
+                                 f"{sum(len(o['token_ids']) for o in outs)} tokens, "
+                                 + ("all equal to the old-weights reference" if prefix_ok else
+                                    "some NOT equal to the old-weights reference")})
+    else:
+        pre_ok = all(r["old_prefix_matches_old_reference"] for r in requests)
+        checks.append({"id": "in_flight.tokens_before_the_switch_are_old", "status": "pass" if pre_ok else "fail",
+                       "tokens_compared": sum(r["old_weights_tokens"] for r in requests),
+                       "max_abs_diff": max((r["old_prefix_max_abs_diff"] for r in requests), default=0.0),
+                       "detail": "tokens produced before the update equal the old-weights reference" if pre_ok else
+                       "a token produced before the update differs from the old-weights reference"})
+        if pause == "keep" and clear:
+            ok = all(r.get("after_switch") is None or (r["after_switch"]["matching_new_reference"]
+                                                       == r["after_switch"]["tokens"]
+                                                       and r["after_switch"]["max_abs_diff"] <= atol)
+                     for r in requests)
+            resumed = [r["after_switch"] for r in requests if r.get("after_switch")]
+            checks.append({"id": "in_flight.keep_cleared_resumes_on_new_weights", "status": "pass" if ok else "fail",
+                           "tokens_compared": sum(a["matching_new_reference"] for a in resumed),
+                           "max_abs_diff": max((a["max_abs_diff"] for a in resumed), default=0.0),
+                           "detail": "after resume, every frozen request continues exactly as a fresh engine on the "
+                                     "new weights continues the same tokens" if ok else
+                                     "after resume, a frozen request does not continue as a fresh engine on the new "
+                                     "weights does (KV not recomputed, or a token lost or repeated at the resume)"})
+    staleness = None
+    if scores:
+        new = [(p["logprob"], p["new_weights_logprob"]) for r in requests for p in r.get("per_token") or []
+               if p["weights"] == "new" and p["new_weights_logprob"] is not None]
+        every = [(p["logprob"], p["new_weights_logprob"]) for r in requests for p in r.get("per_token") or []
+                 if p["new_weights_logprob"] is not None]
+        staleness = {
+            "tokens_old_weights": sum(r["old_weights_tokens"] for r in requests),
+            "tokens_new_weights": len(new),
+            "after_switch_max_abs_diff": max((abs(a - b) for a, b in new), default=0.0),
+            "after_switch_mean_abs_diff": (sum(abs(a - b) for a, b in new) / len(new)) if new else 0.0,
+            "after_switch_k3": _k3([a for a, _ in new], [b for _, b in new]),
+            "rollout_k3": _k3([a for a, _ in every], [b for _, b in every]),
+            "expected": not (pause == "keep" and clear)}
+    for c in checks:  # nothing passes on zero evidence
+        if c["status"] == "pass" and not c["tokens_compared"]:
+            c["status"] = "fail"
+            c["detail"] += "; but no token was compared: nothing passes on zero evidence"
+    failed = [c for c in checks if c["status"] == "fail"]
+    if failed and diagnosis is None:
+        diagnosis = {"kind": "in_flight", "summary": failed[0]["detail"]}
+    return {"path": path, "verdict": "fail" if failed else "pass", "checks": checks, "diagnosis": diagnosis,
+            "mechanism": run.get("mechanism"), "update_seconds": run.get("update_seconds"),
+            "in_flight": requests, "staleness": staleness}
