@@ -56,3 +56,12 @@ def run_cli(*args: Any, cwd: Path | None = None, timeout: float = 120) -> subpro
 def tree(root: Path) -> set[str]:
     """Every path under root (files and folders), relative: what a run left behind."""
     return {str(p.relative_to(root)) for p in Path(root).rglob("*")}
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in `repo` with a fixed identity and no system or user config; its stdout, stripped."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(repo.parent), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example"}
+    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from gate.github.context import UNVERIFIED_SUFFIX
+from tests._util import git
 from tests.fake_github import FakeGitHub
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -894,22 +895,14 @@ def test_action_scripts__cancel_before_the_container_exists_leaves_the_reason(gh
 
 
 # ------------------------------------------------------------------ suite and golden from the base commit
-def _git(repo: Path, *args: str) -> str:
-    env = {"PATH": os.environ["PATH"], "HOME": str(repo.parent), "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example"}
-    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def _commit(repo: Path, files: dict[str, str], message: str) -> str:
     for name, text in files.items():
         path = repo / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -917,10 +910,10 @@ def repo(runner) -> dict[str, str]:
     """The runner's workspace as a checkout: base commit A, then the PR's B,
     which edits its own suite and golden (what the gate must not read)."""
     ws = runner.workspace
-    _git(ws, "init", "-q", "-b", "main")
+    git(ws, "init", "-q", "-b", "main")
     a = _commit(ws, {"parity/suite.yaml": "name: base-A\n", "parity/prompts.txt": "prompts of A\n",
                      "parity/golden/traces.jsonl": "golden of A\n", "requirements.txt": "vllm==0.31.0\n"}, "A")
-    _git(ws, "switch", "-q", "-c", "bump")
+    git(ws, "switch", "-q", "-c", "bump")
     b = _commit(ws, {"parity/suite.yaml": "name: pr-B\n", "parity/golden/traces.jsonl": "golden of B\n",
                      "requirements.txt": "vllm==0.32.0\n"}, "B")
     return {"A": a, "B": b}
@@ -944,7 +937,7 @@ def test_action_scripts__suite_and_golden_come_from_the_base_commit(runner, repo
     assert Path(out["suite"]).with_name("prompts.txt").read_text() == "prompts of A\n"  # the suite's folder
     assert Path(out["suite"]).is_relative_to(runner.temp)
     assert f"suite and golden from {repo['A']} (pull_request.base.sha)" in step.stdout
-    assert _git(runner.workspace, "status", "--porcelain") == ""  # the checkout is untouched
+    assert git(runner.workspace, "status", "--porcelain") == ""  # the checkout is untouched
 
     runner.extra_env["DOCKER_STUB_ENV_KEYS"] = "INPUT_SUITE,INPUT_GOLDEN,PARITY_GATE_GOLDEN_SHA"
     assert runner.step("image").rc == 0 and runner.step("gate").rc == 0
@@ -956,10 +949,10 @@ def test_action_scripts__suite_and_golden_come_from_the_base_commit(runner, repo
 
 def test_action_scripts__a_rerun_reads_the_base_branch_tip_not_the_stale_event(runner, repo):
     ws = runner.workspace
-    _git(ws, "switch", "-q", "main")
+    git(ws, "switch", "-q", "main")
     c = _commit(ws, {"parity/golden/traces.jsonl": "golden of C (re-recorded)\n"}, "C")
-    _git(ws, "update-ref", "refs/remotes/origin/main", c)
-    _git(ws, "switch", "-q", "bump")
+    git(ws, "update-ref", "refs/remotes/origin/main", c)
+    git(ws, "switch", "-q", "bump")
     runner.event = pr_event(base_sha=repo["A"])  # the re-run replays the old event
     runner.event_path.write_text(json.dumps(runner.event))
     step = _golden(runner)
@@ -997,7 +990,7 @@ def test_action_scripts__push_has_no_base_and_reads_the_workspace(runner, repo):
 
 def test_action_scripts__missing_base_commit_is_one_clear_error(gh, tmp_path):
     r = _with_gh(tmp_path, gh, event=pr_event(base_sha="f" * 40))
-    _git(r.workspace, "init", "-q", "-b", "main")
+    git(r.workspace, "init", "-q", "-b", "main")
     _commit(r.workspace, {"parity/suite.yaml": "x\n", "parity/golden/t.jsonl": "y\n"}, "shallow")
     steps = r.action({"vllm-version": "0.32.0"})
     assert steps["golden"].rc == 2 and steps["image"].rc is None and r.calls() == []

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests._util import git
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,14 +29,6 @@ def _script(step_id: str | None = None, name: str | None = None) -> str:
     return step["run"]
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {"PATH": os.environ["PATH"], "HOME": str(repo.parent), "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example"}
-    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def _commit(repo: Path, files: dict[str, str | None], message: str) -> str:
     for name, text in files.items():
         path = repo / name
@@ -43,19 +37,19 @@ def _commit(repo: Path, files: dict[str, str | None], message: str) -> str:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 class Plan:
     def __init__(self, tmp: Path, base: dict[str, str], head: dict[str, str | None]) -> None:
         self.repo = tmp / "ws"
         self.repo.mkdir()
-        _git(self.repo, "init", "-q", "-b", "main")
+        git(self.repo, "init", "-q", "-b", "main")
         self.base = _commit(self.repo, {"parity/suite.yaml": "name: s\n", **base}, "base")
-        _git(self.repo, "update-ref", "refs/remotes/origin/main", self.base)
-        _git(self.repo, "switch", "-q", "-c", "bump")
+        git(self.repo, "update-ref", "refs/remotes/origin/main", self.base)
+        git(self.repo, "switch", "-q", "-c", "bump")
         self.head = _commit(self.repo, head, "head") if head else self.base
         self.temp = tmp / "runner-temp"
         self.temp.mkdir()

@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,15 @@ def world(gh: FakeGitHub) -> FakeGitHub:
                         "target_url": f"{SERVER}/{REPO}/actions/runs/{GATE_RUN}"})
     gh.add_artifact(REPO, GATE_RUN, "parity-gate-result", _result_files())
     return gh
+
+
+def _failed_fork_pr(gh: FakeGitHub, alice: str, **pull: Any) -> None:
+    """PR #7 from a fork (`pull` says which head), alice with role `alice`, its gate failed in run 555."""
+    gh.add_pull(REPO, 7, HEAD, **pull)
+    gh.set_permission(REPO, "alice", alice)
+    gh.statuses.append({"sha": HEAD, "state": "failure", "context": "parity-gate", "description": "FAIL",
+                        "target_url": f"{SERVER}/{REPO}/actions/runs/{GATE_RUN}"})
+    gh.add_artifact(REPO, GATE_RUN, "parity-gate-result", _result_files())
 
 
 def _event(tmp_path: Path, gh: FakeGitHub, body: str, user: str = "alice", *, on_pr: bool = True,
@@ -181,11 +191,7 @@ def test_pr_commands__accept_refused_when_the_branch_moved(world, session, tmp_p
 
 
 def test_pr_commands__accept_from_fork_attaches_with_instructions(gh, session, tmp_path):
-    gh.add_pull(REPO, 7, HEAD, head_repo="stranger/gate", head_ref="main")
-    gh.set_permission(REPO, "alice", "admin")
-    gh.statuses.append({"sha": HEAD, "state": "failure", "context": "parity-gate", "description": "FAIL",
-                        "target_url": f"{SERVER}/{REPO}/actions/runs/{GATE_RUN}"})
-    gh.add_artifact(REPO, GATE_RUN, "parity-gate-result", _result_files())
+    _failed_fork_pr(gh, "admin", head_repo="stranger/gate", head_ref="main")
     _, outputs, plan_dir = _plan(gh, tmp_path, session, "/parity-gate accept")
     assert outputs["fork"] == "true"
     url = f"{SERVER}/{REPO}/actions/runs/9001/artifacts/77"
@@ -199,11 +205,7 @@ def test_pr_commands__accept_from_fork_attaches_with_instructions(gh, session, t
 
 
 def test_pr_commands__deleted_fork_is_a_fork(gh, session, tmp_path):
-    gh.add_pull(REPO, 7, HEAD, head_repo=None)
-    gh.set_permission(REPO, "alice", "write")
-    gh.statuses.append({"sha": HEAD, "state": "failure", "context": "parity-gate", "description": "FAIL",
-                        "target_url": f"{SERVER}/{REPO}/actions/runs/{GATE_RUN}"})
-    gh.add_artifact(REPO, GATE_RUN, "parity-gate-result", _result_files())
+    _failed_fork_pr(gh, "write", head_repo=None)
     _, outputs, _ = _plan(gh, tmp_path, session, "/parity-gate accept")
     assert outputs["fork"] == "true"
 
