@@ -176,6 +176,7 @@ sampling:
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_refusals__split_met_while_running_names_cause_and_fix_then_the_fix_runs(ctx):
     """Two 40-token prompts in one call of a 64-token budget: the second's
     prefill is split in the first step. That depends on the batch, so the

@@ -164,6 +164,7 @@ def test_shards__merge_refuses_a_missing_shard_and_leaves_nothing(sharded, suite
     assert not (root / "half").exists()
 
 
+@pytest.mark.slow
 def test_record__shards_merge_into_the_unsharded_golden(suite, cycle, tmp_path):
     for i in (1, 2):
         run = gate("record", "--suite", suite, "--out", tmp_path / f"g{i}", "--shard", f"{i}/2", "--quiet", *PROCESSED)
