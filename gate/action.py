@@ -232,12 +232,6 @@ def _default_bisect(argv: list[str]) -> tuple[int, str]:
         return EXIT_INFRA, f"the bisect crashed: {type(exc).__name__}: {exc}"
 
 
-def _release(verdict: dict, side: str) -> str | None:
-    manifest = (verdict.get(side) or {}).get("manifest") or {}
-    value = (manifest.get("environment") or {}).get("vllm_version") or manifest.get("vllm_version")
-    return value if isinstance(value, str) else None
-
-
 def bisect_section(settings: ActionSettings, result_dir: Path,
                    bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> str:
     """After a failing check (bisect: on-failure): bisect between the golden's
@@ -245,30 +239,23 @@ def bisect_section(settings: ActionSettings, result_dir: Path,
     the answer (or why there is none) in a few Markdown lines. Never raises:
     the check's verdict and exit code stay what they were."""
     import json
-    import re
 
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import Version
+
+    from gate.studies.releases import release_pair
     try:
         verdict = json.loads((result_dir / VERDICT_FILE).read_text())
     except (OSError, ValueError) as exc:
         return _bisect_md(f"not run: the verdict cannot be read ({type(exc).__name__})")
-    good, bad = _release(verdict, "reference"), _release(verdict, "candidate")
-    for side, value in (("the golden", good), ("the release under test", bad)):
-        # from manifests the PR's code wrote: only a plain version reaches the comment
-        if not value or not re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]{0,40}", value):
-            return _bisect_md(f"not run: {side} names no engine release in its manifest")
-        try:
-            Version(value)
-        except InvalidVersion:
-            return _bisect_md(f"not run: {side}'s engine release {value} is not a PEP 440 version")
+    # from manifests the PR's code wrote: only a plain PEP 440 version reaches the comment
+    good, bad, why = release_pair(verdict)
+    if good is None or bad is None:
+        return _bisect_md(f"not run: {why}")
     if settings.shard:
         return _bisect_md("not run: this is one shard's check; bisect from the merged result with `parity-gate bisect`")
-    if Version(good) == Version(bad):
-        return _bisect_md(f"not run: the golden and the check both ran on {bad}, so no release moved; "
-                          "the drift comes from the engine args, the model or the hardware "
-                          "(`parity-gate bisect --good-args ... --bad-args ...` names an arg)")
-    if Version(good) > Version(bad):
-        return _bisect_md(f"not run: the release under test {bad} is older than the golden's {good}")
+    if why:
+        hint = " (`parity-gate bisect --good-args ... --bad-args ...` names an arg)" if Version(good) == Version(bad) else ""
+        return _bisect_md(f"not run: {why}{hint}")
     out = result_dir / "bisect"
     argv = ["bisect", "--suite", settings.suite, "--golden", settings.golden, "--good", good, "--bad", bad,
             "--on", "fail", "--out", str(out), *sum((["--engine-arg", a] for a in settings.engine_args), [])]
