@@ -87,6 +87,12 @@ STEPS = {
                      "prefix caching + async scheduling: KV reuse and another decode schedule across a changed "
                      "stream; the matched sampler tokens must fail, the knob named"),
 }
+WUP_RUNS = {  # step: (name, weight-update args, expected exit code)
+    "wup-paths": ("paths", ["--via", "reload", "--via", "native", "--via", "sleep", "--pause", "keep", "--pause",
+                            "wait", "--pause", "abort"], 0),
+    "wup-keep-cache": ("keep-cache", ["--via", "reload", "--pause", "keep", "--keep-cache"], 1),
+    "wup-nccl": ("nccl", ["--via", "native", "--backend", "nccl", "--pause", "keep"], 2),
+}
 DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update,weight-update-paths",
                  "trained": "model,record,same,bump,processed,prefix-async,fp32-head,eager"}
 # the trained model's sampling configs (docs/design.md section 4.4, run G4)
@@ -276,15 +282,12 @@ def main() -> int:
                     entry.update(_summarise(out))
                 entry["as_expected"] = entry.get("verdict") == expect
                 results[f"weight-update-{name}"] = entry
-        elif step == "weight-update-paths":
+        elif step == "weight-update-paths" or step in WUP_RUNS:
             # AsyncLLM with requests in flight (docs/weight-update.md): every pause mode on each update path,
             # the cache kept (a stale path that must fail), sleep mode (CUDA only), the CUDA backends (refused
-            # until the gate drives a trainer side: exit 2)
-            for name, extra, expect_rc in (
-                    ("paths", ["--via", "reload", "--via", "native", "--via", "sleep", "--pause", "keep", "--pause",
-                               "wait", "--pause", "abort"], 0),
-                    ("keep-cache", ["--via", "reload", "--pause", "keep", "--keep-cache"], 1),
-                    ("nccl", ["--via", "native", "--backend", "nccl", "--pause", "keep"], 2)):
+            # until the gate drives a trainer side: exit 2). wup-paths, wup-keep-cache and wup-nccl run one each
+            # (a device call has 10 minutes).
+            for name, extra, expect_rc in [WUP_RUNS[s] for s in WUP_RUNS if step in (s, "weight-update-paths")]:
                 out = work / f"wup-{name}"
                 shutil.rmtree(out, ignore_errors=True)
                 rc, secs = _gate(["weight-update", "--suite", work / "suite.yaml", "--from", work / "model2",
@@ -336,8 +339,9 @@ def main() -> int:
         else:
             raise SystemExit(f"unknown step {step!r}")
         store.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        print(f"{step}: {json.dumps(results.get(step) or results.get('weight-update-reset'), default=str)[:600]}",
-              flush=True)
+        key = (f"weight-update-paths-{WUP_RUNS[step][0]}" if step in WUP_RUNS
+               else step if step in results else "weight-update-reset")
+        print(f"{step}: {json.dumps(results.get(key), default=str)[:600]}", flush=True)
     results.setdefault("host", {"platform": platform.platform(), "python": sys.version.split()[0]})
     store.write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.table:
