@@ -25,6 +25,7 @@ Update paths ("via"):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,12 +196,20 @@ class _Driver:
             if not self._transfer_ready:
                 await self.llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
                 self._transfer_ready = True
-            await self.llm.start_weight_update()
+            # start/finish_weight_update arrived after 0.20.0, finish's weight_version after 0.26.0
+            phased = hasattr(self.llm, "start_weight_update")
+            if phased:
+                await self.llm.start_weight_update()
             await self.llm.update_weights(WeightTransferUpdateRequest(
                 update_info={"path": str(weights), "skip_prefix": skip_prefix}))
-            await self.llm.finish_weight_update(weight_version=Path(weights).name)
-            return (f"init_weight_transfer_engine + start_weight_update + update_weights + finish_weight_update "
-                    f"(backend {FILE_BACKEND})")
+            if phased:
+                finish = self.llm.finish_weight_update
+                if "weight_version" in inspect.signature(finish).parameters:
+                    await finish(weight_version=Path(weights).name)
+                else:
+                    await finish()
+            calls = ("start_weight_update + update_weights + finish_weight_update" if phased else "update_weights")
+            return f"init_weight_transfer_engine + {calls} (backend {FILE_BACKEND})"
         if via == "sleep":
             await self.llm.sleep(level=1)
             await self.llm.wake_up(tags=["weights"])

@@ -40,7 +40,7 @@ class WeightUpdateSpec:
     source: Path
     load: Path
     paths: tuple[UpdatePathSpec, ...]
-    max_tokens: int = 16
+    max_tokens: int | None = None  # None: the machine's default (weight_update_inflight.DEFAULT_MAX_TOKENS)
     switch_at: int | None = None
     atol: float = 1e-4
     backend: str = "file"
@@ -92,8 +92,8 @@ def parse_weight_update(data: Any, where: str, base: Path, model: Path, problems
             problems.add(at[key], f"weight_update.{key} must be {rule}, got {v!r}")
         else:
             numbers[key] = v
-    max_tokens = numbers.get("max_tokens", 16)
-    if "switch_at" in numbers and numbers["switch_at"] >= max_tokens:
+    max_tokens = numbers.get("max_tokens")  # None: the machine's default, checked against switch_at at run time
+    if "switch_at" in numbers and max_tokens is not None and numbers["switch_at"] >= max_tokens:
         problems.add(at["switch_at"], f"weight_update.switch_at {numbers['switch_at']} must be below max_tokens "
                                       f"({max_tokens})")
     backend = data.get("backend", "file")

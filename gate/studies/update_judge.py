@@ -13,6 +13,7 @@ from typing import Any
 from gate.core.divergence import NEAR_TIE_GAP
 
 __all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agreement", "near_tie",
+           "in_flight_at_update",
            "NEAR_TIE_SHARE"]
 
 # Greedy requests that part from their reference at a near tie, with every token up to and including the parting
@@ -96,6 +97,21 @@ def agreement(outs: list[dict[str, Any]], refs: list[dict[str, Any]], atol: floa
             "max_abs_diff": max((c["max_abs_diff"] for c in cmps), default=0.0)}
 
 
+def in_flight_at_update(run: dict[str, Any], pause: str) -> list[bool]:
+    """Per request: still generating when the update came. `wait` drains the running requests inside the pause,
+    so there it is what the client had seen before asking to pause; otherwise what it had when the update began.
+    An aborted request was running by definition."""
+    seen = run.get("seen_before_pause") if pause == "wait" else None
+    seen = seen or run["seen_at_update"]
+    return [o["finish_reason"] == "abort" or n < len(o["token_ids"]) for n, o in zip(seen, run["outputs"])]
+
+
+def _prefixes(outs: list[dict[str, Any]], lengths: list[int]) -> list[dict[str, Any]]:
+    """Each output cut to a length (its top-2 gaps kept whole: near_tie looks one past the cut)."""
+    return [{"token_ids": o["token_ids"][:n], "logprobs": o["logprobs"][:n], "top2_gap": o.get("top2_gap")}
+            for o, n in zip(outs, lengths)]
+
+
 def _k3(lp: list[float], ref: list[float]) -> float:
     """k3 = E[exp(r) - 1 - r], r = log p_ref - log p_run: the KL estimate an RL
     trainer computes between the rollout's and its own logprobs."""
@@ -176,23 +192,29 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                                   "an in-flight request left the old-weights reference: pause_generation('wait') "
                                   "let it see the new weights") + waited["note"]})
     elif pause == "abort":
+        # a request still running at the pause comes back aborted with what it had; one that had finished comes
+        # back whole; either way every token is the old weights' (a request that finished short lost tokens)
         aborted = sum(o["finish_reason"] == "abort" for o in outs)
-        prefix_ok = all(r["old_prefix_matches_old_reference"] and r["switched_at"] is None for r in requests)
-        ok = prefix_ok and aborted == len(outs)
+        lost = [i for i, (o, r) in enumerate(zip(outs, old))
+                if o["finish_reason"] != "abort" and len(o["token_ids"]) < len(r["token_ids"])]
+        partial = agreement(outs, _prefixes(old, [len(o["token_ids"]) for o in outs]), atol)
+        ok = partial["ok"] and not lost
         checks.append({"id": "in_flight.abort_returns_old_partials", "status": "pass" if ok else "fail",
-                       "tokens_compared": sum(r["old_weights_tokens"] for r in requests),
-                       "max_abs_diff": max((r["old_prefix_max_abs_diff"] for r in requests), default=0.0),
-                       "detail": f"{aborted} of {len(outs)} in-flight requests returned as aborted, with "
-                                 f"{sum(len(o['token_ids']) for o in outs)} tokens, "
-                                 + ("all equal to the old-weights reference" if prefix_ok else
-                                    "some NOT equal to the old-weights reference")})
+                       "tokens_compared": partial["tokens_compared"], "max_abs_diff": partial["max_abs_diff"],
+                       "detail": f"{aborted} of {len(outs)} in-flight requests returned as aborted, the others "
+                                 f"whole, with {sum(len(o['token_ids']) for o in outs)} tokens, "
+                                 + ("all equal to the old-weights reference" if partial["ok"] else
+                                    "some NOT equal to the old-weights reference")
+                                 + (f"; {len(lost)} finished short of the reference (tokens lost)" if lost else "")
+                                 + partial["note"]})
     else:
-        pre_ok = all(r["old_prefix_matches_old_reference"] for r in requests)
-        checks.append({"id": "in_flight.tokens_before_the_switch_are_old", "status": "pass" if pre_ok else "fail",
-                       "tokens_compared": sum(r["old_weights_tokens"] for r in requests),
-                       "max_abs_diff": max((r["old_prefix_max_abs_diff"] for r in requests), default=0.0),
-                       "detail": "tokens produced before the update equal the old-weights reference" if pre_ok else
-                       "a token produced before the update differs from the old-weights reference"})
+        cut = [r["old_weights_tokens"] for r in requests]
+        pre = agreement(_prefixes(outs, cut), _prefixes(old, cut), atol)
+        checks.append({"id": "in_flight.tokens_before_the_switch_are_old", "status": "pass" if pre["ok"] else "fail",
+                       "tokens_compared": pre["tokens_compared"], "max_abs_diff": pre["max_abs_diff"],
+                       "detail": ("tokens produced before the update equal the old-weights reference" if pre["ok"]
+                                  else "a token produced before the update differs from the old-weights reference")
+                       + pre["note"]})
         if pause == "keep" and clear:
             ok = all(r.get("after_switch") is None or (r["after_switch"]["matching_new_reference"]
                                                        == r["after_switch"]["tokens"]
@@ -220,13 +242,28 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
             "after_switch_k3": _k3([a for a, _ in new], [b for _, b in new]),
             "rollout_k3": _k3([a for a, _ in every], [b for _, b in every]),
             "expected": not (pause == "keep" and clear)}
+    running = in_flight_at_update(run, pause)
+    after = [len(o["token_ids"]) - min(n, len(o["token_ids"])) for o, n, r in
+             zip(outs, run.get("seen_before_pause") or run["seen_at_update"], running) if r]
+    if any(running):
+        checks.append({"id": "in_flight.requests_in_flight_at_update", "status": "pass",
+                       "tokens_compared": sum(after),
+                       "detail": f"{sum(running)} of {len(outs)} requests were generating when the update came"})
+    else:
+        checks.append({"id": "in_flight.requests_in_flight_at_update", "status": "fail", "tokens_compared": 0,
+                       "detail": f"no request was in flight at the update: all {len(outs)} had finished "
+                                 f"({max((len(o['token_ids']) for o in outs), default=0)} tokens) before it came, so "
+                                 f"the {pause!r} path was not exercised; the engine ran ahead of the client: raise "
+                                 "--max-tokens (weight_update.max_tokens) or lower --switch-at"})
     for c in checks:  # nothing passes on zero evidence
         if c["status"] == "pass" and not c["tokens_compared"]:
             c["status"] = "fail"
             c["detail"] += "; but no token was compared: nothing passes on zero evidence"
     failed = [c for c in checks if c["status"] == "fail"]
     if failed and diagnosis is None:
-        diagnosis = {"kind": "in_flight", "summary": failed[0]["detail"]}
+        idle = [c for c in failed if c["id"] == "in_flight.requests_in_flight_at_update"]
+        diagnosis = ({"kind": "not_in_flight", "summary": idle[0]["detail"]} if idle else
+                     {"kind": "in_flight", "summary": failed[0]["detail"]})
     return {"path": path, "verdict": "fail" if failed else "pass", "checks": checks, "diagnosis": diagnosis,
             "mechanism": run.get("mechanism"), "update_seconds": run.get("update_seconds"),
             "in_flight": requests, "staleness": staleness}

@@ -281,7 +281,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     g.add_argument("--backend", default="file",
                    help="weight-transfer backend for --via native (default file: vLLM's lifecycle, tensors read "
                         "from the model folder; nccl/ipc need CUDA and a trainer process)")
-    g.add_argument("--max-tokens", type=int, default=16, help="tokens per in-flight request (greedy)")
+    g.add_argument("--max-tokens", type=int, default=None,
+                   help="tokens per in-flight request (greedy; default 16 on CPU, 128 on a GPU, where the engine "
+                        "runs ahead of the client and short requests finish before the update lands)")
     g.add_argument("--switch-at", type=int, default=None,
                    help="update once every in-flight request has this many tokens (default max-tokens / 3)")
     g.add_argument("--atol", type=float, default=1e-4,

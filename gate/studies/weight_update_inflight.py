@@ -46,7 +46,7 @@ from gate.run.suite import load_suite
 from gate.run.update_spec import UPDATE_PAUSES, UPDATE_VIAS
 from gate.studies.update_judge import continuation_plan, judge_path
 
-__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models",
+__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "DEFAULT_MAX_TOKENS", "resolve_max_tokens", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models",
            "inflight_check"]
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,17 @@ FILE_BACKEND = "file"
 # vLLM's own weight-transfer backends: each moves tensors over CUDA (NCCL, CUDA IPC) or Ray, from a trainer process
 CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
 DEFAULT_ATOL = 1e-4
+# Tokens per in-flight request when none is given. On a GPU the engine runs ahead of the client: measured on an
+# H100 (bf16, 64 requests of 16 tokens, the update at token 5), every request had finished before the pause
+# reached the engine, so nothing was in flight. 128 leaves the update room to land mid-generation.
+DEFAULT_MAX_TOKENS = {"cpu": 16, "cuda": 128}
+
+
+def resolve_max_tokens(max_tokens: int | None, cuda: bool | None = None) -> int:
+    """`max_tokens`, or the default for this machine (DEFAULT_MAX_TOKENS)."""
+    if max_tokens is not None:
+        return max_tokens
+    return DEFAULT_MAX_TOKENS["cuda" if (_cuda() if cuda is None else cuda) else "cpu"]
 
 
 def _cuda() -> bool:
@@ -89,14 +100,16 @@ def refuse_unsupported(vias: list[str], pauses: list[str], backend: str, cuda: b
                        "model folder)")
 
 
-def refuse_bad_request(vias: list[str], pauses: list[str], backend: str, max_tokens: int, switch_at: int | None,
-                       atol: float, cuda: bool | None = None) -> int:
+def refuse_bad_request(vias: list[str], pauses: list[str], backend: str, max_tokens: int | None,
+                       switch_at: int | None, atol: float, cuda: bool | None = None) -> int:
     """Every refusal that needs only the flags (docs/errors.md, `weight-update-*`), before any file is read
-    or engine started; returns the switch point."""
-    refuse_unsupported(vias, pauses, backend, _cuda() if cuda is None else cuda)
+    or engine started; returns the switch point. `max_tokens` None: the machine's default."""
+    cuda = _cuda() if cuda is None else cuda
+    refuse_unsupported(vias, pauses, backend, cuda)
+    max_tokens = resolve_max_tokens(max_tokens, cuda)
     if max_tokens < 2:
         raise BadInput(f"weight-update --max-tokens {max_tokens}: too few tokens to be in flight",
-                       "use --max-tokens 2 or more (default 16)")
+                       "use --max-tokens 2 or more (default 16 on CPU, 128 on a GPU)")
     switch = switch_at if switch_at is not None else max(1, max_tokens // 3)
     if not 0 < switch < max_tokens:
         raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
@@ -170,7 +183,7 @@ def _summary(result: dict[str, Any]) -> str:
 
 def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[str], pauses: list[str],
                    clear_cache: bool, backend: str = FILE_BACKEND, overrides: list[str] | None = None,
-                   max_tokens: int = 16, switch_at: int | None = None, atol: float = DEFAULT_ATOL,
+                   max_tokens: int | None = None, switch_at: int | None = None, atol: float = DEFAULT_ATOL,
                    timeout: float = 600, test_skip_weights: str = "", paths: list[dict[str, Any]] | None = None,
                    new_weights: Path | None = None) -> dict[str, Any]:
     """The whole in-flight path: refusals, the update worker, the fresh
@@ -180,6 +193,7 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     (default the suite's model)."""
     from gate.run.replay import engine_overrides
 
+    max_tokens = resolve_max_tokens(max_tokens)
     if paths is None:
         switch = refuse_bad_request(vias, pauses, backend, max_tokens, switch_at, atol)
         paths = [{"via": v, "pause": p, "clear_cache": clear_cache} for v in vias for p in pauses]

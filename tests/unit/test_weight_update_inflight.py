@@ -87,3 +87,58 @@ def test_wait_allows_the_same_near_tie_against_the_old_weights_reference():
     v = judge_path({"via": "reload", "pause": "wait", "clear_cache": True}, run, old,
                    {"post": post, "continuations": [], "scores": []}, {"continue": [], "score": []}, ATOL)
     assert _check(v, "in_flight.wait_finishes_on_old_weights")["status"] == "fail"
+
+
+def _run(pause: str, outs: list[dict], old: list[dict], seen: list[int], clear: bool = True) -> dict:
+    post = [_req(i) for i in range(len(outs))]
+    run = {"outputs": outs, "post": post, "seen_at_update": seen, "seen_before_pause": seen,
+           "mechanism": "reload_weights"}
+    return judge_path({"via": "reload", "pause": pause, "clear_cache": clear}, run, old,
+                      {"post": post, "continuations": [], "scores": []}, {"continue": [], "score": []}, ATOL)
+
+
+@pytest.mark.parametrize("pause", ["keep", "wait", "abort", "none"])
+def test_no_request_in_flight_at_the_update_fails_and_says_how_to_fix_it(pause):
+    # on a GPU the engine ran ahead of the client: every request finished before the pause reached it
+    old = [_req(100 + i) for i in range(8)]
+    v = _run(pause, [dict(o) for o in old], old, seen=[6] * 8)
+    c = _check(v, "in_flight.requests_in_flight_at_update")
+    assert (c["status"], c["tokens_compared"]) == ("fail", 0)
+    assert "no request was in flight" in c["detail"] and "--max-tokens" in c["detail"]
+    assert v["verdict"] == "fail" and v["diagnosis"]["kind"] == "not_in_flight"
+
+
+def test_abort_returns_running_requests_as_partials_and_finished_ones_whole():
+    old = [_req(100 + i) for i in range(4)]
+    outs = [dict(o) for o in old]
+    for i in (0, 1):  # running at the pause: aborted with what they had
+        outs[i] = {**old[i], "token_ids": old[i]["token_ids"][:3], "logprobs": old[i]["logprobs"][:3],
+                   "finish_reason": "abort"}
+    v = _run("abort", outs, old, seen=[3, 3, 6, 6])
+    c = _check(v, "in_flight.abort_returns_old_partials")
+    assert c["status"] == "pass" and c["tokens_compared"] == 3 + 3 + 6 + 6
+    assert _check(v, "in_flight.requests_in_flight_at_update")["detail"].startswith("2 of 4 requests")
+    outs[2] = {**old[2], "token_ids": old[2]["token_ids"][:4], "logprobs": old[2]["logprobs"][:4]}  # not aborted
+    c = _check(_run("abort", outs, old, seen=[3, 3, 4, 6]), "in_flight.abort_returns_old_partials")
+    assert c["status"] == "fail" and "1 finished short of the reference (tokens lost)" in c["detail"]
+
+
+def test_tokens_before_the_switch_may_part_from_the_old_reference_at_a_near_tie_only():
+    old = [_req(100 + i) for i in range(20)]
+    old[0]["top2_gap"][2] = 0.002
+    outs = [_parted(old[0], 2), *old[1:]]
+    c = _check(_run("keep", outs, old, seen=[4] * 20, clear=False), "in_flight.tokens_before_the_switch_are_old")
+    assert c["status"] == "pass" and "1 parted at a near tie" in c["detail"]
+    outs[1] = _parted(old[1], 1)  # a wide gap: not numerics
+    c = _check(_run("keep", outs, old, seen=[4] * 20, clear=False), "in_flight.tokens_before_the_switch_are_old")
+    assert c["status"] == "fail"
+
+
+def test_max_tokens_defaults_to_the_machine_and_a_given_value_wins():
+    from gate.studies.weight_update_inflight import refuse_bad_request, resolve_max_tokens
+
+    assert (resolve_max_tokens(None, cuda=False), resolve_max_tokens(None, cuda=True)) == (16, 128)
+    assert resolve_max_tokens(24, cuda=True) == 24
+    # the switch defaults to a third of the resolved length
+    assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=True) == 42
+    assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=False) == 5
