@@ -120,22 +120,53 @@ class UpdatePath:
 
 
 def _sampling(max_tokens: int, logprobs: int) -> Any:
+    """Greedy, new tokens only in each output (DELTA): with cumulative outputs the client rebuilds every
+    token's logprobs at every step, falls further behind the engine as requests grow (on an H200, 64
+    requests of 128 tokens had all finished when the client had seen 42 tokens of each), and the update
+    would never land mid-generation."""
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
-    return SamplingParams(temperature=0.0, max_tokens=max_tokens, logprobs=logprobs, ignore_eos=True)
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, logprobs=logprobs, ignore_eos=True,
+                          output_kind=RequestOutputKind.DELTA)
 
 
-def _output(out: Any) -> dict[str, Any]:
-    c = out.outputs[0] if out is not None and out.outputs else None
-    if c is None:
-        return {"token_ids": [], "logprobs": [], "finish_reason": "abort"}
-    ids = list(c.token_ids)
-    lps = [float(pos[t].logprob) for t, pos in zip(ids, c.logprobs or [])]
-    gaps = []  # per position, the gap between the two best logprobs (None with fewer than two): near ties
-    for pos in c.logprobs or []:
-        top = sorted((float(v.logprob) for v in pos.values()), reverse=True)
-        gaps.append(top[0] - top[1] if len(top) > 1 else None)
-    return {"token_ids": ids, "logprobs": lps, "top2_gap": gaps, "finish_reason": c.finish_reason}
+class _Output:
+    """One request's tokens, logprobs and top-2 gaps, accumulated from DELTA outputs."""
+
+    def __init__(self) -> None:
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.gaps: list[float | None] = []  # per position, best minus second-best logprob: near ties
+        self.finish_reason: str | None = None
+
+    def add(self, out: Any) -> None:
+        c = out.outputs[0] if out is not None and out.outputs else None
+        if c is None:
+            return
+        ids = list(c.token_ids)
+        self.token_ids += ids
+        self.logprobs += [float(pos[t].logprob) for t, pos in zip(ids, c.logprobs or [])]
+        for pos in c.logprobs or []:
+            top = sorted((float(v.logprob) for v in pos.values()), reverse=True)
+            self.gaps.append(top[0] - top[1] if len(top) > 1 else None)
+        self.finish_reason = c.finish_reason or self.finish_reason
+
+    def result(self) -> dict[str, Any]:
+        return {"token_ids": self.token_ids, "logprobs": self.logprobs, "top2_gap": self.gaps,
+                "finish_reason": self.finish_reason or "abort"}
+
+
+async def _settled(seen: dict[int, int], n: int, quiet: float = 0.3, limit: float = 30.0) -> None:
+    """Until no request's token count has moved for `quiet` seconds (at most `limit`): the client's view of a
+    paused engine, so that `keep`'s switch point counts every token made under the old weights."""
+    t0 = last_change = time.monotonic()
+    last = [seen.get(i, 0) for i in range(n)]
+    while time.monotonic() - last_change < quiet and time.monotonic() - t0 < limit:
+        await asyncio.sleep(0.02)
+        now = [seen.get(i, 0) for i in range(n)]
+        if now != last:
+            last, last_change = now, time.monotonic()
 
 
 class _Driver:
@@ -161,20 +192,18 @@ class _Driver:
                    key: Any = None) -> dict[str, Any]:
         from vllm.inputs import TokensPrompt
 
-        last = None
+        acc = _Output()
         try:
             async for out in self.llm.generate(TokensPrompt(prompt_token_ids=list(prompt)), params,
                                                request_id=self.rid(tag)):
-                last = out
+                acc.add(out)
                 if seen is not None:
-                    seen[key] = len(out.outputs[0].token_ids)
+                    seen[key] = len(acc.token_ids)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - an aborted request may end in an error: keep what came
-            res = _output(last)
-            res["finish_reason"] = res["finish_reason"] or f"error: {type(exc).__name__}"
-            return res
-        return _output(last)
+            acc.finish_reason = acc.finish_reason or f"error: {type(exc).__name__}"
+        return acc.result()
 
     async def batch(self, prompts: list[list[int]], max_tokens: list[int], logprobs: int,
                     tag: str) -> list[dict[str, Any]]:
@@ -239,7 +268,7 @@ class _Driver:
         info: dict[str, Any] = {"seen_before_pause": [seen.get(i, 0) for i in range(len(prompts))]}
         if path.pause != "none":
             await self.llm.pause_generation(mode=path.pause, clear_cache=path.clear_cache)
-            await asyncio.sleep(0.1)  # let the last outputs of the paused step reach the client
+            await _settled(seen, len(prompts))  # the outputs the engine made before the pause reach the client
             info["paused"] = bool(await self.llm.is_paused())
         info["seen_at_update"] = [seen.get(i, 0) for i in range(len(prompts))]
         t = time.monotonic()

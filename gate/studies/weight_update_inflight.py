@@ -58,7 +58,8 @@ CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
 DEFAULT_ATOL = 1e-4
 # Tokens per in-flight request when none is given. On a GPU the engine runs ahead of the client: measured on an
 # H100 (bf16, 64 requests of 16 tokens, the update at token 5), every request had finished before the pause
-# reached the engine, so nothing was in flight. 128 leaves the update room to land mid-generation.
+# reached the engine, so nothing was in flight. 128 tokens and the switch at an eighth (a third on CPU) leave
+# the update room to land mid-generation.
 DEFAULT_MAX_TOKENS = {"cpu": 16, "cuda": 128}
 
 
@@ -110,7 +111,8 @@ def refuse_bad_request(vias: list[str], pauses: list[str], backend: str, max_tok
     if max_tokens < 2:
         raise BadInput(f"weight-update --max-tokens {max_tokens}: too few tokens to be in flight",
                        "use --max-tokens 2 or more (default 16 on CPU, 128 on a GPU)")
-    switch = switch_at if switch_at is not None else max(1, max_tokens // 3)
+    # a GPU engine runs ahead of the client: update early in the request so that it lands mid-generation
+    switch = switch_at if switch_at is not None else max(1, max_tokens // (8 if cuda else 3))
     if not 0 < switch < max_tokens:
         raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
                        f"({max_tokens - 1})",
