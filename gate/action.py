@@ -40,20 +40,11 @@ from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
 from gate.core.fsutil import atomic_write_text
 from gate.core.verdict import VERDICT_FILE
 from gate.github.api import GitHubAPI
+from gate.github.cancel import Cancelled, cancel_on_signals
 from gate.github.context import ORIGIN_FILE, GitHubContext, ResultOrigin, context_from_env
-from gate.github.publish import (
-    COMMENT_MODES,
-    Cancelled,
-    Outcome,
-    Publisher,
-    PublishOptions,
-    Runtime,
-    cancel_on_signals,
-    check_runner_files,
-    error_outcome,
-    invalid_outcome,
-    load_outcome,
-)
+from gate.github.outcome import Outcome, error_outcome, invalid_outcome, load_outcome
+from gate.github.publish import Runtime, check_runner_files
+from gate.github.publisher import COMMENT_MODES, Publisher, PublishOptions
 from gate.run.shards import parse_shard
 
 __all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env", "run_pending", "run_compute",
