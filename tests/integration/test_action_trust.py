@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gate.action import ActionSettings, run_action
+from gate.action import run_action
 from gate.core.errors import BadInput
 from gate.github import publish
+from gate.github.action_inputs import ActionSettings
 from gate.github.context import UNVERIFIED_SUFFIX, ResultOrigin
 from gate.github.outcome import comment_marker
 from gate.github.publish import Runtime
