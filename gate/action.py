@@ -20,193 +20,48 @@ that stays "Expected". Then runs `check` (or takes a precomputed result from
 `result-dir`) and publishes. A crash, a cancel (SIGTERM/SIGINT, while
 checking or publishing), a check that exits 2 or 3, or a verdict the schema
 refuses leaves an `error` status, so a required check never hangs pending.
-Publishing problems are warnings: the exit code is the check's."""
+Publishing problems are warnings: the exit code is the check's.
+
+The inputs are parsed in gate/github/action_inputs.py, the bisect section
+written in gate/github/action_bisect.py; this module runs the phases, and
+runs `check` and `bisect` through the CLI in this process."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
-import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, MutableMapping, Sequence
+from typing import Callable, Mapping
 
 import requests
 
 from gate import cli
-from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, InfraError
+from gate.core.errors import EXIT_BAD_INPUT, EXIT_INFRA, BadInput, GateError, InfraError
 from gate.core.fsutil import atomic_write_text
 from gate.core.verdict import VERDICT_FILE
-from gate.github.api import GitHubAPI
-from gate.github.context import ORIGIN_FILE, GitHubContext, ResultOrigin, context_from_env
-from gate.github.publish import (
-    COMMENT_MODES,
-    Cancelled,
-    Outcome,
-    Publisher,
-    PublishOptions,
-    Runtime,
-    cancel_on_signals,
-    check_runner_files,
-    error_outcome,
-    invalid_outcome,
-    load_outcome,
+from gate.github.action_bisect import Bisect, append_bisect, bisect_section, recorded, recording
+from gate.github.action_inputs import (
+    ActionSettings,
+    check_argv,
+    input_status_context,
+    input_token,
+    is_token_variable,
+    withhold_tokens,
 )
-from gate.run.shards import parse_shard
+from gate.github.api import GitHubAPI
+from gate.github.cancel import Cancelled, cancel_on_signals
+from gate.github.context import ORIGIN_FILE, GitHubContext, ResultOrigin, context_from_env
+from gate.github.outcome import Outcome, error_outcome, invalid_outcome, load_outcome
+from gate.github.publish import Runtime, check_runner_files
+from gate.github.publisher import Publisher, PublishOptions
+from gate.studies import bisect as bisect_study
 
-__all__ = ["ActionSettings", "add_arguments", "run", "run_action", "run_from_env", "run_pending", "run_compute",
-           "run_publish", "check_argv", "withhold_tokens", "TOKEN_VARIABLES", "PHASES"]
+__all__ = ["add_arguments", "run", "run_action", "run_from_env", "run_pending", "run_compute", "run_publish", "PHASES"]
 
 log = logging.getLogger(__name__)
 
-FAIL_ON = ("regression", "never")
-WEIGHT_UPDATE_MODES = ("auto", "off")  # check --weight-update
-BISECT = ("off", "on-failure")
 PHASES = ("all", "pending", "compute", "publish")
-# RESULT/bisect/ANSWER: the compute phase's bisect exit code and error line,
-# from which the publish phase writes the bisect section again.
-BISECT_ANSWER = "action-answer.json"
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no", "")
-
-# Credentials a runner or a workflow may put in the environment that let
-# their holder write to GitHub (statuses, comments, caches, artifacts, OIDC).
-TOKEN_VARIABLES = ("INPUT_GITHUB_TOKEN", "INPUT_GITHUB-TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_PAT",
-                   "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", "ACTIONS_RUNTIME_TOKEN",
-                   "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL")
-# ... and any name under these prefixes that says TOKEN (INPUT_*: an input a
-# workflow adds). HF_TOKEN and the like stay: the model may need them.
-_TOKEN_PREFIXES = ("INPUT_", "GITHUB_", "GH_", "ACTIONS_", "RUNNER_")
-
-
-def _is_token_variable(name: str) -> bool:
-    upper = name.upper()
-    return upper in TOKEN_VARIABLES or (upper.startswith(_TOKEN_PREFIXES) and "TOKEN" in upper)
-
-
-def withhold_tokens(environ: MutableMapping[str, str]) -> list[str]:
-    """Remove every GitHub token variable from `environ` (os.environ: also
-    from the C environment that child processes inherit). Returns the names
-    removed, never their values."""
-    names = sorted(k for k in environ if _is_token_variable(k))
-    for name in names:
-        del environ[name]
-    return names
-
-
-def _input(env: Mapping[str, str], name: str) -> tuple[str, str]:
-    """(variable name, value) of an action input. Docker actions keep the
-    hyphen (INPUT_GITHUB-TOKEN); action.yml passes INPUT_GITHUB_TOKEN."""
-    for key in (f"INPUT_{name.upper()}", f"INPUT_{name.upper().replace('-', '_')}"):
-        if key in env:
-            return key, env[key].strip()
-    return f"INPUT_{name.upper().replace('-', '_')}", ""
-
-
-def _token(env: Mapping[str, str]) -> str:
-    """The github-token input, else GITHUB_TOKEN."""
-    return _input(env, "github-token")[1] or env.get("GITHUB_TOKEN", "").strip()
-
-
-def _status_context(env: Mapping[str, str]) -> tuple[str, str]:
-    """(status-context input name, value); BadInput for one GitHub would refuse."""
-    key, context = _input(env, "status-context")
-    context = context or "parity-gate"
-    if len(context) > 255 or "\n" in context:
-        raise BadInput(f"{key}: a status context is one line of at most 255 characters")
-    return key, context
-
-
-@dataclass(frozen=True)
-class ActionSettings:
-    suite: str
-    golden: str
-    out: str = "parity-gate-result"
-    result_dir: str | None = None        # a precomputed result: skip the check
-    comment: str = "always"
-    status_context: str = "parity-gate"
-    engine_args: tuple[str, ...] = ()
-    fail_on: str = "regression"
-    weight_update: str = "auto"          # check --weight-update: the suite's declared update paths
-    check_run: bool = True
-    shard: str | None = None             # check --shard I/N (merge the shards' results in a later job)
-    strict_paths: bool = False           # check --strict-paths: suite and golden read from the workspace
-    comment_author: str | None = None    # default: the token's own login
-    bisect: str = "off"                  # on-failure: a failing check bisects golden release -> release under test
-    # The github-token input, else GITHUB_TOKEN: read here once, because
-    # `run` then removes both from the environment.
-    github_token: str = field(default="", repr=False)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "ActionSettings":
-        def get(name: str, default: str = "") -> tuple[str, str]:
-            key, value = _input(env, name)
-            return key, value or default
-
-        def choice(name: str, allowed: Sequence[str], default: str) -> str:
-            key, value = get(name, default)
-            if value not in allowed:
-                raise BadInput(f"{key}={value!r}: must be one of {', '.join(allowed)}")
-            return value
-
-        _, result_dir = get("result-dir")
-        suite_key, suite = get("suite")
-        golden_key, golden = get("golden")
-        if not result_dir:
-            for key, value in ((suite_key, suite), (golden_key, golden)):
-                if not value:
-                    raise BadInput(f"{key} is empty", "set the action's suite and golden inputs")
-        engine_key, engine_raw = get("engine-args")
-        try:
-            engine_args = tuple(shlex.split(engine_raw))
-        except ValueError as exc:
-            raise BadInput(f"{engine_key}: {exc}") from None
-        for arg in engine_args:
-            if "=" not in arg or arg.startswith("="):
-                raise BadInput(f"{engine_key}: {arg!r} is not KEY=VALUE",
-                               "engine-args takes KEY=VALUE pairs, e.g. 'enforce_eager=true max_num_seqs=64'")
-        check_key, check_run = get("check-run", "true")
-        if check_run.lower() not in _TRUE + _FALSE:
-            raise BadInput(f"{check_key}={check_run!r}: must be true or false")
-        shard_key, shard = get("shard")
-        if shard:
-            try:
-                parse_shard(shard)
-            except BadInput as exc:
-                raise BadInput(f"{shard_key}={shard!r}: {exc.what}", exc.hint) from None
-        strict_key, strict = get("strict-paths", "false")
-        if strict.lower() not in _TRUE + _FALSE:
-            raise BadInput(f"{strict_key}={strict!r}: must be true or false")
-        _, context = _status_context(env)
-        return cls(
-            suite=suite, golden=golden, out=get("out", "parity-gate-result")[1],
-            result_dir=result_dir or None,
-            comment=choice("comment", COMMENT_MODES, "always"),
-            status_context=context, engine_args=engine_args,
-            fail_on=choice("fail-on", FAIL_ON, "regression"),
-            weight_update=choice("weight-update", WEIGHT_UPDATE_MODES, "auto"),
-            check_run=check_run.lower() in _TRUE,
-            shard=shard or None, strict_paths=strict.lower() in _TRUE,
-            comment_author=get("comment-author")[1] or None,
-            bisect=choice("bisect", BISECT, "off"),
-            github_token=_token(env),
-        )
-
-
-def check_argv(s: ActionSettings, out: Path) -> list[str]:
-    argv = ["check", "--suite", s.suite, "--golden", s.golden, "--out", str(out), "--force",
-            "--fail-on", s.fail_on]
-    for arg in s.engine_args:
-        argv += ["--engine-arg", arg]
-    if s.shard:
-        argv += ["--shard", s.shard]
-    if s.strict_paths:
-        argv.append("--strict-paths")
-    if s.weight_update != "auto":
-        argv += ["--weight-update", s.weight_update]
-    return argv
 
 
 def _default_check(argv: list[str]) -> int:
@@ -219,10 +74,8 @@ def _default_check(argv: list[str]) -> int:
 def _default_bisect(argv: list[str]) -> tuple[int, str]:
     """`parity-gate bisect ARGV` in this process: (exit code, the error's
     one line, or "" when it ran)."""
-    from gate.core.errors import GateError
-    from gate.studies import bisect
     try:
-        return bisect.run(cli.build_parser("bisect").parse_args(argv)), ""
+        return bisect_study.run(cli.build_parser("bisect").parse_args(argv)), ""
     except GateError as exc:
         return exc.exit_code, exc.line()
     except SystemExit as exc:
@@ -232,81 +85,13 @@ def _default_bisect(argv: list[str]) -> tuple[int, str]:
         return EXIT_INFRA, f"the bisect crashed: {type(exc).__name__}: {exc}"
 
 
-def bisect_section(settings: ActionSettings, result_dir: Path,
-                   bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> str:
-    """After a failing check (bisect: on-failure): bisect between the golden's
-    engine release and the release under test, into RESULT/bisect, and say
-    the answer (or why there is none) in a few Markdown lines. Never raises:
-    the check's verdict and exit code stay what they were."""
-    import json
-
-    from packaging.version import Version
-
-    from gate.studies.releases import release_pair
-    try:
-        verdict = json.loads((result_dir / VERDICT_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        return _bisect_md(f"not run: the verdict cannot be read ({type(exc).__name__})")
-    # from manifests the PR's code wrote: only a plain PEP 440 version reaches the comment
-    good, bad, why = release_pair(verdict)
-    if good is None or bad is None:
-        return _bisect_md(f"not run: {why}")
-    if settings.shard:
-        return _bisect_md("not run: this is one shard's check; bisect from the merged result with `parity-gate bisect`")
-    if why:
-        hint = " (`parity-gate bisect --good-args ... --bad-args ...` names an arg)" if Version(good) == Version(bad) else ""
-        return _bisect_md(f"not run: {why}{hint}")
-    out = result_dir / "bisect"
-    argv = ["bisect", "--suite", settings.suite, "--golden", settings.golden, "--good", good, "--bad", bad,
-            "--on", "fail", "--out", str(out), *sum((["--engine-arg", a] for a in settings.engine_args), [])]
-    log.info("running parity-gate %s", " ".join(argv))
-    code, error = bisect(argv)
-    try:
-        doc = json.loads((out / "bisect.json").read_text())
-    except (OSError, ValueError):
-        doc = {}
-    if code == 1 and doc.get("first_bad"):
-        first = doc["first_bad"]
-        notes = doc.get("release_notes")
-        unchanged = [p["name"] for p in doc.get("probes", []) if p.get("moved") is False]
-        line = f"first drifting release: **{first}**" + (f" ([release notes]({notes}))" if notes else "")
-        if unchanged:
-            line += f"; {', '.join(unchanged)} unchanged"
-        what = [w for p in doc.get("probes", []) if p.get("name") == first for w in p.get("what", [])][:2]
-        from gate.report.markdown import md_inline
-        tail = f"\n\n{md_inline('; '.join(what), limit=300)}" if what else ""
-        return _bisect_md(line + tail + f"\n\nThe bisect's report: `{out.name}/` in the result folder.")
-    if code == 0:
-        return _bisect_md(f"nothing fails at {bad} when the bisect checks it again (a flaky check?); "
-                          f"see `{out.name}/` in the result folder")
-    return _bisect_md(f"could not run (exit {code}): {_short(error or 'see the job log')}; the verdict above stands")
-
-
-def _short(text: str) -> str:
-    from gate.report.markdown import md_inline
-    return md_inline(text, limit=300)
-
-
-def _bisect_md(text: str) -> str:
-    if not text.startswith("first drifting"):
-        text = "bisect " + text
-    return f"\n### Release bisect\n\n{text}\n"
-
-
-def _append_bisect(result_dir: Path, section: str) -> None:
-    for name in ("comment.md", "summary.md"):
-        path = result_dir / name
-        if path.is_file():
-            atomic_write_text(path, path.read_text().rstrip("\n") + "\n" + section)
-
-
 def _pending(env: Mapping[str, str], rt: Runtime, *, post: bool = True) -> tuple[ActionSettings, GitHubAPI]:
     """`pending` first (unless `post` is false), then the inputs parsed, so
     that a bad one ends in an `error` status on the head sha naming it."""
-    token = _token(env)
+    token = input_token(env)
     ctx = context_from_env(rt.env, token=token)  # a broken event payload: no commit to post on
     try:
-        _, context = _status_context(env)
+        _, context = input_status_context(env)
         context_error = None
     except BadInput as exc:  # the error goes on the default context: the best guess at the required one
         context, context_error = "parity-gate", exc
@@ -347,7 +132,7 @@ def run_pending(env: Mapping[str, str], rt: Runtime) -> int:
 
 
 def run_compute(env: Mapping[str, str], check: Callable[[list[str]], int] = _default_check,
-                bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> int:
+                bisect: Bisect = _default_bisect) -> int:
     """`--phase compute`: the check (and, on a failure with bisect:
     on-failure, the bisect) into the result folder; the check's exit code.
     Nothing is posted and no runner file is written: this phase runs the
@@ -355,7 +140,7 @@ def run_compute(env: Mapping[str, str], check: Callable[[list[str]], int] = _def
     GITHUB_OUTPUT or GITHUB_STEP_SUMMARY. A bad input is BadInput (exit 2);
     a cancel or a crash is InfraError (exit 3)."""
     settings = ActionSettings.from_env(env)
-    tokens = sorted(k for k, v in env.items() if _is_token_variable(k) and v.strip())
+    tokens = sorted(k for k, v in env.items() if is_token_variable(k) and v.strip())
     if tokens:  # names only, never a value
         raise BadInput(f"a GitHub token reached the compute phase ({', '.join(tokens)})",
                        "pass the compute container no token variable (docker-args included); "
@@ -383,38 +168,10 @@ def run_compute(env: Mapping[str, str], check: Callable[[list[str]], int] = _def
                 except BadInput:
                     pass
                 else:
-                    bisect_section(settings, result_dir, _recording(bisect, result_dir))
+                    bisect_section(settings, result_dir, recording(bisect, result_dir))
     except Cancelled as exc:
         raise InfraError(f"cancelled by {exc}") from None
     return code
-
-
-def _recording(bisect: Callable[[list[str]], tuple[int, str]],
-               result_dir: Path) -> Callable[[list[str]], tuple[int, str]]:
-    """The bisect, its answer kept in RESULT/bisect for the publish phase."""
-    def run_and_record(argv: list[str]) -> tuple[int, str]:
-        code, error = bisect(argv)
-        out = result_dir / "bisect"
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / BISECT_ANSWER, json.dumps({"exit_code": code, "error": error}) + "\n")
-        return code, error
-    return run_and_record
-
-
-def _recorded(result_dir: Path) -> Callable[[list[str]], tuple[int, str]]:
-    """The compute phase's bisect answer, read back. The result folder is
-    the compute container's: only an int and one line are taken from it,
-    and the section is written here, as `bisect_section` writes it."""
-    def answer(argv: list[str]) -> tuple[int, str]:
-        try:
-            doc = json.loads((result_dir / "bisect" / BISECT_ANSWER).read_text())
-            code, error = doc["exit_code"], doc["error"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return EXIT_INFRA, "the compute phase left no bisect answer"
-        if not isinstance(code, int) or isinstance(code, bool) or not isinstance(error, str):
-            return EXIT_INFRA, "the compute phase's bisect answer is malformed"
-        return code, error
-    return answer
 
 
 def run_publish(env: Mapping[str, str], rt: Runtime, check_exit_code: int | None) -> int:
@@ -430,13 +187,13 @@ def run_publish(env: Mapping[str, str], rt: Runtime, check_exit_code: int | None
                        "pass the compute phase's exit code, or set INPUT_RESULT_DIR to publish a result")
     result_dir = Path(settings.out).resolve()
     return run_action(settings, rt, lambda argv: check_exit_code, api=api, pending_posted=True,
-                      bisect=_recorded(result_dir))
+                      bisect=recorded(result_dir))
 
 
 def run_action(settings: ActionSettings, rt: Runtime,
                check: Callable[[list[str]], int] = _default_check, *,
                api: GitHubAPI | None = None, pending_posted: bool = False,
-               bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> int:
+               bisect: Bisect = _default_bisect) -> int:
     """The token comes from `settings` alone: the caller has already removed
     it from the environment (`run` does, with `withhold_tokens`)."""
     ctx = context_from_env(rt.env, token=settings.github_token)
@@ -454,7 +211,7 @@ def run_action(settings: ActionSettings, rt: Runtime,
 
 def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: Publisher,
                        check: Callable[[list[str]], int], pending_posted: bool,
-                       bisect: Callable[[list[str]], tuple[int, str]] = _default_bisect) -> int:
+                       bisect: Bisect = _default_bisect) -> int:
     if not pending_posted:
         publisher.post_pending()
         try:
@@ -498,7 +255,7 @@ def _check_and_publish(settings: ActionSettings, ctx: GitHubContext, publisher: 
             and not settings.result_dir):
         try:
             section = bisect_section(settings, result_dir, bisect)
-            _append_bisect(result_dir, section)
+            append_bisect(result_dir, section)
             outcome = dataclasses.replace(outcome, extra=section)
         except Exception:  # noqa: BLE001 - the bisect is extra: the check's outcome is published regardless
             log.warning("the bisect section could not be written", exc_info=True)

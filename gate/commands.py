@@ -1,7 +1,8 @@
-"""`record`, `check`, `compare` and `merge`: the data flow of docs/design.md
-section 2, suite -> engine -> traces -> comparison -> verdict -> report ->
-exit code. The engine work itself is gate/run/replay.py's (the batch plan, its
-replay, records, the manifest), saved call by call in gate/run/checkpoint.py;
+"""`check`, `compare` and `merge`, and the options of these and of `record`
+(gate/record.py): the data flow of docs/design.md section 2, suite ->
+engine -> traces -> comparison -> verdict -> report -> exit code. The
+engine work itself is gate/run/replay.py's (the batch plan, its replay,
+records, the manifest), saved call by call in gate/run/checkpoint.py;
 shards and their merge are gate/run/shards.py's.
 
 Everything is validated before the engine starts; outputs are staged in a
@@ -11,7 +12,6 @@ killed run resumes from its saved engine calls."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from gate.core.compare import compare_traces
-from gate.core.errors import EXIT_PASS, BadInput, InfraError, StaleGolden, command_line
+from gate.core.errors import BadInput, InfraError, StaleGolden, command_line
 from gate.core.fsutil import file_sha256
-from gate.core.identity import model_identity, model_vocab_size, same_model
+from gate.core.identity import model_identity, same_model
 from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
 from gate.core.trace import Manifest, read_trace, trace_path
 from gate.core.verdict import add_update_paths, build_verdict, read_verdict, text_summary, write_verdict
+from gate.record import merge_golden, record
 from gate.report.render import render_result
 from gate.run.checkpoint import Checkpoint, check_checkpoint_folder, checkpoint_folder, run_identity
 from gate.run.exercise import golden_notes, local_platform
@@ -38,29 +39,18 @@ from gate.run.replay import (
     build_manifest,
     build_records,
     check_seeded_prefills,
-    check_vocab,
+    close_engine,
     engine_overrides,
-    plan,
-    prompt_where,
     rel_path,
     replay_engine_args,
     start_engine,
-    tokenize_prompts,
 )
 from gate.run.shards import merged_manifest, merged_records, parse_shard, read_shards, shard_calls, shard_info
-from gate.run.suite import (
-    Suite,
-    WeightUpdateSpec,
-    check_prompt_lengths,
-    confine,
-    load_suite,
-    validate_with_vllm,
-    workload_hash,
-)
+from gate.run.suite import Suite, WeightUpdateSpec, check_prompt_lengths, confine, load_suite, validate_with_vllm
 from gate.studies.diagnose import diagnose_result_dir
-from gate.studies.weight_update_inflight import inflight_check, refuse_bad_models, refuse_bad_request
+from gate.studies.weight_update_inflight import inflight_check, suite_update_paths
 
-__all__ = ["add_arguments", "run", "record", "check", "compare", "merge"]
+__all__ = ["add_arguments", "run", "check", "compare", "merge"]
 
 log = logging.getLogger(__name__)
 
@@ -143,100 +133,6 @@ def _engine_flags(items: list[str]) -> list[str]:
     return out
 
 
-def record(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite, args.strict_paths)
-    overrides = engine_overrides(args.engine_arg)
-    engine_args = dict(suite.engine, **overrides)
-    shard = parse_shard(args.shard) if args.shard else None
-    if args.call_size < 1:
-        raise BadInput(f"--call-size {args.call_size} is below 1",
-                       f"use a positive number (default {DEFAULT_CALL_SIZE})")
-    out: Path = args.out
-    previous: set[tuple] | None = None
-    if out.is_dir() and not out.is_symlink() and any(out.iterdir()) and (out / "traces.jsonl").is_file() \
-            and not args.force:
-        if not args.update:
-            raise BadInput(f"--out {out} already holds a golden",
-                           "pass --update to re-record it, or choose another folder")
-        previous = {r.key for r in read_trace(out).records()}
-    model_id = model_identity(suite.model)
-    vocab = model_vocab_size(suite.model)
-    for p in suite.prompts:
-        if p.token_ids is not None:
-            check_vocab(p.token_ids, vocab, prompt_where(suite, p))
-    sampling = {s.name: s.params for s in suite.sampling}
-    order = [s.name for s in suite.sampling]
-    # The plan needs only the prompt ids: a --shard that can't be cut fails before the engine starts.
-    calls = shard_calls(plan({p.id: [] for p in suite.prompts}, sampling, order, args.call_size), shard,
-                        "the suite's batch plan")
-    mine = {k[1] for c in calls for k in c["requests"]}
-    # A seeded prefill the CPU build must split fails every time: refused
-    # before the engine starts when every prompt is token ids, else as soon
-    # as the engine has tokenized them, before its first call.
-    by_id = {p.id: p for p in suite.prompts}
-    known = {p.id: list(p.token_ids) for p in suite.prompts if p.token_ids is not None}
-
-    def refuse_splits(limits: dict[str, Any], prompt_ids: dict[str, list[int]] = known) -> None:
-        check_seeded_prefills(calls, prompt_ids, sampling, limits, lambda pid: prompt_where(suite, by_id[pid]))
-    check_checkpoint_folder(out)
-    stage = Stage(out, force=args.force or (previous is None and failed_run(out)), replace=previous is not None,
-                   inputs=suite_inputs(suite))
-    checkpoint = None
-    engine = None
-    try:
-        validate_with_vllm(suite)  # vLLM's own SamplingParams rules, before its engine starts
-        with writing(out):
-            engine = start_engine(suite.model, engine_args, arg_lines(suite, overrides),
-                                  preflight=refuse_splits if len(known) == len(by_id) else None)
-            prompts = tokenize_prompts(suite, engine, vocab)
-            check_prompt_lengths(suite, prompts, engine_args)
-            if len(known) != len(by_id):
-                refuse_splits(engine.limits(), prompts)
-            prompts = {pid: ids for pid, ids in prompts.items() if pid in mine}
-            texts = {p.id: p.text for p in suite.prompts}
-            checkpoint = Checkpoint(out, run_identity(command="record", workload=workload_hash(prompts, sampling),
-                                                      engine_args=engine_args, model=model_id, shard=shard),
-                                    calls, resume=not args.no_resume)
-            run_engine(engine, calls, prompts, sampling, None, checkpoint, args)
-            info = shard_info(shard, suite_sha256=file_sha256(suite.path)) if shard else None
-            manifest, count = write_records(
-                stage, build_records(engine, checkpoint.fragments(), prompts, sampling),
-                lambda relations: build_manifest("golden", engine, suite, engine_args, model_id, prompts, texts,
-                                                 sampling, calls, relations, info))
-            stage.commit()
-    except InfraError as exc:
-        resumable(exc, checkpoint)
-        # A partial golden is worse than none: --out gets error.json only (the
-        # engine's calls stay in the checkpoint), and --update keeps the golden.
-        if previous is None:
-            stage.save_error(exc, "record")
-        else:
-            stage.discard()
-        raise
-    except BaseException as exc:
-        stage.discard()  # a partial golden is worse than none; the engine's calls stay in the checkpoint
-        resumable(exc, checkpoint)
-        raise
-    finally:
-        _close(engine)
-    checkpoint.remove()
-    keys = {tuple(k) for c in calls for k in c["requests"]}
-    what = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-    if previous is None and shard:
-        print(f"recorded {count} golden records{what}: {len(calls)} of the plan's engine calls, {len(prompts)} "
-              f"prompts, into {out}")
-    elif previous is None:
-        print(f"recorded {count} golden records ({len(prompts)} prompts x {len(sampling)} configs) into {out}")
-    else:
-        created, updated, unused = keys - previous, keys & previous, previous - keys
-        print(f"re-recorded golden {out}{what}: {len(created)} created, {len(updated)} updated, "
-              f"{len(unused)} unused (dropped)")
-    print(f"  model {model_id['id']} ({model_id['name']}), workload {manifest.suite['workload_sha256']}, "
-          f"vllm {manifest.environment.get('vllm_version')}")
-    print(f"  next: {command_line('check', '--suite', args.suite, '--golden', out, '--out', 'RESULT_DIR')}")
-    return EXIT_PASS
-
-
 # ---------------------------------------------------------------- check
 def _finish(stage: Stage, verdict: dict[str, Any], out: Path) -> int:
     write_verdict(stage.dir, verdict)
@@ -269,26 +165,6 @@ def _judge(stage: Stage, args: argparse.Namespace, suite: Suite, golden: Golden,
         return _finish(stage, verdict, args.out)
 
 
-def _update_plan(args: argparse.Namespace, suite: Suite, shard: Any, untested: list[str]) -> WeightUpdateSpec | None:
-    """The suite's `weight_update:` paths this check runs, each refused now
-    (before the engine starts) if this engine build cannot run it."""
-    spec = suite.weight_update
-    if spec is None or args.weight_update == "off":
-        return None
-    if shard is not None or args.engine == "hf":
-        untested.append(f"weight_update: the suite's {len(spec.paths)} update paths do not run "
-                        + ("in a shard (run them in an unsharded check)" if shard is not None else "with --engine hf"))
-        return None
-    for p in spec.paths:
-        try:
-            refuse_bad_request([p.via], [p.pause], spec.backend, spec.max_tokens, spec.switch_at, spec.atol)
-            refuse_bad_models(dataclasses.replace(suite, model=spec.load), spec.source)
-        except BadInput as exc:
-            raise BadInput(f"{suite.path}{p.where}: weight_update path {p.name}: {exc.what}",
-                           f"{exc.hint}; or run check --weight-update off") from None
-    return spec
-
-
 def _run_update_paths(spec: WeightUpdateSpec, suite: Suite, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     print(f"parity-gate: running the suite's {len(spec.paths)} weight-update paths "
           f"({', '.join(p.name for p in spec.paths)})", file=sys.stderr)
@@ -316,7 +192,7 @@ def check(args: argparse.Namespace) -> int:
     # Knobs this run changes or turns on that its workload cannot exercise: said now, and in the verdict.
     untested = golden_notes(golden.manifest, engine_args, os.environ, calls, golden.prompts, golden.completions,
                             local_platform())
-    update_spec = _update_plan(args, suite, shard, untested)
+    update_spec = suite_update_paths(suite, args.weight_update, shard, args.engine, untested)
     for line in untested:
         log.warning("%s", line)
     golden_sha = file_sha256(trace_path(args.golden))
@@ -355,12 +231,12 @@ def check(args: argparse.Namespace) -> int:
                 lambda relations: build_manifest("obtained", engine, suite, engine_args, model_id, golden.prompts,
                                                  texts, sampling, calls, relations, info))
     except InfraError as exc:
-        _close(engine)
+        close_engine(engine)
         resumable(exc, checkpoint)
         stage.save_error(exc, stage_name)
         raise
     except BaseException as exc:
-        _close(engine)
+        close_engine(engine)
         stage.discard()
         resumable(exc, checkpoint)
         raise
@@ -372,7 +248,7 @@ def check(args: argparse.Namespace) -> int:
     try:
         update = None
         if args.diagnose or update_spec is not None:
-            _close(engine)  # its memory is free for the engines below
+            close_engine(engine)  # its memory is free for the engines below
         if update_spec is not None:
             stage_name = "weight-update paths"
             update = _run_update_paths(update_spec, suite, args, stage.dir / "weight-update")
@@ -410,7 +286,7 @@ def merge(args: argparse.Namespace) -> int:
         if args.golden is not None:
             raise BadInput(f"--golden {args.golden} given, but {args.results[0]} is a shard of a record",
                            "merge a record's shards without --golden; --golden is for a check's shards")
-        return _merge_golden(args, suite, read_shards(args.results, {"suite_sha256": suite_sha}, "golden"))
+        return merge_golden(args, suite, read_shards(args.results, {"suite_sha256": suite_sha}, "golden"))
     if args.golden is None:
         raise BadInput("merging a check's shards needs --golden", "pass the golden the shards were checked against")
     golden = read_golden(suite, args.golden, args.suite, model_id=None)
@@ -441,31 +317,6 @@ def merge(args: argparse.Namespace) -> int:
     except BaseException:
         stage.discard()
         raise
-
-
-def _merge_golden(args: argparse.Namespace, suite: Suite, shards: list) -> int:
-    prompts = {r.prompt_id: list(r.prompt_token_ids) for r in merged_records(shards)}
-    sampling = shards[0].manifest.suite.get("sampling") or {}
-    whole = dict(shards[0].manifest.suite, workload_sha256=workload_hash(prompts, sampling),
-                 prompts={pid: info for s in shards for pid, info in (s.manifest.suite.get("prompts") or {}).items()})
-    stage = Stage(args.out, force=args.force, inputs=[suite.path, *args.results])
-    try:
-        with writing(args.out):
-            _, count = write_records(stage, merged_records(shards),
-                                      lambda relations: merged_manifest(shards, relations, whole))
-            stage.commit()
-    except BaseException:
-        stage.discard()
-        raise
-    print(f"merged {len(shards)} golden shards into {args.out}: {count} records ({len(prompts)} prompts x "
-          f"{len(sampling)} configs), workload {whole['workload_sha256']}")
-    print(f"  next: {command_line('check', '--suite', args.suite, '--golden', args.out, '--out', 'RESULT_DIR')}")
-    return EXIT_PASS
-
-
-def _close(engine: Any) -> None:
-    if engine is not None:
-        engine.close()
 
 
 # ---------------------------------------------------------------- compare

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 
 from gate.core.errors import InfraError
+from gate.github.retry import RetryPolicy, rate_limit_wait
 
-__all__ = ["GitHubAPI", "RetryPolicy", "ApiError", "PermissionDenied", "MaybeApplied", "ACTIONS_BOT",
-           "QUICK_RETRY"]
+__all__ = ["GitHubAPI", "ApiError", "PermissionDenied", "MaybeApplied", "ACTIONS_BOT"]
 
 log = logging.getLogger(__name__)
 
@@ -54,45 +53,6 @@ class PermissionDenied(ApiError):
 
 class MaybeApplied(ApiError):
     """A non-replayable call failed in a way that GitHub may still have acted on."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 6                 # tries per request, rate-limit waits included
-    backoff_s: float = 1.0            # 5xx/connection: backoff_s * 2**n
-    backoff_max_s: float = 30.0
-    rate_limit_min_s: float = 60.0    # a rate limit with no header: wait at least this, doubling
-    # All rate-limit waits of one client (one process) together: a wait that
-    # would go past it gives up at once, so a 10-minute job still ends with
-    # time left to post its final status.
-    rate_limit_budget_s: float = 300.0
-    timeout_s: float = 30.0           # connect and read timeout per request
-
-
-# For a last word on the way out (a cancelled job: the runner kills the
-# process a few seconds after SIGTERM): two quick tries, no rate-limit waits.
-QUICK_RETRY = RetryPolicy(attempts=2, backoff_s=0.5, backoff_max_s=0.5, rate_limit_budget_s=0.0, timeout_s=5.0)
-
-
-def _rate_limit_wait(resp: requests.Response, now: float, policy: RetryPolicy, n: int) -> float | None:
-    """Seconds to wait if `resp` is a rate limit, else None."""
-    h = resp.headers
-    if resp.status_code not in (403, 429):
-        return None
-    retry_after = h.get("retry-after")
-    if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            return policy.rate_limit_min_s
-    if h.get("x-ratelimit-remaining") == "0" and h.get("x-ratelimit-reset"):
-        try:
-            return max(1.0, float(h["x-ratelimit-reset"]) - now + 1.0)
-        except ValueError:
-            return policy.rate_limit_min_s
-    if resp.status_code == 429 or "rate limit" in resp.text[:2000].lower():
-        return policy.rate_limit_min_s * (2 ** n)
-    return None
 
 
 def _message(resp: requests.Response) -> str:
@@ -210,7 +170,7 @@ class GitHubAPI:
             if status < 400:
                 log.info("GitHub %s %s: %d", method, shown, status)
                 return resp, data
-            wait = _rate_limit_wait(resp, self._clock(), policy, n)
+            wait = rate_limit_wait(resp, self._clock(), policy, n)
             if wait is not None:
                 left = self._rate_limit_budget_left()
                 if wait > left or last:

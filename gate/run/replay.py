@@ -22,7 +22,7 @@ from gate.run.hf_engine import HFEngine
 from gate.run.suite import Suite, parse_engine_arg, prompt_hash, workload_hash
 
 __all__ = ["engine_overrides", "tokenize_prompts", "prompt_where", "check_vocab", "plan", "arg_lines",
-           "start_engine", "run_calls", "run_plan", "build_records", "build_manifest", "replay_engine_args",
+           "start_engine", "close_engine", "run_calls", "run_plan", "build_records", "build_manifest", "replay_engine_args",
            "rel_path", "Progress", "SCHEDULER_KEYS", "DEFAULT_CALL_SIZE", "seeded_prefill_split",
            "check_seeded_prefills"]
 
@@ -127,6 +127,12 @@ def start_engine(model: Path, engine_args: dict[str, Any], lines: dict[str, str]
     log.info("engine started in %.1fs", time.monotonic() - t)
     return engine
 
+
+
+def close_engine(engine: Any) -> None:
+    """Shut `engine` down, if one started."""
+    if engine is not None:
+        engine.close()
 
 # vLLM samples greedily below this temperature (vllm/sampling_params.py
 # _SAMPLING_EPS): no seeded generator, nothing to rewind.

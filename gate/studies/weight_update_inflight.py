@@ -42,12 +42,13 @@ from typing import Any
 
 from gate.core.errors import BadInput, GateError
 from gate.core.fsutil import atomic_write_text
-from gate.run.suite import load_suite
-from gate.run.update_spec import UPDATE_PAUSES, UPDATE_VIAS
+from gate.run.replay import engine_overrides
+from gate.run.suite import Suite, load_suite
+from gate.run.update_spec import UPDATE_PAUSES, UPDATE_VIAS, WeightUpdateSpec
 from gate.studies.update_judge import continuation_plan, judge_path
 
-__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "DEFAULT_MAX_TOKENS", "resolve_max_tokens", "refuse_unsupported", "refuse_bad_request", "refuse_bad_models",
-           "inflight_check"]
+__all__ = ["VIAS", "PAUSES", "CUDA_BACKENDS", "DEFAULT_MAX_TOKENS", "resolve_max_tokens", "refuse_unsupported",
+           "refuse_bad_request", "refuse_bad_models", "suite_update_paths", "inflight_check"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,29 @@ def refuse_bad_models(suite: Any, weights_from: Path) -> None:
                        "point --from at the old weights (A) and the suite's model at the new ones (B)")
 
 
+
+def suite_update_paths(suite: Suite, mode: str, shard: Any, engine: str,
+                       untested: list[str]) -> WeightUpdateSpec | None:
+    """The suite's `weight_update:` paths a check runs (`check --weight-update
+    MODE`, `--engine ENGINE`), each refused now (before the engine starts) if
+    this engine build cannot run it; in a shard or with --engine hf none runs,
+    and `untested` says so."""
+    spec = suite.weight_update
+    if spec is None or mode == "off":
+        return None
+    if shard is not None or engine == "hf":
+        untested.append(f"weight_update: the suite's {len(spec.paths)} update paths do not run "
+                        + ("in a shard (run them in an unsharded check)" if shard is not None else "with --engine hf"))
+        return None
+    for p in spec.paths:
+        try:
+            refuse_bad_request([p.via], [p.pause], spec.backend, spec.max_tokens, spec.switch_at, spec.atol)
+            refuse_bad_models(dataclasses.replace(suite, model=spec.load), spec.source)
+        except BadInput as exc:
+            raise BadInput(f"{suite.path}{p.where}: weight_update path {p.name}: {exc.what}",
+                           f"{exc.hint}; or run check --weight-update off") from None
+    return spec
+
 def _prompts(suite: Any) -> list[dict[str, Any]]:
     out = []
     for p in suite.prompts:
@@ -193,8 +217,6 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     `paths` ({via, pause, clear_cache} each, as a suite declares them)
     replaces the vias x pauses product; `new_weights` what the update loads
     (default the suite's model)."""
-    from gate.run.replay import engine_overrides
-
     max_tokens = resolve_max_tokens(max_tokens)
     if paths is None:
         switch = refuse_bad_request(vias, pauses, backend, max_tokens, switch_at, atol)

@@ -106,8 +106,8 @@ def test_workflow_files__action_is_composite_passing_gpus_and_runner_user():
 
 
 def test_workflow_files__headline_output_is_one_the_gate_writes():
-    from gate.github import publish
-    assert '"headline": outcome.headline' in Path(publish.__file__).read_text()
+    from gate.github import publisher
+    assert '"headline": outcome.headline' in Path(publisher.__file__).read_text()
 
 
 def test_workflow_files__no_expression_in_any_run_script_and_no_persisted_credentials():

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from gate.action import ActionSettings, run_action
+from gate.action import run_action
 from gate.core.errors import BadInput
 from gate.github import publish
-from gate.github.api import RetryPolicy
+from gate.github.action_inputs import ActionSettings
 from gate.github.context import UNVERIFIED_SUFFIX, ResultOrigin
+from gate.github.outcome import comment_marker
 from gate.github.publish import Runtime
+from gate.github.retry import RetryPolicy
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TOKEN = "ghs_trust-token-LEAKCHECK-0c1d"
@@ -81,7 +83,7 @@ def test_action_trust__forks_passing_result_on_workflow_run_is_unverified_never_
     assert all(s["context"] != "parity-gate" for s in gh.statuses)
     assert "::notice title=parity-gate::this result comes from a workflow run of a fork" in out
     (comment,) = gh.comments[("octo/gate", 7)]
-    assert publish.comment_marker(UNVERIFIED) in comment["body"]
+    assert comment_marker(UNVERIFIED) in comment["body"]
     assert "**Unverified**: computed by a workflow run from a fork" in comment["body"]
     assert "required check `parity-gate`" in comment["body"]
 

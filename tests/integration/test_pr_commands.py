@@ -21,9 +21,10 @@ import pytest
 
 from gate.core.errors import BadInput
 from gate.github import pr_commands
-from gate.github.api import RetryPolicy
 from gate.github.context import ResultOrigin
-from gate.github.publish import Runtime, comment_marker
+from gate.github.outcome import comment_marker
+from gate.github.publish import Runtime
+from gate.github.retry import RetryPolicy
 from tests.fake_github import ACTIONS_BOT, FakeGitHub, git_blob_sha
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

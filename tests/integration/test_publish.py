@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from gate.core.errors import BadInput, InfraError
-from gate.github import outcome, publish
-from gate.github.api import RetryPolicy
+from gate.github import outcome, publish, publisher
 from gate.github.context import ResultOrigin
-from gate.github.publish import Runtime, comment_marker
+from gate.github.outcome import comment_marker
+from gate.github.publish import Runtime
+from gate.github.retry import RetryPolicy
 from gate.report import render as report
 from tests.fake_github import ACTIONS_BOT, FakeGitHub
 
@@ -428,7 +429,7 @@ def test_publish__with_footer_never_exceeds_the_limit(footer):
 
 def test_publish__a_comment_at_the_limit_is_accepted_by_github(gh, session, result, tmp_path, monkeypatch):
     # A body that, with its footer, lands exactly one character past the limit before the cut.
-    footer = publish.provenance(publish.context_from_env(_env(gh, tmp_path)), "parity-gate")
+    footer = outcome.provenance(publish.context_from_env(_env(gh, tmp_path)), "parity-gate")
     tail = f"\n\n{footer}\n"
     body = comment_marker("parity-gate") + "\n" + "y" * (65536 - len(tail) - len(comment_marker("parity-gate")))
     monkeypatch.setattr(report, "render_comment", lambda *a, **k: body)
@@ -475,7 +476,7 @@ def test_publish__check_run_created_but_answer_lost_is_not_duplicated(gh, sessio
     code, _ = _publish([str(result)], _env(gh, tmp_path), session)
     assert code == 1
     (check,) = gh.check_runs
-    assert check["external_id"] == publish.check_run_external_id("parity-gate")
+    assert check["external_id"] == publisher.check_run_external_id("parity-gate")
     assert len(gh.requests_to("POST", "/check-runs")) == 1
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from gate import action, cli
-from gate.action import ActionSettings, run_action, withhold_tokens
+from gate.action import run_action
 from gate.core.errors import BadInput, InfraError
+from gate.github import action_bisect, action_inputs
+from gate.github.action_inputs import ActionSettings, withhold_tokens
 from gate.github.publish import Runtime
 from gate.run.child import run_child
 from tests.fake_github import FakeGitHub
@@ -267,9 +269,9 @@ def test_publish__token_never_appears_when_everything_fails(tmp_path, capfd, mon
 
 def test_action__shard_and_strict_paths_reach_the_check_argv():
     env = {"INPUT_SUITE": "s.yaml", "INPUT_GOLDEN": "g", "INPUT_SHARD": "2/4", "INPUT_STRICT_PATHS": "true"}
-    argv = action.check_argv(ActionSettings.from_env(env), Path("out"))
+    argv = action_inputs.check_argv(ActionSettings.from_env(env), Path("out"))
     assert argv[argv.index("--shard") + 1] == "2/4" and "--strict-paths" in argv
-    plain = action.check_argv(ActionSettings.from_env({"INPUT_SUITE": "s.yaml", "INPUT_GOLDEN": "g",
+    plain = action_inputs.check_argv(ActionSettings.from_env({"INPUT_SUITE": "s.yaml", "INPUT_GOLDEN": "g",
                                                        "INPUT_STRICT_PATHS": "false"}), Path("out"))
     assert "--shard" not in plain and "--strict-paths" not in plain
     with pytest.raises(BadInput, match=r"INPUT_SHARD='5/4': --shard '5/4' is not I/N with 1 <= I <= N"):
@@ -482,7 +484,7 @@ def test_action__compute_then_publish_puts_the_bisect_answer_in_the_comment(gh, 
     env = _env(gh, tmp_path, bisect="on-failure")
     code = action.run_compute(_no_token(env), _copy_result("fail"), bisect=_fake_bisect)
     assert code == 1 and gh.requests == []
-    answer = tmp_path / "parity-gate-result" / "bisect" / action.BISECT_ANSWER
+    answer = tmp_path / "parity-gate-result" / "bisect" / action_bisect.BISECT_ANSWER
     assert json.loads(answer.read_text()) == {"exit_code": 1, "error": ""}
     rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
     assert action.run_publish(env, rt, code) == 1
@@ -498,7 +500,7 @@ def test_action__publish_phase_takes_only_a_number_and_a_line_from_the_bisect_an
     env = _env(gh, tmp_path, bisect="on-failure")
     _copy_result("fail")(["--out", str(tmp_path / "parity-gate-result")])
     (tmp_path / "parity-gate-result" / "bisect").mkdir()
-    (tmp_path / "parity-gate-result" / "bisect" / action.BISECT_ANSWER).write_text('{"exit_code": "1", "error": 5}')
+    (tmp_path / "parity-gate-result" / "bisect" / action_bisect.BISECT_ANSWER).write_text('{"exit_code": "1", "error": 5}')
     rt = Runtime(env=env, session=session, stdout=io.StringIO(), sleep=lambda s: None)
     assert action.run_publish(env, rt, 1) == 1
     body = gh.comments[("octo/gate", 7)][0]["body"]

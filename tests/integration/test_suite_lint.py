@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gate import commands
+from gate import commands, record
 from gate.cli import main
 from gate.core.trace import Scores
 from gate.run.engine import Generation
@@ -167,8 +167,9 @@ def engine(monkeypatch):
         started.append(dict(engine_args))
         return _Engine(dict(engine_args))
 
-    monkeypatch.setattr(commands, "start_engine", start)
-    monkeypatch.setattr(commands, "validate_with_vllm", lambda suite: None)
+    for module in (commands, record):  # check's engine and record's
+        monkeypatch.setattr(module, "start_engine", start)
+        monkeypatch.setattr(module, "validate_with_vllm", lambda suite: None)
     monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
     return started
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gate.action import ActionSettings, check_argv
 from gate.core.errors import BadInput
+from gate.github.action_inputs import ActionSettings, check_argv
 
 ENV = {"INPUT_SUITE": "parity/suite.yaml", "INPUT_GOLDEN": "parity/golden"}
 

@@ -4,7 +4,8 @@ import socket
 
 import pytest
 
-from gate.github.api import ACTIONS_BOT, ApiError, GitHubAPI, MaybeApplied, PermissionDenied, RetryPolicy
+from gate.github.api import ACTIONS_BOT, ApiError, GitHubAPI, MaybeApplied, PermissionDenied
+from gate.github.retry import RetryPolicy
 from tests.fake_github import FakeGitHub
 
 TOKEN = "ghs_unit-token-0123456789"

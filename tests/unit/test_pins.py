@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gate.core.errors import BadInput
-from gate.github.pins import bump, fingerprint, mentions, resolve
+from gate.github.pin_mentions import mentions
+from gate.github.pins import bump, fingerprint, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 
