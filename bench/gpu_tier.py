@@ -91,6 +91,9 @@ WUP_RUNS = {  # step: (name, weight-update args, expected exit code)
     "wup-paths": ("paths", ["--via", "reload", "--via", "native", "--via", "sleep", "--pause", "keep", "--pause",
                             "wait", "--pause", "abort"], 0),
     "wup-keep-cache": ("keep-cache", ["--via", "reload", "--pause", "keep", "--keep-cache"], 1),
+    # the core paths alone (a short device budget): reload with each pause, native with keep
+    "wup-core": ("core", ["--via", "reload", "--pause", "keep", "--pause", "wait", "--pause", "abort"], 0),
+    "wup-native-keep": ("native-keep", ["--via", "native", "--pause", "keep"], 0),
     "wup-nccl": ("nccl", ["--via", "native", "--backend", "nccl", "--pause", "keep"], 2),
 }
 DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update,weight-update-paths",
@@ -287,7 +290,9 @@ def main() -> int:
             # the cache kept (a stale path that must fail), sleep mode (CUDA only), the CUDA backends (refused
             # until the gate drives a trainer side: exit 2). wup-paths, wup-keep-cache and wup-nccl run one each
             # (a device call has 10 minutes).
-            for name, extra, expect_rc in [WUP_RUNS[s] for s in WUP_RUNS if step in (s, "weight-update-paths")]:
+            every = ("wup-paths", "wup-keep-cache", "wup-nccl")
+            for name, extra, expect_rc in [WUP_RUNS[s] for s in WUP_RUNS
+                                           if step == s or (step == "weight-update-paths" and s in every)]:
                 out = work / f"wup-{name}"
                 shutil.rmtree(out, ignore_errors=True)
                 rc, secs = _gate(["weight-update", "--suite", work / "suite.yaml", "--from", work / "model2",
