@@ -142,3 +142,15 @@ def test_max_tokens_defaults_to_the_machine_and_a_given_value_wins():
     # the switch defaults to an eighth of the resolved length on a GPU, a third on CPU
     assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=True) == 16
     assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=False) == 5
+
+
+def test_a_near_tie_is_measured_against_twice_the_tolerance_when_that_is_wider():
+    from gate.studies.update_judge import tie_gap
+
+    assert (tie_gap(1e-4), tie_gap(0.05)) == (0.01, 0.1)
+    ref = [_req(i) for i in range(40)]
+    ref[2]["top2_gap"][3] = 0.06  # a bf16-sized gap: noise of 0.05 on each side can swap the two
+    post = [_parted(ref[2], 3) if i == 2 else r for i, r in enumerate(ref)]
+    assert agreement(post, ref, 0.05)["near_ties"] == 1
+    assert agreement(post, ref, 0.05)["ok"]
+    assert not agreement(post, ref, 0.02)["ok"]  # tolerance 0.02: a gap of 0.06 is not noise
