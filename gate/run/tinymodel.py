@@ -69,7 +69,7 @@ def _model(shape: str, vocab: int):
     the GPU validation tier's model (docs/design.md section 4.1, run G3)."""
     if shape == "qwen2-moe":
         # A small mixture-of-experts body (8 layers, 8 experts, 2 per token, a shared expert): in vLLM its expert
-        # weights load into the fused-MoE layout, the path an RL weight update must reach (issue 20's MoE body).
+        # weights load into the fused-MoE layout, the path an RL weight update must reach.
         from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
         return Qwen2MoeForCausalLM(Qwen2MoeConfig(
