@@ -23,11 +23,11 @@ suite="${DEBIAN_SUITE:-bookworm}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Bump standin_version when what the stand-in carries changes: the cached tarball
 # and the imported base image are both named by it, so neither is reused stale.
-standin_version=2
+standin_version=3
 base_tag="localhost/parity-gate-standin:$suite-v$standin_version"
 tarball="$cache/standin-$suite-v$standin_version.tar"
 # What the stand-in carries: what the vLLM image carries that the gate needs.
-packages="python3,python3-pip,python3-venv,python3-setuptools,python3-wheel,python3-yaml,python3-jinja2,python3-requests,python3-numpy,ca-certificates"
+packages="python3,python3-pip,python3-venv,python3-setuptools,python3-wheel,python3-yaml,python3-jinja2,python3-requests,python3-numpy,python3-packaging,ca-certificates"
 
 for tool in podman buildah debootstrap; do
   command -v "$tool" >/dev/null || { echo "build-test-image: $tool not found (apt-get install -y podman buildah debootstrap)" >&2; exit 3; }
