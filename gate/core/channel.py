@@ -141,42 +141,51 @@ class Channel:
             pos_sums = np.bincount(seq_index * nb + buckets, weights=absd, minlength=fsizes.size * nb).reshape(-1, nb)
             self._fold_counts(absd, buckets, nb)
         out = np.zeros(a.size) if fa is not a else absd
+        if fa.size:
+            fstarts = np.cumsum(fsizes) - fsizes
+            seq_max = np.maximum.reduceat(absd, fstarts).tolist()  # maxima are exact however they are taken
+            seq_pd_max = np.maximum.reduceat(pd, fstarts).tolist()
+            # each row's slice is summed as a 1-D array of its own would be (pairwise): the test holds it
+            rows = np.stack((absd, d, exp_abs, k3))
         reduce, dot = np.add.reduce, np.dot
+        all_fast = bool(fast.all())
         k = lo = 0  # the sequence's place among the finite ones, and where its numbers start there
-        for (loc, ids, tops), size, end, f in zip(seqs, sizes.tolist(), ends.tolist(), fast.tolist()):
-            if not f:
-                if size:
-                    out[end - size:end] = self._add_general(a[end - size:end], b[end - size:end], np.arange(size),
-                                                            loc, ids, tops)
-                continue
-            hi = lo + size
-            sa, sb, sd, sabs, srho = fa[lo:hi], fb[lo:hi], d[lo:hi], absd[lo:hi], rho[lo:hi]
-            sexp, sk3, spd = exp_abs[lo:hi], k3[lo:hi], pd[lo:hi]
-            lo = hi
-            self.sum_abs += float(reduce(sabs))
-            i = int(sabs.argmax())
-            if sabs[i] > self.max_abs:
-                self.max_abs = float(sabs[i])
-                self.max_loc = dict(loc, position=i, token_id=int(ids[i]), reference=float(sa[i]),
-                                    candidate=float(sb[i]))
-            with np.errstate(over="ignore", invalid="ignore"):
-                total = float(reduce(sd))
-                self.sum_exp_abs += float(reduce(sexp))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for (loc, ids, tops), size, end, f in zip(seqs, sizes.tolist(), ends.tolist(), fast.tolist()):
+                if not f:
+                    if size:
+                        out[end - size:end] = self._add_general(a[end - size:end], b[end - size:end],
+                                                                np.arange(size), loc, ids, tops)
+                    continue
+                hi = lo + size
+                sum_abs, total, sum_exp_abs, sum_k3 = reduce(rows[:, lo:hi], axis=1).tolist()
+                sd, srho = d[lo:hi], rho[lo:hi]
+                self.sum_abs += sum_abs
+                if seq_max[k] > self.max_abs:
+                    i = int(absd[lo:hi].argmax())
+                    self.max_abs = seq_max[k]
+                    self.max_loc = dict(loc, position=i, token_id=int(ids[i]), reference=float(fa[lo + i]),
+                                        candidate=float(fb[lo + i]))
+                self.sum_exp_abs += sum_exp_abs
                 self.sum_rho2 += float(dot(srho, srho))
                 self.sum_k1 -= total
                 self.sum_k2 += float(dot(sd, sd) / 2)
-                self.sum_k3 += float(reduce(sk3))
-            self.prob_diff_max = max(self.prob_diff_max, float(spd.max()))
-            ppl = abs(total / size)
-            self.seq_n += 1
-            self.seq_ppl_sum += ppl
-            self.seq_ppl_max = max(self.seq_ppl_max, ppl)
-            self.pos_sum[:nb] += pos_sums[k]
-            if tops is not None:
-                self._add_tops(*tops)
-            if out is not absd:
-                out[end - size:end] = sabs
-            k += 1
+                self.sum_k3 += sum_k3
+                self.prob_diff_max = max(self.prob_diff_max, seq_pd_max[k])
+                ppl = abs(total / size)
+                self.seq_n += 1
+                self.seq_ppl_sum += ppl
+                self.seq_ppl_max = max(self.seq_ppl_max, ppl)
+                if not all_fast:
+                    self.pos_sum[:nb] += pos_sums[k]
+                if tops is not None:
+                    self._add_tops(*tops)
+                if out is not absd:
+                    out[end - size:end] = absd[lo:hi]
+                lo = hi
+                k += 1
+        if all_fast and nb:  # the sequences' bucket sums added one after another (accumulate is sequential)
+            self.pos_sum[:nb] = np.add.accumulate(np.vstack((self.pos_sum[:nb], pos_sums)), axis=0)[-1]
         return out
 
     def add_tops(self, a: np.ndarray, b: np.ndarray, tops: tuple[list | None, list | None]) -> None:
