@@ -91,6 +91,116 @@ class Channel:
             return self._add_finite(a, b, positions, loc, token_ids, tops)
         return self._add_general(a, b, positions, loc, token_ids, tops)
 
+    def add_many(self, a: np.ndarray, b: np.ndarray, sizes: Sequence[int],
+                 seqs: Sequence[tuple[Location, Sequence[int], tuple[list | None, list | None] | None]]) -> np.ndarray:
+        """`add` of many sequences in turn, with the per-token work done once
+        over all of them: `a` and `b` are the sequences one after another,
+        `sizes` their lengths, `seqs` each one's (loc, token_ids, tops), and
+        positions run 0..n-1 in each. Returns what the calls would return,
+        one after another.
+
+        Bit for bit what the calls one by one give: counts and maxima do not
+        depend on the grouping; each float sum is still one numpy reduction
+        per sequence (np.add.reduce and np.dot of the sequence's own slice, as
+        `add` does; np.add.reduceat adds in another order), folded in
+        sequence order; a sequence with a null or -inf goes through
+        `_add_general` in its turn (tests/unit/test_compare.py)."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        ends = np.cumsum(sizes)
+        finite = np.isfinite(a)
+        finite &= np.isfinite(b)
+        if finite.all():
+            fast = sizes > 0
+            fa, fb = a, b
+        else:
+            fast = np.array([f.size > 0 and bool(f.all()) for f in np.split(finite, ends[:-1])], dtype=bool)
+            keep = np.repeat(fast, sizes)
+            fa, fb = a[keep], b[keep]
+        fsizes = sizes[fast]
+        d = fb - fa
+        absd = np.abs(d)
+        if self.tol.rtol:
+            self.mismatched += int(np.count_nonzero(absd > self.tol.atol + self.tol.rtol * np.abs(fa)))
+        else:
+            self.mismatched += int(np.count_nonzero(absd > self.tol.atol))
+        self.n += fa.size
+        self.n_finite += fa.size
+        self.bitwise += int(np.count_nonzero(fa == fb))
+        with np.errstate(over="ignore", invalid="ignore"):
+            rho = np.exp(d)
+            exp_abs = np.exp(absd)
+            k3 = np.expm1(d) - d
+            pd = np.abs(np.exp(fb) - np.exp(fa))
+        self.clipped += int(np.count_nonzero(np.abs(rho - 1) > CLIP_EPS))
+        nb = 0
+        if fa.size:  # `_fold_abs` over all: its counts and maxima; each sequence's bucket sums (bincount adds in order)
+            buckets = (np.arange(fa.size) - np.repeat(np.cumsum(fsizes) - fsizes, fsizes)) // POSITION_BUCKET
+            nb = int(fsizes.max() - 1) // POSITION_BUCKET + 1
+            self._grow(nb)
+            seq_index = np.repeat(np.arange(fsizes.size), fsizes)
+            pos_sums = np.bincount(seq_index * nb + buckets, weights=absd, minlength=fsizes.size * nb).reshape(-1, nb)
+            self._fold_counts(absd, buckets, nb)
+        out = np.zeros(a.size) if fa is not a else absd
+        if fa.size:
+            fstarts = np.cumsum(fsizes) - fsizes
+            seq_max = np.maximum.reduceat(absd, fstarts).tolist()  # maxima are exact however they are taken
+            seq_pd_max = np.maximum.reduceat(pd, fstarts).tolist()
+            # each row's slice is summed as a 1-D array of its own would be (pairwise): the test holds it
+            rows = np.stack((absd, d, exp_abs, k3))
+        reduce, dot = np.add.reduce, np.dot
+        all_fast = bool(fast.all())
+        k = lo = 0  # the sequence's place among the finite ones, and where its numbers start there
+        with np.errstate(over="ignore", invalid="ignore"):
+            for (loc, ids, tops), size, end, f in zip(seqs, sizes.tolist(), ends.tolist(), fast.tolist()):
+                if not f:
+                    if size:
+                        out[end - size:end] = self._add_general(a[end - size:end], b[end - size:end],
+                                                                np.arange(size), loc, ids, tops)
+                    continue
+                hi = lo + size
+                sum_abs, total, sum_exp_abs, sum_k3 = reduce(rows[:, lo:hi], axis=1).tolist()
+                sd, srho = d[lo:hi], rho[lo:hi]
+                self.sum_abs += sum_abs
+                if seq_max[k] > self.max_abs:
+                    i = int(absd[lo:hi].argmax())
+                    self.max_abs = seq_max[k]
+                    self.max_loc = dict(loc, position=i, token_id=int(ids[i]), reference=float(fa[lo + i]),
+                                        candidate=float(fb[lo + i]))
+                self.sum_exp_abs += sum_exp_abs
+                self.sum_rho2 += float(dot(srho, srho))
+                self.sum_k1 -= total
+                self.sum_k2 += float(dot(sd, sd) / 2)
+                self.sum_k3 += sum_k3
+                self.prob_diff_max = max(self.prob_diff_max, seq_pd_max[k])
+                ppl = abs(total / size)
+                self.seq_n += 1
+                self.seq_ppl_sum += ppl
+                self.seq_ppl_max = max(self.seq_ppl_max, ppl)
+                if not all_fast:
+                    self.pos_sum[:nb] += pos_sums[k]
+                if tops is not None:
+                    self._add_tops(*tops)
+                if out is not absd:
+                    out[end - size:end] = absd[lo:hi]
+                lo = hi
+                k += 1
+        if all_fast and nb:  # the sequences' bucket sums added one after another (accumulate is sequential)
+            self.pos_sum[:nb] = np.add.accumulate(np.vstack((self.pos_sum[:nb], pos_sums)), axis=0)[-1]
+        return out
+
+    def add_tops(self, a: np.ndarray, b: np.ndarray, tops: tuple[list | None, list | None]) -> None:
+        """The top-k part of `add` on its own, for sequences whose numbers go
+        through `add_many` without their rows: rows where a side has no
+        logprob (null) are left out, as `add` leaves them out."""
+        if not a.size:
+            return
+        if np.isnan(a).any() or np.isnan(b).any():
+            known = ~(np.isnan(a) | np.isnan(b))
+            if not known.any():
+                return
+            tops = tuple([row for row, k in zip(side, known) if k] for side in tops)  # type: ignore[assignment]
+        self._add_tops(*tops)
+
     def _add_general(self, a: np.ndarray, b: np.ndarray, positions: np.ndarray, loc: Location,
                      token_ids: Sequence[int], tops: tuple[list | None, list | None] | None) -> np.ndarray:
         """`add` for any sequence, nulls and -inf included."""
@@ -212,6 +322,21 @@ class Channel:
     def _fold_abs(self, absd: np.ndarray, positions: np.ndarray, finite_absd: np.ndarray) -> None:
         """|d| into the zero count, the log histogram (p99) and the
         per-position-bucket counts, sums (finite values) and maxima."""
+        buckets = positions // POSITION_BUCKET
+        nb = int(buckets[-1]) + 1  # positions are ascending
+        self._grow(nb)
+        self.pos_sum[:nb] += np.bincount(buckets, weights=finite_absd, minlength=nb)
+        self._fold_counts(absd, buckets, nb)
+
+    def _grow(self, nb: int) -> None:
+        if nb > self.pos_count.size:
+            grow = nb - self.pos_count.size
+            self.pos_count = np.concatenate([self.pos_count, np.zeros(grow, np.int64)])
+            self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
+            self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
+
+    def _fold_counts(self, absd: np.ndarray, buckets: np.ndarray, nb: int) -> None:
+        """What of `_fold_abs` is counts and maxima: the same however the tokens are grouped."""
         nz = absd[absd > 0]
         self.zero += int(absd.size - nz.size)
         if nz.size:
@@ -219,15 +344,7 @@ class Channel:
                 idx = np.floor((np.log10(np.minimum(nz, 10.0 ** HIST_MAX_EXP)) - HIST_MIN_EXP)
                                * HIST_BINS_PER_DECADE).astype(np.int64) + 1
             self.hist += np.bincount(np.clip(idx, 0, self.hist.size - 1), minlength=self.hist.size)
-        buckets = positions // POSITION_BUCKET
-        nb = int(buckets[-1]) + 1  # positions are ascending
-        if nb > self.pos_count.size:
-            grow = nb - self.pos_count.size
-            self.pos_count = np.concatenate([self.pos_count, np.zeros(grow, np.int64)])
-            self.pos_sum = np.concatenate([self.pos_sum, np.zeros(grow)])
-            self.pos_max = np.concatenate([self.pos_max, np.zeros(grow)])
         self.pos_count[:nb] += np.bincount(buckets, minlength=nb)
-        self.pos_sum[:nb] += np.bincount(buckets, weights=finite_absd, minlength=nb)
         np.maximum.at(self.pos_max, buckets, absd)
 
     def _add_tops(self, ta: Sequence, tb: Sequence) -> None:

@@ -32,6 +32,10 @@ __all__ = ["ComparisonResult", "compare_traces", "compare_records", "merge_recor
 
 CHANNELS = ("forced", "sampler")
 MATCHED_POINTS = 256       # sampler differences kept per config for the report's chart
+# Pairs are measured this many completion tokens at a time: numpy's cost per call is spread over many
+# sequences, and memory stays flat (a batch is a few dozen records).
+BATCH_TOKENS = 8192
+BATCH_PAIRS = 256
 
 
 @dataclass
@@ -138,6 +142,24 @@ def _prompt_max_abs(pa: np.ndarray, pb: np.ndarray) -> float:
     return float(np.max(np.where(np.isnan(pd), 0.0, pd), initial=0.0))
 
 
+def _prompt_maxima(pa: np.ndarray, pb: np.ndarray, sizes: list[int]) -> list[float]:
+    """`_prompt_max_abs` of each of many sequences laid one after another
+    (0.0 where a sequence has no prompt positions)."""
+    out = [0.0] * len(sizes)
+    if not pa.size:
+        return out
+    with np.errstate(invalid="ignore"):
+        pd = np.abs(pb - pa)
+    ends = np.cumsum(sizes)
+    starts = ends - np.asarray(sizes)
+    nonempty = np.flatnonzero(np.asarray(sizes) > 0)
+    maxima = np.maximum.reduceat(pd, starts[nonempty]).tolist()  # NaN where a null side or -inf on both is there
+    for k, m in zip(nonempty.tolist(), maxima):
+        lo, hi = int(starts[k]), int(ends[k])
+        out[k] = m if m == m else _prompt_max_abs(pa[lo:hi], pb[lo:hi])
+    return out
+
+
 class _Comparator:
     def __init__(self, tolerances: dict[str | None, Tolerance], sampling: dict[str, SamplingParams]) -> None:
         self.tolerances = tolerances
@@ -149,6 +171,8 @@ class _Comparator:
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.matched: dict[str, _Sample] = {}  # sampler differences on matched tokens, per config (report)
+        self.pending: list[tuple[Record, Location, PromptRow, tuple | None, tuple | None]] = []
+        self.pending_tokens = 0
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -178,11 +202,15 @@ class _Comparator:
         g.relation_cand.add(*relation_pairs(cand))
 
     def add(self, ref: Record, cand: Record) -> None:
-        groups = (self.group(ref.config),)  # overall is merged from the configs at the end
+        """Measure a pair. The teacher-forced scores are queued as arrays and
+        folded a batch at a time (`flush`), with whatever depends on them or
+        on the order of pairs (free runs, worst tokens, per-prompt rows);
+        the records themselves are let go at once (see merge_records)."""
+        g = self.group(ref.config)  # overall is merged from the configs at the end
         loc: Location = {"config": ref.config, "prompt_id": ref.prompt_id, "sample": ref.sample}
         row: PromptRow = dict(loc, forced_max_abs_diff=None, sampler_max_abs_diff=None,
                               free_run_match=None, first_divergence=None)
-        forced_close = -1  # leading completion positions whose teacher-forced scores agree (-1: not scored)
+        forced = sampler = None
         # forced channel: the same (reference) tokens in the same contexts
         if ref.forced is not None and cand.forced is not None:
             ref_ids = _as_list(ref.forced.completion_token_ids or ref.completion_token_ids)
@@ -197,27 +225,17 @@ class _Comparator:
                                     f"teacher-forced scores come from different paths ({ref.forced.path} vs "
                                     f"{cand.forced.path}); differences include the path's own numerics")
                 p = len(ref.prompt_token_ids)
-                a, b = _arr(ref.forced.logprobs[p:]), _arr(cand.forced.logprobs[p:])
-                positions = np.arange(a.size)
-                ids = ref_ids  # ints the reader checked; an array only where nulls must be dropped
-                tops = None
+                if p:  # position 0 has no logprob: one array of the rest on each side, the prompt's and the completion's
+                    ra, rb = _arr(ref.forced.logprobs[1:]), _arr(cand.forced.logprobs[1:])
+                    a, b = ra[p - 1:], rb[p - 1:]
+                else:
+                    a, b = _arr(ref.forced.logprobs), _arr(cand.forced.logprobs)
                 if ref.forced.top_ids is not None and cand.forced.top_ids is not None:
-                    tops = (ref.forced.top_ids[p:], cand.forced.top_ids[p:])
-                if p > 1:
-                    pm = _prompt_max_abs(_arr(ref.forced.logprobs[1:p]), _arr(cand.forced.logprobs[1:p]))
-                for g in groups:
-                    g.forced.paths.add((ref.forced.path, cand.forced.path))
-                    absd = g.forced.add(a, b, positions, loc, ids, tops)
-                    if p > 1:
-                        g.forced.prompt_n += p - 1
-                        g.forced.prompt_max_abs = max(g.forced.prompt_max_abs, pm)
-                top = float(absd.max()) if absd.size else 0.0
-                self.worst.track("forced", absd, top, a, b, positions, ids, ref)
-                row["forced_max_abs_diff"] = top
-                tol = groups[0].forced.tol
-                with np.errstate(invalid="ignore"):
-                    far = ~(absd <= tol.atol + tol.rtol * np.abs(np.nan_to_num(a, neginf=0.0)))
-                forced_close = int(np.argmax(far)) if far.any() else int(absd.size)
+                    g.forced.add_tops(a, b, (ref.forced.top_ids[p:], cand.forced.top_ids[p:]))
+                g.forced.paths.add((ref.forced.path, cand.forced.path))
+                prompt = (ra[:p - 1], rb[:p - 1]) if p > 1 else None
+                forced = (a, b, prompt, ref_ids)
+                self.pending_tokens += a.size
         # free run + sampler channel over the matching prefix
         if ref.sampler is not None and cand.sampler is not None:
             ref_c, cand_c = _as_list(ref.completion_token_ids), _as_list(cand.completion_token_ids)
@@ -226,35 +244,100 @@ class _Comparator:
             first = n if match else first_divergence(ref_c, cand_c)
             row["free_run_match"] = match
             row["first_divergence"] = None if match else first
-            gap = None
-            # a sampled config whose free runs part where both engines give the golden's token the same
-            # logprob (teacher-forced, at and before the divergence): the same distribution, another draw
-            stream = (not match and first < len(ref_c) and forced_close > first
-                      and ((self.sampling.get(ref.config) or {}).get("temperature", 1.0) or 0) > 0)
-            if not match:
-                gap = top2_gap(ref, first)
-            for g in groups:
-                g.free_run.add(loc, match, first, gap, stream)
+            gap = None if match else top2_gap(ref, first)
             a, b = _arr(ref.sampler.logprobs[:first]), _arr(cand.sampler.logprobs[:first])
             positions = np.arange(first)
             ids = ref_c[:first]
             tops = None
             if ref.sampler.top_ids is not None and cand.sampler.top_ids is not None:
                 tops = (ref.sampler.top_ids[:first], cand.sampler.top_ids[:first])
-            for g in groups:
-                g.sampler.paths.add((ref.sampler.path, cand.sampler.path))
-                absd = g.sampler.add(a, b, positions, loc, ids, tops)
-            top = float(absd.max()) if absd.size else 0.0
-            self.worst.track("sampler", absd, top, a, b, positions, ids, ref)
-            row["sampler_max_abs_diff"] = top
+            g.sampler.paths.add((ref.sampler.path, cand.sampler.path))
+            absd = g.sampler.add(a, b, positions, loc, ids, tops)
             if first:
                 with np.errstate(invalid="ignore"):
                     d = b - a
                 ok = np.isfinite(d)
                 self.matched.setdefault(ref.config, _Sample()).add(positions[ok], d[ok])
-        self.per_prompt.keep(row)
+            sampler = (match, first, len(ref_c), gap, a, b, absd, ids)
+        # what the worst tokens show of a record: its key and its tokens
+        slim = Record(config=ref.config, prompt_id=ref.prompt_id, sample=ref.sample,
+                      prompt_token_ids=ref.prompt_token_ids, completion_token_ids=ref.completion_token_ids,
+                      prompt_tokens=ref.prompt_tokens, completion_tokens=ref.completion_tokens)
+        self.pending.append((slim, loc, row, forced, sampler))
+        if self.pending_tokens >= BATCH_TOKENS or len(self.pending) >= BATCH_PAIRS:
+            self.flush()
+
+    def _forced_batch(self, pairs: list) -> dict[int, tuple[np.ndarray, float, int, float, int]]:
+        """The queued teacher-forced scores folded into their channels, each
+        config's at once (in order); per pair (|d|, its max, the leading
+        positions within tolerance, the prompt positions' max |d| and count)."""
+        by_group: dict[str, list[int]] = {}
+        for idx, (rec, _loc, _row, forced, _sampler) in enumerate(pairs):
+            if forced is not None:
+                by_group.setdefault(rec.config, []).append(idx)
+        out: dict[int, tuple[np.ndarray, float, int, float, int]] = {}
+        for config, idxs in by_group.items():
+            channel = self.groups[config].forced
+            entries = [pairs[i][3] for i in idxs]
+            sizes = np.array([e[0].size for e in entries], dtype=np.int64)
+            a = np.concatenate([e[0] for e in entries])
+            absd = channel.add_many(a, np.concatenate([e[1] for e in entries]), sizes,
+                                    [(pairs[i][1], e[3], None) for i, e in zip(idxs, entries)])
+            ends = np.cumsum(sizes)
+            starts = ends - sizes
+            top = np.zeros(sizes.size)
+            nonempty = sizes > 0
+            if nonempty.any():
+                top[nonempty] = np.maximum.reduceat(absd, starts[nonempty])
+            # leading completion positions whose scores agree: up to the first one beyond tolerance
+            tol = channel.tol
+            with np.errstate(invalid="ignore"):
+                if tol.rtol:
+                    far = ~(absd <= tol.atol + tol.rtol * np.abs(np.nan_to_num(a, neginf=0.0)))
+                else:
+                    far = ~(absd <= tol.atol)  # the same: atol + 0 * (a finite number) is atol
+            far_at = np.append(np.flatnonzero(far), a.size)
+            close = np.minimum(far_at[np.searchsorted(far_at, starts)], ends) - starts
+            prompts = [e[2] for e in entries]
+            prompt_sizes = [0 if pr is None else pr[0].size for pr in prompts]
+            prompt_max = _prompt_maxima(np.concatenate([pr[0] for pr in prompts if pr is not None] or [np.zeros(0)]),
+                                        np.concatenate([pr[1] for pr in prompts if pr is not None] or [np.zeros(0)]),
+                                        prompt_sizes)
+            for k, (i, lo, hi) in enumerate(zip(idxs, starts.tolist(), ends.tolist())):
+                out[i] = (absd[lo:hi], float(top[k]), int(close[k]), prompt_max[k], prompt_sizes[k])
+        return out
+
+    def flush(self) -> None:
+        """Fold the queued pairs, in order."""
+        pairs, self.pending, self.pending_tokens = self.pending, [], 0
+        if not pairs:
+            return
+        forced_done = self._forced_batch(pairs)
+        for idx, (rec, loc, row, forced, sampler) in enumerate(pairs):
+            g = self.groups[rec.config]
+            forced_close = -1  # leading completion positions whose teacher-forced scores agree (-1: not scored)
+            if forced is not None:
+                a, b, _prompt, ids = forced
+                absd, top, forced_close, pm, prompt_n = forced_done[idx]
+                if prompt_n:
+                    g.forced.prompt_n += prompt_n
+                    g.forced.prompt_max_abs = max(g.forced.prompt_max_abs, pm)
+                self.worst.track("forced", absd, top, a, b, np.arange(absd.size), ids, rec)
+                row["forced_max_abs_diff"] = top
+            if sampler is not None:
+                match, first, n_ref, gap, a, b, absd, ids = sampler
+                # a sampled config whose free runs part where both engines give the golden's token the same
+                # logprob (teacher-forced, at and before the divergence): the same distribution, another draw
+                stream = (not match and first < n_ref and forced_close > first
+                          and ((self.sampling.get(rec.config) or {}).get("temperature", 1.0) or 0) > 0)
+                g.free_run.add(loc, match, first, gap, stream)
+                top = float(absd.max()) if absd.size else 0.0
+                self.worst.track("sampler", absd, top, a, b, np.arange(first), ids, rec)
+                row["sampler_max_abs_diff"] = top
+            self.per_prompt.keep(row)
 
     def result(self, only_ref: list, only_cand: list, records: int) -> ComparisonResult:
+        self.flush()
         for name in sorted(self.groups):
             self.overall.merge(self.groups[name])
         rows = self.per_prompt.rows()

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from pydantic_core import from_json
+
 from gate.core.errors import BadInput
 
 __all__ = ["FORMAT", "MAJOR", "MINOR", "TRACE_FILE", "PATHS", "Scores", "Record", "Manifest", "trace_path",
-           "REDO", "DAMAGED", "hint_for", "reject_constant", "dumps"]
+           "REDO", "DAMAGED", "hint_for", "reject_constant", "NUMERIC", "loads", "dumps"]
 
 FORMAT = "parity-gate/trace"
 MAJOR = 1
@@ -150,6 +152,32 @@ def reject_constant(name: str) -> float:
     if name == "-Infinity":
         return -math.inf  # valid: a token outside a processed top-k
     raise ValueError(f"{name} is not a valid logprob")
+
+
+NUMERIC = b"0123456789-.,[]"  # what a record line is mostly made of
+
+
+def loads(raw: bytes, rest: bytes | None = None) -> Any:
+    """One line of JSON, exactly as `json.loads(raw, parse_constant=reject_constant)`
+    reads it, errors included, about four times faster. `rest` is
+    `raw.translate(None, NUMERIC)`, where the caller has it already.
+
+    pydantic-core's parser gives the same objects as json (floats bit for bit,
+    big ints, the last of duplicate keys) wherever it accepts a line, except
+    that it also reads NaN and +Infinity: a line that may hold either, or
+    whatever it refuses (malformed JSON, a byte-order mark, deep nesting, lone
+    surrogates, which json reads), goes to json, which says what is wrong in
+    the words the reader's messages quote (tests/unit/test_trace_json.py).
+    The constants are looked for in `rest`, a few hundred bytes of a record
+    line: a search of the whole line costs as much as the translation."""
+    if rest is None:
+        rest = raw.translate(None, NUMERIC)
+    if b"NaN" not in rest and (b"Infinity" not in rest or raw.count(b"Infinity") == raw.count(b"-Infinity")):
+        try:
+            return from_json(raw, allow_inf_nan=True)
+        except ValueError:
+            pass
+    return json.loads(raw, parse_constant=reject_constant)
 
 
 def dumps(obj: Any) -> str:

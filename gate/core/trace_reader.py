@@ -16,11 +16,12 @@ from gate.core.trace_format import (
     LFS_POINTER,
     MAJOR,
     MINOR,
+    NUMERIC,
     REDO,
     Manifest,
     Record,
     hint_for,
-    reject_constant,
+    loads,
     trace_path,
 )
 from gate.core.trace_records import record_from_json
@@ -28,9 +29,7 @@ from gate.core.trace_records import record_from_json
 __all__ = ["TraceReader", "read_trace"]
 
 # A JSON escape of a UTF-16 surrogate: the only way a lone one can reach a str.
-# A JSON escape of a UTF-16 surrogate: the only way a lone one can reach a str.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_NUMERIC = b"0123456789-.,[]"
 
 
 class TraceReader:
@@ -89,9 +88,9 @@ class TraceReader:
             raise BadInput(f"trace file {self.path} is not readable: {exc.strerror}",
                            "check the path and its permissions") from None
 
-    def _parse(self, raw: bytes, lineno: int) -> Any:
+    def _parse(self, raw: bytes, lineno: int, rest: bytes | None = None) -> Any:
         try:
-            return json.loads(raw, parse_constant=reject_constant)
+            return loads(raw, rest)
         except RecursionError:
             raise BadInput(f"{self.path}:{lineno}: JSON nested too deeply to be a trace line", DAMAGED) from None
         except ValueError as exc:
@@ -122,7 +121,9 @@ class TraceReader:
             for lineno, raw in enumerate(fh, start=2):
                 if ended:
                     raise BadInput(f"{self.path}:{lineno}: data after the end marker", REDO)
-                obj = self._parse(raw, lineno)
+                # What json does not turn into numbers: keys, strings, null, and any true/false or \u escape.
+                rest = raw.translate(None, NUMERIC)
+                obj = self._parse(raw, lineno, rest)
                 if type(obj) is dict and obj.get("end") is True:
                     from gate.core import models, validation
                     problem = validation.problem(models.End, obj, "end marker", open_objects=self.newer)
@@ -134,8 +135,6 @@ class TraceReader:
                     ended = True
                     continue
                 where = f"{self.path}:{lineno}"
-                # What json did not turn into numbers: keys, strings, null, and any true/false or \u escape.
-                rest = raw.translate(None, _NUMERIC)
                 if b"\\u" in rest:
                     self._text(raw, obj, lineno, "record")
                 record = record_from_json(obj, where, self.newer, exact=b"true" in rest or b"false" in rest)

@@ -438,6 +438,43 @@ def test_compare__finite_fast_path_is_bit_for_bit_the_general_path(rtol):
     assert fast_all.sum_abs > 0 and fast_all.mismatched > 0 and fast_all.zero > 0 and fast_all.top1_agree > 0
 
 
+@pytest.mark.parametrize("rtol", [0.0, 1e-3])
+def test_compare__many_sequences_at_once_are_bit_for_bit_one_at_a_time(rtol):
+    """add_many folds a batch of sequences with numpy over all of them;
+    every measure must stay what `add` gives one sequence at a time,
+    nulls, -inf, empty sequences and overflowing values among them."""
+    rng = np.random.default_rng(12)
+    tol = Tolerance(1e-4, rtol)
+    batched, one_by_one = Channel(tol), Channel(tol)
+    for batch in range(12):
+        seqs, want = [], []
+        for j in range(int(rng.integers(1, 40))):
+            n = int(rng.choice([0, 1, 7, 8, 9, 63, 128, 129, 250, 300]))
+            a = -rng.exponential(2.0, n)
+            a[rng.random(n) < 0.02] = -1e300
+            d = rng.choice([0.0, 0.0, 1e-13, 1e-6, 1e-4, 1e-3, 0.05, 0.4, 3.0], n) * rng.normal(0.0, 1.0, n)
+            b = np.minimum(a + d, 0.0)
+            kind = rng.random()
+            if n and kind < 0.15:
+                a[rng.integers(0, n, 2)] = np.nan  # null
+            elif n and kind < 0.3:
+                b[rng.integers(0, n, 2)] = -np.inf
+                a[rng.integers(0, n, 1)] = -np.inf
+            ids = rng.integers(0, 1000, n).tolist()
+            tops_a = [[int(x) for x in rng.choice(50, 5, replace=False)] for _ in range(n)]
+            tops_b = tops_a if rng.random() < 0.5 else [[r[1], r[0], *r[2:]] for r in tops_a]
+            loc = {"config": "c", "prompt_id": f"p{batch}-{j}", "sample": 0}
+            seqs.append((a, b, loc, ids, (tops_a, tops_b)))
+            want.append(one_by_one.add(a, b, np.arange(n), loc, ids, (tops_a, tops_b)))
+        for a, b, _loc, _ids, tops in seqs:  # the top-k rows go in on their own, as compare sends them
+            batched.add_tops(a, b, tops)
+        got = batched.add_many(np.concatenate([s[0] for s in seqs]), np.concatenate([s[1] for s in seqs]),
+                               [s[0].size for s in seqs], [(loc, ids, None) for _a, _b, loc, ids, _t in seqs])
+        assert repr(got.tolist()) == repr(np.concatenate(want).tolist())
+        assert _state(batched) == _state(one_by_one)
+    assert one_by_one.one_sided_inf > 0 and one_by_one.excluded_null > 0 and one_by_one.top1_agree > 0
+
+
 def test_compare__reads_each_record_while_holding_at_most_two():
     """A parsed record is hundreds of small lists. Holding the last pair while
     both next records are read crossed the garbage collector's threshold on
