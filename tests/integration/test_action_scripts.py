@@ -108,13 +108,17 @@ def container():
 
 
 if cmd == "run":
-    (state / f"run-{phase}.pid").write_text(str(os.getpid()))
-    (state / "run.pid").write_text(str(os.getpid()))
-    env, workdir, image, args = container()
-    (state / f"container-{phase}.json").write_text(json.dumps({"env": env, "image": image, "args": args}))
-    if os.environ.get("DOCKER_STUB_RUN_HANG") == phase:
+    hang = os.environ.get("DOCKER_STUB_RUN_HANG") == phase
+    if hang:
         # The container's gate: SIGTERM (docker stop) ends it with exit 3.
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+    env, workdir, image, args = container()
+    (state / f"container-{phase}.json").write_text(json.dumps({"env": env, "image": image, "args": args}))
+    # run.pid (what `stop` signals) before run-PHASE.pid (what a test waits for): a test that cancels as soon as
+    # it sees the latter must find the former already this container's, not an earlier step's
+    (state / "run.pid").write_text(str(os.getpid()))
+    (state / f"run-{phase}.pid").write_text(str(os.getpid()))
+    if hang:
         while True:
             time.sleep(0.05)
     rcs = json.loads(os.environ.get("DOCKER_STUB_RUN_RC") or "{}")
