@@ -10,6 +10,7 @@ posts to the fake GitHub server on loopback; the golden step reads a real git
 repository made here."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -269,7 +270,16 @@ class Runner:
                                 stderr=subprocess.PIPE, text=True), output
 
     def finish(self, step_id: str, proc: subprocess.Popen, output: Path, timeout: float = 60) -> StepRun:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # a hung step fails its own test with what it printed, and leaves no process to the next test
+            for pid_file in self.state.glob("run*.pid"):
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"step {step_id} did not end within {timeout} s\n{stdout}\n{stderr}") from None
         run = StepRun(step_id, proc.returncode, stdout, stderr, _parse_outputs(output.read_text()))
         self.steps[step_id] = run
         return run
