@@ -25,6 +25,7 @@ from gate.core.identity import model_identity, same_model
 from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
 from gate.core.trace import Manifest, read_trace, trace_path
+from gate.core.update_rows import WeightUpdateResult
 from gate.core.verdict import add_update_paths, build_verdict, read_verdict, text_summary, write_verdict
 from gate.record import merge_golden, record
 from gate.report.render import render_result
@@ -144,7 +145,7 @@ def _finish(stage: Stage, verdict: dict[str, Any], out: Path) -> int:
 
 def _judge(stage: Stage, args: argparse.Namespace, suite: Suite, golden: Golden, workload: Workload,
            policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None,
-           update: dict[str, Any] | None = None) -> int:
+           update: WeightUpdateResult | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
     report and the exit code: the tail of `check`, and of `merge`.
     `untested`: knobs the workload cannot exercise (gate/run/exercise.py);
@@ -165,7 +166,8 @@ def _judge(stage: Stage, args: argparse.Namespace, suite: Suite, golden: Golden,
         return _finish(stage, verdict, args.out)
 
 
-def _run_update_paths(spec: WeightUpdateSpec, suite: Suite, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _run_update_paths(spec: WeightUpdateSpec, suite: Suite, args: argparse.Namespace, out: Path
+                      ) -> WeightUpdateResult:
     print(f"parity-gate: running the suite's {len(spec.paths)} weight-update paths "
           f"({', '.join(p.name for p in spec.paths)})", file=sys.stderr)
     return inflight_check(suite.path, spec.source, out, [], [], True, spec.backend, args.engine_arg, spec.max_tokens,

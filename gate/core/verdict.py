@@ -18,6 +18,7 @@ from gate.core.measures import short as _fmt
 from gate.core.rows import ConfigOutcome, EnvRow
 from gate.core.thresholds import Policy
 from gate.core.trace import Manifest
+from gate.core.update_rows import WeightUpdateResult
 
 __all__ = ["build_verdict", "add_update_paths", "environment_diff", "write_verdict", "read_verdict", "text_summary",
            "VERDICT_FILE"]
@@ -198,7 +199,7 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
     }
 
 
-def add_update_paths(verdict: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def add_update_paths(verdict: dict[str, Any], update: WeightUpdateResult) -> dict[str, Any]:
     """The suite's declared weight-update paths (docs/weight-update.md), run
     after the comparison: one check per path (channel `weight_update`, over
     all configs), failing the verdict with its cause when a path fails. A
