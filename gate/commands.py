@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from gate.core.compare import compare_traces
 from gate.core.errors import BadInput, InfraError, StaleGolden, command_line
@@ -24,6 +23,7 @@ from gate.core.fsutil import file_sha256
 from gate.core.identity import model_identity, same_model
 from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
+from gate.core.rows import Verdict
 from gate.core.trace import Manifest, read_trace, trace_path
 from gate.core.update_rows import WeightUpdateResult
 from gate.core.verdict import add_update_paths, build_verdict, read_verdict, text_summary, write_verdict
@@ -135,7 +135,7 @@ def _engine_flags(items: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- check
-def _finish(stage: Stage, verdict: dict[str, Any], out: Path) -> int:
+def _finish(stage: Stage, verdict: Verdict, out: Path) -> int:
     write_verdict(stage.dir, verdict)
     render_result(stage.dir)
     stage.commit()
