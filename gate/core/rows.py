@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 __all__ = ["Location", "MaxLocation", "CheckWorst", "WorstToken", "PromptRow", "Divergence", "PositionBucket",
            "Decade", "Histogram", "MatchedSample", "Evidence", "FreeRunSummary", "EnvRow", "ConfigOutcome",
-           "UnappliedArg", "SamplingParams", "CheckRow", "Side", "Measures", "PromptLists", "Verdict"]
+           "UnappliedArg", "SamplingParams", "CheckRow", "Side", "Measures", "PromptLists", "Verdict", "BatchCall"]
 
 
 class Location(TypedDict):
@@ -224,3 +224,11 @@ class Verdict(_Verdict, total=False):
     sampler_matched: dict[str, MatchedSample]
     rl: dict[str, Any] | None  # the RL view (core/rl_metrics): its paths and tables depend on the view
     weight_update: dict[str, Any]  # a summary of weight_update.json, or the synchronous path's update info
+
+
+class BatchCall(TypedDict):
+    """One call of a batch plan (the trace header's `batch_plan.calls`): a free-run or scoring call of one
+    sampling config, its requests as [config, prompt id, sample] in order."""
+    kind: str
+    config: str
+    requests: list[list[Any]]
