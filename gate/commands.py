@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from gate.core.compare import compare_traces
 from gate.core.errors import BadInput, InfraError, StaleGolden, command_line
@@ -24,7 +23,9 @@ from gate.core.fsutil import file_sha256
 from gate.core.identity import model_identity, same_model
 from gate.core.policy import Policy, evaluate, layered_policy
 from gate.core.rl_metrics import measure as rl_measure
+from gate.core.rows import Verdict
 from gate.core.trace import Manifest, read_trace, trace_path
+from gate.core.update_rows import WeightUpdateResult
 from gate.core.verdict import add_update_paths, build_verdict, read_verdict, text_summary, write_verdict
 from gate.record import merge_golden, record
 from gate.report.render import render_result
@@ -134,7 +135,7 @@ def _engine_flags(items: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- check
-def _finish(stage: Stage, verdict: dict[str, Any], out: Path) -> int:
+def _finish(stage: Stage, verdict: Verdict, out: Path) -> int:
     write_verdict(stage.dir, verdict)
     render_result(stage.dir)
     stage.commit()
@@ -144,7 +145,7 @@ def _finish(stage: Stage, verdict: dict[str, Any], out: Path) -> int:
 
 def _judge(stage: Stage, args: argparse.Namespace, suite: Suite, golden: Golden, workload: Workload,
            policy: Policy, candidate: tuple[str, Manifest], repro: str, untested: list[str] | None = None,
-           update: dict[str, Any] | None = None) -> int:
+           update: WeightUpdateResult | None = None) -> int:
     """Compare the staged traces with the golden, then the verdict, the
     report and the exit code: the tail of `check`, and of `merge`.
     `untested`: knobs the workload cannot exercise (gate/run/exercise.py);
@@ -165,7 +166,8 @@ def _judge(stage: Stage, args: argparse.Namespace, suite: Suite, golden: Golden,
         return _finish(stage, verdict, args.out)
 
 
-def _run_update_paths(spec: WeightUpdateSpec, suite: Suite, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _run_update_paths(spec: WeightUpdateSpec, suite: Suite, args: argparse.Namespace, out: Path
+                      ) -> WeightUpdateResult:
     print(f"parity-gate: running the suite's {len(spec.paths)} weight-update paths "
           f"({', '.join(p.name for p in spec.paths)})", file=sys.stderr)
     return inflight_check(suite.path, spec.source, out, [], [], True, spec.backend, args.engine_arg, spec.max_tokens,

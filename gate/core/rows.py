@@ -1,15 +1,15 @@
-"""The rows a comparison and its checks hand on, and the sampling params
-of a config, typed: TypedDicts, so they stay the plain dicts that go into
-verdict.json and the trace header as they are (the models in
-`core/models` are the reader's side of the same rows: WorstToken, PromptRow,
-Evidence, EnvRow, ConfigOutcome)."""
+"""The rows a comparison and its checks hand on, the verdict that holds them,
+and the sampling params of a config, typed: TypedDicts, so they stay the
+plain dicts that go into verdict.json and the trace header as they are (the
+models in `core/models` are the reader's side of the same rows: WorstToken,
+PromptRow, Evidence, EnvRow, ConfigOutcome, Check, Verdict)."""
 from __future__ import annotations
 
 from typing import Any, TypedDict
 
 __all__ = ["Location", "MaxLocation", "CheckWorst", "WorstToken", "PromptRow", "Divergence", "PositionBucket",
            "Decade", "Histogram", "MatchedSample", "Evidence", "FreeRunSummary", "EnvRow", "ConfigOutcome",
-           "UnappliedArg", "SamplingParams"]
+           "UnappliedArg", "SamplingParams", "CheckRow", "Side", "Measures", "PromptLists", "Verdict", "BatchCall"]
 
 
 class Location(TypedDict):
@@ -151,3 +151,84 @@ class SamplingParams(TypedDict, total=False):
     logprobs: int
     min_tokens: int
     ignore_eos: bool
+
+
+class CheckRow(TypedDict):
+    """One check as verdict.json holds it (core/checks.CheckResult as a dict, or a weight-update path's check)."""
+    id: str
+    title: str
+    channel: str
+    config: str | None
+    status: str
+    measure: str
+    value: float | str | None
+    op: str
+    bound: float
+    n_bad: int
+    n_total: int
+    worst: CheckWorst | None
+    message: str
+    evidence: Evidence
+    note: str | None
+
+
+class Side(TypedDict):
+    """The reference or the candidate: its label, its folder, its trace's manifest as JSON."""
+    label: str
+    dir: str
+    manifest: dict[str, Any]  # the trace header's manifest, with its free-form sections (environment, model, suite)
+
+
+class Measures(TypedDict):
+    """Each channel's summary (core/compare: ~30 keys per channel, plus relations), overall and per config."""
+    overall: dict[str, Any]
+    per_config: dict[str, dict[str, Any]]
+
+
+class PromptLists(TypedDict):
+    """Prompts of the suite the golden lacks, and of the golden the suite no longer has."""
+    new: list[str]
+    unused: list[str]
+
+
+class _Verdict(TypedDict):
+    schema: str
+    version: int
+    verdict: str
+    exit_code: int
+    mode: str
+    headline: str
+    reference: Side
+    candidate: Side
+    environment_diff: list[EnvRow]
+    warnings: list[str]
+    checks: list[CheckRow]
+    measures: Measures
+    worst_tokens: list[WorstToken]
+    by_position: dict[str, list[PositionBucket]]
+    histogram: dict[str, Histogram]
+    per_prompt: list[PromptRow]
+    prompts: PromptLists
+    diagnosis: dict[str, Any] | None  # docs/diagnosis.md: findings whose keys depend on the ablation
+    reproduce: str
+    files: dict[str, str]
+
+
+class Verdict(_Verdict, total=False):
+    """verdict.json (docs/verdict.md). `fail_on`, `configs`, `evidence_notes` and `sampler_matched` are written
+    by every build but optional to a reader (older verdicts lack them); `rl` and `weight_update` only where
+    those ran (the RL measures, the suite's update paths)."""
+    fail_on: str
+    configs: dict[str, ConfigOutcome]
+    evidence_notes: list[str]
+    sampler_matched: dict[str, MatchedSample]
+    rl: dict[str, Any] | None  # the RL view (core/rl_metrics): its paths and tables depend on the view
+    weight_update: dict[str, Any]  # a summary of weight_update.json, or the synchronous path's update info
+
+
+class BatchCall(TypedDict):
+    """One call of a batch plan (the trace header's `batch_plan.calls`): a free-run or scoring call of one
+    sampling config, its requests as [config, prompt id, sample] in order."""
+    kind: str
+    config: str
+    requests: list[list[Any]]

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gate.core.checks import CheckResult
 from gate.core.compare import ComparisonResult
@@ -15,9 +15,10 @@ from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput
 from gate.core.fsutil import NotRegularFile, TooLarge, atomic_write_text, read_regular
 from gate.core.jsonpath import first_invalid_text
 from gate.core.measures import short as _fmt
-from gate.core.rows import ConfigOutcome, EnvRow
+from gate.core.rows import CheckRow, ConfigOutcome, EnvRow, Verdict
 from gate.core.thresholds import Policy
 from gate.core.trace import Manifest
+from gate.core.update_rows import WeightUpdateResult
 
 __all__ = ["build_verdict", "add_update_paths", "environment_diff", "write_verdict", "read_verdict", "text_summary",
            "VERDICT_FILE"]
@@ -150,7 +151,7 @@ def _headline(checks: list[CheckResult], result: ComparisonResult, configs: dict
 def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate: tuple[str, str, Manifest],
                   result: ComparisonResult, checks: list[CheckResult], policy: Policy,
                   prompts_new: list[str], prompts_unused: list[str], warnings: list[str],
-                  reproduce: str, files: dict[str, str]) -> dict[str, Any]:
+                  reproduce: str, files: dict[str, str]) -> Verdict:
     diff = environment_diff(reference[2], candidate[2])
     configs = {name: config_status(name, checks, group, mode) for name, group in result.per_config.items()}
     engine, engine_warnings = engine_check(policy, candidate[2], candidate[0])
@@ -184,7 +185,7 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
         "warnings": all_warnings,
         "configs": configs,
         "evidence_notes": [n for c in configs.values() for n in c["notes"]],
-        "checks": [dataclasses.asdict(c) for c in checks],
+        "checks": [cast(CheckRow, dataclasses.asdict(c)) for c in checks],
         "measures": {"overall": result.overall, "per_config": result.per_config},
         "worst_tokens": result.worst_tokens,
         "by_position": result.by_position,
@@ -198,7 +199,7 @@ def build_verdict(*, mode: str, reference: tuple[str, str, Manifest], candidate:
     }
 
 
-def add_update_paths(verdict: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def add_update_paths(verdict: Verdict, update: WeightUpdateResult) -> Verdict:
     """The suite's declared weight-update paths (docs/weight-update.md), run
     after the comparison: one check per path (channel `weight_update`, over
     all configs), failing the verdict with its cause when a path fails. A
@@ -263,7 +264,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def write_verdict(out: Path, verdict: dict[str, Any]) -> Path:
+def write_verdict(out: Path, verdict: Verdict) -> Path:
     path = Path(out) / VERDICT_FILE
     atomic_write_text(path, json.dumps(_finite(verdict), indent=1, allow_nan=False) + "\n")
     return path
@@ -273,7 +274,7 @@ _MAX_DEPTH = 64  # a real verdict nests about 8 deep; rendering walks values rec
 _MAX_BYTES = 256 << 20  # a real one is a few MB: it keeps at most a few hundred rows of each table
 
 
-def read_verdict(result_dir: Path) -> dict[str, Any]:
+def read_verdict(result_dir: Path) -> Verdict:
     """Read RESULT_DIR/verdict.json and check it against
     gate/schemas/verdict.schema.json; BadInput (one line) if not usable.
     Only a regular file is read (a FIFO would block forever, a device never
@@ -338,7 +339,7 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def text_summary(verdict: dict[str, Any], out: Path) -> str:
+def text_summary(verdict: Verdict, out: Path) -> str:
     """The short plain-text summary printed on stdout."""
     lines = [verdict["headline"]]
     for c in verdict["checks"]:

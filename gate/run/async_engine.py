@@ -34,6 +34,16 @@ from typing import Any
 from vllm.distributed.weight_transfer.base import WeightTransferEngine, WeightTransferInitInfo, WeightTransferUpdateInfo
 from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
+from gate.core.update_rows import (
+    ContinuationPlan,
+    FreshPlan,
+    FreshRun,
+    InFlightRun,
+    PromptInput,
+    RequestOutput,
+    UpdateRun,
+)
+
 __all__ = ["FILE_BACKEND", "WORKER_EXTENSION", "UpdatePath", "run_update_worker", "run_fresh_worker"]
 
 FILE_BACKEND = "parity_gate_file"
@@ -152,7 +162,7 @@ class _Output:
             self.gaps.append(top[0] - top[1] if len(top) > 1 else None)
         self.finish_reason = c.finish_reason or self.finish_reason
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> RequestOutput:
         return {"token_ids": self.token_ids, "logprobs": self.logprobs, "top2_gap": self.gaps,
                 "finish_reason": self.finish_reason or "abort"}
 
@@ -189,7 +199,7 @@ class _Driver:
         return f"{tag}-{self._n}"
 
     async def _one(self, prompt: list[int], params: Any, tag: str, seen: dict | None = None,
-                   key: Any = None) -> dict[str, Any]:
+                   key: Any = None) -> RequestOutput:
         from vllm.inputs import TokensPrompt
 
         acc = _Output()
@@ -206,7 +216,7 @@ class _Driver:
         return acc.result()
 
     async def batch(self, prompts: list[list[int]], max_tokens: list[int], logprobs: int,
-                    tag: str) -> list[dict[str, Any]]:
+                    tag: str) -> list[RequestOutput]:
         """All requests submitted together: one batch, as a rollout step."""
         return list(await asyncio.gather(*(self._one(p, _sampling(n, logprobs), tag)
                                            for p, n in zip(prompts, max_tokens))))
@@ -253,7 +263,7 @@ class _Driver:
         await self.llm.reset_prefix_cache()
 
     async def in_flight(self, path: UpdatePath, prompts: list[list[int]], max_tokens: int, logprobs: int,
-                        switch_at: int, weights: Path, skip_prefix: str) -> dict[str, Any]:
+                        switch_at: int, weights: Path, skip_prefix: str) -> InFlightRun:
         """Start every prompt, wait until each has `switch_at` tokens, then
         pause (unless `none`), push, (clear,) resume; returns the in-flight
         outputs and what the client saw at the update."""
@@ -265,7 +275,7 @@ class _Driver:
             if time.monotonic() - t0 > 300:
                 raise TimeoutError("in-flight requests made no progress for 300 s")
             await asyncio.sleep(0.001)
-        info: dict[str, Any] = {"seen_before_pause": [seen.get(i, 0) for i in range(len(prompts))]}
+        info: InFlightRun = {"seen_before_pause": [seen.get(i, 0) for i in range(len(prompts))]}
         if path.pause != "none":
             await self.llm.pause_generation(mode=path.pause, clear_cache=path.clear_cache)
             await _settled(seen, len(prompts))  # the outputs the engine made before the pause reach the client
@@ -306,48 +316,47 @@ class _Driver:
 
 
 async def _update_worker(model_old: Path, model_new: Path, engine_args: dict[str, Any], paths: list[UpdatePath],
-                         prompts: list[dict[str, Any]], max_tokens: int, logprobs: int, switch_at: int,
-                         skip_prefix: str) -> dict[str, Any]:
+                         prompts: list[PromptInput], max_tokens: int, logprobs: int, switch_at: int,
+                         skip_prefix: str) -> UpdateRun:
     """`prompts`: {"token_ids": [...]} or {"text": ...} (tokenized here, by the engine's tokenizer)."""
     t0 = time.monotonic()
     d = _Driver(model_old, engine_args, native=any(p.via == "native" for p in paths))
     started = time.monotonic() - t0
     try:
         tok = None
-        ids = []
+        ids: list[list[int]] = []
         for p in prompts:
             if p.get("token_ids") is not None:
                 ids.append(list(p["token_ids"]))
             else:
                 tok = tok or d.llm.get_tokenizer()
                 ids.append(list(tok.encode(p["text"])))
-        prompts = ids
-        n = [max_tokens] * len(prompts)
-        old = await d.batch(prompts, n, logprobs, "old")  # a fresh engine on the old weights: the old reference
+        n = [max_tokens] * len(ids)
+        old = await d.batch(ids, n, logprobs, "old")  # a fresh engine on the old weights: the old reference
         await d.llm.reset_prefix_cache()
-        runs = []
+        runs: list[InFlightRun] = []
         for i, path in enumerate(paths):
             if i:
                 await d.restore(path.via, model_old)
-            run = await d.in_flight(path, prompts, max_tokens, logprobs, switch_at, model_new, skip_prefix)
-            run["post"] = await d.batch(prompts, n, logprobs, "post")  # requests started after the update
+            run = await d.in_flight(path, ids, max_tokens, logprobs, switch_at, model_new, skip_prefix)
+            run["post"] = await d.batch(ids, n, logprobs, "post")  # requests started after the update
             run["path"] = path.name
             runs.append(run)
-        return {"prompts": prompts, "old": old, "runs": runs, "engine_start_seconds": round(started, 1),
+        return {"prompts": ids, "old": old, "runs": runs, "engine_start_seconds": round(started, 1),
                 "seconds": round(time.monotonic() - t0, 1)}
     finally:
         d.close()
 
 
-async def _fresh_worker(model_new: Path, engine_args: dict[str, Any], plans: list[dict[str, Any]],
-                        prompts: list[list[int]], max_tokens: int, logprobs: int) -> dict[str, Any]:
+async def _fresh_worker(model_new: Path, engine_args: dict[str, Any], plans: list[ContinuationPlan],
+                        prompts: list[list[int]], max_tokens: int, logprobs: int) -> FreshRun:
     """A fresh engine on the new weights, per path: the continuations of
     the in-flight requests (prompt + the tokens they had under the old
     weights, decoded on from there), then the same post-update batch."""
     t0 = time.monotonic()
     d = _Driver(model_new, engine_args, native=False)
     try:
-        out = []
+        out: list[FreshPlan] = []
         for plan in plans:
             await d.llm.reset_prefix_cache()
             conts = plan.get("continue") or []
@@ -364,9 +373,9 @@ async def _fresh_worker(model_new: Path, engine_args: dict[str, Any], plans: lis
         d.close()
 
 
-def run_update_worker(**kw: Any) -> dict[str, Any]:
+def run_update_worker(**kw: Any) -> UpdateRun:
     return asyncio.run(_update_worker(**kw))
 
 
-def run_fresh_worker(**kw: Any) -> dict[str, Any]:
+def run_fresh_worker(**kw: Any) -> FreshRun:
     return asyncio.run(_fresh_worker(**kw))

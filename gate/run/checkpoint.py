@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from gate import __version__
 from gate.core.errors import BadInput
 from gate.core.fsutil import MARKER, atomic_write_text
+from gate.core.rows import BatchCall
 from gate.core.trace import Scores
 
 __all__ = ["Checkpoint", "checkpoint_folder", "check_checkpoint_folder", "run_identity",
@@ -63,7 +64,7 @@ def scores_from_json(d: dict[str, Any] | None) -> Scores | None:
 class Checkpoint:
     """The calls a run has finished, on disk (see the module doc)."""
 
-    def __init__(self, out: Path, identity: str, calls: list[dict[str, Any]], resume: bool = True) -> None:
+    def __init__(self, out: Path, identity: str, calls: list[BatchCall], resume: bool = True) -> None:
         self.folder = checkpoint_folder(out)
         self.identity = identity
         self.calls = calls

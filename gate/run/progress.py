@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from gate.core.rows import SamplingParams
+from gate.core.rows import BatchCall, SamplingParams
 from gate.run.checkpoint import Checkpoint
 from gate.run.replay import run_calls
 
@@ -52,7 +52,7 @@ def duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def run_engine(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+def run_engine(engine: Any, calls: list[BatchCall], prompts: dict[str, list[int]],
                 sampling: dict[str, SamplingParams], forced: dict[tuple, list[int]] | None, checkpoint: Checkpoint,
                 args: argparse.Namespace) -> None:
     if checkpoint.resumed:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 from gate import __version__
 from gate.core.errors import BadInput
-from gate.core.rows import SamplingParams
+from gate.core.rows import BatchCall, SamplingParams
 from gate.core.semantics import Relation
 from gate.core.trace import Manifest, Record
 from gate.run.checkpoint import Checkpoint, scores_from_json, scores_to_json
@@ -93,11 +93,11 @@ def check_vocab(ids: list[int] | tuple[int, ...], vocab: int | None, where: str)
 
 
 def plan(suite_prompts: dict[str, list[int]], sampling: dict[str, SamplingParams],
-         order: list[str], call_size: int | None = None) -> list[dict[str, Any]]:
+         order: list[str], call_size: int | None = None) -> list[BatchCall]:
     """The batch plan: the free-run generate() calls of every config, then its
     scoring calls, each with its requests in (prompt, sample) order and at
     most `call_size` requests (None: one call per config and kind)."""
-    calls = []
+    calls: list[BatchCall] = []
     for kind in ("free", "score"):
         for name in order:
             n = int(sampling[name]["n"])
@@ -139,7 +139,7 @@ def close_engine(engine: Any) -> None:
 _GREEDY_BELOW = 1e-5
 
 
-def seeded_prefill_split(calls: Sequence[dict[str, Any]], prompts: Mapping[str, Sequence[int]],
+def seeded_prefill_split(calls: Sequence[BatchCall], prompts: Mapping[str, Sequence[int]],
                          sampling: Mapping[str, Mapping[str, Any]],
                          limits: Mapping[str, Any]) -> tuple[tuple, int, int] | None:
     """The first free-run request of a seeded (non-greedy) config whose
@@ -176,7 +176,7 @@ def seeded_prefill_split(calls: Sequence[dict[str, Any]], prompts: Mapping[str, 
     return None
 
 
-def check_seeded_prefills(calls: Sequence[dict[str, Any]], prompts: Mapping[str, Sequence[int]],
+def check_seeded_prefills(calls: Sequence[BatchCall], prompts: Mapping[str, Sequence[int]],
                           sampling: Mapping[str, Mapping[str, Any]], limits: Mapping[str, Any],
                           where: Callable[[str], str]) -> None:
     """Refuse, before any engine call, a plan whose seeded prefill the CPU
@@ -204,7 +204,7 @@ class Progress(Protocol):
     def __call__(self, done: int, total: int, requests: int, tokens: int, seconds: float) -> None: ...
 
 
-def _execute(engine: Any, call: dict[str, Any], prompts: dict[str, list[int]], sampling: dict[str, SamplingParams],
+def _execute(engine: Any, call: BatchCall, prompts: dict[str, list[int]], sampling: dict[str, SamplingParams],
              completion_of: Callable[[tuple], list[int]]) -> tuple[list[dict[str, Any]], int]:
     """One batch-plan call -> its fragments (see gate/run/checkpoint.py) and the
     number of tokens it processed."""
@@ -227,7 +227,7 @@ def _execute(engine: Any, call: dict[str, Any], prompts: dict[str, list[int]], s
             sum(len(p) + len(c) for p, c in seqs))
 
 
-def run_calls(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+def run_calls(engine: Any, calls: list[BatchCall], prompts: dict[str, list[int]],
               sampling: dict[str, SamplingParams], forced_ids: dict[tuple, list[int]] | None,
               checkpoint: Checkpoint, progress: Progress | None = None) -> None:
     """Replay the plan into `checkpoint`, skipping the calls it already holds.
@@ -258,7 +258,7 @@ def run_calls(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[
             progress(i + 1, total, len(frags), tokens, seconds)
 
 
-def run_plan(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+def run_plan(engine: Any, calls: list[BatchCall], prompts: dict[str, list[int]],
              sampling: dict[str, SamplingParams], forced_ids: dict[tuple, list[int]] | None) -> dict[tuple, dict]:
     """`run_calls` held in memory, for the small workloads of weight-update:
     key -> {"gen", "forced", "own"} fragments."""
@@ -290,7 +290,7 @@ def build_records(engine: Any, joined: Iterable[tuple[tuple, dict[str, Any]]] | 
 
 def build_manifest(kind: str, engine: Any, suite: Suite, requested: dict[str, Any], model_id: dict[str, Any],
               prompts: dict[str, list[int]], texts: dict[str, str | None], sampling: dict[str, SamplingParams],
-              calls: list[dict[str, Any]], relations: Mapping[str, Relation] | None = None,
+              calls: list[BatchCall], relations: Mapping[str, Relation] | None = None,
               shard: dict[str, Any] | None = None) -> Manifest:
     """The trace header. `relations`: the run's sampler relation per config
     (gate/core/semantics.py, folded in while the records are written); `shard`

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from gate.core.errors import BadInput
+from gate.core.rows import BatchCall
 from gate.core.trace import Manifest, Record, TraceReader, read_trace, trace_path
 
 __all__ = ["parse_shard", "units", "shard_calls", "shard_info", "read_shards", "merged_manifest",
@@ -37,7 +38,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def units(calls: list[dict[str, Any]]) -> list[list[int]]:
+def units(calls: list[BatchCall]) -> list[list[int]]:
     """The plan's calls grouped into units that share no request: a free-run
     call with the scoring calls of the same requests. In plan order."""
     parent = list(range(len(calls)))
@@ -60,7 +61,7 @@ def units(calls: list[dict[str, Any]]) -> list[list[int]]:
     return sorted(groups.values())
 
 
-def shard_calls(calls: list[dict[str, Any]], shard: tuple[int, int] | None, where: str) -> list[dict[str, Any]]:
+def shard_calls(calls: list[BatchCall], shard: tuple[int, int] | None, where: str) -> list[BatchCall]:
     """Shard I of N: the plan's units dealt round robin, whole. A shard runs
     exactly the calls, with exactly the batches, that the plan holds, so
     its outputs are those of the unsharded run (on a GPU too, where a

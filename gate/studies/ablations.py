@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gate.core.rows import Verdict
+
 __all__ = ["Ablation", "AblationOutcome", "Runner", "plan_ablations", "show_value"]
 
 # Resolved-config keys that are also vllm.EngineArgs names: moving one back is
@@ -63,7 +65,7 @@ def _env_value(ref: Any) -> str | None:
     return None if ref is None else str(ref)
 
 
-def plan_ablations(verdict: dict[str, Any]) -> tuple[list[Ablation], list[dict[str, Any]]]:
+def plan_ablations(verdict: Verdict) -> tuple[list[Ablation], list[dict[str, Any]]]:
     """From a verdict's environment diff: one ablation per movable knob, then
     one with all of them (when there are several). Also returns the
     differences that cannot be moved back here (versions, hardware)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.core.errors import EXIT_PASS, EXIT_REGRESSION, BadInput, InfraError
+from gate.core.rows import Verdict
 from gate.run import envs
 from gate.studies.bisect_predicate import Predicate
 from gate.studies.bisect_report import headline, render
@@ -154,7 +155,7 @@ class _Bisect:
         self.timings: dict[str, float] = {}
         self.gate_lib = args.out / "gate-lib"
 
-    def judge(self, verdict: dict[str, Any]) -> tuple[str, bool, list[str]]:
+    def judge(self, verdict: Verdict) -> tuple[str, bool, list[str]]:
         return self.pred.judge(verdict, args_bisect=self.args.good_args is not None)
 
     def run_gate(self, python: Path, argv: list[str], logfile: Path) -> int:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from gate.core.errors import BadInput
+from gate.core.rows import Verdict
 
 __all__ = ["Predicate"]
 
@@ -26,7 +27,7 @@ class Predicate:
                                "use 'fail', 'any-change' or MEASURE>VALUE, e.g. 'sampler.max_abs_diff>1e-6'")
             self.measure = (m.group(1), m.group(2), float(m.group(3)))
 
-    def judge(self, verdict: dict[str, Any], args_bisect: bool) -> tuple[str, bool, list[str]]:
+    def judge(self, verdict: Verdict, args_bisect: bool) -> tuple[str, bool, list[str]]:
         what = _what_moved(verdict, args_bisect)
         status = "fail" if verdict.get("verdict") == "fail" else ("changed" if what else "pass")
         if self.text == "fail":
@@ -42,14 +43,14 @@ class Predicate:
         return status, moved, what
 
 
-def _measure(verdict: dict[str, Any], name: str) -> float | None:
+def _measure(verdict: Verdict, name: str) -> float | None:
     node: Any = (verdict.get("measures") or {}).get("overall") or {}
     for part in name.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 
-def _what_moved(verdict: dict[str, Any], args_bisect: bool) -> list[str]:
+def _what_moved(verdict: Verdict, args_bisect: bool) -> list[str]:
     what = [c.get("message", c.get("id", "?")) for c in verdict.get("checks", []) if c.get("status") == "fail"]
     overall = (verdict.get("measures") or {}).get("overall") or {}
     fr = overall.get("free_run") or {}

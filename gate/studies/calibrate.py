@@ -38,6 +38,7 @@ from gate.core.channel import HIST_BINS_PER_DECADE, HIST_MAX_EXP, HIST_MIN_EXP
 from gate.core.errors import BadInput, InfraError
 from gate.core.fsutil import atomic_write_text
 from gate.core.measures import higher_is_better
+from gate.core.rows import Verdict
 from gate.core.verdict import read_verdict
 from gate.run.child import error_line, run_child
 
@@ -58,14 +59,14 @@ _MEASURES = (("forced", "max_abs_diff"), ("forced", "mean_abs_diff"), ("forced",
 _COUNTS = (("forced", "tokens"), ("sampler", "tokens"), ("free_run", "sequences"))
 
 
-def _group(verdict: dict[str, Any], config: str | None) -> dict[str, Any]:
+def _group(verdict: Verdict, config: str | None) -> dict[str, Any]:
     measures = verdict.get("measures") or {}
     if config is None:
         return measures.get("overall") or {}
     return (measures.get("per_config") or {}).get(config) or {}
 
 
-def floors(verdicts: Sequence[dict[str, Any]], config: str | None = None) -> dict[str, float | None]:
+def floors(verdicts: Sequence[Verdict], config: str | None = None) -> dict[str, float | None]:
     """Worst value of each measure over the runs (max; min for agreement and
     match rates), for one sampling config or (None) overall. Also the fewest
     tokens each channel compared (`forced.tokens`, ...): the evidence the
@@ -81,7 +82,7 @@ def floors(verdicts: Sequence[dict[str, Any]], config: str | None = None) -> dic
     return out
 
 
-def config_floors(verdicts: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+def config_floors(verdicts: Sequence[Verdict]) -> dict[str, dict[str, float | None]]:
     """`floors` of every sampling config any run measured."""
     names = sorted({name for v in verdicts for name in ((v.get("measures") or {}).get("per_config") or {})})
     return {name: floors(verdicts, name) for name in names}
@@ -273,7 +274,7 @@ def render_policy(policy: dict[str, Any], same_plan: dict[str, float | None],
     return "\n".join(lines) + "\n"
 
 
-def _p99_values(verdicts: Sequence[dict[str, Any]], configs: Sequence[str]
+def _p99_values(verdicts: Sequence[Verdict], configs: Sequence[str]
                 ) -> dict[str | None, dict[str, list[tuple[float, float] | None]]]:
     """Each run's p99 bin, per config (None: overall) and channel."""
     return {config: {ch: [_p99_span(_group(v, config).get(ch) or {}) for v in verdicts]

@@ -29,6 +29,7 @@ import numpy as np
 from gate.core.errors import BadInput
 from gate.core.fsutil import atomic_write_text
 from gate.core.measures import as_float_array, short
+from gate.core.rows import Verdict
 from gate.core.semantics import semantics_sentence
 from gate.core.trace import read_trace
 from gate.core.verdict import read_verdict, write_verdict
@@ -88,7 +89,7 @@ def drift_start(golden_dir: Path, result_dir: Path, atol: float) -> dict[str, An
 
 
 # ---------------------------------------------------------------- summary (pure)
-def _measures(verdict: dict[str, Any]) -> dict[str, Any]:
+def _measures(verdict: Verdict) -> dict[str, Any]:
     overall = (verdict.get("measures") or {}).get("overall") or {}
     out = {}
     for ch in ("forced", "sampler"):
@@ -264,7 +265,7 @@ def subprocess_runner(suite: Path, golden: Path, engine_arg_items: Sequence[str]
     return run_one
 
 
-def diagnose(*, suite: Path, golden: Path, verdict: dict[str, Any], work_dir: Path,
+def diagnose(*, suite: Path, golden: Path, verdict: Verdict, work_dir: Path,
              engine_args: Sequence[str] = (), budget_s: float = DEFAULT_BUDGET_S, policy: Path | None = None,
              result_dir: Path | None = None, runner: Runner | None = None,
              clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any
 
 from gate.core.errors import BadInput
+from gate.core.rows import Verdict
 from gate.run import envs
 
 __all__ = ["order_releases", "release_range", "release_pair"]
@@ -60,13 +60,13 @@ def release_range(args: argparse.Namespace, package: str) -> list[str]:
 _PLAIN_RELEASE = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,40}")
 
 
-def _manifest_release(verdict: dict[str, Any], side: str) -> str | None:
+def _manifest_release(verdict: Verdict, side: str) -> str | None:
     manifest = (verdict.get(side) or {}).get("manifest") or {}
     value = (manifest.get("environment") or {}).get("vllm_version") or manifest.get("vllm_version")
     return value if isinstance(value, str) else None
 
 
-def release_pair(verdict: dict[str, Any]) -> tuple[str | None, str | None, str]:
+def release_pair(verdict: Verdict) -> tuple[str | None, str | None, str]:
     """(the golden's release, the run's release, why a release bisect cannot
     run or ""), from a verdict's manifests. A release is returned only when
     it is a plain PEP 440 version: the manifests come from the run's side."""

@@ -8,9 +8,23 @@ reference at a near tie, within a bounded rate (NEAR_TIE_RATE)."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from gate.core.divergence import NEAR_TIE_GAP
+from gate.core.update_rows import (
+    Agreement,
+    Comparison,
+    Continuation,
+    ContinuationPlan,
+    FreshPlan,
+    InFlightRequest,
+    InFlightRun,
+    PathSpec,
+    PathVerdict,
+    RequestOutput,
+    Staleness,
+    UpdateCheck,
+    UpdateDiagnosis,
+)
 
 __all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agreement", "near_tie",
            "in_flight_at_update", "tie_gap",
@@ -25,7 +39,7 @@ __all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agr
 NEAR_TIE_RATE = 0.01
 
 
-def departure(out: dict[str, Any], ref: dict[str, Any], atol: float) -> int:
+def departure(out: RequestOutput, ref: RequestOutput, atol: float) -> int:
     """The first token where `out` leaves `ref` (another token, or a
     logprob more than atol away); len(out) when it never does."""
     for i, (t, lp) in enumerate(zip(out["token_ids"], out["logprobs"])):
@@ -34,7 +48,7 @@ def departure(out: dict[str, Any], ref: dict[str, Any], atol: float) -> int:
     return len(out["token_ids"])
 
 
-def switch_points(run: dict[str, Any], pause: str, old: list[dict[str, Any]], atol: float) -> list[int]:
+def switch_points(run: InFlightRun, pause: str, old: list[RequestOutput], atol: float) -> list[int]:
     """Per in-flight request, the number of its tokens produced under the
     old weights: what the client had at the update when generation was
     frozen (`keep`), else where it left the old-weights reference."""
@@ -44,21 +58,21 @@ def switch_points(run: dict[str, Any], pause: str, old: list[dict[str, Any]], at
     return [departure(o, r, atol) for o, r in zip(outs, old)]
 
 
-def continuation_plan(run: dict[str, Any], pause: str, old: list[dict[str, Any]], atol: float) -> dict[str, list]:
+def continuation_plan(run: InFlightRun, pause: str, old: list[RequestOutput], atol: float) -> ContinuationPlan:
     """What the fresh engine on the new weights runs for one path: it
     continues each in-flight request that went on after the update from the
     tokens it had before it (decode, like the run), and scores every token
     those requests returned (the trainer's view)."""
     if pause not in ("keep", "none"):
         return {"continue": [], "score": []}
-    plan = []
+    plan: list[Continuation] = []
     for i, (s, o) in enumerate(zip(switch_points(run, pause, old, atol), run["outputs"])):
         if s < len(o["token_ids"]):
             plan.append({"request": i, "prefix": list(o["token_ids"][:s])})
     return {"continue": plan, "score": [list(o["token_ids"]) for o in run["outputs"]]}
 
 
-def _cmp(out: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+def _cmp(out: RequestOutput, ref: RequestOutput) -> Comparison:
     """Tokens and logprobs of `out` against `ref`, over their common prefix."""
     n = 0
     diffs = []
@@ -81,7 +95,7 @@ def tie_gap(atol: float) -> float:
     return max(NEAR_TIE_GAP, 2 * atol)
 
 
-def near_tie(c: dict[str, Any], out: dict[str, Any], ref: dict[str, Any], atol: float) -> bool:
+def near_tie(c: Comparison, out: RequestOutput, ref: RequestOutput, atol: float) -> bool:
     """A parting explained by numerics: the tokens before it within atol, the parting token's logprob within
     atol of the reference's (greedy: both are the top logprob, so the distributions agree there too), and the
     reference's two best tokens closer than tie_gap(atol) at that position."""
@@ -92,7 +106,7 @@ def near_tie(c: dict[str, Any], out: dict[str, Any], ref: dict[str, Any], atol: 
             and abs(out["logprobs"][pos] - ref["logprobs"][pos]) <= atol)
 
 
-def agreement(outs: list[dict[str, Any]], refs: list[dict[str, Any]], atol: float) -> dict[str, Any]:
+def agreement(outs: list[RequestOutput], refs: list[RequestOutput], atol: float) -> Agreement:
     """Requests against their references: each equal within atol or parted at a near tie, and no more near
     ties than NEAR_TIE_RATE of the compared tokens (at least one) allows."""
     cmps = [_cmp(o, r) for o, r in zip(outs, refs)]
@@ -107,7 +121,7 @@ def agreement(outs: list[dict[str, Any]], refs: list[dict[str, Any]], atol: floa
             "max_abs_diff": max((c["max_abs_diff"] for c in cmps), default=0.0)}
 
 
-def in_flight_at_update(run: dict[str, Any], pause: str) -> list[bool]:
+def in_flight_at_update(run: InFlightRun, pause: str) -> list[bool]:
     """Per request: still generating when the update came. `wait` drains the running requests inside the pause,
     so there it is what the client had seen before asking to pause; otherwise what it had when the update began.
     An aborted request was running by definition."""
@@ -116,7 +130,7 @@ def in_flight_at_update(run: dict[str, Any], pause: str) -> list[bool]:
     return [o["finish_reason"] == "abort" or n < len(o["token_ids"]) for n, o in zip(seen, run["outputs"])]
 
 
-def _prefixes(outs: list[dict[str, Any]], lengths: list[int]) -> list[dict[str, Any]]:
+def _prefixes(outs: list[RequestOutput], lengths: list[int]) -> list[RequestOutput]:
     """Each output cut to a length (its top-2 gaps kept whole: near_tie looks one past the cut)."""
     return [{"token_ids": o["token_ids"][:n], "logprobs": o["logprobs"][:n], "top2_gap": o.get("top2_gap")}
             for o, n in zip(outs, lengths)]
@@ -129,12 +143,12 @@ def _k3(lp: list[float], ref: list[float]) -> float:
     return sum(vals) / len(vals) if vals else 0.0
 
 
-def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, Any]], fresh: dict[str, Any],
-               plan: dict[str, list], atol: float) -> dict[str, Any]:
+def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh: FreshPlan,
+               plan: ContinuationPlan, atol: float) -> PathVerdict:
     """One update path: checks (pass/fail with their evidence), a diagnosis
     when one fails, and the staleness of in-flight tokens (reported)."""
     pause, clear = path["pause"], path["clear_cache"]
-    checks: list[dict[str, Any]] = []
+    checks: list[UpdateCheck] = []
     # requests started after the update: a fresh engine on the new weights
     agree = agreement(run["post"], fresh["post"], atol)
     post, post_ok, worst = agree["cmps"], agree["ok"], agree["max_abs_diff"]
@@ -145,42 +159,43 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                    "tokens_compared": agree["tokens_compared"], "max_abs_diff": worst,
                    "detail": f"requests started after the update against a fresh engine on the new weights: "
                              f"{gap} (tolerance {atol:g}){agree['note']}"})
-    diagnosis = None
+    diagnosis: UpdateDiagnosis | None = None
     if not post_ok:
         if agreement(run["post"], old, atol)["ok"]:
-            diagnosis = (f"the update had no effect: requests after `{run.get('mechanism', path['via'])}` give "
-                         "the old weights' outputs, whatever the API reported")
+            summary = (f"the update had no effect: requests after `{run.get('mechanism', path['via'])}` give "
+                       "the old weights' outputs, whatever the API reported")
             kind = "no_effect"
         elif not clear:
-            diagnosis = ("stale prefix cache: pause_generation(clear_cache=False) (or no reset after the update) "
-                         "kept KV blocks computed with the old weights, and requests after the update reuse them "
-                         f"(against a fresh engine on the new weights: {gap}); remedy: "
-                         "clear_cache=True, or reset_prefix_cache() after the update")
+            summary = ("stale prefix cache: pause_generation(clear_cache=False) (or no reset after the update) "
+                       "kept KV blocks computed with the old weights, and requests after the update reuse them "
+                       f"(against a fresh engine on the new weights: {gap}); remedy: "
+                       "clear_cache=True, or reset_prefix_cache() after the update")
             kind = "stale_prefix_cache"
         else:
-            diagnosis = (f"requests after `{run.get('mechanism', path['via'])}` differ from a fresh engine on the "
-                         f"new weights ({gap}) although the cache was cleared: the update reached "
-                         "only part of the model, or state derived from the old weights (post-processed or "
-                         "repacked weights, captured graphs) was not rebuilt")
+            summary = (f"requests after `{run.get('mechanism', path['via'])}` differ from a fresh engine on the "
+                       f"new weights ({gap}) although the cache was cleared: the update reached "
+                       "only part of the model, or state derived from the old weights (post-processed or "
+                       "repacked weights, captured graphs) was not rebuilt")
             kind = "partial_update"
-        diagnosis = {"kind": kind, "summary": diagnosis}
+        diagnosis = {"kind": kind, "summary": summary}
     # in-flight requests
     outs = run["outputs"]
     sw = switch_points(run, pause, old, atol)
-    requests = []
+    requests: list[InFlightRequest] = []
     conts = {c["request"]: (c, r) for c, r in zip(plan["continue"], fresh.get("continuations") or [])}
     scores = fresh.get("scores") or []
     for i, (o, ref_old) in enumerate(zip(outs, old)):
         s = sw[i]
         pre = _cmp({"token_ids": o["token_ids"][:s], "logprobs": o["logprobs"][:s]},
                    {"token_ids": ref_old["token_ids"][:s], "logprobs": ref_old["logprobs"][:s]})
-        req = {"request": i, "tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"],
-               "seen_at_update": run["seen_at_update"][i], "switched_at": s if s < len(o["token_ids"]) else None,
-               "old_weights_tokens": s, "old_prefix_matches_old_reference": pre["tokens_equal"]
-               and pre["max_abs_diff"] <= atol, "old_prefix_max_abs_diff": pre["max_abs_diff"]}
+        req: InFlightRequest = {
+            "request": i, "tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"],
+            "seen_at_update": run["seen_at_update"][i], "switched_at": s if s < len(o["token_ids"]) else None,
+            "old_weights_tokens": s, "old_prefix_matches_old_reference": pre["tokens_equal"]
+            and pre["max_abs_diff"] <= atol, "old_prefix_max_abs_diff": pre["max_abs_diff"]}
         if i in conts:
             c, ref_new = conts[i]
-            tail = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
+            tail: RequestOutput = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
             cmp_new = _cmp(tail, ref_new)
             req["after_switch"] = {"tokens": len(tail["token_ids"]),
                                    "matching_new_reference": cmp_new["matching_tokens"],
@@ -226,7 +241,7 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                                   else "a token produced before the update differs from the old-weights reference")
                        + pre["note"]})
         if pause == "keep" and clear:
-            tails = [{"token_ids": outs[i]["token_ids"][sw[i]:], "logprobs": outs[i]["logprobs"][sw[i]:]}
+            tails: list[RequestOutput] = [{"token_ids": outs[i]["token_ids"][sw[i]:], "logprobs": outs[i]["logprobs"][sw[i]:]}
                      for i in sorted(conts)]
             resumed = agreement(tails, [conts[i][1] for i in sorted(conts)], atol)
             ok = resumed["ok"]
@@ -237,7 +252,7 @@ def judge_path(path: dict[str, Any], run: dict[str, Any], old: list[dict[str, An
                                       "after resume, a frozen request does not continue as a fresh engine on the new "
                                       "weights does (KV not recomputed, or a token lost or repeated at the resume)")
                            + resumed["note"]})
-    staleness = None
+    staleness: Staleness | None = None
     if scores:
         new = [(p["logprob"], p["new_weights_logprob"]) for r in requests for p in r.get("per_token") or []
                if p["weights"] == "new" and p["new_weights_logprob"] is not None]

@@ -48,6 +48,7 @@ from gate.core.compare import compare_traces
 from gate.core.errors import BadInput, GateError, InfraError
 from gate.core.identity import model_identity
 from gate.core.policy import DEFAULT_POLICY, evaluate, parse_policy
+from gate.core.rows import BatchCall, Verdict
 from gate.core.trace import TraceWriter, read_trace
 from gate.core.verdict import build_verdict, write_verdict
 from gate.report.render import render_result
@@ -89,7 +90,7 @@ def update_weights_in_place(llm: Any, model_dir: Path) -> str:
     return "apply_model(lambda m: m.load_weights(...))"
 
 
-def replay_update(engine: Any, calls: list[dict[str, Any]], prompts: dict[str, list[int]],
+def replay_update(engine: Any, calls: list[BatchCall], prompts: dict[str, list[int]],
                   completions: dict[tuple, list[int]], sampling: dict[str, dict[str, Any]],
                   push: Callable[[], str], reset_cache: Callable[[], Any] | None) -> tuple[dict[str, Any], dict]:
     """The update worker's engine work, given an engine started on A.
@@ -171,7 +172,7 @@ def _policy(suite_path: Path):
 
 
 def judge(work: Path, out: Path, suite: Path, weights_from: Path, overrides: list[str] | None = None,
-          reset_in_run: bool = False, seconds: float | None = None) -> dict[str, Any]:
+          reset_in_run: bool = False, seconds: float | None = None) -> Verdict:
     """Verdict from the traces in `work` (no engine): the gated replay
     (`reset` with `reset_in_run`, else `updated`) against the fresh reference,
     with a diagnosis from the reset replay when the stale one fails. Writes
@@ -185,7 +186,7 @@ def judge(work: Path, out: Path, suite: Path, weights_from: Path, overrides: lis
     repro = (f"parity-gate weight-update --suite {suite} --from {weights_from} --out {out}"
              + "".join(f" --engine-arg {o}" for o in overrides) + (" --reset-prefix-cache" if reset_in_run else ""))
 
-    def verdict_for(cand: Path, label: str) -> dict[str, Any]:
+    def verdict_for(cand: Path, label: str) -> Verdict:
         result = compare_traces(read_trace(ref), read_trace(cand), policy.tolerances())
         checks = evaluate(policy, result)
         return build_verdict(
@@ -207,7 +208,7 @@ def judge(work: Path, out: Path, suite: Path, weights_from: Path, overrides: lis
 
 
 def weight_update_check(suite: Path, weights_from: Path, out: Path, overrides: list[str] | None = None,
-                        reset_in_run: bool = False, timeout: float = 600) -> dict[str, Any]:
+                        reset_in_run: bool = False, timeout: float = 600) -> Verdict:
     """The whole path: the reference (a fresh engine on B), then the update
     worker (one engine on A, updated in place), each in its own process and
     one after the other, then `judge`. `reset_in_run` models a framework that
@@ -227,11 +228,11 @@ def weight_update_check(suite: Path, weights_from: Path, out: Path, overrides: l
     return judge(work, out, suite, weights_from, overrides, reset_in_run, time.monotonic() - t0)
 
 
-def _mx(v: dict[str, Any], ch: str) -> float | None:
+def _mx(v: Verdict, ch: str) -> float | None:
     return ((v["measures"]["overall"].get(ch)) or {}).get("max_abs_diff")
 
 
-def diagnose_update(stale: dict[str, Any], reset: dict[str, Any], info: dict[str, Any],
+def diagnose_update(stale: Verdict, reset: Verdict, info: dict[str, Any],
                     seconds: float) -> dict[str, Any]:
     """Pure: name the cause from the stale and the reset comparison."""
     restores = reset["verdict"] == "pass"

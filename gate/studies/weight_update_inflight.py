@@ -42,6 +42,7 @@ from typing import Any
 
 from gate.core.errors import BadInput, GateError
 from gate.core.fsutil import atomic_write_text
+from gate.core.update_rows import FreshRun, PathSpec, PathVerdict, PromptInput, UpdateRun, WeightUpdateResult
 from gate.run.replay import engine_overrides
 from gate.run.suite import Suite, load_suite
 from gate.run.update_spec import UPDATE_PAUSES, UPDATE_VIAS, WeightUpdateSpec
@@ -167,8 +168,8 @@ def suite_update_paths(suite: Suite, mode: str, shard: Any, engine: str,
                            f"{exc.hint}; or run check --weight-update off") from None
     return spec
 
-def _prompts(suite: Any) -> list[dict[str, Any]]:
-    out = []
+def _prompts(suite: Any) -> list[PromptInput]:
+    out: list[PromptInput] = []
     for p in suite.prompts:
         if p.token_ids is not None:
             out.append({"token_ids": list(p.token_ids)})
@@ -190,7 +191,7 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
-def _summary(result: dict[str, Any]) -> str:
+def _summary(result: WeightUpdateResult) -> str:
     lines = [f"# weight-update: {result['headline']}", ""]
     lines.append("| path | verdict | update call | old/new-weight tokens in flight | staleness after switch "
                  "(max abs diff, k3) |")
@@ -210,8 +211,8 @@ def _summary(result: dict[str, Any]) -> str:
 def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[str], pauses: list[str],
                    clear_cache: bool, backend: str = FILE_BACKEND, overrides: list[str] | None = None,
                    max_tokens: int | None = None, switch_at: int | None = None, atol: float = DEFAULT_ATOL,
-                   timeout: float = 600, test_skip_weights: str = "", paths: list[dict[str, Any]] | None = None,
-                   new_weights: Path | None = None) -> dict[str, Any]:
+                   timeout: float = 600, test_skip_weights: str = "", paths: list[PathSpec] | None = None,
+                   new_weights: Path | None = None) -> WeightUpdateResult:
     """The whole in-flight path: refusals, the update worker, the fresh
     worker, the judge. Writes out/weight_update.json and out/summary.md.
     `paths` ({via, pause, clear_cache} each, as a suite declares them)
@@ -239,15 +240,15 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     _write_json(work / "update-spec.json", spec)
     _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "update", str(work / "update-spec.json"),
             str(work / "update.json")], work / "update.log", "the engine updated with requests in flight", timeout)
-    upd = json.loads((work / "update.json").read_text())
+    upd: UpdateRun = json.loads((work / "update.json").read_text())
     plans = [continuation_plan(run, p["pause"], upd["old"], atol) for p, run in zip(paths, upd["runs"])]
     fspec = {"model_new": str(suite.model), "engine_args": engine_args, "plans": plans, "prompts": upd["prompts"],
              "max_tokens": max_tokens, "logprobs": 2}
     _write_json(work / "fresh-spec.json", fspec)
     _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "fresh", str(work / "fresh-spec.json"),
             str(work / "fresh.json")], work / "fresh.log", "the fresh engine on the new weights", timeout)
-    fresh = json.loads((work / "fresh.json").read_text())
-    judged = []
+    fresh: FreshRun = json.loads((work / "fresh.json").read_text())
+    judged: list[PathVerdict] = []
     for p, run, plan, f in zip(paths, upd["runs"], plans, fresh["plans"]):
         v = judge_path(p, run, upd["old"], f, plan, atol)
         v["name"] = run["path"]
@@ -255,7 +256,7 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     failed = [v["name"] for v in judged if v["verdict"] == "fail"]
     headline = (f"FAIL: {len(failed)} of {len(judged)} update paths differ from fresh engines: {', '.join(failed)}"
                 if failed else f"PASS: {len(judged)} update paths match fresh engines on the old and new weights")
-    result = {"verdict": "fail" if failed else "pass", "exit_code": 1 if failed else 0, "headline": headline,
+    result: WeightUpdateResult = {"verdict": "fail" if failed else "pass", "exit_code": 1 if failed else 0, "headline": headline,
               "reference": "fresh AsyncLLM engines on the old (A) and the new (B) weights, same batches; "
                            "decode compared with decode, staleness against B's teacher-forced logprobs",
               "tolerance": atol, "switch_at": switch, "max_tokens": max_tokens,
