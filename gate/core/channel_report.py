@@ -4,11 +4,11 @@ bucket and the decade histogram for display."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from gate.core.rows import Histogram, PositionBucket
+from gate.core.rows import ChannelSummary, Histogram, PositionBucket
 
 if TYPE_CHECKING:
     from gate.core.channel import Tolerance
@@ -77,7 +77,7 @@ class ChannelReport:
         b = self.percentile_bin(q)
         return None if b is None else b[1]
 
-    def summary(self) -> dict[str, Any] | None:
+    def summary(self) -> ChannelSummary | None:
         if self.n == 0 and self.prompt_n == 0 and self.expected == 0 and self.excluded_null == 0:
             return None
         n = max(self.n, 1)
@@ -129,6 +129,6 @@ class ChannelReport:
         return {"zero": self.zero, "decades": [{"exp": e, "count": c} for e, c in sorted(decades.items())]}
 
 
-def _no_nan(summary: dict[str, Any]) -> dict[str, Any]:
+def _no_nan(summary: ChannelSummary) -> ChannelSummary:
     """inf - inf (sums of +-1e308 logprobs) has no value: null, never NaN."""
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}
+    return cast(ChannelSummary, {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()})

@@ -23,7 +23,16 @@ import numpy as np
 from gate.core.channel import Channel, Tolerance
 from gate.core.divergence import FreeRun, top2_gap
 from gate.core.measures import as_float_array, first_divergence
-from gate.core.rows import Histogram, Location, MatchedSample, PositionBucket, PromptRow, SamplingParams, WorstToken
+from gate.core.rows import (
+    GroupSummary,
+    Histogram,
+    Location,
+    MatchedSample,
+    PositionBucket,
+    PromptRow,
+    SamplingParams,
+    WorstToken,
+)
 from gate.core.selection import PromptRows, WorstTokens
 from gate.core.semantics import Relation, compare_spread, describe, judge, matters, relation_pairs
 from gate.core.trace import Record, TraceReader
@@ -60,8 +69,8 @@ class _Group:
         self.sampler.merge(other.sampler)
         self.free_run.merge(other.free_run)
 
-    def summary(self) -> dict[str, Any]:
-        out = {"forced": self.forced.summary(), "sampler": self.sampler.summary(),
+    def summary(self) -> GroupSummary:
+        out: GroupSummary = {"forced": self.forced.summary(), "sampler": self.sampler.summary(),
                "free_run": self.free_run.summary()}
         if self.params is not None:  # per config only: a relation across configs means nothing
             out["semantics"] = self._semantics()
@@ -104,8 +113,8 @@ class _Sample:
 
 @dataclass(frozen=True)
 class ComparisonResult:
-    overall: dict[str, Any]
-    per_config: dict[str, dict[str, Any]]
+    overall: GroupSummary
+    per_config: dict[str, GroupSummary]
     worst_tokens: list[WorstToken]
     by_position: dict[str, list[PositionBucket]]
     histogram: dict[str, Histogram]

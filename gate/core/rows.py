@@ -179,10 +179,67 @@ class Side(TypedDict):
     manifest: dict[str, Any]  # the trace header's manifest, with its free-form sections (environment, model, suite)
 
 
+class Excluded(TypedDict):
+    """Pairs a channel did not fold into its moments, by why."""
+    null: int
+    one_sided_inf: int
+    both_neg_inf: int
+    moments_over: int
+
+
+class Tolerances(TypedDict):
+    atol: float
+    rtol: float
+
+
+class ChannelSummary(TypedDict):
+    """One channel's measures (core/channel_report): None where nothing was there to measure, never NaN."""
+    tokens: int
+    reference_tokens: int
+    candidate_records: int
+    mismatched: int
+    excluded: Excluded
+    bitwise_equal_fraction: float | None
+    max_abs_diff: float | None
+    max_location: MaxLocation | None
+    mean_abs_diff: float | None
+    p99_abs_diff: float | None
+    p99_bin: list[float] | None
+    mult_prob_error: float | None
+    k1_kl: float | None
+    k2: float | None
+    k3_kl: float | None
+    chi2: float | None
+    clip_fraction: float | None
+    prob_diff_max: float | None
+    log_ppl_diff_max: float | None
+    log_ppl_diff_mean: float | None
+    top1_agreement: float | None
+    top1_disagreements: int
+    topk_overlap: float | None
+    prompt_tokens: int
+    prompt_max_abs_diff: float | None
+    path_reference: str | None
+    path_candidate: str | None
+    tolerance: Tolerances
+
+
+class _GroupSummary(TypedDict):
+    forced: ChannelSummary | None
+    sampler: ChannelSummary | None
+    free_run: FreeRunSummary | None
+
+
+class GroupSummary(_GroupSummary, total=False):
+    """Everything measured for one sampling config or overall (core/compare); `semantics` (the in-run
+    relation of each side, judged) per config only."""
+    semantics: dict[str, Any] | None
+
+
 class Measures(TypedDict):
-    """Each channel's summary (core/compare: ~30 keys per channel, plus relations), overall and per config."""
-    overall: dict[str, Any]
-    per_config: dict[str, dict[str, Any]]
+    """Each channel's summary, overall and per config."""
+    overall: GroupSummary
+    per_config: dict[str, GroupSummary]
 
 
 class PromptLists(TypedDict):
