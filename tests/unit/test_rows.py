@@ -32,3 +32,13 @@ def test_a_group_summary_has_the_typed_keys():
     assert s["free_run"] is None  # no free run yet
     g.params = {"temperature": 0.0}
     assert set(g.summary()) == GroupSummary.__required_keys__ | GroupSummary.__optional_keys__
+
+
+def test_a_check_row_is_a_check_result_as_a_dict():
+    # verdict.json's check rows are dataclasses.asdict(CheckResult): the two declarations name the same keys
+    import dataclasses
+
+    from gate.core.checks import CheckResult
+    from gate.core.rows import CheckRow
+
+    assert [f.name for f in dataclasses.fields(CheckResult)] == list(CheckRow.__annotations__)
