@@ -146,6 +146,8 @@ if cmd == "stop":
 sys.exit(0)
 '''
 
+_DEFAULT_SIGNALS_EXEC = ("import os, signal, sys; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, "
+                         "signal.SIGTERM)]; os.execvp(sys.argv[1], sys.argv[1:])")
 _EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
 
@@ -266,8 +268,11 @@ class Runner:
     def start(self, step_id: str, inputs: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
         step = next(s for s in STEPS if s["id"] == step_id)
         argv, env, output = self._prepare(step, inputs or {})
-        return subprocess.Popen(argv, env=env, cwd=self.workspace, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True), output
+        # the runner starts a step with default signal dispositions; a test run that ignores SIGINT (started in
+        # the background by a non-interactive shell) would pass that on, and bash cannot trap a signal ignored
+        # when it started: reset both before exec
+        return subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGNALS_EXEC, *argv], env=env, cwd=self.workspace,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), output
 
     def finish(self, step_id: str, proc: subprocess.Popen, output: Path, timeout: float = 60) -> StepRun:
         try:
