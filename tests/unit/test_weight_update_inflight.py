@@ -117,7 +117,10 @@ def test_abort_returns_running_requests_as_partials_and_finished_ones_whole():
     v = _run("abort", outs, old, seen=[3, 3, 6, 6])
     c = _check(v, "in_flight.abort_returns_old_partials")
     assert c["status"] == "pass" and c["tokens_compared"] == 3 + 3 + 6 + 6
-    assert _check(v, "in_flight.requests_in_flight_at_update")["detail"].startswith("2 of 4 requests")
+    running = _check(v, "in_flight.requests_in_flight_at_update")
+    # aborted at the pause with nothing after the client's last look: still evidence, their 3 + 3 tokens
+    assert running["status"] == "pass" and running["detail"].startswith("2 of 4 requests")
+    assert running["tokens_compared"] == 6
     outs[2] = {**old[2], "token_ids": old[2]["token_ids"][:4], "logprobs": old[2]["logprobs"][:4]}  # not aborted
     c = _check(_run("abort", outs, old, seen=[3, 3, 4, 6]), "in_flight.abort_returns_old_partials")
     assert c["status"] == "fail" and "1 finished short of the reference (tokens lost)" in c["detail"]
