@@ -27,8 +27,7 @@ from gate.core.update_rows import (
 )
 
 __all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agreement", "near_tie",
-           "in_flight_at_update", "tie_gap",
-           "NEAR_TIE_RATE"]
+           "in_flight_at_update", "tie_gap", "NEAR_TIE_RATE"]
 
 # Greedy requests that part from their reference at a near tie, with every token up to and including the parting
 # one within atol: numerics (on a GPU, bf16 kernels differ with the batch's composition), not the weights. Measured
@@ -182,12 +181,12 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
     outs = run["outputs"]
     sw = switch_points(run, pause, old, atol)
     requests: list[InFlightRequest] = []
+    tails: dict[int, RequestOutput] = {}  # per continued request, its tokens after the switch
     conts = {c["request"]: (c, r) for c, r in zip(plan["continue"], fresh.get("continuations") or [])}
     scores = fresh.get("scores") or []
     for i, (o, ref_old) in enumerate(zip(outs, old)):
         s = sw[i]
-        pre = _cmp({"token_ids": o["token_ids"][:s], "logprobs": o["logprobs"][:s]},
-                   {"token_ids": ref_old["token_ids"][:s], "logprobs": ref_old["logprobs"][:s]})
+        pre = _cmp(*_prefixes([o, ref_old], [s, s]))
         req: InFlightRequest = {
             "request": i, "tokens": len(o["token_ids"]), "finish_reason": o["finish_reason"],
             "seen_at_update": run["seen_at_update"][i], "switched_at": s if s < len(o["token_ids"]) else None,
@@ -196,6 +195,7 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
         if i in conts:
             c, ref_new = conts[i]
             tail: RequestOutput = {"token_ids": o["token_ids"][s:], "logprobs": o["logprobs"][s:]}
+            tails[i] = tail
             cmp_new = _cmp(tail, ref_new)
             req["after_switch"] = {"tokens": len(tail["token_ids"]),
                                    "matching_new_reference": cmp_new["matching_tokens"],
@@ -241,9 +241,7 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
                                   else "a token produced before the update differs from the old-weights reference")
                        + pre["note"]})
         if pause == "keep" and clear:
-            tails: list[RequestOutput] = [{"token_ids": outs[i]["token_ids"][sw[i]:], "logprobs": outs[i]["logprobs"][sw[i]:]}
-                     for i in sorted(conts)]
-            resumed = agreement(tails, [conts[i][1] for i in sorted(conts)], atol)
+            resumed = agreement([tails[i] for i in sorted(conts)], [conts[i][1] for i in sorted(conts)], atol)
             ok = resumed["ok"]
             checks.append({"id": "in_flight.keep_cleared_resumes_on_new_weights", "status": "pass" if ok else "fail",
                            "tokens_compared": resumed["tokens_compared"], "max_abs_diff": resumed["max_abs_diff"],

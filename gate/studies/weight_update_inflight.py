@@ -187,6 +187,15 @@ def _child(cmd: list[str], log_path: Path, what: str, timeout: float) -> None:
     _gate_child(cmd, log_path, what, timeout)
 
 
+def _worker(kind: str, spec: Any, work: Path, what: str, timeout: float) -> Any:
+    """One worker process (`--worker update|fresh`): its spec written to work/KIND-spec.json, its result read
+    from work/KIND.json, its log in work/KIND.log."""
+    _write_json(work / f"{kind}-spec.json", spec)
+    _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", kind,
+            str(work / f"{kind}-spec.json"), str(work / f"{kind}.json")], work / f"{kind}.log", what, timeout)
+    return json.loads((work / f"{kind}.json").read_text())
+
+
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
@@ -237,17 +246,11 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     spec = {"model_old": str(weights_from), "model_new": str(suite.model), "engine_args": engine_args,
             "paths": paths, "prompts": _prompts(suite), "max_tokens": max_tokens, "logprobs": 2,
             "switch_at": switch, "skip_prefix": test_skip_weights}
-    _write_json(work / "update-spec.json", spec)
-    _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "update", str(work / "update-spec.json"),
-            str(work / "update.json")], work / "update.log", "the engine updated with requests in flight", timeout)
-    upd: UpdateRun = json.loads((work / "update.json").read_text())
+    upd: UpdateRun = _worker("update", spec, work, "the engine updated with requests in flight", timeout)
     plans = [continuation_plan(run, p["pause"], upd["old"], atol) for p, run in zip(paths, upd["runs"])]
     fspec = {"model_new": str(suite.model), "engine_args": engine_args, "plans": plans, "prompts": upd["prompts"],
              "max_tokens": max_tokens, "logprobs": 2}
-    _write_json(work / "fresh-spec.json", fspec)
-    _child([sys.executable, "-m", "gate.studies.weight_update_inflight", "--worker", "fresh", str(work / "fresh-spec.json"),
-            str(work / "fresh.json")], work / "fresh.log", "the fresh engine on the new weights", timeout)
-    fresh: FreshRun = json.loads((work / "fresh.json").read_text())
+    fresh: FreshRun = _worker("fresh", fspec, work, "the fresh engine on the new weights", timeout)
     judged: list[PathVerdict] = []
     for p, run, plan, f in zip(paths, upd["runs"], plans, fresh["plans"]):
         v = judge_path(p, run, upd["old"], f, plan, atol)
@@ -256,12 +259,13 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     failed = [v["name"] for v in judged if v["verdict"] == "fail"]
     headline = (f"FAIL: {len(failed)} of {len(judged)} update paths differ from fresh engines: {', '.join(failed)}"
                 if failed else f"PASS: {len(judged)} update paths match fresh engines on the old and new weights")
-    result: WeightUpdateResult = {"verdict": "fail" if failed else "pass", "exit_code": 1 if failed else 0, "headline": headline,
-              "reference": "fresh AsyncLLM engines on the old (A) and the new (B) weights, same batches; "
-                           "decode compared with decode, staleness against B's teacher-forced logprobs",
-              "tolerance": atol, "switch_at": switch, "max_tokens": max_tokens,
-              "engine_start_seconds": upd.get("engine_start_seconds"),
-              "seconds": round(time.monotonic() - t0, 1), "paths": judged}
+    result: WeightUpdateResult = {
+        "verdict": "fail" if failed else "pass", "exit_code": 1 if failed else 0, "headline": headline,
+        "reference": "fresh AsyncLLM engines on the old (A) and the new (B) weights, same batches; "
+                     "decode compared with decode, staleness against B's teacher-forced logprobs",
+        "tolerance": atol, "switch_at": switch, "max_tokens": max_tokens,
+        "engine_start_seconds": upd.get("engine_start_seconds"),
+        "seconds": round(time.monotonic() - t0, 1), "paths": judged}
     _write_json(out / "weight_update.json", result)
     atomic_write_text(out / "summary.md", _summary(result))
     return result
