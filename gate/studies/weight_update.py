@@ -48,7 +48,7 @@ from gate.core.compare import compare_traces
 from gate.core.errors import BadInput, GateError, InfraError
 from gate.core.identity import model_identity
 from gate.core.policy import DEFAULT_POLICY, evaluate, parse_policy
-from gate.core.rows import BatchCall, Verdict
+from gate.core.rows import BatchCall, SamplingParams, Verdict
 from gate.core.trace import TraceWriter, read_trace
 from gate.core.verdict import build_verdict, write_verdict
 from gate.report.render import render_result
@@ -91,7 +91,7 @@ def update_weights_in_place(llm: Any, model_dir: Path) -> str:
 
 
 def replay_update(engine: Any, calls: list[BatchCall], prompts: dict[str, list[int]],
-                  completions: dict[tuple, list[int]], sampling: dict[str, dict[str, Any]],
+                  completions: dict[tuple, list[int]], sampling: dict[str, SamplingParams],
                   push: Callable[[], str], reset_cache: Callable[[], Any] | None) -> tuple[dict[str, Any], dict]:
     """The update worker's engine work, given an engine started on A.
 
