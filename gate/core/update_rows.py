@@ -25,10 +25,12 @@ class _Tokens(TypedDict):
 
 
 class RequestOutput(_Tokens, total=False):
-    """One request's tokens and their logprobs. An engine's output has all four keys (`top2_gap`: per position,
-    best minus second-best logprob; `finish_reason` "abort" when none came); a prefix or tail cut from one for
-    comparison has the tokens and logprobs, and the top-2 gaps where a near tie is looked for."""
+    """One request's tokens and their logprobs. An engine's output has all five keys (`top2_gap`: per position,
+    best minus second-best logprob; `runner_up`: per position, the best token other than the one sampled;
+    `finish_reason` "abort" when none came); a prefix or tail cut from one for comparison has the tokens and
+    logprobs, and the top-2 gaps and runners-up where a near tie is looked for."""
     top2_gap: list[float | None] | None
+    runner_up: list[int | None] | None
     finish_reason: str
 
 
@@ -102,11 +104,10 @@ class Comparison(TypedDict):
 
 
 class Agreement(TypedDict):
-    """Outputs against their references: whether they agree, each comparison, the near ties and their bound."""
+    """Outputs against their references: whether they agree, each comparison, and how many parted at a near tie."""
     ok: bool
     cmps: list[Comparison]
     near_ties: int
-    allowed: int
     note: str
     tokens_compared: int
     max_abs_diff: float

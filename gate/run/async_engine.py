@@ -130,15 +130,17 @@ class UpdatePath:
 
 
 def _sampling(max_tokens: int, logprobs: int) -> Any:
-    """Greedy, new tokens only in each output (DELTA): with cumulative outputs the client rebuilds every
-    token's logprobs at every step, falls further behind the engine as requests grow (on an H200, 64
-    requests of 128 tokens had all finished when the client had seen 42 tokens of each), and the update
-    would never land mid-generation."""
+    """Greedy, new tokens only in each output (DELTA), not detokenized: with cumulative outputs the client
+    rebuilds every token's logprobs at every step, falls further behind the engine as requests grow (on an
+    H200, 64 requests of 128 tokens had all finished when the client had seen 42 tokens of each), and the
+    update would never land mid-generation. With DELTA but detokenized text and logprob tokens, the engine
+    still made 4 to 8 tokens for each one the client saw (H200, 0.26.0): detokenizing is the output
+    processor's largest per-step cost, and the gate compares token ids."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, logprobs=logprobs, ignore_eos=True,
-                          output_kind=RequestOutputKind.DELTA)
+                          output_kind=RequestOutputKind.DELTA, detokenize=False)
 
 
 class _Output:
@@ -148,6 +150,7 @@ class _Output:
         self.token_ids: list[int] = []
         self.logprobs: list[float] = []
         self.gaps: list[float | None] = []  # per position, best minus second-best logprob: near ties
+        self.runner_up: list[int | None] = []  # per position, the second-best token
         self.finish_reason: str | None = None
 
     def add(self, out: Any) -> None:
@@ -157,14 +160,16 @@ class _Output:
         ids = list(c.token_ids)
         self.token_ids += ids
         self.logprobs += [float(pos[t].logprob) for t, pos in zip(ids, c.logprobs or [])]
-        for pos in c.logprobs or []:
-            top = sorted((float(v.logprob) for v in pos.values()), reverse=True)
-            self.gaps.append(top[0] - top[1] if len(top) > 1 else None)
+        for t, pos in zip(ids, c.logprobs or []):
+            top = sorted(((float(v.logprob), tok) for tok, v in pos.items()), reverse=True)
+            self.gaps.append(top[0][0] - top[1][0] if len(top) > 1 else None)
+            # the best token other than the one sampled (greedy: the second best, whichever way a tie fell)
+            self.runner_up.append(next((tok for _, tok in top if tok != t), None))
         self.finish_reason = c.finish_reason or self.finish_reason
 
     def result(self) -> RequestOutput:
         return {"token_ids": self.token_ids, "logprobs": self.logprobs, "top2_gap": self.gaps,
-                "finish_reason": self.finish_reason or "abort"}
+                "runner_up": self.runner_up, "finish_reason": self.finish_reason or "abort"}
 
 
 async def _settled(seen: dict[int, int], n: int, quiet: float = 0.3, limit: float = 30.0) -> None:
@@ -221,9 +226,12 @@ class _Driver:
         return list(await asyncio.gather(*(self._one(p, _sampling(n, logprobs), tag)
                                            for p, n in zip(prompts, max_tokens))))
 
-    async def push(self, via: str, weights: Path, skip_prefix: str = "") -> str:
+    async def push(self, via: str, weights: Path, skip_prefix: str = "", pause: str = "abort") -> str:
         """Load `weights` into the running engine through `via`; returns the
-        calls made, as a user would write them."""
+        calls made, as a user would write them. `pause`: the mode the engine
+        was paused in, which `sleep` must be given too: its default, abort,
+        would end the requests a `keep` pause froze (vLLM 0.26.0 on an H200:
+        every frozen request came back aborted at the sleep)."""
         if via == "reload":
             if skip_prefix:
                 raise ValueError("the partial-update test knob needs --via native")
@@ -250,11 +258,14 @@ class _Driver:
             calls = ("start_weight_update + update_weights + finish_weight_update" if phased else "update_weights")
             return f"init_weight_transfer_engine + {calls} (backend {FILE_BACKEND})"
         if via == "sleep":
-            await self.llm.sleep(level=1)
+            # sleep() pauses the scheduler itself, in its own mode (since 0.20.0); the last wake_up resumes it
+            moded = "mode" in inspect.signature(self.llm.sleep).parameters and pause in ("keep", "wait", "abort")
+            await (self.llm.sleep(level=1, mode=pause) if moded else self.llm.sleep(level=1))
             await self.llm.wake_up(tags=["weights"])
             await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights)})
             await self.llm.wake_up(tags=["kv_cache"])
-            return "sleep(level=1) + wake_up(['weights']) + reload_weights + wake_up(['kv_cache'])"
+            return (f"sleep(level=1{f', mode={pause!r}' if moded else ''}) + wake_up(['weights']) + reload_weights"
+                    " + wake_up(['kv_cache'])")
         raise ValueError(f"unknown update path {via!r}")
 
     async def restore(self, via: str, weights: Path) -> None:
@@ -282,7 +293,7 @@ class _Driver:
             info["paused"] = bool(await self.llm.is_paused())
         info["seen_at_update"] = [seen.get(i, 0) for i in range(len(prompts))]
         t = time.monotonic()
-        info["mechanism"] = await self.push(path.via, weights, skip_prefix)
+        info["mechanism"] = await self.push(path.via, weights, skip_prefix, path.pause)
         info["update_seconds"] = round(time.monotonic() - t, 3)
         if path.pause == "none" and path.clear_cache:
             # no pause to clear at: drop the cache, recomputing the running requests' KV

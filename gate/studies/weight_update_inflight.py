@@ -60,8 +60,9 @@ CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
 DEFAULT_ATOL = 1e-4
 # Tokens per in-flight request when none is given. On a GPU the engine runs ahead of the client: measured on an
 # H100 (bf16, 64 requests of 16 tokens, the update at token 5), every request had finished before the pause
-# reached the engine, so nothing was in flight. 128 tokens and the switch at an eighth (a third on CPU) leave
-# the update room to land mid-generation.
+# reached the engine, so nothing was in flight. 128 tokens and the switch at a sixteenth (a third on CPU) leave
+# the update room to land mid-generation: on an H200 with the switch at an eighth (16), the engine had made 63
+# to 94 tokens of each request by the pause, and on 2 of 9 paths all 128.
 DEFAULT_MAX_TOKENS = {"cpu": 16, "cuda": 128}
 
 
@@ -114,7 +115,7 @@ def refuse_bad_request(vias: list[str], pauses: list[str], backend: str, max_tok
         raise BadInput(f"weight-update --max-tokens {max_tokens}: too few tokens to be in flight",
                        "use --max-tokens 2 or more (default 16 on CPU, 128 on a GPU)")
     # a GPU engine runs ahead of the client: update early in the request so that it lands mid-generation
-    switch = switch_at if switch_at is not None else max(1, max_tokens // (8 if cuda else 3))
+    switch = switch_at if switch_at is not None else max(1, max_tokens // (16 if cuda else 3))
     if not 0 < switch < max_tokens:
         raise BadInput(f"weight-update --switch-at {switch}: must lie between 1 and --max-tokens - 1 "
                        f"({max_tokens - 1})",

@@ -1,7 +1,8 @@
 """Judging one in-flight update path from its outputs (no engine): greedy
 requests that part from their reference at a near tie, with the logprobs
-agreeing up to and at the parting token, are numerics (GPU bf16 batch
-composition), within a bounded share; any other parting fails."""
+agreeing up to and at the parting token and the reference's two best tokens
+swapped, are numerics (GPU bf16 batch composition), however many; any other
+parting fails."""
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,14 @@ ATOL = 0.05
 
 
 def _req(seed: int, n: int = 6, gap: float = 0.5) -> dict:
-    return {"token_ids": [seed * 10 + i for i in range(n)], "logprobs": [-0.5 - 0.01 * i for i in range(n)],
-            "top2_gap": [gap] * n, "finish_reason": "length"}
+    ids = [seed * 10 + i for i in range(n)]
+    return {"token_ids": ids, "logprobs": [-0.5 - 0.01 * i for i in range(n)], "top2_gap": [gap] * n,
+            "runner_up": [t + 1000 for t in ids], "finish_reason": "length"}
 
 
 def _parted(ref: dict, at: int, lp_shift: float = 0.01) -> dict:
-    """`ref` with another token from position `at` on, logprobs shifted by lp_shift."""
+    """`ref` with another token from position `at` on (at `at`, the reference's runner-up), logprobs shifted by
+    lp_shift."""
     out = {k: list(v) if isinstance(v, list) else v for k, v in ref.items()}
     out["logprobs"] = [lp + lp_shift for lp in out["logprobs"]]
     out["token_ids"][at:] = [t + 1000 for t in out["token_ids"][at:]]
@@ -48,14 +51,30 @@ def test_one_parting_at_a_near_tie_among_twenty_requests_passes_and_is_named():
     assert c["tokens_compared"] == 19 * 6 + 2
 
 
-def test_more_near_tie_partings_than_the_share_allows_fail():
-    ref = [_req(i) for i in range(20)]  # 1% of the ~110 compared tokens: one allowed
-    for i in (3, 7):
+def test_near_tie_swaps_pass_however_many_and_a_parting_to_another_token_fails():
+    # on an H200 correct paths parted 8 to 43 of 64 requests so (0.25% to 1.5% of the compared tokens): no cap
+    ref = [_req(i) for i in range(20)]
+    for i in range(0, 20, 2):
         ref[i]["top2_gap"][1] = 0.001
-    post = [_parted(r, 1) if i in (3, 7) else r for i, r in enumerate(ref)]
+    post = [_parted(r, 1) if i % 2 == 0 else r for i, r in enumerate(ref)]
     a = agreement(post, ref, ATOL)
-    assert (a["near_ties"], a["allowed"], a["ok"]) == (2, 1, False)
+    assert (a["near_ties"], a["ok"]) == (10, True)
+    assert "10 parted at a near tie" in a["note"] and "swapped" in a["note"]
+    post[4]["token_ids"][1] += 7  # not the reference's runner-up: a token lost, repeated or read from stale KV
+    a = agreement(post, ref, ATOL)
+    assert (a["near_ties"], a["ok"]) == (9, False)
     assert _check(_judge(post, ref), "post_update.equals_fresh_new_weights")["status"] == "fail"
+
+
+def test_a_reference_without_runners_up_is_judged_on_the_gap_and_logprobs():
+    ref = [_req(i) for i in range(4)]
+    ref[1]["top2_gap"][2] = 0.003
+    post = [_parted(r, 2) if i == 1 else r for i, r in enumerate(ref)]
+    post[1]["token_ids"][2] += 7
+    assert not agreement(post, ref, ATOL)["ok"]
+    for r in ref:
+        del r["runner_up"]
+    assert agreement(post, ref, ATOL)["ok"]
 
 
 @pytest.mark.parametrize("why", ["wide gap", "parting logprob moved", "prefix logprob moved", "no top-2 known"])
@@ -137,13 +156,28 @@ def test_tokens_before_the_switch_may_part_from_the_old_reference_at_a_near_tie_
     assert c["status"] == "fail"
 
 
+def test_keep_fails_when_frozen_requests_come_back_ended_instead_of_resumed():
+    # vLLM's sleep() defaults to mode 'abort': under a keep pause it ended every frozen request (H200, 0.26.0)
+    old = [_req(100 + i) for i in range(4)]
+    outs = [{**o, "token_ids": o["token_ids"][:3], "logprobs": o["logprobs"][:3], "finish_reason": "abort"}
+            if i < 3 else dict(o) for i, o in enumerate(old)]
+    v = _run("keep", outs, old, seen=[3, 3, 3, 3], clear=False)
+    c = _check(v, "in_flight.keep_resumes_every_request")
+    assert c["status"] == "fail" and "3 of 4 frozen requests ended at the update" in c["detail"]
+    assert "finish reason abort; 9 of 18 tokens" in c["detail"]
+    assert v["verdict"] == "fail" and "ended at the update" in v["diagnosis"]["summary"]
+    c = _check(_run("keep", [dict(o) for o in old], old, seen=[3] * 4, clear=False),
+               "in_flight.keep_resumes_every_request")
+    assert c["status"] == "pass" and c["tokens_compared"] == 24
+
+
 def test_max_tokens_defaults_to_the_machine_and_a_given_value_wins():
     from gate.studies.weight_update_inflight import refuse_bad_request, resolve_max_tokens
 
     assert (resolve_max_tokens(None, cuda=False), resolve_max_tokens(None, cuda=True)) == (16, 128)
     assert resolve_max_tokens(24, cuda=True) == 24
-    # the switch defaults to an eighth of the resolved length on a GPU, a third on CPU
-    assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=True) == 16
+    # the switch defaults to a sixteenth of the resolved length on a GPU, a third on CPU
+    assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=True) == 8
     assert refuse_bad_request(["reload"], ["keep"], "file", None, None, 1e-4, cuda=False) == 5
 
 
