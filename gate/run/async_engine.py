@@ -134,8 +134,9 @@ def _sampling(max_tokens: int, logprobs: int) -> Any:
     rebuilds every token's logprobs at every step, falls further behind the engine as requests grow (on an
     H200, 64 requests of 128 tokens had all finished when the client had seen 42 tokens of each), and the
     update would never land mid-generation. With DELTA but detokenized text and logprob tokens, the engine
-    still made 4 to more than 8 tokens for each one the client saw (H200, 0.26.0): detokenizing is the
-    output processor's largest per-step cost, and the gate compares token ids."""
+    still made 4 to more than 8 tokens for each one the client saw (H200, 0.26.0): detokenizing each new
+    token and each logprob's token is per-step Python work in the output processor that the gate, which
+    compares token ids, does not need."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
