@@ -242,19 +242,19 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
                        "detail": ("tokens produced before the update equal the old-weights reference" if pre["ok"]
                                   else "a token produced before the update differs from the old-weights reference")
                        + pre["note"]})
-        if pause == "keep":
-            # a frozen request must come back whole: one that ended at the update lost its continuation (sleep()
-            # defaults to mode 'abort' and ends the requests a keep pause froze)
-            ended = [(o, r) for o, r in zip(outs, old) if len(o["token_ids"]) < len(r["token_ids"])]
-            why = sorted({o["finish_reason"] for o, _ in ended})
-            checks.append({"id": "in_flight.keep_resumes_every_request", "status": "fail" if ended else "pass",
-                           "tokens_compared": sum(len(o["token_ids"]) for o in outs),
-                           "detail": ("every frozen request resumed and ran to its length" if not ended else
-                                      f"{len(ended)} of {len(outs)} frozen requests ended at the update instead of "
-                                      f"resuming (finish reason {', '.join(why)}; "
-                                      f"{sum(len(o['token_ids']) for o, _ in ended)} of "
-                                      f"{sum(len(r['token_ids']) for _, r in ended)} tokens): "
-                                      f"`{run.get('mechanism', path['via'])}` ended them")})
+        # keep and none promise that requests go on across the update: one that ended at it lost its continuation
+        # (sleep() defaults to mode 'abort' and ends the requests a keep pause froze)
+        ended = [(o, r) for o, r in zip(outs, old) if len(o["token_ids"]) < len(r["token_ids"])]
+        why = sorted({o["finish_reason"] for o, _ in ended})
+        which = "frozen" if pause == "keep" else "running"
+        checks.append({"id": "in_flight.requests_continue_across_update", "status": "fail" if ended else "pass",
+                       "tokens_compared": sum(len(o["token_ids"]) for o in outs),
+                       "detail": (f"every {which} request went on after the update and ran to its length" if not ended
+                                  else f"{len(ended)} of {len(outs)} {which} requests ended at the update instead of "
+                                       f"going on (finish reason {', '.join(why)}; "
+                                       f"{sum(len(o['token_ids']) for o, _ in ended)} of "
+                                       f"{sum(len(r['token_ids']) for _, r in ended)} tokens): "
+                                       f"`{run.get('mechanism', path['via'])}` ended them")})
         if pause == "keep" and clear:
             resumed = agreement([tails[i] for i in sorted(conts)], [conts[i][1] for i in sorted(conts)], atol)
             ok = resumed["ok"]

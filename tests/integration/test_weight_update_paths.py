@@ -4,7 +4,7 @@ engines, a stale path failing by name, and the paths this CPU build cannot
 run refused with exit 2 before any engine starts.
 
 Engine starts: 2 per weight-update run (the engine updated in place, then a
-fresh engine on the new weights), 3 runs: ~230 s on 2 cores (72-81 s a run)."""
+fresh engine on the new weights), 4 runs: ~310 s on 2 cores (72-81 s a run)."""
 from __future__ import annotations
 
 import json
@@ -57,6 +57,9 @@ def test_every_pause_mode_on_reload_and_native_matches_fresh_engines(setup, tmp_
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     paths = _paths(tmp_path / "r")
     assert len(paths) == 6 and all(p["verdict"] == "pass" for p in paths.values())
+    c = next(c for c in paths["reload/keep/clear-cache"]["checks"]
+             if c["id"] == "in_flight.requests_continue_across_update")
+    assert c["status"] == "pass" and c["tokens_compared"] == 2 * 16  # every frozen request went on to its length
     for via in ("reload", "native"):
         keep = paths[f"{via}/keep/clear-cache"]
         # genuinely in flight: each request made tokens under the old weights, then under the new ones
@@ -66,6 +69,18 @@ def test_every_pause_mode_on_reload_and_native_matches_fresh_engines(setup, tmp_
         assert all(q["finish_reason"] == "abort" and q["tokens"] < 16 for q in aborted["in_flight"])
         assert all(q["switched_at"] is None and q["tokens"] == 16 for q in waited["in_flight"])
     assert paths["native/keep/clear-cache"]["mechanism"].startswith("init_weight_transfer_engine")
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_no_pause_with_the_cache_reset_keeps_requests_running_across_the_update(setup, tmp_path):
+    suite, old = setup
+    r = _gate("--suite", suite, "--from", old, "--out", tmp_path / "r", "--via", "reload", "--pause", "none")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    p = _paths(tmp_path / "r")["reload/none/clear-cache"]
+    c = next(c for c in p["checks"] if c["id"] == "in_flight.requests_continue_across_update")
+    assert p["verdict"] == "pass" and c["status"] == "pass" and c["tokens_compared"] == 2 * 16
+    assert all(q["tokens"] == 16 for q in p["in_flight"])
 
 
 @pytest.mark.engine

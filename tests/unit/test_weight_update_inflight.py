@@ -156,19 +156,27 @@ def test_tokens_before_the_switch_may_part_from_the_old_reference_at_a_near_tie_
     assert c["status"] == "fail"
 
 
-def test_keep_fails_when_frozen_requests_come_back_ended_instead_of_resumed():
+@pytest.mark.parametrize("pause, which", [("keep", "frozen"), ("none", "running")])
+def test_keep_and_none_fail_when_requests_come_back_ended_instead_of_going_on(pause, which):
     # vLLM's sleep() defaults to mode 'abort': under a keep pause it ended every frozen request (H200, 0.26.0)
     old = [_req(100 + i) for i in range(4)]
     outs = [{**o, "token_ids": o["token_ids"][:3], "logprobs": o["logprobs"][:3], "finish_reason": "abort"}
             if i < 3 else dict(o) for i, o in enumerate(old)]
-    v = _run("keep", outs, old, seen=[3, 3, 3, 3], clear=False)
-    c = _check(v, "in_flight.keep_resumes_every_request")
-    assert c["status"] == "fail" and "3 of 4 frozen requests ended at the update" in c["detail"]
+    v = _run(pause, outs, old, seen=[3, 3, 3, 3], clear=False)
+    c = _check(v, "in_flight.requests_continue_across_update")
+    assert c["status"] == "fail" and f"3 of 4 {which} requests ended at the update" in c["detail"]
     assert "finish reason abort; 9 of 18 tokens" in c["detail"]
     assert v["verdict"] == "fail" and "ended at the update" in v["diagnosis"]["summary"]
-    c = _check(_run("keep", [dict(o) for o in old], old, seen=[3] * 4, clear=False),
-               "in_flight.keep_resumes_every_request")
+    c = _check(_run(pause, [dict(o) for o in old], old, seen=[3] * 4, clear=False),
+               "in_flight.requests_continue_across_update")
     assert c["status"] == "pass" and c["tokens_compared"] == 24
+
+
+def test_wait_and_abort_have_no_continuation_check():
+    old = [_req(100 + i) for i in range(4)]
+    for pause in ("wait", "abort"):
+        ids = {c["id"] for c in _run(pause, [dict(o) for o in old], old, seen=[3] * 4)["checks"]}
+        assert "in_flight.requests_continue_across_update" not in ids
 
 
 def test_max_tokens_defaults_to_the_machine_and_a_given_value_wins():
