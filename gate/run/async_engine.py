@@ -160,8 +160,8 @@ class _Output:
             return
         ids = list(c.token_ids)
         self.token_ids += ids
-        self.logprobs += [float(pos[t].logprob) for t, pos in zip(ids, c.logprobs or [])]
         for t, pos in zip(ids, c.logprobs or []):
+            self.logprobs.append(float(pos[t].logprob))
             top = sorted(((float(v.logprob), tok) for tok, v in pos.items()), reverse=True)
             self.gaps.append(top[0][0] - top[1][0] if len(top) > 1 else None)
             # the best token other than the one sampled (greedy: the second best, whichever way a tie fell)

@@ -132,7 +132,7 @@ def in_flight_at_update(run: InFlightRun, pause: str) -> list[bool]:
 
 
 def _prefixes(outs: list[RequestOutput], lengths: list[int]) -> list[RequestOutput]:
-    """Each output cut to a length (its top-2 gaps kept whole: near_tie looks one past the cut)."""
+    """Each output cut to a length (its top-2 gaps and runners-up kept whole: near_tie looks one past the cut)."""
     return [{"token_ids": o["token_ids"][:n], "logprobs": o["logprobs"][:n], "top2_gap": o.get("top2_gap"),
              "runner_up": o.get("runner_up")} for o, n in zip(outs, lengths)]
 
