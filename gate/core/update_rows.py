@@ -26,11 +26,12 @@ class _Tokens(TypedDict):
 
 class RequestOutput(_Tokens, total=False):
     """One request's tokens and their logprobs. An engine's output has all five keys (`top2_gap`: per position,
-    best minus second-best logprob; `runner_up`: per position, the best token other than the one sampled;
-    `finish_reason` "abort" when none came); a prefix or tail cut from one for comparison has the tokens and
-    logprobs, and the top-2 gaps and runners-up where a near tie is looked for."""
+    best minus second-best logprob; `alternatives`: per position, the other tokens vLLM returned (its top
+    `logprobs`), best first, each with its logprob; `finish_reason` "abort" when none came); a prefix or tail cut
+    from one for comparison has the tokens and logprobs, and the top-2 gaps and alternatives where a near tie is
+    looked for."""
     top2_gap: list[float | None] | None
-    runner_up: list[int | None] | None
+    alternatives: list[list[tuple[int, float]]] | None
     finish_reason: str
 
 

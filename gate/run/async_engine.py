@@ -145,13 +145,14 @@ def _sampling(max_tokens: int, logprobs: int) -> Any:
 
 
 class _Output:
-    """One request's tokens, logprobs and top-2 gaps, accumulated from DELTA outputs."""
+    """One request's tokens, logprobs, top-2 gaps and alternatives, accumulated from DELTA outputs."""
 
     def __init__(self) -> None:
         self.token_ids: list[int] = []
         self.logprobs: list[float] = []
         self.gaps: list[float | None] = []  # per position, best minus second-best logprob: near ties
-        self.runner_up: list[int | None] = []  # per position, the second-best token
+        # per position, the other tokens vLLM returned (its top `logprobs`), best first, with their logprobs
+        self.alternatives: list[list[tuple[int, float]]] = []
         self.finish_reason: str | None = None
 
     def add(self, out: Any) -> None:
@@ -164,13 +165,13 @@ class _Output:
             self.logprobs.append(float(pos[t].logprob))
             top = sorted(((float(v.logprob), tok) for tok, v in pos.items()), reverse=True)
             self.gaps.append(top[0][0] - top[1][0] if len(top) > 1 else None)
-            # the best token other than the one sampled (greedy: the second best, whichever way a tie fell)
-            self.runner_up.append(next((tok for _, tok in top if tok != t), None))
+            # the tokens other than the one sampled (greedy: the second best first, whichever way a tie fell)
+            self.alternatives.append([(tok, lp) for lp, tok in top if tok != t])
         self.finish_reason = c.finish_reason or self.finish_reason
 
     def result(self) -> RequestOutput:
         return {"token_ids": self.token_ids, "logprobs": self.logprobs, "top2_gap": self.gaps,
-                "runner_up": self.runner_up, "finish_reason": self.finish_reason or "abort"}
+                "alternatives": self.alternatives, "finish_reason": self.finish_reason or "abort"}
 
 
 async def _settled(seen: dict[int, int], n: int, quiet: float = 0.3, limit: float = 30.0) -> None:

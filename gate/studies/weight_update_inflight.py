@@ -58,6 +58,10 @@ FILE_BACKEND = "file"
 # vLLM's own weight-transfer backends: each moves tensors over CUDA (NCCL, CUDA IPC) or Ray, from a trainer process
 CUDA_BACKENDS = ("nccl", "ipc", "sparse_nccl", "nccl_m2n", "sharded_rdt")
 DEFAULT_ATOL = 1e-4
+# Logprobs asked for per generated token: the sampled one and the top 5, so that a parting at a near tie can be
+# checked against every near-best token of the reference, not only its runner-up: on a flat (random) model three or
+# more tokens can lie within noise of the top (docs/weight-update.md, "Near ties").
+TOP_LOGPROBS = 5
 # Tokens per in-flight request when none is given. On a GPU the engine runs ahead of the client: measured on an
 # H100 (bf16, 64 requests of 16 tokens, the update at token 5), every request had finished before the pause
 # reached the engine, so nothing was in flight. 128 tokens and the switch at a sixteenth (a third on CPU) leave
@@ -245,12 +249,12 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     spec = {"model_old": str(weights_from), "model_new": str(suite.model), "engine_args": engine_args,
-            "paths": paths, "prompts": _prompts(suite), "max_tokens": max_tokens, "logprobs": 2,
+            "paths": paths, "prompts": _prompts(suite), "max_tokens": max_tokens, "logprobs": TOP_LOGPROBS,
             "switch_at": switch, "skip_prefix": test_skip_weights}
     upd: UpdateRun = _worker("update", spec, work, "the engine updated with requests in flight", timeout)
     plans = [continuation_plan(run, p["pause"], upd["old"], atol) for p, run in zip(paths, upd["runs"])]
     fspec = {"model_new": str(suite.model), "engine_args": engine_args, "plans": plans, "prompts": upd["prompts"],
-             "max_tokens": max_tokens, "logprobs": 2}
+             "max_tokens": max_tokens, "logprobs": TOP_LOGPROBS}
     fresh: FreshRun = _worker("fresh", fspec, work, "the fresh engine on the new weights", timeout)
     judged: list[PathVerdict] = []
     for p, run, plan, f in zip(paths, upd["runs"], plans, fresh["plans"]):

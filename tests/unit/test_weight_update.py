@@ -185,7 +185,7 @@ def test_file_backend__implements_every_abstract_method_and_round_trips_the_trai
     assert set(got) == set(sent) and all(torch.equal(got[k], sent[k]) for k in sent)
 
 
-def test_an_in_flight_output_keeps_each_positions_gap_and_runner_up_from_vllms_delta_logprobs():
+def test_an_in_flight_output_keeps_each_positions_gap_and_alternatives_from_vllms_delta_logprobs():
     from types import SimpleNamespace as NS
 
     from vllm.logprobs import Logprob
@@ -199,9 +199,10 @@ def test_an_in_flight_output_keeps_each_positions_gap_and_runner_up_from_vllms_d
     acc = _Output()
     acc.add(delta([7], [[(7, -0.1), (9, -2.6)]]))
     # a near tie, and the sampled token listed after the runner-up
-    acc.add(delta([3, 5], [[(4, -0.70), (3, -0.69)], [(5, -0.2), (8, -1.9)]], finish="length"))
+    acc.add(delta([3, 5], [[(4, -0.70), (3, -0.69)], [(5, -0.2), (8, -1.9), (6, -2.2)]], finish="length"))
     acc.add(None)
     r = acc.result()
     assert r["token_ids"] == [7, 3, 5] and r["logprobs"] == [-0.1, -0.69, -0.2]
-    assert r["runner_up"] == [9, 4, 8] and r["finish_reason"] == "length"
+    assert r["alternatives"] == [[(9, -2.6)], [(4, -0.70)], [(8, -1.9), (6, -2.2)]]
+    assert r["finish_reason"] == "length"
     assert [round(g, 4) for g in r["top2_gap"]] == [2.5, 0.01, 1.7]

@@ -1,8 +1,8 @@
 """Judging one in-flight update path from its outputs (no engine): greedy
 requests that part from their reference at a near tie, with the logprobs
-agreeing up to and at the parting token and the reference's two best tokens
-swapped, are numerics (GPU bf16 batch composition), however many; any other
-parting fails."""
+agreeing up to and at the parting token and the token taken one of the
+reference's best (within the tie gap of its top), are numerics (GPU bf16
+batch composition), however many; any other parting fails and says why."""
 from __future__ import annotations
 
 import pytest
@@ -15,16 +15,25 @@ ATOL = 0.05
 def _req(seed: int, n: int = 6, gap: float = 0.5) -> dict:
     ids = [seed * 10 + i for i in range(n)]
     return {"token_ids": ids, "logprobs": [-0.5 - 0.01 * i for i in range(n)], "top2_gap": [gap] * n,
-            "runner_up": [t + 1000 for t in ids], "finish_reason": "length"}
+            "alternatives": [[(t + 1000, -0.5 - 0.01 * i - gap), (t + 2000, -0.5 - 0.01 * i - gap - 0.02)]
+                             for i, t in enumerate(ids)], "finish_reason": "length"}
 
 
 def _parted(ref: dict, at: int, lp_shift: float = 0.01) -> dict:
     """`ref` with another token from position `at` on (at `at`, the reference's runner-up), logprobs shifted by
-    lp_shift."""
+    lp_shift. A test that lowers ref's top2_gap at `at` lowers the runner-up's logprob gap with it (_tie)."""
     out = {k: list(v) if isinstance(v, list) else v for k, v in ref.items()}
     out["logprobs"] = [lp + lp_shift for lp in out["logprobs"]]
     out["token_ids"][at:] = [t + 1000 for t in out["token_ids"][at:]]
     return out
+
+
+def _tie(ref: dict, at: int, gap: float, third: float | None = None) -> None:
+    """Make position `at` of `ref` a near tie: top-2 gap `gap`, and the third-best token `third` below the top."""
+    ref["top2_gap"][at] = gap
+    top = ref["logprobs"][at]
+    (second, _), (third_tok, third_lp) = ref["alternatives"][at]
+    ref["alternatives"][at] = [(second, top - gap), (third_tok, top - third if third is not None else third_lp)]
 
 
 def _judge(post: list[dict], ref: list[dict], pause: str = "none", outs: list[dict] | None = None) -> dict:
@@ -42,7 +51,7 @@ def _check(v: dict, cid: str) -> dict:
 
 def test_one_parting_at_a_near_tie_among_twenty_requests_passes_and_is_named():
     ref = [_req(i) for i in range(20)]
-    ref[3]["top2_gap"][2] = 0.004
+    _tie(ref[3], 2, 0.004)
     post = [dict(r) for r in ref]
     post[3] = _parted(ref[3], 2)
     c = _check(_judge(post, ref), "post_update.equals_fresh_new_weights")
@@ -51,36 +60,62 @@ def test_one_parting_at_a_near_tie_among_twenty_requests_passes_and_is_named():
     assert c["tokens_compared"] == 19 * 6 + 2
 
 
-def test_near_tie_swaps_pass_however_many_and_a_parting_to_another_token_fails():
+def test_near_tie_partings_pass_however_many_and_a_parting_to_another_token_fails_saying_why():
     # on an H200 correct paths parted 8 to 43 of 64 requests so (0.25% to 1.5% of the compared tokens): no cap
     ref = [_req(i) for i in range(20)]
     for i in range(0, 20, 2):
-        ref[i]["top2_gap"][1] = 0.001
+        _tie(ref[i], 1, 0.001)
     post = [_parted(r, 1) if i % 2 == 0 else r for i, r in enumerate(ref)]
     a = agreement(post, ref, ATOL)
     assert (a["near_ties"], a["ok"]) == (10, True)
-    assert "10 parted at a near tie" in a["note"] and "swapped" in a["note"]
-    post[4]["token_ids"][1] += 7  # not the reference's runner-up: a token lost, repeated or read from stale KV
+    assert "10 parted at a near tie" in a["note"] and "not explained" not in a["note"]
+    post[4]["token_ids"][1] += 7  # not among the reference's best: a token lost, repeated or read from stale KV
     a = agreement(post, ref, ATOL)
     assert (a["near_ties"], a["ok"]) == (9, False)
+    assert (f"1 not explained by numerics: request 4: parted at token 1 to token {ref[4]['token_ids'][1] + 1007}, "
+            "not among the reference's 3 best there") in a["note"]
     assert _check(_judge(post, ref), "post_update.equals_fresh_new_weights")["status"] == "fail"
 
 
-def test_a_reference_without_runners_up_is_judged_on_the_gap_and_logprobs():
+@pytest.mark.parametrize("third_below, ok", [(0.08, True), (0.3, False)])
+def test_a_parting_to_the_references_third_best_passes_only_within_the_tie_gap(third_below, ok):
+    # a flat (random) model can have three tokens within noise of the top: on an H100 the swap-only rule failed
+    # 1 of 5 partings of correct paths
     ref = [_req(i) for i in range(4)]
-    ref[1]["top2_gap"][2] = 0.003
+    _tie(ref[2], 3, 0.01, third=third_below)
+    post = list(ref)
+    post[2] = _parted(ref[2], 3)
+    post[2]["token_ids"][3] = ref[2]["token_ids"][3] + 2000  # the third best
+    a = agreement(post, ref, ATOL)
+    assert (a["ok"], a["near_ties"]) == (ok, int(ok))
+    if not ok:
+        assert f"{third_below:.3g} below the reference's best there (a near tie: < 0.1)" in a["note"]
+
+
+def test_a_reference_without_alternatives_is_judged_on_the_gap_and_logprobs():
+    ref = [_req(i) for i in range(4)]
+    _tie(ref[1], 2, 0.003)
     post = [_parted(r, 2) if i == 1 else r for i, r in enumerate(ref)]
     post[1]["token_ids"][2] += 7
     assert not agreement(post, ref, ATOL)["ok"]
     for r in ref:
-        del r["runner_up"]
+        del r["alternatives"]
     assert agreement(post, ref, ATOL)["ok"]
+
+
+def test_a_logprob_beyond_tolerance_on_equal_tokens_is_named_with_its_position():
+    ref = [_req(i) for i in range(3)]
+    post = [dict(r, logprobs=list(r["logprobs"])) for r in ref]
+    post[1]["logprobs"][4] += 0.109  # MoE on vLLM 0.20.0, keep resumed: 0.109 at a matching token
+    a = agreement(post, ref, ATOL)
+    assert not a["ok"]
+    assert "request 1: logprob 0.109 from the reference at token 4 (tolerance 0.05)" in a["note"]
 
 
 @pytest.mark.parametrize("why", ["wide gap", "parting logprob moved", "prefix logprob moved", "no top-2 known"])
 def test_a_parting_numerics_cannot_explain_fails(why):
     ref = [_req(i) for i in range(20)]
-    ref[5]["top2_gap"][3] = 0.5 if why == "wide gap" else 0.002
+    _tie(ref[5], 3, 0.5 if why == "wide gap" else 0.002)
     if why == "no top-2 known":
         ref[5]["top2_gap"][3] = None
     post = list(ref)
@@ -94,7 +129,7 @@ def test_a_parting_numerics_cannot_explain_fails(why):
 
 def test_wait_allows_the_same_near_tie_against_the_old_weights_reference():
     old = [_req(100 + i) for i in range(20)]
-    old[0]["top2_gap"][4] = 0.003
+    _tie(old[0], 4, 0.003)
     outs = [_parted(old[0], 4), *old[1:]]
     post = [_req(i) for i in range(20)]
     run = {"outputs": outs, "post": post, "seen_at_update": [2] * 20, "mechanism": "reload_weights"}
@@ -147,7 +182,7 @@ def test_abort_returns_running_requests_as_partials_and_finished_ones_whole():
 
 def test_tokens_before_the_switch_may_part_from_the_old_reference_at_a_near_tie_only():
     old = [_req(100 + i) for i in range(20)]
-    old[0]["top2_gap"][2] = 0.002
+    _tie(old[0], 2, 0.002)
     outs = [_parted(old[0], 2), *old[1:]]
     c = _check(_run("keep", outs, old, seen=[4] * 20, clear=False), "in_flight.tokens_before_the_switch_are_old")
     assert c["status"] == "pass" and "1 parted at a near tie" in c["detail"]
@@ -194,7 +229,7 @@ def test_a_near_tie_is_measured_against_twice_the_tolerance_when_that_is_wider()
 
     assert (tie_gap(1e-4), tie_gap(0.05)) == (0.01, 0.1)
     ref = [_req(i) for i in range(40)]
-    ref[2]["top2_gap"][3] = 0.06  # a bf16-sized gap: noise of 0.05 on each side can swap the two
+    _tie(ref[2], 3, 0.06)  # a bf16-sized gap: noise of 0.05 on each side can swap the two
     post = [_parted(ref[2], 3) if i == 2 else r for i, r in enumerate(ref)]
     assert agreement(post, ref, 0.05)["near_ties"] == 1
     assert agreement(post, ref, 0.05)["ok"]
