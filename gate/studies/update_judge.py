@@ -36,10 +36,10 @@ __all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agr
 # paths (bf16, a random 0.5B model, 64 requests of 128 tokens, H200) it went from 0.25% of the compared tokens
 # (requests after the update) to 1.5% (tokens before the switch), 8 to 43 requests a check, so any count cap either
 # false-alarms or is too loose to mean anything (docs/weight-update.md, "Near ties"). Nor need it be a swap of the
-# two best: a random model is flat, three or more tokens can lie within noise of the top, and on an H100 the
-# swap-only rule failed 1 of 5 partings on two correct paths and 1 of 13 on two others. What numerics cannot do is what each parting is checked for: move a logprob beyond atol, or pick a
-# token far below the reference's top. A stale cache parts every request that reuses a block, at its first token,
-# with logprobs off.
+# two best: a random model is flat, three or more tokens can lie within noise of the top, and on an H100 a
+# swap-only rule failed 1 of 5 partings on two correct paths and at least 1 of 13 on two others. What numerics
+# cannot do is what each parting is checked for: move a logprob beyond atol, or pick a token far below the
+# reference's top. A stale cache parts every request that reuses a block, at its first token, with logprobs off.
 
 
 def departure(out: RequestOutput, ref: RequestOutput, atol: float) -> int:
@@ -118,7 +118,8 @@ def unexplained(c: Comparison, out: RequestOutput, ref: RequestOutput, atol: flo
     if gap is None:
         return f"parted at token {pos}, where the reference's top-2 gap is not known"
     if gap >= tie:
-        return f"parted at token {pos}, where the reference's two best tokens are {gap:.3g} apart (a near tie: < {tie:g})"
+        return (f"parted at token {pos}, where the reference's two best tokens are {gap:.3g} apart "
+                f"(a near tie: < {tie:g})")
     moved = abs(out["logprobs"][pos] - ref["logprobs"][pos])
     if moved > atol:
         return f"parted at token {pos} with its logprob {moved:.3g} from the reference's (tolerance {atol:g})"
@@ -140,13 +141,15 @@ def near_tie(c: Comparison, out: RequestOutput, ref: RequestOutput, atol: float)
     return not c["tokens_equal"] and unexplained(c, out, ref, atol) is None
 
 
-def agreement(outs: list[RequestOutput], refs: list[RequestOutput], atol: float) -> Agreement:
+def agreement(outs: list[RequestOutput], refs: list[RequestOutput], atol: float,
+              ids: list[int] | None = None) -> Agreement:
     """Requests against their references: each equal within atol or parted at a near tie. The note counts the
-    near ties and names the first requests numerics do not explain, with why (the evidence a failure needs)."""
+    near ties and names the first requests numerics do not explain, with why (the evidence a failure needs);
+    `ids`: the requests' numbers when `outs` is not every request in order."""
     cmps = [_cmp(o, r) for o, r in zip(outs, refs)]
     why = [unexplained(c, o, r, atol) for c, o, r in zip(cmps, outs, refs)]
     ties = [not c["tokens_equal"] and w is None for c, w in zip(cmps, why)]
-    bad = [f"request {i}: {w}" for i, w in enumerate(why) if w is not None]
+    bad = [f"request {i}: {w}" for i, w in zip(ids or range(len(why)), why) if w is not None]
     note = (f"; {sum(ties)} parted at a near tie (the token taken one of the reference's best, less than "
             f"{tie_gap(atol):g} below its top; logprobs within tolerance up to and at the parting token)"
             ) if any(ties) else ""
@@ -292,14 +295,16 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
                                        f"{sum(len(r['token_ids']) for _, r in ended)} tokens): "
                                        f"`{run.get('mechanism', path['via'])}` ended them")})
         if pause == "keep" and clear:
-            resumed = agreement([tails[i] for i in sorted(conts)], [conts[i][1] for i in sorted(conts)], atol)
+            resumed = agreement([tails[i] for i in sorted(conts)], [conts[i][1] for i in sorted(conts)], atol,
+                                ids=sorted(conts))
             ok = resumed["ok"]
             checks.append({"id": "in_flight.keep_cleared_resumes_on_new_weights", "status": "pass" if ok else "fail",
                            "tokens_compared": resumed["tokens_compared"], "max_abs_diff": resumed["max_abs_diff"],
                            "detail": ("after resume, every frozen request continues as a fresh engine on the "
                                       "new weights continues the same tokens" if ok else
                                       "after resume, a frozen request does not continue as a fresh engine on the new "
-                                      "weights does (KV not recomputed, or a token lost or repeated at the resume)")
+                                      "weights does (KV not recomputed, or a token lost or repeated at the resume; "
+                                      "token numbers below count from the switch)")
                            + resumed["note"]})
     staleness: Staleness | None = None
     if scores:

@@ -234,3 +234,22 @@ def test_a_near_tie_is_measured_against_twice_the_tolerance_when_that_is_wider()
     assert agreement(post, ref, 0.05)["near_ties"] == 1
     assert agreement(post, ref, 0.05)["ok"]
     assert not agreement(post, ref, 0.02)["ok"]  # tolerance 0.02: a gap of 0.06 is not noise
+
+
+def test_a_resumed_request_beyond_tolerance_is_named_by_its_request_number():
+    # keep with the cache cleared: request 0 had finished at the update, 1 and 2 resume; 2 resumes 0.109 off the
+    # fresh engine's continuation (MoE on vLLM 0.20.0 did, on an H100)
+    from gate.studies.update_judge import continuation_plan
+
+    outs = [_req(i) for i in range(3)]
+    run = {"outputs": outs, "post": outs, "seen_at_update": [6, 2, 2], "mechanism": "reload_weights"}
+    plan = continuation_plan(run, "keep", outs, ATOL)
+    assert [c["request"] for c in plan["continue"]] == [1, 2]
+    conts = [{"token_ids": outs[i]["token_ids"][2:], "logprobs": list(outs[i]["logprobs"][2:])} for i in (1, 2)]
+    conts[1]["logprobs"][3] += 0.109
+    v = judge_path({"via": "reload", "pause": "keep", "clear_cache": True}, run, outs,
+                   {"post": outs, "continuations": conts, "scores": []}, plan, ATOL)
+    c = _check(v, "in_flight.keep_cleared_resumes_on_new_weights")
+    assert c["status"] == "fail" and c["tokens_compared"] == 8
+    assert "1 not explained by numerics: request 2: logprob 0.109 from the reference at token 3" in c["detail"]
+    assert _check(v, "in_flight.tokens_before_the_switch_are_old")["status"] == "pass"
