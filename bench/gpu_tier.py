@@ -17,8 +17,9 @@ seed's regressions injected (expect FAIL, the cause named):
 Steps beyond the checks: weight-update-paths (AsyncLLM with requests in
 flight: reload, native and sleep x keep, wait, abort; a kept cache; a CUDA
 backend refused), moe and moe-old (the same on a mixture-of-experts body,
-on the new release and, for NeMo-RL PR 2895's case, the old one), and
-bisect-args (which of prefix caching, async scheduling and eager moves the
+on the new release and, for NeMo-RL PR 2895's case, the old one),
+wup-old-keep (the dense body's keep and wait on the old release, beside
+moe-old), and bisect-args (which of prefix caching, async scheduling and eager moves the
 verdict on the new release).
 
 Each step is one `parity-gate` process (one engine each). Results accumulate
@@ -95,7 +96,12 @@ WUP_RUNS = {  # step: (name, weight-update args, expected exit code)
     "wup-core": ("core", ["--via", "reload", "--pause", "keep", "--pause", "wait", "--pause", "abort"], 0),
     "wup-native-keep": ("native-keep", ["--via", "native", "--pause", "keep"], 0),
     "wup-nccl": ("nccl", ["--via", "native", "--backend", "nccl", "--pause", "keep"], 2),
+    # the dense body on the old release (vLLM 0.20.0): its MoE body's keep resume was up to 0.109 off a fresh
+    # continuation in rounds 2 and 4 (bench/RESULTS.md), 0.016 on 0.26.0; dense splits "0.20.0's resume" from
+    # "0.20.0's MoE kernels after a resume"
+    "wup-old-keep": ("old-keep", ["--via", "reload", "--pause", "keep", "--pause", "wait"], 0),
 }
+WUP_OLD_RELEASE = ("wup-old-keep",)  # WUP_RUNS steps that run on --old-path
 DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update,weight-update-paths",
                  "trained": "model,record,same,bump,processed,prefix-async,fp32-head,eager"}
 # the trained model's sampling configs (docs/design.md section 4.4, run G4)
@@ -297,8 +303,10 @@ def main() -> int:
                 shutil.rmtree(out, ignore_errors=True)
                 rc, secs = _gate(["weight-update", "--suite", work / "suite.yaml", "--from", work / "model2",
                                   "--out", out, "--engine-arg", "enable_prefix_caching=true",
-                                  "--atol", "0.05", *extra], paths["new"], work / f"wup-{name}.log")
-                entry = {"rc": rc, "seconds": round(secs, 1), "expect_rc": expect_rc, "as_expected": rc == expect_rc}
+                                  "--atol", "0.05", *extra], paths["old" if step in WUP_OLD_RELEASE else "new"],
+                                 work / f"wup-{name}.log")
+                entry = {"rc": rc, "seconds": round(secs, 1), "expect_rc": expect_rc, "as_expected": rc == expect_rc,
+                         "release": "old" if step in WUP_OLD_RELEASE else "new"}
                 entry.update(_paths_summary(out))
                 results[f"weight-update-paths-{name}"] = entry
         elif step == "bisect-args":
