@@ -19,8 +19,8 @@ flight: reload, native and sleep x keep, wait, abort; a kept cache; a CUDA
 backend refused), moe and moe-old (the same on a mixture-of-experts body,
 on the new release and, for NeMo-RL PR 2895's case, the old one),
 wup-old-keep (the dense body's keep and wait on the old release, beside
-moe-old), and bisect-args (which of prefix caching, async scheduling and eager moves the
-verdict on the new release).
+moe-old), and bisect-args (which of prefix caching, async scheduling and
+eager moves the verdict on the new release).
 
 Each step is one `parity-gate` process (one engine each). Results accumulate
 in WORK/results.json, so the steps can be split over several invocations
@@ -301,12 +301,12 @@ def main() -> int:
                                            if step == s or (step == "weight-update-paths" and s in every)]:
                 out = work / f"wup-{name}"
                 shutil.rmtree(out, ignore_errors=True)
+                release = "old" if step in WUP_OLD_RELEASE else "new"
                 rc, secs = _gate(["weight-update", "--suite", work / "suite.yaml", "--from", work / "model2",
                                   "--out", out, "--engine-arg", "enable_prefix_caching=true",
-                                  "--atol", "0.05", *extra], paths["old" if step in WUP_OLD_RELEASE else "new"],
-                                 work / f"wup-{name}.log")
+                                  "--atol", "0.05", *extra], paths[release], work / f"wup-{name}.log")
                 entry = {"rc": rc, "seconds": round(secs, 1), "expect_rc": expect_rc, "as_expected": rc == expect_rc,
-                         "release": "old" if step in WUP_OLD_RELEASE else "new"}
+                         "release": release}
                 entry.update(_paths_summary(out))
                 results[f"weight-update-paths-{name}"] = entry
         elif step == "bisect-args":

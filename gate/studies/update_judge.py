@@ -125,7 +125,7 @@ def unexplained(c: Comparison, out: RequestOutput, ref: RequestOutput, atol: flo
         return f"parted at token {pos} with its logprob {moved:.3g} from the reference's (tolerance {atol:g})"
     if alts is not None:
         took = out["token_ids"][pos]
-        near = dict((tok, lp) for tok, lp in (alts[pos] if pos < len(alts) else []))
+        near = dict(alts[pos] if pos < len(alts) else [])
         if took not in near:
             return (f"parted at token {pos} to token {took}, not among the reference's {len(near) + 1} best there "
                     "(a lost or repeated token, or KV read from other weights)")
