@@ -127,7 +127,8 @@ class UpdateCheck(_UpdateCheck, total=False):
 
 
 class UpdateDiagnosis(TypedDict):
-    """Why a path fails: a kind (no_effect, stale_prefix_cache, partial_update, not_in_flight, in_flight)."""
+    """Why a path fails: a kind (no_effect, stale_prefix_cache, partial_update, not_in_flight,
+    token_lost_at_resume, token_repeated_at_resume, in_flight)."""
     kind: str
     summary: str
 

@@ -28,7 +28,7 @@ from gate.core.update_rows import (
 )
 
 __all__ = ["judge_path", "continuation_plan", "switch_points", "departure", "agreement", "near_tie", "unexplained",
-           "in_flight_at_update", "tie_gap"]
+           "in_flight_at_update", "tie_gap", "resume_shift"]
 
 # Greedy requests that part from their reference at a near tie (near_tie: every token up to and including the
 # parting one within atol, and the token taken one of the reference's best, within tie_gap of its top) are
@@ -134,6 +134,29 @@ def unexplained(c: Comparison, out: RequestOutput, ref: RequestOutput, atol: flo
             return (f"parted at token {pos} to token {took}, {below:.3g} below the reference's best there "
                     f"(a near tie: < {tie:g})")
     return None
+
+
+# How many tokens a resumed request must follow the fresh continuation shifted by one to count as a lost (or
+# repeated) token at the resume rather than a parting: two unrelated greedy streams agree on four tokens in a row
+# by chance about never, and a near tie inside the window only makes the shift go unnamed (the check fails anyway).
+SHIFT_RUN = 4
+
+
+def resume_shift(tail: RequestOutput, ref: RequestOutput, atol: float) -> int:
+    """How a resumed request's tokens after the switch sit against the fresh engine's continuation of the same
+    prefix: +1 when they are its tokens from the second on (a token lost at the resume: computed, fed to the
+    model, not returned), -1 when they are its tokens one place late (a token repeated), 0 otherwise. Counts
+    only when the streams part at once and the shifted ones agree, tokens and logprobs within atol, for
+    SHIFT_RUN tokens (or to the end, at least two)."""
+    a, b = tail["token_ids"], ref["token_ids"]
+    if not a or not b or a[0] == b[0]:
+        return 0
+    for shift, (x, xl, y, yl) in ((1, (a, tail["logprobs"], b[1:], ref["logprobs"][1:])),
+                                  (-1, (a[1:], tail["logprobs"][1:], b, ref["logprobs"]))):
+        n = min(SHIFT_RUN, len(x), len(y))
+        if n >= 2 and x[:n] == y[:n] and all(abs(p - q) <= atol for p, q in zip(xl[:n], yl[:n])):
+            return shift
+    return 0
 
 
 def near_tie(c: Comparison, out: RequestOutput, ref: RequestOutput, atol: float) -> bool:
@@ -295,9 +318,17 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
                                        f"{sum(len(r['token_ids']) for _, r in ended)} tokens): "
                                        f"`{run.get('mechanism', path['via'])}` ended them")})
         if pause == "keep" and clear:
-            resumed = agreement([tails[i] for i in sorted(conts)], [conts[i][1] for i in sorted(conts)], atol,
-                                ids=sorted(conts))
+            order = sorted(conts)
+            resumed = agreement([tails[i] for i in order], [conts[i][1] for i in order], atol, ids=order)
             ok = resumed["ok"]
+            shift = [] if ok else [resume_shift(tails[i], conts[i][1], atol) for i in order]
+            lost, repeated = shift.count(1), shift.count(-1)
+            named = "".join(
+                f"; {n} of {len(order)} resumed requests run one token {where} the fresh engine's continuation "
+                f"(their first tokens are its tokens {span}, logprobs within tolerance): {what}"
+                for n, where, span, what in (
+                    (lost, "ahead of", "from the second on", "a token lost at the resume"),
+                    (repeated, "behind", "one place late", "a token repeated at the resume")) if n)
             checks.append({"id": "in_flight.keep_cleared_resumes_on_new_weights", "status": "pass" if ok else "fail",
                            "tokens_compared": resumed["tokens_compared"], "max_abs_diff": resumed["max_abs_diff"],
                            "detail": ("after resume, every frozen request continues as a fresh engine on the "
@@ -305,7 +336,22 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
                                       "after resume, a frozen request does not continue as a fresh engine on the new "
                                       "weights does (KV not recomputed, or a token lost or repeated at the resume; "
                                       "token numbers below count from the switch)")
-                           + resumed["note"]})
+                           + named + resumed["note"]})
+            if (lost or repeated) and diagnosis is None:
+                diagnosis = {"kind": "token_lost_at_resume" if lost >= repeated else "token_repeated_at_resume",
+                             "summary": (
+                                 f"after `pause_generation(mode='keep')` with the cache cleared, {lost or repeated} "
+                                 f"of {len(order)} resumed requests "
+                                 + ("lost their first token after the resume: it was computed and fed to the "
+                                    "model but not returned, so the rollout's tokens and the logprobs the engine "
+                                    "reports no longer match (the trainer scores a sequence the engine did not "
+                                    "see). vLLM's async scheduler did this up to 0.21 (vLLM issue 42043, fixed in "
+                                    "0.22.0 by PR 42117); remedy: upgrade vLLM, or async_scheduling=False"
+                                    if lost >= repeated else
+                                    "returned a token twice at the resume, so the rollout's tokens and the "
+                                    "logprobs the engine reports no longer match; an async-scheduling token in "
+                                    "flight at the pause delivered after the request was recomputed; remedy: "
+                                    "async_scheduling=False, and report it to vLLM"))}
     staleness: Staleness | None = None
     if scores:
         new = [(p["logprob"], p["new_weights_logprob"]) for r in requests for p in r.get("per_token") or []

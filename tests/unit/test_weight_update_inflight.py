@@ -253,3 +253,79 @@ def test_a_resumed_request_beyond_tolerance_is_named_by_its_request_number():
     assert c["status"] == "fail" and c["tokens_compared"] == 8
     assert "1 not explained by numerics: request 2: logprob 0.109 from the reference at token 3" in c["detail"]
     assert _check(v, "in_flight.tokens_before_the_switch_are_old")["status"] == "pass"
+
+
+def _resumed(tail_of, conts: list[dict]) -> dict:
+    """keep with the cache cleared, three requests frozen after 2 tokens: request i's tokens after the switch are
+    tail_of(i, its fresh continuation)."""
+    from gate.studies.update_judge import continuation_plan
+
+    refs = [_req(i, n=10) for i in range(3)]
+    outs = []
+    for i, (r, c) in enumerate(zip(refs, conts)):
+        t = tail_of(i, c)
+        outs.append({**r, "token_ids": r["token_ids"][:2] + t["token_ids"],
+                     "logprobs": r["logprobs"][:2] + t["logprobs"]})
+    run = {"outputs": outs, "post": refs, "seen_at_update": [2, 2, 2], "mechanism": "reload_weights"}
+    plan = continuation_plan(run, "keep", refs, ATOL)
+    return judge_path({"via": "reload", "pause": "keep", "clear_cache": True}, run, refs,
+                      {"post": refs, "continuations": conts, "scores": []}, plan, ATOL)
+
+
+def _conts() -> list[dict]:
+    return [{"token_ids": [500 + 10 * i + k for k in range(8)], "logprobs": [-1.0 - 0.1 * k for k in range(8)],
+             "top2_gap": [0.5] * 8} for i in range(3)]
+
+
+def test_a_token_lost_at_the_resume_is_named_with_vllms_issue_and_the_remedy():
+    # vLLM 0.20.0 (H100, dense and MoE): after pause_generation('keep') and a cleared cache, the async scheduler
+    # computed the first post-resume token, fed it to the model and dropped it, so every resumed request ran one
+    # token ahead of the fresh engine's continuation
+    def lost(i, c):  # the fresh continuation from its second token on, plus one more token at the end
+        return {"token_ids": c["token_ids"][1:] + [999], "logprobs": c["logprobs"][1:] + [-2.0]}
+
+    v = _resumed(lost, _conts())
+    c = _check(v, "in_flight.keep_cleared_resumes_on_new_weights")
+    assert c["status"] == "fail"
+    assert "3 of 3 resumed requests run one token ahead of the fresh engine's continuation" in c["detail"]
+    assert v["diagnosis"]["kind"] == "token_lost_at_resume"
+    assert "vLLM issue 42043" in v["diagnosis"]["summary"] and "async_scheduling=False" in v["diagnosis"]["summary"]
+
+
+def test_a_token_repeated_at_the_resume_is_named_and_a_plain_parting_is_not_called_a_shift():
+    conts = _conts()
+
+    def repeated(i, c):  # request 0 returns a token twice; the others resume correctly
+        if i:
+            return {"token_ids": list(c["token_ids"]), "logprobs": list(c["logprobs"])}
+        return {"token_ids": [77] + c["token_ids"][:-1], "logprobs": [-0.9] + c["logprobs"][:-1]}
+
+    v = _resumed(repeated, conts)
+    c = _check(v, "in_flight.keep_cleared_resumes_on_new_weights")
+    assert c["status"] == "fail" and "1 of 3 resumed requests run one token behind" in c["detail"]
+    assert v["diagnosis"]["kind"] == "token_repeated_at_resume"
+
+    def other(i, c):  # request 0 goes its own way from the switch: stale KV, not a shift
+        if i:
+            return {"token_ids": list(c["token_ids"]), "logprobs": list(c["logprobs"])}
+        return {"token_ids": [900 + k for k in range(8)], "logprobs": list(c["logprobs"])}
+
+    v = _resumed(other, conts)
+    c = _check(v, "in_flight.keep_cleared_resumes_on_new_weights")
+    assert c["status"] == "fail" and "one token" not in c["detail"]
+    assert v["diagnosis"]["kind"] == "in_flight"
+    # a shifted stream whose logprobs are off is not named a shift either (the check fails on its own)
+    v = _resumed(lambda i, c: {"token_ids": c["token_ids"][1:] + [999],
+                               "logprobs": [lp + 0.2 for lp in c["logprobs"][1:]] + [-2.0]}, conts)
+    assert "one token ahead" not in _check(v, "in_flight.keep_cleared_resumes_on_new_weights")["detail"]
+
+
+def test_resume_shift_needs_two_tokens_and_a_parting_at_once():
+    from gate.studies.update_judge import resume_shift
+
+    ref = {"token_ids": [1, 2, 3, 4, 5], "logprobs": [-1.0] * 5}
+    assert resume_shift({"token_ids": [2, 3, 4, 5], "logprobs": [-1.0] * 4}, ref, ATOL) == 1
+    assert resume_shift({"token_ids": [9, 1, 2, 3, 4], "logprobs": [-1.0] * 5}, ref, ATOL) == -1
+    assert resume_shift({"token_ids": [1, 2, 3], "logprobs": [-1.0] * 3}, ref, ATOL) == 0  # no parting
+    assert resume_shift({"token_ids": [2], "logprobs": [-1.0]}, ref, ATOL) == 0  # one token is no evidence
+    assert resume_shift({"token_ids": [2, 3, 9, 5], "logprobs": [-1.0] * 4}, ref, ATOL) == 0  # broke in the run
