@@ -59,6 +59,7 @@ class UpdateRun(TypedDict):
     runs: list[InFlightRun]
     engine_start_seconds: float
     seconds: float
+    vllm_version: str
 
 
 class Continuation(TypedDict):
@@ -194,10 +195,12 @@ class PathVerdict(_PathVerdict, total=False):
 
 
 class WeightUpdateResult(TypedDict):
-    """weight_update.json: the paths judged, with the verdict, the exit code and the headline."""
+    """weight_update.json: the paths judged, with the verdict, the exit code and the headline; `vllm_version`
+    the release the update ran on (a diagnosis can depend on it: token_lost_at_resume is vLLM's up to 0.21)."""
     verdict: str
     exit_code: int
     headline: str
+    vllm_version: str | None
     reference: str
     tolerance: float
     switch_at: int

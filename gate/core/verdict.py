@@ -231,8 +231,8 @@ def add_update_paths(verdict: Verdict, update: WeightUpdateResult) -> Verdict:
             "worst": None, "message": message, "evidence": {"compared": tokens, "unit": "tokens"}, "note": note})
     out = dict(verdict)
     out["checks"] = [*verdict["checks"], *checks]
-    out["weight_update"] = {k: update.get(k) for k in ("headline", "verdict", "tolerance", "switch_at", "max_tokens",
-                                                        "reference", "seconds")}
+    out["weight_update"] = {k: update.get(k) for k in ("headline", "verdict", "vllm_version", "tolerance", "switch_at",
+                                                        "max_tokens", "reference", "seconds")}
     out["weight_update"]["paths"] = [{k: p.get(k) for k in ("name", "path", "verdict", "checks", "diagnosis",
                                                             "mechanism", "staleness")}
                                      for p in update.get("paths") or []]

@@ -5,7 +5,8 @@ old-weights reference; `abort` returns old partials; `keep` with the cache
 cleared continues as the fresh engine does; otherwise the staleness of each
 in-flight token is reported, not failed. A greedy request may part from its
 reference at a near tie: the token taken one of the reference's best, within
-noise of its top (near_tie)."""
+noise of its top (near_tie). A resumed request one token ahead of (or behind)
+the fresh continuation lost (or repeated) a token at the resume (resume_shift)."""
 from __future__ import annotations
 
 import math
@@ -340,7 +341,7 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
             if (lost or repeated) and diagnosis is None:
                 diagnosis = {"kind": "token_lost_at_resume" if lost >= repeated else "token_repeated_at_resume",
                              "summary": (
-                                 f"after `pause_generation(mode='keep')` with the cache cleared, {lost or repeated} "
+                                 f"after `pause_generation(mode='keep')` with the cache cleared, {max(lost, repeated)} "
                                  f"of {len(order)} resumed requests "
                                  + ("lost their first token after the resume: it was computed and fed to the "
                                     "model but not returned, so the rollout's tokens and the logprobs the engine "

@@ -206,7 +206,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _summary(result: WeightUpdateResult) -> str:
-    lines = [f"# weight-update: {result['headline']}", ""]
+    lines = [f"# weight-update: {result['headline']}", "",
+             f"vLLM {result.get('vllm_version') or 'version not recorded'}, tolerance {result['tolerance']:g}, "
+             f"{result['max_tokens']} tokens a request, the update at token {result['switch_at']}.", ""]
     lines.append("| path | verdict | update call | old/new-weight tokens in flight | staleness after switch "
                  "(max abs diff, k3) |")
     lines.append("|---|---|---|---|---|")
@@ -266,6 +268,7 @@ def inflight_check(suite_path: Path, weights_from: Path, out: Path, vias: list[s
                 if failed else f"PASS: {len(judged)} update paths match fresh engines on the old and new weights")
     result: WeightUpdateResult = {
         "verdict": "fail" if failed else "pass", "exit_code": 1 if failed else 0, "headline": headline,
+        "vllm_version": upd.get("vllm_version"),
         "reference": "fresh AsyncLLM engines on the old (A) and the new (B) weights, same batches; "
                      "decode compared with decode, staleness against B's teacher-forced logprobs",
         "tolerance": atol, "switch_at": switch, "max_tokens": max_tokens,

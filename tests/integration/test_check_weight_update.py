@@ -37,6 +37,8 @@ weight_update:
         assert c["status"] == "pass" and c["config"] is None and c["evidence"]["compared"] > 0, c
         assert c["value"] <= c["bound"] == 1e-4
     assert [p["name"] for p in v["weight_update"]["paths"]] == ["reload/keep/clear-cache", "native/wait/clear-cache"]
+    # the release the update ran on (a diagnosis such as token_lost_at_resume depends on it)
+    assert v["weight_update"]["vllm_version"] == v["candidate"]["manifest"]["environment"]["vllm_version"]
     comment = (tmp_path / "r" / "comment.md").read_text()
     assert "### Weight-update paths (0 failed of 2)" in comment and "reload/keep/clear-cache" in comment
     assert 'id="weight-update-table"' in (tmp_path / "r" / "report.html").read_text()
