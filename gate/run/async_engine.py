@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import vllm
 from vllm.distributed.weight_transfer.base import WeightTransferEngine, WeightTransferInitInfo, WeightTransferUpdateInfo
 from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
@@ -355,8 +356,6 @@ async def _update_worker(model_old: Path, model_new: Path, engine_args: dict[str
             run["post"] = await d.batch(ids, n, logprobs, "post")  # requests started after the update
             run["path"] = path.name
             runs.append(run)
-        import vllm
-
         return {"prompts": ids, "old": old, "runs": runs, "engine_start_seconds": round(started, 1),
                 "seconds": round(time.monotonic() - t0, 1), "vllm_version": vllm.__version__}
     finally:
