@@ -135,10 +135,12 @@ class UpdateDiagnosis(TypedDict):
 
 
 class AfterSwitch(TypedDict):
-    """A continued request's tokens after the switch against the fresh engine's continuation."""
+    """A continued request's tokens after the switch against the fresh engine's continuation; `shift` +1 when
+    they run one token ahead of it (a token lost at the resume), -1 one behind (repeated), else 0."""
     tokens: int
     matching_new_reference: int
     max_abs_diff: float
+    shift: int
 
 
 class TokenWeights(TypedDict):

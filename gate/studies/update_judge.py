@@ -264,7 +264,7 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
             cmp_new = _cmp(tail, ref_new)
             req["after_switch"] = {"tokens": len(tail["token_ids"]),
                                    "matching_new_reference": cmp_new["matching_tokens"],
-                                   "max_abs_diff": cmp_new["max_abs_diff"]}
+                                   "max_abs_diff": cmp_new["max_abs_diff"], "shift": resume_shift(tail, ref_new, atol)}
         if i < len(scores):
             # per token: under which weights it was produced, and how far its logprob is from the new
             # weights' logprob of the same token in the same context (what the trainer computes)
@@ -322,7 +322,7 @@ def judge_path(path: PathSpec, run: InFlightRun, old: list[RequestOutput], fresh
             order = sorted(conts)
             resumed = agreement([tails[i] for i in order], [conts[i][1] for i in order], atol, ids=order)
             ok = resumed["ok"]
-            shift = [] if ok else [resume_shift(tails[i], conts[i][1], atol) for i in order]
+            shift = [] if ok else [requests[i]["after_switch"]["shift"] for i in order]
             lost, repeated = shift.count(1), shift.count(-1)
             named = "".join(
                 f"; {n} of {len(order)} resumed requests run one token {where} the fresh engine's continuation "

@@ -288,6 +288,7 @@ def test_a_token_lost_at_the_resume_is_named_with_vllms_issue_and_the_remedy():
     c = _check(v, "in_flight.keep_cleared_resumes_on_new_weights")
     assert c["status"] == "fail"
     assert "3 of 3 resumed requests run one token ahead of the fresh engine's continuation" in c["detail"]
+    assert [q["after_switch"]["shift"] for q in v["in_flight"]] == [1, 1, 1]  # kept per request
     assert v["diagnosis"]["kind"] == "token_lost_at_resume"
     assert "vLLM issue 42043" in v["diagnosis"]["summary"] and "async_scheduling=False" in v["diagnosis"]["summary"]
 
