@@ -59,6 +59,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -89,7 +90,22 @@ STEPS = {
                      "prefix caching + async scheduling: KV reuse and another decode schedule across a changed "
                      "stream; the matched sampler tokens must fail, the knob named"),
 }
-WUP_RUNS = {  # step: (name, weight-update args, expected exit code)
+
+
+def _older_than(release: str):
+    """An expected exit code that depends on the release run: 1 before `release` ("0.22"), 0 from it on and when
+    the version is not known. Stdlib only (this script runs outside the releases' environments, where packaging
+    may be missing): the version's leading numbers, "0.26.0+cu130" -> (0, 26, 0)."""
+    def numbers(version: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.match(r"\d+(?:\.\d+)*", version).group().split("."))
+
+    def expect(version: str | None) -> int:
+        return int(bool(version and re.match(r"\d", version)) and numbers(version) < numbers(release))
+
+    return expect
+
+
+WUP_RUNS = {  # step: (name, weight-update args, expected exit code, or a function of the release's version)
     "wup-paths": ("paths", ["--via", "reload", "--via", "native", "--via", "sleep", "--pause", "keep", "--pause",
                             "wait", "--pause", "abort"], 0),
     "wup-keep-cache": ("keep-cache", ["--via", "reload", "--pause", "keep", "--keep-cache"], 1),
@@ -99,10 +115,9 @@ WUP_RUNS = {  # step: (name, weight-update args, expected exit code)
     "wup-nccl": ("nccl", ["--via", "native", "--backend", "nccl", "--pause", "keep"], 2),
     # the dense body on the old release: on vLLM 0.20.0 its keep resume fails (round 5, bench/RESULTS.md) as the
     # MoE body's did, vLLM issue 42043 (the async scheduler drops the first token after a keep resume with the
-    # cache cleared; fixed in 0.22.0): expected exit 1 before 0.22 (LOST_TOKEN_BEFORE), 0 from it on
-    "wup-old-keep": ("old-keep", ["--via", "reload", "--pause", "keep", "--pause", "wait"], 0),
+    # cache cleared; fixed in 0.22.0 by PR 42117): expected exit 1 before 0.22, 0 from it on
+    "wup-old-keep": ("old-keep", ["--via", "reload", "--pause", "keep", "--pause", "wait"], _older_than("0.22")),
 }
-LOST_TOKEN_BEFORE = (0, 22)  # releases before this drop a token after a keep resume (vLLM issue 42043, PR 42117)
 WUP_OLD_RELEASE = ("wup-old-keep",)  # WUP_RUNS steps that run on --old-path
 DEFAULT_STEPS = {"random": "model,record," + ",".join(s for s in STEPS if s != "prefix-async") + ",weight-update,weight-update-paths",
                  "trained": "model,record,same,bump,processed,prefix-async,fp32-head,eager"}
@@ -188,16 +203,6 @@ def _paths_summary(out: Path) -> dict:
         "verdict": p["verdict"], "diagnosis": (p.get("diagnosis") or {}).get("kind"),
         "checks": [f"{c['id']}: {c['status']} ({c['detail']})" for c in p["checks"]],
         "staleness": p.get("staleness")} for p in res["paths"]}}
-
-
-def _release(version: str | None) -> tuple[int, int]:
-    """(major, minor) of a vLLM version string ("0.20.0", "0.26.0+cu130"); (999, 0) when unknown, so that a
-    missing version expects the fixed behaviour."""
-    try:
-        major, minor = (version or "").split(".")[:2]
-        return int(major), int(minor)
-    except ValueError:
-        return 999, 0
 
 
 def _summarise(result: Path) -> dict:
@@ -309,7 +314,7 @@ def main() -> int:
             # until the gate drives a trainer side: exit 2). wup-paths, wup-keep-cache and wup-nccl run one each
             # (a device call has 10 minutes).
             every = ("wup-paths", "wup-keep-cache", "wup-nccl")
-            for name, extra, expect_rc in [WUP_RUNS[s] for s in WUP_RUNS
+            for name, extra, expect in [WUP_RUNS[s] for s in WUP_RUNS
                                            if step == s or (step == "weight-update-paths" and s in every)]:
                 out = work / f"wup-{name}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -319,8 +324,7 @@ def main() -> int:
                                   "--atol", "0.05", *extra], paths[release], work / f"wup-{name}.log")
                 entry = {"rc": rc, "seconds": round(secs, 1), "release": release}
                 entry.update(_paths_summary(out))
-                if step == "wup-old-keep" and _release(entry.get("vllm_version")) < LOST_TOKEN_BEFORE:
-                    expect_rc = 1
+                expect_rc = expect(entry.get("vllm_version")) if callable(expect) else expect
                 entry.update(expect_rc=expect_rc, as_expected=rc == expect_rc)
                 results[f"weight-update-paths-{name}"] = entry
         elif step == "bisect-args":
